@@ -1,0 +1,3 @@
+from chat_trio.cli import main
+
+main()

@@ -1,0 +1,77 @@
+"""The server's settings: one frozen value built once at start and passed down."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def _opt(default: Any, help: str, **extra: Any) -> Any:
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Every tunable of the server. Each field is also a `--flag` and a `CHAT_TRIO_*` variable."""
+
+    host: str = _opt("127.0.0.1", "address to listen on")
+    port: int = _opt(8080, "TCP port (0 picks a free one)")
+    db: str = _opt("./chat.db", "sqlite database file")
+    log_level: str = _opt("info", "debug, info (one access line per request), warning or error")
+    log_format: str = _opt("text", "text or json", choices=("text", "json"))
+    durability: str = _opt(
+        "full",
+        "full: a 2xx means the data is on disk (fsync per commit); "
+        "normal: survives a process crash but not a power loss",
+        choices=("full", "normal"),
+    )
+
+    # HTTP limits
+    max_head_bytes: int = _opt(16 * 1024, "largest request head (431 beyond)")
+    max_body_bytes: int = _opt(64 * 1024, "largest request body (413 beyond)")
+    head_timeout: float = _opt(10.0, "seconds for a request head to arrive after its first byte (408)")
+    body_timeout: float = _opt(10.0, "seconds a request body may stay idle (408)")
+    keepalive_timeout: float = _opt(30.0, "seconds an idle keep-alive connection stays open")
+    send_timeout: float = _opt(10.0, "seconds a client may take to accept a response")
+    max_requests_per_connection: int = _opt(1000, "requests served on one connection")
+    max_connections: int = _opt(10_000, "open connections; more are answered 503 and closed")
+    shutdown_grace: float = _opt(5.0, "seconds in-flight requests get to finish at shutdown")
+
+    # Accounts
+    token_ttl: float = _opt(30 * 86400.0, "token lifetime in seconds")
+    argon2_time_cost: int = _opt(3, "argon2id passes")
+    argon2_memory_kib: int = _opt(65536, "argon2id memory in KiB")
+    argon2_parallelism: int = _opt(4, "argon2id lanes")
+    hash_threads: int = _opt(2, "threads that may hash passwords at once")
+    login_fail_limit: int = _opt(10, "failed logins per username or address before 429")
+    login_fail_window: float = _opt(300.0, "seconds over which failed logins are counted")
+    send_rate: float = _opt(20.0, "message sends per second per user (0 turns the limit off)")
+    send_burst: int = _opt(40, "message sends a user may burst")
+
+    # Validation
+    username_min: int = _opt(3, "shortest username")
+    username_max: int = _opt(32, "longest username")
+    password_min: int = _opt(8, "shortest password")
+    password_max: int = _opt(1024, "longest password")
+    room_name_max: int = _opt(64, "longest room name")
+    topic_max: int = _opt(256, "longest room topic")
+    text_max: int = _opt(4000, "longest message text")
+    txn_id_max: int = _opt(64, "longest txn_id")
+
+    # Store
+    readers: int = _opt(4, "sqlite reader connections")
+    write_batch: int = _opt(256, "most writes gathered into one transaction")
+    write_queue: int = _opt(4096, "writes waiting for the writer before callers wait")
+    recent_cache: int = _opt(200, "newest messages per room kept in memory")
+
+    # Websocket
+    heartbeat_s: float = _opt(30.0, "seconds between websocket pings")
+    ws_auth_timeout: float = _opt(10.0, "seconds a websocket has to authenticate")
+    ws_max_frame: int = _opt(64 * 1024, "largest inbound websocket message (1009 beyond)")
+    ws_queue: int = _opt(1024, "outbound frames buffered per websocket (4008 when full)")
+    ws_rate: float = _opt(50.0, "inbound websocket frames per second per connection")
+    ws_origins: str = _opt("", "comma-separated extra Origins allowed to open a websocket")
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)

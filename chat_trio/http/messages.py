@@ -1,0 +1,139 @@
+"""Request and Response values, the API's error format, and JSON helpers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+
+JSON_TYPE = b"application/json"
+Headers = list[tuple[bytes, bytes]]
+
+_REASONS = {
+    200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
+    403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
+    409: "Conflict", 413: "Content Too Large", 415: "Unsupported Media Type",
+    422: "Unprocessable Content", 429: "Too Many Requests", 431: "Request Header Fields Too Large",
+    500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable",
+}
+# The API's error code for each status that has a single obvious one.
+_STATUS_CODES = {
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+    405: "method_not_allowed", 408: "request_timeout", 409: "conflict",
+    413: "payload_too_large", 415: "unsupported_media_type", 422: "validation_failed",
+    429: "rate_limited", 431: "headers_too_large", 500: "internal", 501: "not_implemented",
+    503: "unavailable",
+}
+
+
+def reason(status: int) -> bytes:
+    return _REASONS.get(status, "").encode()
+
+
+@dataclass(slots=True)
+class Request:
+    """One parsed request, body included. Header names are lower-case (as h11 gives them)."""
+
+    method: str
+    target: bytes
+    headers: Headers
+    body: bytes = b""
+    client: str = ""
+    path: str = ""
+    query_string: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    # For an Upgrade request: the raw stream and the bytes that followed the head.
+    upgrade: tuple[Any, bytes] | None = None
+    _query: dict[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        raw = self.target.decode("latin-1")
+        self.path, _, self.query_string = raw.partition("?")
+
+    def header(self, name: bytes) -> bytes | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    @property
+    def query(self) -> dict[str, str]:
+        """Query parameters; a repeated name keeps its last value."""
+        if self._query is None:
+            try:
+                self._query = dict(
+                    parse_qsl(self.query_string, keep_blank_values=True, errors="strict")
+                )
+            except (UnicodeDecodeError, ValueError):
+                raise HTTPError(400, "bad_request", "query string is not valid UTF-8") from None
+        return self._query
+
+    def json(self) -> dict[str, Any]:
+        """The body as a JSON object: 415 for another content type, 400 for anything but an object."""
+        ctype = self.header(b"content-type")
+        if not self.body and ctype is None:
+            return {}
+        if ctype is None or ctype.split(b";", 1)[0].strip().lower() != JSON_TYPE:
+            raise HTTPError(415, "unsupported_media_type", "send Content-Type: application/json")
+        try:
+            value = orjson.loads(self.body)
+        except orjson.JSONDecodeError:
+            raise HTTPError(400, "invalid_json", "body is not valid JSON") from None
+        if not isinstance(value, dict):
+            raise HTTPError(400, "invalid_json", "body must be a JSON object")
+        return value
+
+
+@dataclass(slots=True)
+class Response:
+    status: int = 200
+    body: bytes = b""
+    headers: Headers = field(default_factory=list)
+    content_type: bytes | None = JSON_TYPE
+
+
+def json_response(value: Any, status: int = 200, headers: Headers | None = None) -> Response:
+    return Response(status, orjson.dumps(value), headers or [])
+
+
+def no_content() -> Response:
+    return Response(204, b"", [], None)
+
+
+class HTTPError(Exception):
+    """Raised anywhere below a handler to answer with the API's error body."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str | None = None,
+        message: str = "",
+        headers: Headers | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code or _STATUS_CODES.get(status, "error")
+        self.message = message or _REASONS.get(status, "error")
+        self.headers = headers or []
+        self.extra = extra or {}
+
+    def response(self) -> Response:
+        return error_response(self.status, self.code, self.message, self.headers, self.extra)
+
+
+def error_response(
+    status: int,
+    code: str | None = None,
+    message: str = "",
+    headers: Headers | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Response:
+    body = {
+        "code": code or _STATUS_CODES.get(status, "error"),
+        "message": message or _REASONS.get(status, "error"),
+        **(extra or {}),
+    }
+    return json_response({"error": body}, status, headers)

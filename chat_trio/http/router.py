@@ -1,0 +1,119 @@
+"""Method + path pattern → handler, with typed path parameters.
+
+Patterns look like `/rooms/{room_id:int}/messages`. Static paths are a dict lookup; patterned
+ones are matched segment by segment. A path that exists under another method answers 405 with
+`Allow`; anything else is 404.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from chat_trio.http.messages import HTTPError, Request, Response
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+_CONVERTERS: dict[str, Callable[[str], Any]] = {"int": int, "str": str}
+_MAX_INT = 2**63 - 1
+
+
+def _to_int(raw: str) -> int:
+    if not raw.isdigit() or not raw.isascii() or len(raw) > 19:
+        raise ValueError(raw)
+    value = int(raw)
+    if value > _MAX_INT:
+        raise ValueError(raw)
+    return value
+
+
+_CONVERTERS["int"] = _to_int
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    pattern: str
+    handler: Handler
+    summary: str = ""
+    # Extra OpenAPI fields for this operation (requestBody, responses, security, ...).
+    doc: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def segments(self) -> list[str]:
+        return self.pattern.strip("/").split("/")
+
+
+@dataclass(slots=True)
+class _Pattern:
+    parts: list[tuple[str, Callable[[str], Any] | None]]  # (literal or param name, converter)
+    methods: dict[str, Handler]
+
+
+@dataclass(slots=True)
+class Match:
+    handler: Handler
+    params: dict[str, Any]
+
+
+class Router:
+    def __init__(self, routes: Iterable[Route] = ()) -> None:
+        self.routes: list[Route] = []
+        self._static: dict[str, dict[str, Handler]] = {}
+        self._patterns: list[_Pattern] = []
+        for route in routes:
+            self.add(route)
+
+    def add(self, route: Route) -> None:
+        self.routes.append(route)
+        if "{" not in route.pattern:
+            self._static.setdefault(route.pattern, {})[route.method] = route.handler
+            return
+        parts: list[tuple[str, Callable[[str], Any] | None]] = []
+        for seg in route.segments:
+            if seg.startswith("{") and seg.endswith("}"):
+                name, _, kind = seg[1:-1].partition(":")
+                parts.append((name, _CONVERTERS[kind or "str"]))
+            else:
+                parts.append((seg, None))
+        for existing in self._patterns:
+            if existing.parts == parts:
+                existing.methods[route.method] = route.handler
+                return
+        self._patterns.append(_Pattern(parts, {route.method: route.handler}))
+
+    def match(self, method: str, path: str) -> Match:
+        methods = self._static.get(path)
+        params: dict[str, Any] = {}
+        if methods is None:
+            methods, params = self._match_pattern(path)
+        if methods is None:
+            raise HTTPError(404, "not_found", f"no route for {path[:200]}")
+        handler = methods.get(method)
+        if handler is None and method == "HEAD":
+            handler = methods.get("GET")
+        if handler is None:
+            allow = ", ".join(sorted(methods)).encode()
+            raise HTTPError(405, "method_not_allowed", f"{method[:20]} not allowed here",
+                            headers=[(b"allow", allow)])
+        return Match(handler, params)
+
+    def _match_pattern(self, path: str) -> tuple[dict[str, Handler] | None, dict[str, Any]]:
+        segments = path.strip("/").split("/")
+        for pattern in self._patterns:
+            if len(pattern.parts) != len(segments):
+                continue
+            params: dict[str, Any] = {}
+            for (name, convert), seg in zip(pattern.parts, segments, strict=True):
+                if convert is None:
+                    if name != seg:
+                        break
+                    continue
+                try:
+                    params[name] = convert(seg)
+                except ValueError:
+                    break
+            else:
+                return pattern.methods, params
+        return None, {}
