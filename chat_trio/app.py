@@ -9,30 +9,50 @@ from typing import Any
 import trio
 
 from chat_trio.api import build_routes
+from chat_trio.api.services import Services
 from chat_trio.config import Config
 from chat_trio.http.router import Router
 from chat_trio.http.server import HTTPServer
 from chat_trio.logs import setup_logging
+from chat_trio.rooms.hub import Hub
+from chat_trio.security.passwords import Passwords
+from chat_trio.store.store import Store
 
 log = logging.getLogger("chat_trio")
 
 
 class App:
-    """One running server. `await nursery.start(app.run)` returns once it listens."""
+    """One running server. `await nursery.start(app.run)` returns it once it listens."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.port = 0
+        self.hub = Hub()
         self.server: HTTPServer | None = None
+        self.store: Store | None = None
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        router = Router(build_routes(self.config))
-        self.server = HTTPServer(self.config, router)
-        async with trio.open_nursery() as nursery:
-            self.port = await nursery.start(self.server.serve)
-            task_status.started(self)
+        passwords = await trio.to_thread.run_sync(Passwords, self.config)
+        self.store = store = await Store.open(self.config)
+        store.listeners.append(self.hub.publish)
+        services = Services(self.config, store, self.hub, passwords)
+        self.server = HTTPServer(self.config, Router(build_routes(services)))
+        try:
+            async with trio.open_nursery() as background:
+                await background.start(store.writer.run)
+                # The listener drains its connections before returning; only then does the
+                # writer stop, so every request that was answered has committed.
+                async with trio.open_nursery() as front:
+                    self.port = await front.start(self.server.serve)
+                    task_status.started(self)
+                background.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await store.close()
 
     def shutdown(self) -> None:
+        """Stop accepting, close websockets (1001), let in-flight requests finish."""
+        self.hub.shutdown()
         if self.server is not None:
             self.server.shutdown()
 

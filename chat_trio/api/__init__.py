@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from chat_trio.api import service
-from chat_trio.config import Config
+from chat_trio.api import accounts, messages, rooms, service
+from chat_trio.api.services import Services
 from chat_trio.http.router import Route
 
 
-def build_routes(config: Config) -> list[Route]:
-    return [*service.routes()]
+def build_routes(services: Services) -> list[Route]:
+    return [
+        *service.routes(),
+        *accounts.routes(services),
+        *rooms.routes(services),
+        *messages.routes(services),
+    ]

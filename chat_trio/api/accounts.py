@@ -1,0 +1,79 @@
+"""POST /register, POST /login, POST /logout, GET /me."""
+
+from __future__ import annotations
+
+import re
+
+from chat_trio.api import validate
+from chat_trio.api.services import Services, bearer_token, rate_limited
+from chat_trio.http.messages import HTTPError, Request, Response, json_response, no_content
+from chat_trio.http.router import Route
+from chat_trio.security.tokens import digest, new_token
+from chat_trio.store.queries import Conflict
+from chat_trio.store.records import iso
+
+_FIELDS = ("username", "password")
+
+
+def routes(s: Services) -> list[Route]:
+    c = s.config
+    username_re = re.compile(rf"[A-Za-z0-9_.-]{{{c.username_min},{c.username_max}}}")
+
+    def credentials(request: Request) -> tuple[str, str]:
+        body = request.json()
+        validate.only(body, _FIELDS)
+        username = validate.string(body, "username", min_len=c.username_min, max_len=c.username_max,
+                                   pattern=username_re)
+        password = validate.string(body, "password", min_len=c.password_min, max_len=c.password_max)
+        assert username is not None and password is not None
+        return username, password
+
+    async def register(request: Request) -> Response:
+        username, password = credentials(request)
+        if s.store.username_taken(username):
+            raise HTTPError(409, "username_taken", "that username is taken")
+        hashed = await s.passwords.hash(password)
+        try:
+            user = await s.store.create_user(username, hashed)
+        except Conflict:
+            raise HTTPError(409, "username_taken", "that username is taken") from None
+        return json_response({"user": user}, 201)
+
+    async def login(request: Request) -> Response:
+        username, password = credentials(request)
+        name_key, client_key = username.lower(), request.client
+        wait = max(s.login_by_name.retry_after(name_key), s.login_by_client.retry_after(client_key))
+        if wait:
+            raise rate_limited(wait)
+        found = await s.store.password_hash(username)
+        ok = await s.passwords.verify(found[1] if found else None, password)
+        if not ok or found is None:
+            s.login_by_name.fail(name_key)
+            s.login_by_client.fail(client_key)
+            raise HTTPError(401, "invalid_credentials", "wrong username or password")
+        user_id, stored = found
+        s.login_by_name.reset(name_key)
+        if s.passwords.needs_rehash(stored):
+            await s.store.rehash_password(user_id, await s.passwords.hash(password))
+        token = new_token()
+        expires = await s.store.create_token(digest(token), user_id, int(c.token_ttl * 1000))
+        return json_response({"token": token, "expires_at": iso(expires), "user": s.store.users[user_id]})
+
+    async def logout(request: Request) -> Response:
+        await s.authenticate(request)
+        token = bearer_token(request)
+        assert token is not None
+        token_digest = digest(token)
+        await s.store.revoke_token(token_digest)
+        s.hub.token_revoked(token_digest)
+        return no_content()
+
+    async def me(request: Request) -> Response:
+        return json_response({"user": await s.authenticate(request)})
+
+    return [
+        Route("POST", "/register", register),
+        Route("POST", "/login", login),
+        Route("POST", "/logout", logout),
+        Route("GET", "/me", me),
+    ]

@@ -1,0 +1,76 @@
+"""Sending (idempotent by txn_id) and history paging with an optional long-poll."""
+
+from __future__ import annotations
+
+import trio
+
+from chat_trio.api import validate
+from chat_trio.api.services import Services
+from chat_trio.http.messages import HTTPError, Request, Response, json_response
+from chat_trio.http.router import Route
+from chat_trio.store.records import JSON, RoomState
+
+MAX_WAIT = 30.0
+MAX_LIMIT = 100
+DEFAULT_LIMIT = 50
+
+
+def page_bounds(last_seq: int, *, before: int | None, after: int | None, limit: int) -> tuple[int, int, bool]:
+    """The seq range [first, last] of a history page and whether more lie beyond it.
+
+    Seqs are dense (1..last_seq), so every page is a plain range."""
+    if after is not None:
+        first, last = after + 1, min(last_seq, after + limit)
+        return first, last, last < last_seq
+    end = last_seq if before is None else min(before - 1, last_seq)
+    first = max(1, end - limit + 1)
+    return first, end, first > 1
+
+
+async def post_message(s: Services, user: JSON, room: RoomState, body: JSON) -> tuple[JSON, bool]:
+    """Validate and commit one message (shared by REST and the websocket `send` frame)."""
+    c = s.config
+    text = validate.string(body, "text", max_len=c.text_max)
+    assert text is not None
+    validate.text(text, "text")
+    txn_id = validate.string(body, "txn_id", max_len=c.txn_id_max, required=False)
+    s.check_send_rate(user)
+    return await s.store.post(room, user, text, txn_id)
+
+
+def routes(s: Services) -> list[Route]:
+    async def send(request: Request) -> Response:
+        user = await s.authenticate(request)
+        room = s.member_room(request.params["room_id"], user)
+        body = request.json()
+        validate.only(body, ("text", "txn_id"))
+        message, created = await post_message(s, user, room, body)
+        return json_response({"message": message}, 201 if created else 200)
+
+    async def history(request: Request) -> Response:
+        user = await s.authenticate(request)
+        room = s.member_room(request.params["room_id"], user)
+        query = request.query
+        before = validate.query_int(query, "before", low=0, high=2**62)
+        after = validate.query_int(query, "after", low=0, high=2**62)
+        limit = validate.query_int(query, "limit", low=1, high=MAX_LIMIT, default=DEFAULT_LIMIT)
+        wait = validate.query_seconds(query, "wait", high=MAX_WAIT)
+        assert limit is not None
+        if before is not None and after is not None:
+            raise validate.invalid("before", "use either before or after, not both")
+        if wait is not None and after is None:
+            raise validate.invalid("wait", "only allowed with after")
+        if wait and after is not None and room.last_seq <= after:
+            with trio.move_on_after(wait):
+                while room.last_seq <= after and not s.hub.closing:
+                    await s.hub.wait_for_message(room.id)
+            if user["id"] not in room.members:
+                raise HTTPError(403, "forbidden", "you are not a member of this room")
+        first, last, more = page_bounds(room.last_seq, before=before, after=after, limit=limit)
+        messages = await s.store.messages(room, first, last)
+        return json_response({"messages": messages, "has_more": more})
+
+    return [
+        Route("POST", "/rooms/{room_id:int}/messages", send),
+        Route("GET", "/rooms/{room_id:int}/messages", history),
+    ]

@@ -1,0 +1,134 @@
+"""room → subscribers. Fed by the store's after-commit hook, so it only ever sees durable
+messages, once each, in seq order.
+
+Publishing never waits on a subscriber: each frame is serialised once and handed to every
+subscriber's `deliver`, which must not block (websocket sessions queue with `send_nowait` and
+apply their own overflow policy). Long-poll requests wait on a per-room event.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Protocol
+
+import orjson
+import trio
+
+JSON = dict[str, Any]
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_TOKEN_REVOKED = 4001
+
+
+class Subscriber(Protocol):
+    user_id: int
+    token_digest: bytes
+
+    def deliver(self, room_id: int, seq: int, frame: bytes) -> None:
+        """Queue a message frame without blocking."""
+
+    def deliver_ephemeral(self, frame: bytes) -> None:
+        """Queue a frame that may be dropped under pressure (typing)."""
+
+    def close(self, code: int, reason: str) -> None:
+        """Ask the connection to close itself with this code."""
+
+    def room_ended(self, room_id: int) -> None:
+        """The subscriber's user left the room: stop its subscription."""
+
+
+class Hub:
+    def __init__(self) -> None:
+        self.rooms: dict[int, set[Subscriber]] = defaultdict(set)
+        self.connections: set[Subscriber] = set()
+        self._online: dict[int, int] = defaultdict(int)  # user id → open websockets
+        self._waiters: dict[int, trio.Event] = {}
+        self.closing = False
+        self.delivered = 0
+
+    # -- publishing ------------------------------------------------------------------------
+
+    def publish(self, message: JSON) -> None:
+        """Called by the store right after the COMMIT that created `message`."""
+        room_id = message["room_id"]
+        subscribers = self.rooms.get(room_id)
+        if subscribers:
+            frame = orjson.dumps({"type": "message", "message": message})
+            seq = message["seq"]
+            for sub in list(subscribers):
+                sub.deliver(room_id, seq, frame)
+            self.delivered += len(subscribers)
+        waiter = self._waiters.pop(room_id, None)
+        if waiter is not None:
+            waiter.set()
+
+    def typing(self, room_id: int, user: JSON, sender: Subscriber) -> None:
+        frame = orjson.dumps({"type": "typing", "room_id": room_id,
+                              "user": {"id": user["id"], "username": user["username"]}})
+        for sub in list(self.rooms.get(room_id, ())):
+            if sub is not sender:
+                sub.deliver_ephemeral(frame)
+
+    async def wait_for_message(self, room_id: int) -> None:
+        """Return when the next message of `room_id` is committed (or the server stops)."""
+        if self.closing:
+            return
+        waiter = self._waiters.get(room_id)
+        if waiter is None:
+            waiter = self._waiters[room_id] = trio.Event()
+        await waiter.wait()
+
+    # -- connections and subscriptions -----------------------------------------------------
+
+    def connect(self, sub: Subscriber) -> None:
+        self.connections.add(sub)
+        self._online[sub.user_id] += 1
+
+    def disconnect(self, sub: Subscriber) -> None:
+        if sub not in self.connections:
+            return
+        self.connections.discard(sub)
+        self._online[sub.user_id] -= 1
+        if self._online[sub.user_id] <= 0:
+            del self._online[sub.user_id]
+        for room_id in [r for r, subs in self.rooms.items() if sub in subs]:
+            self.unsubscribe(room_id, sub)
+
+    def subscribe(self, room_id: int, sub: Subscriber) -> None:
+        self.rooms[room_id].add(sub)
+
+    def unsubscribe(self, room_id: int, sub: Subscriber) -> None:
+        subs = self.rooms.get(room_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self.rooms[room_id]
+
+    def is_online(self, user_id: int) -> bool:
+        return user_id in self._online
+
+    @property
+    def open_websockets(self) -> int:
+        return len(self.connections)
+
+    # -- membership and token changes ------------------------------------------------------
+
+    def user_left(self, room_id: int, user_id: int) -> None:
+        for sub in list(self.rooms.get(room_id, ())):
+            if sub.user_id == user_id:
+                self.unsubscribe(room_id, sub)
+                sub.room_ended(room_id)
+
+    def token_revoked(self, digest: bytes) -> None:
+        for sub in list(self.connections):
+            if sub.token_digest == digest:
+                sub.close(CLOSE_TOKEN_REVOKED, "token revoked")
+
+    def shutdown(self) -> None:
+        """Server stopping: wake every long-poll and close every websocket with 1001."""
+        self.closing = True
+        for waiter in self._waiters.values():
+            waiter.set()
+        self._waiters.clear()
+        for sub in list(self.connections):
+            sub.close(CLOSE_GOING_AWAY, "server shutting down")

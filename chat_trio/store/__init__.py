@@ -1,0 +1,1 @@
+"""Durable state on sqlite: sync code that runs in worker threads, behind an async facade."""

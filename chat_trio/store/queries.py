@@ -1,0 +1,146 @@
+"""Every SQL statement of the server. Plain functions on a connection; they run in threads.
+
+Write functions run inside the group-commit writer's transaction (see writer.py) and must not
+BEGIN or COMMIT themselves.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+Row = tuple[Any, ...]
+MESSAGE_COLUMNS = "id, room_id, seq, author_id, text, txn_id, created_at"
+
+
+class Conflict(Exception):
+    """A uniqueness rule refused the write (taken username or room name)."""
+
+
+# -- loading the in-memory state at start ---------------------------------------------------
+
+def load_users(conn: sqlite3.Connection) -> list[Row]:
+    return conn.execute("SELECT id, username, created_at FROM users").fetchall()
+
+
+def load_rooms(conn: sqlite3.Connection) -> list[Row]:
+    return conn.execute(
+        "SELECT id, name, topic, created_by, created_at, last_seq FROM rooms ORDER BY id"
+    ).fetchall()
+
+
+def load_members(conn: sqlite3.Connection) -> list[Row]:
+    return conn.execute("SELECT room_id, user_id, joined_at FROM members").fetchall()
+
+
+def delete_expired_tokens(conn: sqlite3.Connection, now: int) -> None:
+    conn.execute("DELETE FROM tokens WHERE expires_at <= ?", (now,))
+
+
+# -- accounts --------------------------------------------------------------------------------
+
+def insert_user(conn: sqlite3.Connection, username: str, password_hash: str, now: int) -> int:
+    try:
+        cur = conn.execute(
+            "INSERT INTO users (username, password_hash, created_at) VALUES (?, ?, ?)",
+            (username, password_hash, now),
+        )
+    except sqlite3.IntegrityError:
+        raise Conflict("username_taken") from None
+    assert cur.lastrowid is not None
+    return cur.lastrowid
+
+
+def password_hash(conn: sqlite3.Connection, username: str) -> Row | None:
+    row: Row | None = conn.execute(
+        "SELECT id, password_hash FROM users WHERE username = ?", (username,)
+    ).fetchone()
+    return row
+
+
+def update_password_hash(conn: sqlite3.Connection, user_id: int, new_hash: str) -> None:
+    conn.execute("UPDATE users SET password_hash = ? WHERE id = ?", (new_hash, user_id))
+
+
+def insert_token(conn: sqlite3.Connection, digest: bytes, user_id: int, now: int, expires: int) -> None:
+    conn.execute(
+        "INSERT INTO tokens (hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+        (digest, user_id, now, expires),
+    )
+
+
+def delete_token(conn: sqlite3.Connection, digest: bytes) -> None:
+    conn.execute("DELETE FROM tokens WHERE hash = ?", (digest,))
+
+
+def token_owner(conn: sqlite3.Connection, digest: bytes) -> Row | None:
+    row: Row | None = conn.execute(
+        "SELECT user_id, expires_at FROM tokens WHERE hash = ?", (digest,)
+    ).fetchone()
+    return row
+
+
+# -- rooms -----------------------------------------------------------------------------------
+
+def insert_room(conn: sqlite3.Connection, name: str, topic: str, user_id: int, now: int) -> int:
+    try:
+        cur = conn.execute(
+            "INSERT INTO rooms (name, name_key, topic, created_by, created_at) VALUES (?, ?, ?, ?, ?)",
+            (name, name.casefold(), topic, user_id, now),
+        )
+    except sqlite3.IntegrityError:
+        raise Conflict("room_name_taken") from None
+    assert cur.lastrowid is not None
+    conn.execute("INSERT INTO members (room_id, user_id, joined_at) VALUES (?, ?, ?)",
+                 (cur.lastrowid, user_id, now))
+    return cur.lastrowid
+
+
+def insert_member(conn: sqlite3.Connection, room_id: int, user_id: int, now: int) -> int:
+    """Join (idempotent); returns when the user joined."""
+    conn.execute(
+        "INSERT OR IGNORE INTO members (room_id, user_id, joined_at) VALUES (?, ?, ?)",
+        (room_id, user_id, now),
+    )
+    joined: int = conn.execute(
+        "SELECT joined_at FROM members WHERE room_id = ? AND user_id = ?", (room_id, user_id)
+    ).fetchone()[0]
+    return joined
+
+
+def delete_member(conn: sqlite3.Connection, room_id: int, user_id: int) -> None:
+    conn.execute("DELETE FROM members WHERE room_id = ? AND user_id = ?", (room_id, user_id))
+
+
+# -- messages --------------------------------------------------------------------------------
+
+def insert_message(
+    conn: sqlite3.Connection, room_id: int, author_id: int, text: str, txn_id: str | None, now: int
+) -> tuple[Row, bool]:
+    """Append a message with the room's next seq. With a txn_id already used by this author in
+    this room, nothing is written and the original row comes back (created=False)."""
+    if txn_id is not None:
+        row = conn.execute(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = ? AND author_id = ? AND txn_id = ?",
+            (room_id, author_id, txn_id),
+        ).fetchone()
+        if row is not None:
+            return row, False
+    seq = conn.execute(
+        "UPDATE rooms SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq", (room_id,)
+    ).fetchone()[0]
+    cur = conn.execute(
+        "INSERT INTO messages (room_id, seq, author_id, text, txn_id, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (room_id, seq, author_id, text, txn_id, now),
+    )
+    return (cur.lastrowid, room_id, seq, author_id, text, txn_id, now), True
+
+
+def messages_between(conn: sqlite3.Connection, room_id: int, first: int, last: int) -> list[Row]:
+    """Messages with first <= seq <= last, ascending."""
+    return conn.execute(
+        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = ? AND seq BETWEEN ? AND ?"
+        " ORDER BY seq",
+        (room_id, first, last),
+    ).fetchall()

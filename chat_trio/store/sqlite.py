@@ -1,0 +1,31 @@
+"""Opening sqlite connections with the pragmas the server relies on."""
+
+from __future__ import annotations
+
+import sqlite3
+
+BUSY_TIMEOUT_MS = 5000
+
+
+def connect(path: str, *, durability: str = "full", readonly: bool = False) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit), WAL, foreign keys on.
+
+    `durability="full"` sets synchronous=FULL: COMMIT returns only after the WAL is fsynced, so an
+    acknowledged write survives power loss. "normal" survives a process crash but may lose the
+    last commits on power loss.
+    """
+    if path == ":memory:" or not path:
+        raise ValueError("the server needs a database file, not :memory:")
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
+                               check_same_thread=False)
+    else:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA foreign_keys = ON")
+    if not readonly:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise RuntimeError(f"could not switch {path} to WAL mode (got {mode})")
+    conn.execute(f"PRAGMA synchronous = {'FULL' if durability == 'full' else 'NORMAL'}")
+    return conn

@@ -1,0 +1,241 @@
+"""The async facade the handlers use: durable writes through the group-commit writer, hot
+reads from memory.
+
+Users, rooms, memberships, live tokens and each room's newest messages are kept in memory and
+changed only by after-commit hooks, so a read never sees what is not yet durable and the hot
+paths (token → user, membership, recent history) need no thread hop at all.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from chat_trio.config import Config
+from chat_trio.store import queries
+from chat_trio.store.queries import Conflict, Row
+from chat_trio.store.readers import ReaderPool
+from chat_trio.store.records import JSON, RoomState, message_json, now_ms, user_json
+from chat_trio.store.schema import migrate
+from chat_trio.store.sqlite import connect
+from chat_trio.store.writer import GroupCommitWriter
+
+__all__ = ["Conflict", "Store"]
+
+MessageListener = Callable[[JSON], None]
+
+
+class Store:
+    def __init__(self, config: Config, conn: sqlite3.Connection, readers: ReaderPool) -> None:
+        self.config = config
+        self._conn = conn
+        self.readers = readers
+        self.writer = GroupCommitWriter(conn, max_batch=config.write_batch, queue_size=config.write_queue)
+        self.users: dict[int, JSON] = {}
+        self.user_ids: dict[str, int] = {}  # lower-cased username → id
+        self.rooms: dict[int, RoomState] = {}
+        self.room_ids: dict[str, int] = {}  # case-folded room name → id
+        self._tokens: dict[bytes, tuple[int, int]] = {}  # sha256 → (user id, expires ms)
+        self._revocations = 0  # bumped by every logout; guards the token cache against races
+        self.listeners: list[MessageListener] = []  # told of each new message, in commit order
+        self.messages_committed = 0
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, config: Config) -> Store:
+        def setup() -> Store:
+            conn = connect(config.db, durability=config.durability)
+            migrate(conn)
+            queries.delete_expired_tokens(conn, now_ms())
+            store = cls(config, conn, ReaderPool(config.db, config.readers))
+            store._load(conn)
+            return store
+
+        return await trio.to_thread.run_sync(setup)
+
+    def _load(self, conn: sqlite3.Connection) -> None:
+        for user_id, username, created_at in queries.load_users(conn):
+            self._add_user(user_id, username, created_at)
+        for room_id, name, topic, created_by, created_at, last_seq in queries.load_rooms(conn):
+            self._add_room(RoomState(room_id, name, topic, created_by, created_at, last_seq))
+        for room_id, user_id, joined_at in queries.load_members(conn):
+            self.rooms[room_id].members[user_id] = joined_at
+
+    async def close(self) -> None:
+        def close_all() -> None:
+            self.readers.close()
+            self._conn.execute("PRAGMA optimize")
+            self._conn.close()
+
+        await trio.to_thread.run_sync(close_all)
+
+    def _add_user(self, user_id: int, username: str, created_at: int) -> JSON:
+        user = user_json(user_id, username, created_at)
+        self.users[user_id] = user
+        self.user_ids[username.lower()] = user_id
+        return user
+
+    def _add_room(self, room: RoomState) -> None:
+        self.rooms[room.id] = room
+        self.room_ids[room.name.casefold()] = room.id
+
+    # -- accounts --------------------------------------------------------------------------
+
+    def username_taken(self, username: str) -> bool:
+        return username.lower() in self.user_ids
+
+    async def create_user(self, username: str, password_hash: str) -> JSON:
+        now = now_ms()
+
+        def remember(user_id: int) -> None:
+            self._add_user(user_id, username, now)
+
+        user_id = await self.writer.write(
+            lambda c: queries.insert_user(c, username, password_hash, now), remember
+        )
+        return self.users[user_id]
+
+    async def password_hash(self, username: str) -> tuple[int, str] | None:
+        if username.lower() not in self.user_ids:
+            return None
+        row = await self.readers.read(lambda c: queries.password_hash(c, username))
+        return None if row is None else (row[0], row[1])
+
+    async def rehash_password(self, user_id: int, new_hash: str) -> None:
+        await self.writer.write(lambda c: queries.update_password_hash(c, user_id, new_hash))
+
+    async def create_token(self, digest: bytes, user_id: int, ttl_ms: int) -> int:
+        """Store a token's hash; returns its expiry (ms)."""
+        now = now_ms()
+        expires = now + ttl_ms
+
+        def remember(_: None) -> None:
+            self._tokens[digest] = (user_id, expires)
+
+        await self.writer.write(lambda c: queries.insert_token(c, digest, user_id, now, expires), remember)
+        return expires
+
+    async def revoke_token(self, digest: bytes) -> None:
+        def forget(_: None) -> None:
+            self._revocations += 1
+            self._tokens.pop(digest, None)
+
+        await self.writer.write(lambda c: queries.delete_token(c, digest), forget)
+
+    async def token_user(self, digest: bytes) -> JSON | None:
+        """The user a token belongs to, or None if it is unknown, revoked or expired."""
+        entry = self._tokens.get(digest)
+        if entry is None:
+            revocations = self._revocations
+            row = await self.readers.read(lambda c: queries.token_owner(c, digest))
+            if row is None:
+                return None
+            entry = (row[0], row[1])
+            if revocations == self._revocations:  # no logout raced with this read
+                self._tokens[digest] = entry
+        user_id, expires = entry
+        if expires <= now_ms():
+            self._tokens.pop(digest, None)
+            return None
+        return self.users.get(user_id)
+
+    # -- rooms -----------------------------------------------------------------------------
+
+    def room(self, room_id: int) -> RoomState | None:
+        return self.rooms.get(room_id)
+
+    def room_name_taken(self, name: str) -> bool:
+        return name.casefold() in self.room_ids
+
+    async def create_room(self, user_id: int, name: str, topic: str) -> RoomState:
+        now = now_ms()
+
+        def remember(room_id: int) -> None:
+            room = RoomState(room_id, name, topic, user_id, now, 0, {user_id: now})
+            self._add_room(room)
+
+        room_id = await self.writer.write(
+            lambda c: queries.insert_room(c, name, topic, user_id, now), remember
+        )
+        return self.rooms[room_id]
+
+    async def join(self, room: RoomState, user_id: int) -> None:
+        if user_id in room.members:
+            return
+        now = now_ms()
+
+        def remember(joined_at: int) -> None:
+            room.members[user_id] = joined_at
+
+        await self.writer.write(lambda c: queries.insert_member(c, room.id, user_id, now), remember)
+
+    async def leave(self, room: RoomState, user_id: int) -> None:
+        if user_id not in room.members:
+            return
+
+        def forget(_: None) -> None:
+            room.members.pop(user_id, None)
+
+        await self.writer.write(lambda c: queries.delete_member(c, room.id, user_id), forget)
+
+    # -- messages --------------------------------------------------------------------------
+
+    async def post(self, room: RoomState, author: JSON, text: str, txn_id: str | None) -> tuple[JSON, bool]:
+        """Append a message; with a repeated txn_id return the original and created=False."""
+        now = now_ms()
+        out: list[JSON] = []
+
+        def publish(result: tuple[Row, bool]) -> None:
+            row, created = result
+            message = message_json(row, self.users.get(row[3], author))
+            out.append(message)
+            if not created:
+                return
+            room.last_seq = message["seq"]
+            self.messages_committed += 1
+            if room.recent and room.recent[-1]["seq"] == room.last_seq - 1:
+                room.recent.append(message)
+                if len(room.recent) > self.config.recent_cache:
+                    del room.recent[: len(room.recent) - self.config.recent_cache]
+            else:
+                room.recent = [message]
+            for listener in self.listeners:
+                listener(message)
+
+        _, created = await self.writer.write(
+            lambda c: queries.insert_message(c, room.id, author["id"], text, txn_id, now), publish
+        )
+        return out[0], created
+
+    async def messages(self, room: RoomState, first: int, last: int) -> list[JSON]:
+        """Messages first..last (inclusive, ascending) from memory when it holds them."""
+        if first > last:
+            return []
+        recent = room.recent
+        if recent and recent[0]["seq"] <= first and last <= recent[-1]["seq"]:
+            base = recent[0]["seq"]
+            return recent[first - base : last - base + 1]
+        rows = await self.readers.read(lambda c: queries.messages_between(c, room.id, first, last))
+        messages = [message_json(row, self.users[row[3]]) for row in rows]
+        self._warm(room, messages)
+        return messages
+
+    def _warm(self, room: RoomState, messages: list[JSON]) -> None:
+        """Put messages read from disk in front of the recent cache when they join up with it."""
+        joins_at = room.recent[0]["seq"] - 1 if room.recent else room.last_seq
+        if not messages or messages[-1]["seq"] != joins_at:
+            return
+        room.recent = (messages + room.recent)[-self.config.recent_cache :]
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "commits": self.writer.commits,
+            "writes": self.writer.writes,
+            "last_batch": self.writer.last_batch,
+            "write_queue": self.writer.queued,
+            "reader_threads_busy": self.readers.limiter.borrowed_tokens,
+        }
