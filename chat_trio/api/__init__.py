@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chat_trio.api import accounts, messages, rooms, service
+from chat_trio.api import accounts, messages, rooms, service, websocket
 from chat_trio.api.services import Services
 from chat_trio.http.router import Route
 
@@ -13,4 +13,5 @@ def build_routes(services: Services) -> list[Route]:
         *accounts.routes(services),
         *rooms.routes(services),
         *messages.routes(services),
+        *websocket.routes(services),
     ]

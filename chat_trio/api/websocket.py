@@ -1,0 +1,306 @@
+"""GET /ws: the live push session of one websocket.
+
+Frames are JSON text (see API.md). Each session is a hub subscriber: the hub hands it frames
+without waiting, the session queues them in a bounded outbox and one writer task sends them.
+When the outbox is full, typing frames are dropped first (they are refused once it is half
+full) and a message frame that does not fit closes the socket with 4008, so a slow reader
+resumes with `after` instead of holding memory.
+
+Lossless resume: `subscribe` with `after` registers the live subscription first, then reads the
+missed seqs from the store, holding live frames that arrive meanwhile, and forwards the held
+ones it has not already sent — no gap and no duplicate.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
+
+from chat_trio.api import validate
+from chat_trio.api.messages import post_message
+from chat_trio.api.services import Services, bearer_token
+from chat_trio.http.messages import HTTPError, Request, Response, error_response
+from chat_trio.http.router import Route
+from chat_trio.http.upgrade import SWITCHED, replay_stream
+from chat_trio.rooms.hub import CLOSE_GOING_AWAY
+from chat_trio.security.ratelimit import TokenBucket
+from chat_trio.security.tokens import digest
+from chat_trio.store.records import JSON
+
+log = logging.getLogger("chat_trio.ws")
+
+GAP_LIMIT = 1000
+CLOSE_POLICY = 1008  # auth failed / not a member
+CLOSE_TOO_SLOW = 4008
+_INBOX = 16  # inbound messages trio-websocket may buffer before it stops reading
+
+
+class _Close(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def _dumps(value: JSON) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _room_id(frame: JSON) -> int:
+    room_id = frame.get("room_id")
+    if not isinstance(room_id, int) or isinstance(room_id, bool) or room_id < 1:
+        raise validate.invalid("room_id", "must be a positive integer")
+    return room_id
+
+
+@dataclass(slots=True)
+class _Subscription:
+    last_seq: int  # highest seq queued to the client
+    held: list[tuple[int, str]] | None = field(default_factory=list)  # live frames during replay
+
+
+class Session:
+    """One authenticated websocket; implements the hub's Subscriber protocol."""
+
+    def __init__(self, services: Services, ws: WebSocketConnection) -> None:
+        self.s = services
+        self.config = services.config
+        self.ws = ws
+        self.user: JSON = {}
+        self.user_id = 0
+        self.token_digest = b""
+        self.subs: dict[int, _Subscription] = {}
+        self._outbox_in, self._outbox = trio.open_memory_channel[str](self.config.ws_queue)
+        self._scope = trio.CancelScope()
+        self._closing: tuple[int, str] | None = None
+        self._inbound = TokenBucket(self.config.ws_rate, max(1, int(self.config.ws_rate * 2)))
+
+    # -- the hub's Subscriber protocol ----------------------------------------------------
+
+    def deliver(self, room_id: int, seq: int, frame: str) -> None:
+        sub = self.subs.get(room_id)
+        if sub is None:
+            return
+        if sub.held is not None:
+            if len(sub.held) >= self.config.ws_queue:
+                self.close(CLOSE_TOO_SLOW, "too slow; reconnect and resume with after")
+                return
+            sub.held.append((seq, frame))
+        elif seq > sub.last_seq:
+            sub.last_seq = seq
+            self.send(frame)
+
+    def deliver_ephemeral(self, frame: str) -> None:
+        if self._outbox_in.statistics().current_buffer_used < self.config.ws_queue // 2:
+            self._outbox_in.send_nowait(frame)
+
+    def close(self, code: int, reason: str) -> None:
+        if self._closing is None:
+            self._closing = (code, reason)
+        self._scope.cancel()
+
+    def room_ended(self, room_id: int) -> None:
+        if self.subs.pop(room_id, None) is not None:
+            self.send(_dumps({"type": "unsubscribed", "room_id": room_id}))
+
+    def send(self, frame: str) -> None:
+        """Queue a frame; a full outbox closes the socket (4008) rather than grow."""
+        try:
+            self._outbox_in.send_nowait(frame)
+        except trio.WouldBlock:
+            self.close(CLOSE_TOO_SLOW, "too slow; reconnect and resume with after")
+
+    # -- the session ----------------------------------------------------------------------
+
+    async def run(self, header_token: str | None) -> None:
+        try:
+            with self._scope:
+                await self._authenticate(header_token)
+                self.s.hub.connect(self)
+                self.send(_dumps({"type": "hello", "user": self.user,
+                                  "heartbeat_s": self.config.heartbeat_s}))
+                async with trio.open_nursery() as tasks:
+                    tasks.start_soon(self._write_loop)
+                    tasks.start_soon(self._heartbeat)
+                    await self._read_loop()
+                    tasks.cancel_scope.cancel()
+        except _Close as exc:
+            self._closing = self._closing or (exc.code, exc.reason)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.s.hub.disconnect(self)
+            code, reason = self._closing or (1000, "")
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await self.ws.aclose(code, reason)
+
+    async def _authenticate(self, header_token: str | None) -> None:
+        token = header_token
+        if token is None:
+            with trio.move_on_after(self.config.ws_auth_timeout):
+                token = self._auth_frame(await self.ws.get_message())
+            if token is None:
+                raise _Close(CLOSE_POLICY, "authentication timed out")
+        user = await self.s.user_for_token(token)
+        if user is None:
+            raise _Close(CLOSE_POLICY, "authentication failed")
+        self.user, self.user_id, self.token_digest = user, user["id"], digest(token)
+
+    @staticmethod
+    def _auth_frame(raw: str | bytes) -> str:
+        try:
+            frame = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            frame = None
+        if not isinstance(frame, dict) or frame.get("type") != "auth" or not isinstance(
+            frame.get("token"), str
+        ):
+            raise _Close(CLOSE_POLICY, 'first frame must be {"type":"auth","token":...}')
+        token: str = frame["token"]
+        return token
+
+    async def _write_loop(self) -> None:
+        try:
+            async for frame in self._outbox:
+                await self.ws.send_message(frame)
+        except ConnectionClosed:
+            self._scope.cancel()
+
+    async def _heartbeat(self) -> None:
+        interval = self.config.heartbeat_s
+        while True:
+            await trio.sleep(interval)
+            with trio.move_on_after(interval) as waiting:
+                await self.ws.ping()
+            if waiting.cancelled_caught:
+                self.close(CLOSE_GOING_AWAY, "heartbeat timeout")
+                return
+
+    async def _read_loop(self) -> None:
+        while True:
+            raw = await self.ws.get_message()
+            ref: Any = None
+            try:
+                if self._inbound.take(0):
+                    raise HTTPError(429, "rate_limited", "too many frames; slow down")
+                frame = self._parse(raw)
+                ref = frame.get("ref")
+                await self._dispatch(frame)
+            except HTTPError as exc:
+                error: JSON = {"type": "error", "code": exc.code, "message": exc.message}
+                if isinstance(ref, (str, int)) and not isinstance(ref, bool):
+                    error["ref"] = ref
+                self.send(_dumps(error))
+
+    @staticmethod
+    def _parse(raw: str | bytes) -> JSON:
+        if isinstance(raw, bytes):
+            raise HTTPError(400, "bad_request", "frames must be JSON text, not binary")
+        try:
+            frame = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise HTTPError(400, "invalid_json", "frame is not valid JSON") from None
+        if not isinstance(frame, dict):
+            raise HTTPError(400, "invalid_json", "frame must be a JSON object")
+        return frame
+
+    async def _dispatch(self, frame: JSON) -> None:
+        kind = frame.get("type")
+        ref = frame.get("ref")
+        if ref is not None and not (
+            (isinstance(ref, str) and len(ref) <= 64) or (isinstance(ref, int) and not isinstance(ref, bool))
+        ):
+            raise validate.invalid("ref", "must be a string of at most 64 characters or an integer")
+        if kind == "subscribe":
+            validate.only(frame, ("type", "room_id", "after", "ref"))
+            await self._subscribe(_room_id(frame), frame.get("after"))
+        elif kind == "unsubscribe":
+            validate.only(frame, ("type", "room_id", "ref"))
+            room_id = _room_id(frame)
+            self.subs.pop(room_id, None)
+            self.s.hub.unsubscribe(room_id, self)
+            self.send(_dumps({"type": "unsubscribed", "room_id": room_id}))
+        elif kind == "send":
+            validate.only(frame, ("type", "room_id", "text", "txn_id", "ref"))
+            room = self._member_room(_room_id(frame))
+            message, _ = await post_message(self.s, self.user, room, frame)
+            self.send(_dumps({"type": "ack", "ref": ref, "message": message}))
+        elif kind == "typing":
+            validate.only(frame, ("type", "room_id", "ref"))
+            room = self._member_room(_room_id(frame))
+            self.s.hub.typing(room.id, self.user, self)
+        elif kind == "ping":
+            self.send('{"type":"pong"}')
+        else:
+            raise HTTPError(400, "bad_request", "unknown frame type")
+
+    def _member_room(self, room_id: int) -> Any:
+        room = self.s.room(room_id)
+        if self.user_id not in room.members:
+            raise _Close(CLOSE_POLICY, f"not a member of room {room_id}")
+        return room
+
+    async def _subscribe(self, room_id: int, after: Any) -> None:
+        if after is not None and (not isinstance(after, int) or isinstance(after, bool) or after < 0):
+            raise validate.invalid("after", "must be a non-negative integer")
+        room = self._member_room(room_id)
+        if room_id in self.subs:  # re-subscribing restarts from the new `after`
+            self.subs.pop(room_id)
+        last = room.last_seq
+        sub = _Subscription(last_seq=last if after is None else after)
+        self.subs[room_id] = sub
+        self.s.hub.subscribe(room_id, self)
+        self.send(_dumps({"type": "subscribed", "room_id": room_id, "last_seq": last}))
+        if after is not None and last - after > GAP_LIMIT:
+            self.send(_dumps({"type": "gap", "room_id": room_id, "after": after, "last_seq": last}))
+            sub.last_seq = last
+        elif after is not None and after < last:
+            for message in await self.s.store.messages(room, after + 1, last):
+                if message["seq"] > sub.last_seq:
+                    sub.last_seq = message["seq"]
+                    self.send(_dumps({"type": "message", "message": message}))
+        held, sub.held = sub.held or [], None
+        for seq, frame in held:
+            if seq > sub.last_seq:
+                sub.last_seq = seq
+                self.send(frame)
+
+
+def routes(s: Services) -> list[Route]:
+    allowed = {o.strip().rstrip("/") for o in s.config.ws_origins.split(",") if o.strip()}
+
+    def origin_ok(request: Request) -> bool:
+        origin = request.header(b"origin")
+        if origin is None:
+            return True  # not a browser
+        text = origin.decode("latin-1").rstrip("/")
+        host = (request.header(b"host") or b"").decode("latin-1")
+        return text in allowed or urlsplit(text).netloc == host
+
+    async def websocket(request: Request) -> Response:
+        if request.upgrade is None or (request.header(b"upgrade") or b"").lower() != b"websocket":
+            raise HTTPError(400, "bad_request", "this endpoint needs a websocket upgrade")
+        if not origin_ok(request):
+            return error_response(403, "forbidden", "origin not allowed",
+                                  headers=[(b"connection", b"close")])
+        async with trio.open_nursery() as nursery:
+            with trio.move_on_after(s.config.ws_auth_timeout) as handshake:
+                ws_request = await wrap_server_stream(
+                    nursery, replay_stream(request), message_queue_size=_INBOX,
+                    max_message_size=s.config.ws_max_frame,
+                )
+                ws = await ws_request.accept()
+            if handshake.cancelled_caught:
+                nursery.cancel_scope.cancel()
+                return Response(SWITCHED)
+            await Session(s, ws).run(bearer_token(request))
+            nursery.cancel_scope.cancel()
+        return Response(SWITCHED)
+
+    return [Route("GET", "/ws", websocket)]
