@@ -1,4 +1,9 @@
-"""The OpenAPI 3.1 document of the API, kept beside the code and checked against the router."""
+"""The OpenAPI 3.1 document of the API (shared/API.md), kept beside the code and checked against the router.
+
+Limits (lengths, patterns, paging) are the defaults of `Config`; a server started with other
+settings enforces those instead. Errors share one `Error` schema; the answers every operation
+can give (400 for malformed HTTP, 408, 413, 431, 500, 503) are its `default` response.
+"""
 
 from __future__ import annotations
 
@@ -6,58 +11,363 @@ from typing import Any
 
 from chat_trio import __version__
 
+JSON = dict[str, Any]
 
-def _error(description: str) -> dict[str, Any]:
-    return {"description": description,
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-
-
-def _ok(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    if schema is None:
-        return {"description": description}
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+_MAX_PATH_INT = 2**63 - 1  # the router's `int` converter
+_MAX_CURSOR = 2**62  # api.messages: before / after
+# No control characters (C0, DEL, C1) other than \n and \t: api.validate.text.
+_NO_CONTROL = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$"
+_BEARER: list[JSON] = [{"bearerAuth": []}]
 
 
-PATHS: dict[str, dict[str, Any]] = {
-    "/healthz": {
-        "get": {
-            "summary": "Liveness check",
-            "responses": {"200": _ok("Alive", {
-                "type": "object", "required": ["status"], "additionalProperties": False,
-                "properties": {"status": {"const": "ok"}}})},
-        }
-    },
-    "/openapi.json": {
-        "get": {"summary": "This document", "responses": {"200": _ok("OpenAPI 3.1", {"type": "object"})}}
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _ref(kind: str, name: str) -> JSON:
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+def _schema(name: str) -> JSON:
+    return _ref("schemas", name)
+
+
+def _json(schema: JSON) -> JSON:
+    return {"application/json": {"schema": schema}}
+
+
+def _obj(properties: JSON, *, optional: tuple[str, ...] = (), **extra: Any) -> JSON:
+    """A closed object schema: unknown properties are invalid, all but `optional` are required."""
+    return {"type": "object", "required": [name for name in properties if name not in optional],
+            "properties": properties, "additionalProperties": False, **extra}
+
+
+def _string(min_len: int = 0, max_len: int | None = None, **extra: Any) -> JSON:
+    schema: JSON = {"type": "string", "minLength": min_len, **extra}
+    if max_len is not None:
+        schema["maxLength"] = max_len
+    return schema
+
+
+def _list(items: JSON) -> JSON:
+    return {"type": "array", "items": items}
+
+
+def _header(description: str, schema: JSON) -> JSON:
+    return {"description": description, "schema": schema}
+
+
+def _ok(description: str, schema: JSON | None = None, headers: JSON | None = None) -> JSON:
+    """A success response: a JSON body (or none) and optional headers."""
+    response: JSON = {"description": description}
+    if headers:
+        response["headers"] = headers
+    if schema is not None:
+        response["content"] = _json(schema)
+    return response
+
+
+def _error(description: str, *codes: str, headers: JSON | None = None) -> JSON:
+    """An error response: the shared Error body, its `code` narrowed to `codes` when given."""
+    schema = _schema("Error")
+    if codes:
+        narrowed = {"error": {"properties": {"code": {"enum": list(codes)}}}}
+        schema = {"allOf": [schema, {"properties": narrowed}]}
+    return _ok(description, schema, headers)
+
+
+def _param(name: str, where: str, description: str, schema: JSON, *, required: bool = False) -> JSON:
+    return {"name": name, "in": where, "required": required or where == "path",
+            "description": description, "schema": schema}
+
+
+def _op(
+    op_id: str,
+    tag: str,
+    summary: str,
+    responses: JSON,
+    *,
+    description: str = "",
+    security: list[JSON] | None = None,
+    params: tuple[str, ...] = (),
+    body: JSON | None = None,
+    errors: tuple[str, ...] = (),
+) -> JSON:
+    """One operation. `params` and `errors` name entries of components. A `security` without an
+    anonymous alternative adds the 401 answer, a `body` the 400 / 415 / 422 answers of
+    `Request.json` and its validation. An entry of `responses` wins over a shared one."""
+    op: JSON = {"operationId": op_id, "tags": [tag], "summary": summary}
+    if description:
+        op["description"] = description
+    if security is not None:
+        op["security"] = security
+        if {} not in security:  # no anonymous alternative
+            errors = ("Unauthorized", *errors)
+    if params:
+        op["parameters"] = [_ref("parameters", name) for name in params]
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": _json(body)}
+        errors = ("InvalidJSON", "UnsupportedMediaType", "ValidationFailed", *errors)
+    answers = {**{ERRORS[name][0]: _ref("responses", name) for name in errors}, **responses}
+    op["responses"] = {**dict(sorted(answers.items())), "default": _ref("responses", "Error")}
+    return op
+
+
+# -- components ----------------------------------------------------------------------------------
+
+_ID = {"type": "integer", "minimum": 1}
+_COUNT = {"type": "integer", "minimum": 0}
+_TIME = {"type": "string", "format": "date-time",
+         "description": "RFC 3339 UTC with milliseconds, e.g. 2026-11-24T19:00:00.123Z"}
+_USERNAME = _string(3, 32, pattern="^[A-Za-z0-9_.-]{3,32}$",
+                    description="Unique ignoring case")
+
+SCHEMAS: JSON = {
+    "Error": _obj(
+        {"error": _obj({
+            "code": {"type": "string", "description": "Machine-readable, e.g. validation_failed"},
+            "message": {"type": "string", "description": "Human text; for 422 it names the field"},
+            "retry_after_ms": {"type": "integer", "minimum": 1, "description": "Only with 429"},
+            "field": {"type": "string", "description": "Only with 422: the offending field"},
+        }, optional=("retry_after_ms", "field"))},
+    ),
+    "User": _obj({"id": _ID, "username": _USERNAME, "created_at": _TIME}),
+    "Room": _obj({
+        "id": _ID,
+        "name": _string(1, 64),
+        "topic": _string(0, 256),
+        "created_by": {**_ID, "description": "The creator's user id"},
+        "created_at": _TIME,
+        "member_count": _COUNT,
+        "last_seq": {**_COUNT, "description": "Seq of the room's newest message (0: none yet)"},
+    }),
+    "Message": _obj({
+        "id": _ID,
+        "room_id": _ID,
+        "seq": {**_ID, "description": "Dense per room (1, 2, 3, ...), assigned at commit: the only "
+                                      "order, paging cursor and resume point a client needs"},
+        "author": _obj({"id": _ID, "username": _USERNAME}),
+        "text": _string(1, 4000),
+        "created_at": _TIME,
+        "txn_id": {"type": ["string", "null"], "minLength": 1, "maxLength": 64},
+    }),
+    "Member": _obj({
+        "user": _schema("User"),
+        "joined_at": _TIME,
+        "online": {"type": "boolean", "description": "The user has an open websocket"},
+    }),
+}
+
+_RETRY_AFTER = {"Retry-After": _header("Whole seconds to wait", {"type": "integer", "minimum": 1})}
+_WWW_AUTHENTICATE = {"WWW-Authenticate": _header("Bearer realm=\"chat_trio\"", {"type": "string"})}
+
+# Shared error answers: name → (status, response). Operations list them by name.
+ERRORS: dict[str, tuple[str, JSON]] = {
+    "InvalidJSON": ("400", _error("The body is not valid JSON or not a JSON object", "invalid_json")),
+    "BadQuery": ("400", _error("The query string is not valid UTF-8", "bad_request")),
+    "Unauthorized": ("401", _error("Missing, invalid, expired or revoked token", "unauthorized",
+                                   headers=_WWW_AUTHENTICATE)),
+    "NotMember": ("403", _error("The caller is not a member of the room", "forbidden")),
+    "RoomNotFound": ("404", _error("No such room", "not_found")),
+    "UnsupportedMediaType": ("415", _error("The body is not Content-Type: application/json",
+                                           "unsupported_media_type")),
+    "ValidationFailed": ("422", _error("A field or parameter is invalid, missing or unknown; "
+                                       "`message` and `field` name it", "validation_failed")),
+    "RateLimited": ("429", _error("Too many requests: retry after `Retry-After` seconds "
+                                  "(`error.retry_after_ms` milliseconds)", "rate_limited",
+                                  headers=_RETRY_AFTER)),
+}
+
+RESPONSES: JSON = {
+    **{name: response for name, (_status, response) in ERRORS.items()},
+    "Error": _error(
+        "Any other error: 400 for malformed HTTP (the connection closes), 405 with `Allow` for a "
+        "method a path does not have, 408 for a slow request, 413 for a body over the limit "
+        "(64 KiB), 431 for a head over the limit (16 KiB), 500 internal (no traceback), 503 "
+        "unavailable (too many connections, with `Retry-After`)"),
+}
+
+PARAMETERS: JSON = {
+    "RoomId": _param("room_id", "path", "The room's id; anything but a decimal integer is 404",
+                     {"type": "integer", "minimum": 0, "maximum": _MAX_PATH_INT}),
+    "Before": _param("before", "query", "The newest `limit` messages with seq < before",
+                     {"type": "integer", "minimum": 0, "maximum": _MAX_CURSOR}),
+    "After": _param("after", "query", "The oldest `limit` messages with seq > after",
+                    {"type": "integer", "minimum": 0, "maximum": _MAX_CURSOR}),
+    "Limit": _param("limit", "query", "Page size",
+                    {"type": "integer", "minimum": 1, "maximum": 100, "default": 50}),
+    "Wait": _param("wait", "query", "Seconds to long-poll; only together with `after`",
+                   {"type": "number", "minimum": 0, "maximum": 30}),
+    "Joined": _param("joined", "query", "Only rooms the caller is a member of "
+                     "(`true`/`1`; `false`/`0`/empty for all, case-insensitive)",
+                     {"type": "boolean", "default": False}),
+}
+
+COMPONENTS: JSON = {
+    "schemas": SCHEMAS,
+    "responses": RESPONSES,
+    "parameters": PARAMETERS,
+    "securitySchemes": {
+        "bearerAuth": {"type": "http", "scheme": "bearer",
+                       "description": "A token from POST /login; default lifetime 30 days"},
     },
 }
 
-COMPONENTS: dict[str, Any] = {
-    "schemas": {
-        "Error": {
-            "type": "object",
-            "required": ["error"],
-            "properties": {
-                "error": {
-                    "type": "object",
-                    "required": ["code", "message"],
-                    "properties": {
-                        "code": {"type": "string"},
-                        "message": {"type": "string"},
-                        "retry_after_ms": {"type": "integer"},
-                    },
-                }
-            },
-        }
-    }
+
+# -- operations ----------------------------------------------------------------------------------
+
+_CREDENTIALS = _obj({"username": _USERNAME, "password": _string(8, 1024)})
+_NEW_ROOM = _obj({
+    "name": _string(1, 64, pattern=_NO_CONTROL, description="Unique ignoring case; not blank; no "
+                    "control characters other than newline and tab"),
+    "topic": {**_string(0, 256, pattern=_NO_CONTROL), "type": ["string", "null"],
+              "description": "Default empty; null is the same as leaving it out"},
+}, optional=("topic",))
+_NEW_MESSAGE = _obj({
+    "text": _string(1, 4000, pattern=_NO_CONTROL,
+                    description="No control characters other than newline and tab"),
+    "txn_id": {**_string(1, 64), "type": ["string", "null"],
+               "description": "Idempotency key per user and room; null is the same as leaving it out"},
+}, optional=("txn_id",))
+
+_USER_BODY = _obj({"user": _schema("User")})
+_ROOM_BODY = _obj({"room": _schema("Room")})
+_MESSAGE_BODY = _obj({"message": _schema("Message")})
+
+_WS_DESCRIPTION = """\
+Upgrades to a websocket on the same port. Frames are JSON text.
+
+**Auth**: the `Authorization: Bearer` header, or (browsers cannot set headers) a first frame
+`{"type": "auth", "token"}` within 10 s. The token is checked after the upgrade: a missing,
+invalid or revoked one is never an HTTP 401, the socket closes with 1008 instead. Then the
+server sends `{"type": "hello", "user", "heartbeat_s"}` (`user` is a `User`).
+
+| client → server | server → client |
+|---|---|
+| `{"type":"subscribe","room_id","after"?}` | `{"type":"subscribed","room_id","last_seq"}`, then every \
+message with seq > after in order, then live ones. If more than 1000 are missed: \
+`{"type":"gap","room_id","after","last_seq"}` and the client pages over REST |
+| `{"type":"unsubscribe","room_id"}` | `{"type":"unsubscribed","room_id"}` |
+| `{"type":"send","room_id","text","txn_id"?,"ref"?}` | `{"type":"ack","ref","message"}` after commit \
+(idempotent as REST) |
+| `{"type":"typing","room_id"}` | others get `{"type":"typing","room_id","user"}` (ephemeral, dropped \
+first under pressure) |
+| `{"type":"ping"}` | `{"type":"pong"}` |
+| anything invalid | `{"type":"error","code","message","ref"?}`; the connection stays open |
+
+Live frame: `{"type":"message","message"}` (`message` is a `Message`). Per room a subscriber sees
+each seq once, in order, without gaps (except an announced `gap`). `ref` (a string of at most 64
+characters, or an integer) is echoed in `ack` (null when not given) and `error`. Error codes are
+those of REST: `invalid_json`, `bad_request`, `validation_failed`, `not_found`, `rate_limited`
+(too many frames). A user who leaves a room (REST) gets `{"type":"unsubscribed","room_id"}`.
+
+**Close codes**: 1001 server shutting down, 1008 auth failed / not a member, 1009 frame too big,
+4001 token revoked (logout), 4008 too slow (its bounded queue filled: reconnect and resume with
+`after`). The server pings every `heartbeat_s` and drops a peer that does not answer.
+"""
+
+PATHS: dict[str, JSON] = {
+    "/healthz": {"get": _op("healthz", "Service", "Liveness check", {
+        "200": _ok("Alive", _obj({"status": {"const": "ok"}}))})},
+    "/openapi.json": {"get": _op("openapi", "Service", "This document", {
+        "200": _ok("OpenAPI 3.1", {"type": "object"})})},
+    "/register": {"post": _op(
+        "register", "Accounts", "Create an account", {
+            "201": _ok("Created", _USER_BODY),
+            "409": _error("The username is taken (ignoring case)", "username_taken")},
+        body=_CREDENTIALS, description="Passwords are hashed with argon2id; longer than 1024 "
+                                       "characters is rejected before hashing.")},
+    "/login": {"post": _op(
+        "login", "Accounts", "Get a token", {
+            "200": _ok("Logged in", _obj({"token": {"type": "string"}, "expires_at": _TIME,
+                                          "user": _schema("User")})),
+            "401": _error("Wrong username or password: the same body (and similar time) for an "
+                          "unknown user and a wrong password", "invalid_credentials")},
+        body=_CREDENTIALS, errors=("RateLimited",),
+        description="After repeated failures for a username or from an address, answers 429 "
+                    "with `Retry-After` until the window passes.")},
+    "/logout": {"post": _op(
+        "logout", "Accounts", "Revoke the token", {"204": _ok("Revoked")}, security=_BEARER,
+        description="The token stops working at once and its websockets are closed (4001).")},
+    "/me": {"get": _op("me", "Accounts", "The caller", {"200": _ok("The caller", _USER_BODY)},
+                       security=_BEARER)},
+    "/rooms": {
+        "post": _op("createRoom", "Rooms", "Create a room", {
+            "201": _ok("Created; the creator is its first member", _ROOM_BODY),
+            "409": _error("A room with that name exists (ignoring case)", "room_name_taken")},
+            security=_BEARER, body=_NEW_ROOM),
+        "get": _op("listRooms", "Rooms", "List rooms", {
+            "200": _ok("Rooms ordered by id", _obj({"rooms": _list(_schema("Room"))}))},
+            security=_BEARER, params=("Joined",), errors=("BadQuery", "ValidationFailed")),
+    },
+    "/rooms/{room_id}": {"get": _op(
+        "getRoom", "Rooms", "Show a room", {"200": _ok("The room", _ROOM_BODY)},
+        security=_BEARER, params=("RoomId",), errors=("RoomNotFound",))},
+    "/rooms/{room_id}/join": {"post": _op(
+        "joinRoom", "Rooms", "Join a room", {"200": _ok("Joined (or already a member)", _ROOM_BODY)},
+        security=_BEARER, params=("RoomId",), errors=("RoomNotFound",),
+        description="Idempotent: joining a room one is in answers the same.")},
+    "/rooms/{room_id}/leave": {"post": _op(
+        "leaveRoom", "Rooms", "Leave a room", {"204": _ok("Left (or was not a member)")},
+        security=_BEARER, params=("RoomId",), errors=("RoomNotFound",),
+        description="Idempotent. The caller's websocket subscriptions to the room end.")},
+    "/rooms/{room_id}/members": {"get": _op(
+        "listMembers", "Rooms", "List a room's members", {
+            "200": _ok("Members by join time", _obj({"members": _list(_schema("Member"))}))},
+        security=_BEARER, params=("RoomId",), errors=("RoomNotFound", "NotMember"))},
+    "/rooms/{room_id}/messages": {
+        "post": _op(
+            "sendMessage", "Messages", "Send a message", {
+                "201": _ok("Committed", _MESSAGE_BODY),
+                "200": _ok("This user already sent `txn_id` to this room: nothing is created and "
+                           "the original message is answered", _MESSAGE_BODY)},
+            security=_BEARER, params=("RoomId",), body=_NEW_MESSAGE,
+            errors=("RoomNotFound", "NotMember", "RateLimited"),
+            description="Answers 201 once the message is committed. Sending again with the same "
+                        "`txn_id` (same user, same room) creates nothing and answers 200 with the "
+                        "original message, also when the two requests race. Sends are rate limited "
+                        "per user (429 with `Retry-After`)."),
+        "get": _op(
+            "listMessages", "Messages", "Page through a room's history", {
+                "200": _ok("A page, ascending by seq", _obj({
+                    "messages": _list(_schema("Message")),
+                    "has_more": {"type": "boolean",
+                                 "description": "More messages exist beyond this page in the "
+                                                "direction asked"}}))},
+            security=_BEARER, params=("RoomId", "Before", "After", "Limit", "Wait"),
+            errors=("BadQuery", "RoomNotFound", "NotMember", "ValidationFailed"),
+            description="No cursor: the newest `limit` messages; `before=S`: the newest `limit` "
+                        "with seq < S; `after=S`: the oldest `limit` with seq > S (`before` and "
+                        "`after` together are 422). `has_more` says whether more exist beyond the "
+                        "page in the direction asked (older without a cursor or with `before`, "
+                        "newer with `after`).\n\n`wait=T` (only with `after`, else 422) long-polls: "
+                        "if nothing is newer than S, the request is held until a message arrives "
+                        "or T seconds pass, then answers `messages: []`. A caller that left the "
+                        "room while waiting gets 403."),
+    },
+    "/ws": {"get": _op(
+        "websocket", "Websocket", "Open the websocket", {
+            "101": _ok("Switching Protocols: the connection is a websocket from here on", headers={
+                "Upgrade": _header("websocket", {"const": "websocket"}),
+                "Sec-WebSocket-Accept": _header("The handshake answer (RFC 6455)", {"type": "string"})}),
+            "400": _error("Not a websocket upgrade request", "bad_request"),
+            "403": _error("A browser's Origin is neither this host nor one of the allowed origins",
+                          "forbidden")},
+        security=[*_BEARER, {}], description=_WS_DESCRIPTION)},
 }
 
 
-def document() -> dict[str, Any]:
+def document() -> JSON:
     return {
         "openapi": "3.1.0",
-        "info": {"title": "chat_trio", "version": __version__,
-                 "description": "Chat rooms over REST and a websocket on one port."},
+        "info": {
+            "title": "chat_trio",
+            "version": __version__,
+            "description": "Chat rooms over REST and a websocket on one port. Bodies are JSON "
+                           "(UTF-8, `Content-Type: application/json`); unknown body fields are 422. "
+                           "Every non-2xx answer has the `Error` body. Limits shown are the "
+                           "server's defaults, all configurable.",
+        },
+        "tags": [{"name": name} for name in ("Accounts", "Rooms", "Messages", "Websocket", "Service")],
         "paths": PATHS,
         "components": COMPONENTS,
     }

@@ -1,0 +1,225 @@
+"""The served OpenAPI document: valid OpenAPI 3.1, consistent, and true to what the server answers."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+from openapi_spec_validator import OpenAPIV31SpecValidator, validate
+
+from chat_trio.config import Config
+from tests.client import HTTPClient, Reply
+from tests.conftest import make_config
+
+JSON = dict[str, Any]
+METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    # Small limits so 429s are cheap to reach.
+    return make_config(tmp_path, send_rate=0.01, send_burst=4, login_fail_limit=2)
+
+
+async def served(client: HTTPClient) -> JSON:
+    reply = await client.get("/openapi.json")
+    assert reply.status == 200
+    doc: JSON = reply.json
+    return doc
+
+
+def resolve(doc: JSON, node: JSON) -> JSON:
+    """Follow a local `$ref` (one level is all the document uses outside schemas)."""
+    ref = node.get("$ref")
+    if ref is None:
+        return node
+    target: Any = doc
+    for part in ref.removeprefix("#/").split("/"):
+        target = target[part]
+    return resolve(doc, target)
+
+
+def operations(doc: JSON) -> list[tuple[str, str, JSON]]:
+    return [(method, path, op) for path, item in doc["paths"].items()
+            for method, op in item.items() if method in METHODS]
+
+
+# -- the document itself -------------------------------------------------------------------------
+
+
+async def test_document_is_valid_openapi_31(client: HTTPClient) -> None:
+    doc = await served(client)
+    assert doc["openapi"].startswith("3.1")
+    validate(doc, cls=OpenAPIV31SpecValidator)
+
+
+async def test_authenticated_operations_list_401(client: HTTPClient) -> None:
+    doc = await served(client)
+    assert doc["components"]["securitySchemes"]["bearerAuth"] == {
+        **doc["components"]["securitySchemes"]["bearerAuth"], "type": "http", "scheme": "bearer"}
+    secured = [(m, p, op) for m, p, op in operations(doc) if op.get("security")]
+    assert len(secured) == 11
+    for method, path, op in secured:
+        if {} in op["security"]:
+            # Anonymous allowed at the HTTP level: only /ws, whose token is checked after the
+            # upgrade (a bad one closes the socket with 1008, never an HTTP 401).
+            assert path == "/ws"
+            assert "401" not in op["responses"]
+        else:
+            assert "401" in op["responses"], f"{method} {path}"
+
+
+async def test_path_parameters_are_declared(client: HTTPClient) -> None:
+    doc = await served(client)
+    with_room = [p for p in doc["paths"] if "{room_id}" in p]
+    assert len(with_room) == 5
+    for method, path, op in operations(doc):
+        declared = {param["name"]: param for param in map(lambda p: resolve(doc, p), op.get("parameters", []))
+                    if param["in"] == "path"}
+        assert set(declared) == set(re.findall(r"{(\w+)}", path)), f"{method} {path}"
+        if "{room_id}" in path:
+            room_id = declared["room_id"]
+            assert room_id["required"] is True
+            assert room_id["schema"]["type"] == "integer"
+
+
+async def test_operations_are_complete(client: HTTPClient) -> None:
+    doc = await served(client)
+    for method, path, op in operations(doc):
+        where = f"{method} {path}"
+        assert op.get("summary"), where
+        assert any(status.startswith("2") or status == "101" for status in op["responses"]), where
+        if "requestBody" in op:
+            schema = op["requestBody"]["content"]["application/json"]["schema"]
+            assert schema["additionalProperties"] is False, where
+            assert schema["required"], where
+            assert {"400", "415", "422"} <= set(op["responses"]), where
+
+
+# -- the document against real answers -----------------------------------------------------------
+
+
+class Checker:
+    """Sends requests and checks each answer against the operation the document gives it."""
+
+    def __init__(self, doc: JSON, client: HTTPClient) -> None:
+        self.doc = doc
+        self.client = client
+        self.seen: set[tuple[str, str, str]] = set()
+
+    async def __call__(self, method: str, template: str, status: int, *, path: str | None = None,
+                       **kw: Any) -> Reply:
+        reply = await self.client.request(method, path or template, **kw)
+        assert reply.status == status, (method, path or template, reply.status, reply.body)
+        op = self.doc["paths"][template][method.lower()]
+        assert str(status) in op["responses"], f"{method} {template} {status} is not documented"
+        self.seen.add((method, template, str(status)))
+        response = resolve(self.doc, op["responses"][str(status)])
+        for name in response.get("headers", {}):
+            assert name.lower().encode() in reply.headers, f"{method} {template} {status}: {name}"
+        content = response.get("content")
+        if content is None:
+            assert reply.body == b""
+            return reply
+        schema = {**content["application/json"]["schema"], "components": self.doc["components"]}
+        validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+        errors = [e.message for e in validator.iter_errors(reply.json)]
+        assert not errors, (method, template, status, reply.json, errors)
+        return reply
+
+
+async def sweep(check: Checker, room_id: int, token: str) -> None:
+    """The answers every operation of a kind has: 401 without a token, 404 for a missing room,
+    400 / 415 / 422 for a bad body (with `token`, a member of `room_id`)."""
+    json_type = [("content-type", "application/json")]
+    for method, template, op in operations(check.doc):
+        verb, path = method.upper(), template.replace("{room_id}", str(room_id))
+        if op.get("security") and {} not in op["security"]:
+            await check(verb, template, 401, path=path)
+        if "{room_id}" in template:
+            await check(verb, template, 404, path=template.replace("{room_id}", "999"), token=token)
+        if "requestBody" in op:
+            await check(verb, template, 400, path=path, body=b"{", headers=json_type, token=token)
+            await check(verb, template, 415, path=path, body=b"{}", headers=[("content-type", "text/plain")],
+                        token=token)
+            await check(verb, template, 422, path=path, json={}, token=token)
+
+
+async def test_answers_match_the_document(client: HTTPClient) -> None:
+    check = Checker(await served(client), client)
+    alice = {"username": "alice", "password": "correct horse"}
+    bob = {"username": "bob.b", "password": "battery staple"}
+
+    await check("GET", "/healthz", 200)
+    await check("GET", "/openapi.json", 200)
+
+    await check("POST", "/register", 201, json=alice)
+    await check("POST", "/register", 201, json=bob)
+    await check("POST", "/register", 409, json={**alice, "username": "ALICE"})
+    await check("POST", "/register", 422, json={"username": "x"})
+    await check("POST", "/register", 422, json={**alice, "extra": 1})
+    await check("POST", "/register", 400, body=b"[1]", headers=[("content-type", "application/json")])
+    await check("POST", "/register", 415, body=b"{}", headers=[("content-type", "text/plain")])
+
+    token = (await check("POST", "/login", 200, json=alice)).json["token"]
+    bob_token = (await check("POST", "/login", 200, json=bob)).json["token"]
+    await check("GET", "/me", 401)
+    await check("GET", "/me", 200, token=token)
+
+    await check("POST", "/rooms", 401, json={"name": "general"})
+    room = (await check("POST", "/rooms", 201, json={"name": "general", "topic": "hi"}, token=token)).json
+    rid = room["room"]["id"]
+    await check("POST", "/rooms", 409, json={"name": "GENERAL"}, token=token)
+    await check("POST", "/rooms", 422, json={"name": "   "}, token=token)
+    await check("GET", "/rooms", 200, token=token)
+    await check("GET", "/rooms", 200, path="/rooms?joined=true", token=bob_token)
+    await check("GET", "/rooms", 422, path="/rooms?joined=maybe", token=token)
+    await check("GET", "/rooms", 400, path="/rooms?joined=%ff", token=token)
+
+    room_path = f"/rooms/{rid}"
+    await check("GET", "/rooms/{room_id}", 200, path=room_path, token=bob_token)
+    await check("GET", "/rooms/{room_id}", 404, path="/rooms/999", token=token)
+    await check("GET", "/rooms/{room_id}/members", 403, path=f"{room_path}/members", token=bob_token)
+    await check("POST", "/rooms/{room_id}/join", 200, path=f"{room_path}/join", token=bob_token)
+    await check("GET", "/rooms/{room_id}/members", 200, path=f"{room_path}/members", token=bob_token)
+
+    messages = "/rooms/{room_id}/messages"
+    mpath = f"{room_path}/messages"
+    await check("POST", messages, 201, path=mpath, json={"text": "one", "txn_id": "t1"}, token=token)
+    await check("POST", messages, 200, path=mpath, json={"text": "one", "txn_id": "t1"}, token=token)
+    await check("POST", messages, 201, path=mpath, json={"text": "two"}, token=token)
+    await check("POST", messages, 422, path=mpath, json={"text": "bad\x00"}, token=token)
+    await check("POST", messages, 201, path=mpath, json={"text": "three", "txn_id": None}, token=token)
+    await check("POST", messages, 429, path=mpath, json={"text": "four"}, token=token)
+    page = await check("GET", messages, 200, path=f"{mpath}?limit=2", token=bob_token)
+    assert page.json["has_more"] is True
+    await check("GET", messages, 200, path=f"{mpath}?after=3&wait=0.05", token=bob_token)
+    await check("GET", messages, 422, path=f"{mpath}?before=2&after=1", token=bob_token)
+    await check("GET", messages, 422, path=f"{mpath}?wait=1", token=bob_token)
+    await check("GET", messages, 400, path=f"{mpath}?limit=%ff", token=bob_token)
+    await sweep(check, rid, token)
+
+    await check("POST", "/rooms/{room_id}/leave", 204, path=f"{room_path}/leave", token=bob_token)
+    await check("GET", messages, 403, path=mpath, token=bob_token)
+    await check("POST", messages, 403, path=mpath, json={"text": "hi"}, token=bob_token)
+
+    await check("POST", "/logout", 204, token=bob_token)
+    await check("POST", "/logout", 401, token=bob_token)
+
+    # Last: failed logins also count against the client address.
+    await check("POST", "/login", 401, json={**alice, "password": "wrong password"})
+    await check("POST", "/login", 401, json={"username": "nobody", "password": "wrong password"})
+    await check("POST", "/login", 429, json=alice)
+
+    await check("GET", "/ws", 400)
+    upgrade = [("connection", "Upgrade"), ("upgrade", "websocket"), ("sec-websocket-version", "13"),
+               ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")]
+    await check("GET", "/ws", 403, headers=[*upgrade, ("origin", "http://elsewhere.example")])
+
+    # Every documented (operation, status) but the default and 101 was exercised.
+    documented = {(m.upper(), p, status) for m, p, op in operations(check.doc)
+                  for status in op["responses"] if status not in ("default", "101")}
+    assert documented - check.seen == set()
