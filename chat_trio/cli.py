@@ -5,15 +5,27 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from chat_trio.config import Config
 
 ENV_PREFIX = "CHAT_TRIO_"
 
 
-def _convert(kind: type, raw: str) -> object:
-    return kind(raw)
+def _from_env(parser: argparse.ArgumentParser, f: dataclasses.Field[object], raw: str) -> object:
+    """An environment value, checked like the flag would be (type and choices): a bad one is a
+    usage error (exit 2), not a traceback or a silently accepted value."""
+    name = ENV_PREFIX + f.name.upper()
+    kind = type(f.default)
+    convert: Callable[[str], object] = kind
+    try:
+        value = convert(raw)
+    except ValueError:
+        parser.error(f"{name}: invalid {kind.__name__} value: {raw!r}")
+    choices = f.metadata.get("choices")
+    if choices is not None and value not in choices:
+        parser.error(f"{name}: invalid choice: {raw!r} (choose from {', '.join(map(str, choices))})")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,12 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
     env = os.environ if env is None else env
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     values: dict[str, object] = {}
     for f in dataclasses.fields(Config):
         given = getattr(args, f.name)
         if given is None and ENV_PREFIX + f.name.upper() in env:
-            given = _convert(type(f.default), env[ENV_PREFIX + f.name.upper()])
+            given = _from_env(parser, f, env[ENV_PREFIX + f.name.upper()])
         if given is not None:
             values[f.name] = given
     return Config(**values)  # type: ignore[arg-type]

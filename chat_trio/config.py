@@ -18,7 +18,8 @@ class Config:
     host: str = _opt("127.0.0.1", "address to listen on")
     port: int = _opt(8080, "TCP port (0 picks a free one)")
     db: str = _opt("./chat.db", "sqlite database file")
-    log_level: str = _opt("info", "debug, info (one access line per request), warning or error")
+    log_level: str = _opt("info", "debug, info (one access line per request), warning or error",
+                          choices=("debug", "info", "warning", "error"))
     log_format: str = _opt("text", "text or json", choices=("text", "json"))
     durability: str = _opt(
         "full",

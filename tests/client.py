@@ -121,5 +121,19 @@ async def raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
 
 
 def statuses(raw: bytes) -> list[int]:
-    """Status codes of every response in a raw byte stream, in order."""
-    return [int(line.split()[1]) for line in raw.split(b"\r\n") if line.startswith(b"HTTP/1.1 ")]
+    """Status codes of every response in a raw byte stream, in order. Responses are framed by
+    their Content-Length, so a body not ending in CRLF does not hide the next status line."""
+    out: list[int] = []
+    while raw.startswith(b"HTTP/1.1 "):
+        head, sep, rest = raw.partition(b"\r\n\r\n")
+        if not sep:
+            break
+        lines = head.split(b"\r\n")
+        out.append(int(lines[0].split()[1]))
+        length = 0
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        raw = rest[length:]
+    return out

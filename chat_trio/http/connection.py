@@ -16,6 +16,7 @@ import h11
 import trio
 
 from chat_trio.http.messages import Request, Response, error_response, reason
+from chat_trio.http.upgrade import SWITCHED
 
 if TYPE_CHECKING:
     from chat_trio.http.server import HTTPServer
@@ -24,7 +25,6 @@ log = logging.getLogger("chat_trio.http")
 access_log = logging.getLogger("chat_trio.access")
 
 RECEIVE_SIZE = 64 * 1024
-HIJACKED = 101  # a handler that returns this status has taken the stream over (websocket)
 _LINGER_BYTES = 256 * 1024
 
 
@@ -45,6 +45,18 @@ def _head_size(event: h11.Request) -> int:
     for name, value in event.headers.raw_items():
         size += len(name) + len(value) + 4
     return size
+
+
+def _framing_error(event: h11.Request) -> str | None:
+    """Framing h11 accepts but that lets a front proxy and this server disagree on where the
+    body ends (request smuggling, RFC 9112 §6.1 and §6.3); such a request is refused."""
+    names = {name for name, _ in event.headers}
+    if b"transfer-encoding" in names:
+        if b"content-length" in names:
+            return "both Content-Length and Transfer-Encoding"
+        if event.http_version != b"1.1":
+            return f"Transfer-Encoding in an HTTP/{event.http_version.decode()} request"
+    return None
 
 
 class HTTPConnection:
@@ -69,7 +81,7 @@ class HTTPConnection:
                     return
                 started = time.perf_counter()
                 response = await self.server.dispatch(request)
-                if response.status == HIJACKED:
+                if response.status == SWITCHED:  # the handler took the stream over
                     return
                 self.served += 1
                 close = self.served >= self.config.max_requests_per_connection or (
@@ -143,6 +155,9 @@ class HTTPConnection:
             assert isinstance(event, h11.Request), event
             if _head_size(event) > self.config.max_head_bytes:
                 raise _Refuse(error_response(431, "headers_too_large", "request head too large"))
+            framing = _framing_error(event)
+            if framing is not None:
+                raise _Refuse(error_response(400, "bad_request", f"malformed request: {framing}"))
             body = await self._read_body(event)
         except h11.RemoteProtocolError as exc:
             status = exc.error_status_hint
@@ -157,7 +172,10 @@ class HTTPConnection:
             body=body,
             client=self.client,
         )
-        if self.h11.next_event() is h11.PAUSED:  # an Upgrade request: the rest is not HTTP
+        # An Upgrade (or CONNECT) request: what follows its head may not be HTTP. Only h11's
+        # MIGHT_SWITCH_PROTOCOL says so; next_event() is also PAUSED for a plain request that has
+        # a pipelined one behind it, which must not be handed the raw stream.
+        if self.h11.their_state is h11.MIGHT_SWITCH_PROTOCOL:  # type: ignore[attr-defined]  # documented, not in __all__
             request.upgrade = (self.stream, self.h11.trailing_data[0])
         return request
 

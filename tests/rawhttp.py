@@ -1,0 +1,201 @@
+"""Raw-socket helpers for the HTTP core tests: send bytes, see exactly what came back and whether
+the server closed the connection, and split a byte stream into responses."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import trio
+
+
+@dataclass
+class RawResponse:
+    status: int
+    headers: dict[bytes, bytes]
+    body: bytes
+    raw_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+    @property
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+    @property
+    def error_code(self) -> str:
+        return str(self.json["error"]["code"])
+
+
+def parse_one(raw: bytes, *, head_only: bool = False) -> tuple[RawResponse | None, bytes]:
+    """The first complete response in `raw` (framed by Content-Length, as this server does) and the
+    bytes after it; (None, raw) when no complete response is there yet."""
+    head_end = raw.find(b"\r\n\r\n")
+    if head_end < 0:
+        return None, raw
+    lines = raw[:head_end].split(b"\r\n")
+    status = int(lines[0].split()[1])
+    raw_headers = []
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        raw_headers.append((name.strip().lower(), value.strip()))
+    headers = dict(raw_headers)
+    length = 0 if head_only or status in (204, 304) else int(headers.get(b"content-length", b"0"))
+    start = head_end + 4
+    if len(raw) < start + length:
+        return None, raw
+    return RawResponse(status, headers, raw[start:start + length], raw_headers), raw[start + length:]
+
+
+def parse_responses(raw: bytes, *, head_only: bool = False) -> tuple[list[RawResponse], bytes]:
+    """Every complete response in a byte stream, in order, and the bytes left over."""
+    out: list[RawResponse] = []
+    while True:
+        response, raw = parse_one(raw, head_only=head_only)
+        if response is None:
+            return out, raw
+        out.append(response)
+
+
+class RawConn:
+    """One raw TCP connection to the server."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.buffer = b""
+        self.closed = False
+
+    @classmethod
+    async def open(cls, port: int) -> RawConn:
+        return cls(await trio.open_tcp_stream("127.0.0.1", port))
+
+    async def send(self, data: bytes) -> None:
+        await self.stream.send_all(data)
+
+    async def _fill(self) -> bool:
+        try:
+            chunk = await self.stream.receive_some(65536)
+        except trio.BrokenResourceError:
+            chunk = b""
+        if not chunk:
+            self.closed = True
+            return False
+        self.buffer += chunk
+        return True
+
+    async def read_response(self, timeout: float = 5.0, *, head_only: bool = False) -> RawResponse:
+        """Read exactly one response (fails the test if none arrives within `timeout`)."""
+        with trio.fail_after(timeout):
+            while True:
+                response, self.buffer = parse_one(self.buffer, head_only=head_only)
+                if response is not None:
+                    return response
+                if not await self._fill():
+                    raise AssertionError(f"server closed before a full response: {self.buffer!r}")
+
+    async def read_until_closed(self, timeout: float = 5.0) -> bytes:
+        """Everything the server still sends before it closes; fails if it does not close in time."""
+        with trio.fail_after(timeout):
+            while await self._fill():
+                pass
+        data, self.buffer = self.buffer, b""
+        return data
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+async def exchange(port: int, data: bytes, timeout: float = 5.0) -> tuple[bytes, bool]:
+    """Send raw bytes and read until the server closes or `timeout` passes.
+    Returns (everything received, whether the server closed the connection)."""
+    conn = await RawConn.open(port)
+    try:
+        await conn.send(data)
+        with trio.move_on_after(timeout):
+            while await conn._fill():
+                pass
+        return conn.buffer, conn.closed
+    finally:
+        await conn.aclose()
+
+
+def get(path: str = "/healthz", *extra: str, version: str = "1.1", method: str = "GET") -> bytes:
+    head = f"{method} {path} HTTP/{version}\r\nHost: test\r\n" + "".join(h + "\r\n" for h in extra)
+    return head.encode() + b"\r\n"
+
+
+def assert_error_body(response: RawResponse, code: str | None = None) -> None:
+    """The API's error format: {"error": {"code": str, "message": str}}, as JSON."""
+    assert response.headers[b"content-type"] == b"application/json"
+    body = response.json
+    assert set(body) == {"error"}
+    assert isinstance(body["error"]["code"], str) and body["error"]["code"]
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    if code is not None:
+        assert body["error"]["code"] == code
+
+
+# -- the server in a subprocess ----------------------------------------------------------------
+
+_LISTENING = re.compile(r"listening on http://[^\s:]+:(\d+)")
+
+
+class ServerProcess:
+    """`python -m chat_trio` in a subprocess, its stderr going to a file we can poll."""
+
+    def __init__(self, tmp_path: Path, *args: str, fd_limit: int | None = None) -> None:
+        self.log_path = tmp_path / "server.log"
+        argv = [sys.executable, "-m", "chat_trio", "--port", "0", "--host", "127.0.0.1",
+                "--db", str(tmp_path / "chat.db"), "--log-level", "info",
+                "--argon2-time-cost", "1", "--argon2-memory-kib", "1024",
+                "--argon2-parallelism", "1", *args]
+
+        def limit_fds() -> None:
+            if fd_limit is not None:
+                import resource
+
+                resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, fd_limit))
+
+        self._log_file = self.log_path.open("wb")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_TRIO_")}
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=self._log_file, preexec_fn=limit_fds, env=env,
+                                     cwd=tmp_path)
+        self.port = 0
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    async def wait_for_log(self, pattern: str, timeout: float = 10.0) -> re.Match[str]:
+        with trio.fail_after(timeout):
+            while True:
+                found = re.search(pattern, self.log())
+                if found:
+                    return found
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"server exited ({self.proc.returncode}):\n{self.log()}")
+                await trio.sleep(0.02)
+
+    async def start(self) -> int:
+        self.port = int((await self.wait_for_log(_LISTENING.pattern)).group(1))
+        return self.port
+
+    def signal(self, signum: signal.Signals) -> None:
+        self.proc.send_signal(signum)
+
+    async def wait(self, timeout: float = 10.0) -> int:
+        with trio.fail_after(timeout):
+            while self.proc.poll() is None:
+                await trio.sleep(0.02)
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._log_file.close()
