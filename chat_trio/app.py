@@ -14,6 +14,7 @@ from chat_trio.config import Config
 from chat_trio.http.router import Router
 from chat_trio.http.server import HTTPServer
 from chat_trio.logs import setup_logging
+from chat_trio.metrics import Registry, Sampled
 from chat_trio.rooms.hub import Hub
 from chat_trio.security.passwords import Passwords
 from chat_trio.store.store import Store
@@ -37,6 +38,7 @@ class App:
         store.listeners.append(self.hub.publish)
         services = Services(self.config, store, self.hub, passwords)
         self.server = HTTPServer(self.config, Router(build_routes(services)))
+        register_metrics(services.metrics, self.server, store, self.hub, passwords)
         try:
             async with trio.open_nursery() as background:
                 await background.start(store.writer.run)
@@ -55,6 +57,33 @@ class App:
         self.hub.shutdown()
         if self.server is not None:
             self.server.shutdown()
+
+
+def register_metrics(
+    registry: Registry, server: HTTPServer, store: Store, hub: Hub, passwords: Passwords
+) -> None:
+    registry.add(server.requests)
+    registry.add(server.latency)
+    registry.add(store.writer.batch_sizes)
+    for metric in (
+        Sampled("chat_trio_open_connections", "open HTTP connections (websockets included)",
+                lambda: server.open_connections),
+        Sampled("chat_trio_open_websockets", "authenticated websockets", lambda: hub.open_websockets),
+        Sampled("chat_trio_messages_committed", "messages committed since start",
+                lambda: store.messages_committed, "counter"),
+        Sampled("chat_trio_ws_frames_delivered", "message frames queued to websockets",
+                lambda: hub.delivered, "counter"),
+        Sampled("chat_trio_store_commits", "transactions committed by the writer",
+                lambda: store.writer.commits, "counter"),
+        Sampled("chat_trio_store_queue_depth", "writes waiting for the writer",
+                lambda: store.writer.queued),
+        Sampled("chat_trio_thread_limiter_borrowed", "worker threads in use, by limiter", lambda: {
+            (("limiter", "store_readers"),): store.readers.limiter.borrowed_tokens,
+            (("limiter", "store_writer"),): store.writer.thread.borrowed_tokens,
+            (("limiter", "passwords"),): passwords.limiter.borrowed_tokens,
+        }),
+    ):
+        registry.add(metric)
 
 
 async def main(config: Config) -> None:

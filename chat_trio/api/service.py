@@ -1,10 +1,13 @@
-"""Service endpoints: health and the OpenAPI document."""
+"""Service endpoints: health, metrics and the OpenAPI document."""
 
 from __future__ import annotations
 
 from chat_trio.api.openapi import document
 from chat_trio.http.messages import Request, Response, json_response
 from chat_trio.http.router import Route
+from chat_trio.metrics import Registry
+
+PROMETHEUS_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 _HEALTH = json_response({"status": "ok"})
 
@@ -13,13 +16,17 @@ async def healthz(request: Request) -> Response:
     return _HEALTH
 
 
-def routes() -> list[Route]:
+def routes(metrics: Registry) -> list[Route]:
     spec = json_response(document())
 
     async def openapi(request: Request) -> Response:
         return spec
 
+    async def prometheus(request: Request) -> Response:
+        return Response(200, metrics.render(), content_type=PROMETHEUS_TYPE)
+
     return [
         Route("GET", "/healthz", healthz),
         Route("GET", "/openapi.json", openapi),
+        Route("GET", "/metrics", prometheus),
     ]

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from chat_trio.config import Config
 from chat_trio.http.messages import HTTPError, Request
+from chat_trio.metrics import Registry
 from chat_trio.rooms.hub import Hub
 from chat_trio.security.passwords import Passwords
 from chat_trio.security.ratelimit import FailureLimit, TokenBucket
@@ -38,6 +39,7 @@ class Services:
     store: Store
     hub: Hub
     passwords: Passwords
+    metrics: Registry = field(default_factory=Registry)
     login_by_name: FailureLimit = field(init=False)
     login_by_client: FailureLimit = field(init=False)
     sends: TokenBucket = field(init=False)

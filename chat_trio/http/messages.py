@@ -28,8 +28,11 @@ _STATUS_CODES = {
 }
 
 
+_REASON_BYTES = {status: text.encode() for status, text in _REASONS.items()}
+
+
 def reason(status: int) -> bytes:
-    return _REASONS.get(status, "").encode()
+    return _REASON_BYTES.get(status, b"")
 
 
 @dataclass(slots=True)
@@ -44,6 +47,7 @@ class Request:
     path: str = ""
     query_string: str = ""
     params: dict[str, Any] = field(default_factory=dict)
+    route: str = ""  # the matched route pattern ("" when none matched)
     # For an Upgrade request: the raw stream and the bytes that followed the head.
     upgrade: tuple[Any, bytes] | None = None
     _query: dict[str, str] | None = None

@@ -47,6 +47,7 @@ class Route:
 
 @dataclass(slots=True)
 class _Pattern:
+    pattern: str
     parts: list[tuple[str, Callable[[str], Any] | None]]  # (literal or param name, converter)
     methods: dict[str, Handler]
 
@@ -55,6 +56,7 @@ class _Pattern:
 class Match:
     handler: Handler
     params: dict[str, Any]
+    route: str  # the pattern, e.g. /rooms/{room_id:int}: a bounded label for logs and metrics
 
 
 class Router:
@@ -81,13 +83,14 @@ class Router:
             if existing.parts == parts:
                 existing.methods[route.method] = route.handler
                 return
-        self._patterns.append(_Pattern(parts, {route.method: route.handler}))
+        self._patterns.append(_Pattern(route.pattern, parts, {route.method: route.handler}))
 
     def match(self, method: str, path: str) -> Match:
         methods = self._static.get(path)
         params: dict[str, Any] = {}
+        route = path
         if methods is None:
-            methods, params = self._match_pattern(path)
+            methods, params, route = self._match_pattern(path)
         if methods is None:
             raise HTTPError(404, "not_found", f"no route for {path[:200]}")
         handler = methods.get(method)
@@ -97,9 +100,9 @@ class Router:
             allow = ", ".join(sorted(methods)).encode()
             raise HTTPError(405, "method_not_allowed", f"{method[:20]} not allowed here",
                             headers=[(b"allow", allow)])
-        return Match(handler, params)
+        return Match(handler, params, route)
 
-    def _match_pattern(self, path: str) -> tuple[dict[str, Handler] | None, dict[str, Any]]:
+    def _match_pattern(self, path: str) -> tuple[dict[str, Handler] | None, dict[str, Any], str]:
         segments = path.strip("/").split("/")
         for pattern in self._patterns:
             if len(pattern.parts) != len(segments):
@@ -115,5 +118,5 @@ class Router:
                 except ValueError:
                     break
             else:
-                return pattern.methods, params
-        return None, {}
+                return pattern.methods, params, pattern.pattern
+        return None, {}, ""

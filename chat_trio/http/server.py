@@ -22,8 +22,10 @@ from chat_trio.config import Config
 from chat_trio.http.connection import HTTPConnection
 from chat_trio.http.messages import HTTPError, Request, Response, error_response
 from chat_trio.http.router import Router
+from chat_trio.metrics import LATENCY_BUCKETS, Counter, Histogram
 
 log = logging.getLogger("chat_trio.http")
+access_log = logging.getLogger("chat_trio.access")
 
 _RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 _BACKLOG = 4096
@@ -54,6 +56,10 @@ class HTTPServer:
         self.idle: set[trio.CancelScope] = set()
         self._accept_scope = trio.CancelScope()
         self._date = (0, b"")
+        self.requests = Counter("chat_trio_http_requests", "HTTP requests answered",
+                                ("route", "method", "status"))
+        self.latency = Histogram("chat_trio_http_request_duration_seconds",
+                                 "time from a request's head to its answer", LATENCY_BUCKETS, ("route",))
 
     # -- per request -------------------------------------------------------------------------
 
@@ -61,13 +67,31 @@ class HTTPServer:
         """Route and run one request. A handler's exception becomes a 500, never a crash."""
         try:
             match = self.router.match(request.method, request.path)
-            request.params = match.params
+            request.params, request.route = match.params, match.route
             return await match.handler(request)
         except HTTPError as exc:
             return exc.response()
         except Exception:
             log.exception("handler failed: %s %s", request.method, request.path[:200])
             return error_response(500, "internal", "internal server error")
+
+    def finished(self, request: Request, status: int, seconds: float) -> None:
+        """One answered request: count it, time it, and write its access-log line."""
+        route = request.route or "unmatched"
+        self.requests.inc(route, request.method, str(status))
+        self.latency.observe(seconds, route)
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(
+                "%s %s %d %.1fms", request.method, request.path, status, seconds * 1000,
+                extra={"method": request.method, "path": request.path, "status": status,
+                       "ms": round(seconds * 1000, 2), "client": request.client},
+            )
+
+    def refused(self, status: int, client: str) -> None:
+        """A request refused before it could be parsed or routed (4xx from the HTTP layer)."""
+        self.requests.inc("unparsed", "-", str(status))
+        access_log.info("- - %d (refused by the HTTP layer)", status,
+                        extra={"status": status, "client": client})
 
     def date_header(self) -> bytes:
         now = int(time.time())

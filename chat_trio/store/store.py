@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from typing import Any
 
 import trio
 
@@ -230,12 +229,3 @@ class Store:
         if not messages or messages[-1]["seq"] != joins_at:
             return
         room.recent = (messages + room.recent)[-self.config.recent_cache :]
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            "commits": self.writer.commits,
-            "writes": self.writer.writes,
-            "last_batch": self.writer.last_batch,
-            "write_queue": self.writer.queued,
-            "reader_threads_busy": self.readers.limiter.borrowed_tokens,
-        }

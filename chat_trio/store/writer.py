@@ -21,6 +21,8 @@ from typing import Any, Generic, TypeVar
 
 import trio
 
+from chat_trio.metrics import BATCH_BUCKETS, Histogram
+
 log = logging.getLogger("chat_trio.store")
 T = TypeVar("T")
 
@@ -39,11 +41,12 @@ class GroupCommitWriter:
         self._conn = conn
         self._max_batch = max_batch
         self._send, self._receive = trio.open_memory_channel[_Write[Any]](queue_size)
-        self._thread = trio.CapacityLimiter(1)
+        self.thread = trio.CapacityLimiter(1)
         # Figures for /metrics.
         self.commits = 0
         self.writes = 0
-        self.last_batch = 0
+        self.batch_sizes = Histogram("chat_trio_group_commit_batch_size",
+                                     "writes committed per transaction", BATCH_BUCKETS)
 
     @property
     def queued(self) -> int:
@@ -75,10 +78,10 @@ class GroupCommitWriter:
                     batch.append(self._receive.receive_nowait())
                 except trio.WouldBlock:
                     break
-            committed = await trio.to_thread.run_sync(self._commit, batch, limiter=self._thread)
+            committed = await trio.to_thread.run_sync(self._commit, batch, limiter=self.thread)
             self.commits += committed
             self.writes += len(batch)
-            self.last_batch = len(batch)
+            self.batch_sizes.observe(len(batch))
             for item in batch:
                 if item.error is None and item.after_commit is not None:
                     try:
