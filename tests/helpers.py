@@ -1,0 +1,214 @@
+"""Shared helpers for the REST tests: servers with custom settings, clients with a chosen source
+address or a record of every exchange, and the account / room / message calls the tests repeat."""
+
+from __future__ import annotations
+
+import calendar
+import re
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, closing
+from dataclasses import dataclass, field
+from typing import Any
+
+import h11
+import trio
+
+from chat_trio.app import App
+from chat_trio.config import Config
+from tests.client import HTTPClient, Reply
+
+PASSWORD = "correct horse battery staple"
+# RFC 3339 UTC with milliseconds, as the contract fixes it.
+TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
+USER_KEYS = {"id", "username", "created_at"}
+ROOM_KEYS = {"id", "name", "topic", "created_by", "created_at", "member_count", "last_seq"}
+MESSAGE_KEYS = {"id", "room_id", "seq", "author", "text", "created_at", "txn_id"}
+
+
+def parse_time(value: str) -> float:
+    """Seconds since the epoch of an API timestamp (asserting its exact format)."""
+    assert TIME_RE.fullmatch(value), value
+    whole, millis = value[:-1].split(".")
+    return calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) + int(millis) / 1000
+
+
+# -- servers ---------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def serve(config: Config) -> AsyncIterator[App]:
+    """A running App on `config`; on exit it is shut down and has fully stopped (db closed)."""
+    async with trio.open_nursery() as nursery:
+        app: App = await nursery.start(App(config).run)
+        try:
+            yield app
+        finally:
+            app.shutdown()
+
+
+# -- clients ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Recorder:
+    """Every exchange of some clients, to check that no answer reveals a password, or a token
+    other than the one a login answer issues."""
+
+    passwords: set[str] = field(default_factory=set)
+    replies: list[Reply] = field(default_factory=list)
+    issued: dict[str, int] = field(default_factory=dict)  # token → index of the reply issuing it
+
+    def record(self, sent: Any, reply: Reply) -> None:
+        if isinstance(sent, dict) and isinstance(sent.get("password"), str):
+            self.passwords.add(sent["password"])
+        if reply.status == 200 and reply.body.startswith(b'{"token"'):
+            self.issued[reply.json["token"]] = len(self.replies)
+        self.replies.append(reply)
+
+    def leaks(self) -> list[str]:
+        found = []
+        for index, reply in enumerate(self.replies):
+            text = reply.body.decode("utf-8", "replace") + repr(reply.headers)
+            found += [f"reply {index} holds a password" for p in self.passwords
+                      if len(p) >= 6 and p in text]
+            found += [f"reply {index} holds the token of reply {at}"
+                      for token, at in self.issued.items() if at != index and token in text]
+        return found
+
+    def assert_no_leaks(self) -> None:
+        assert self.replies, "nothing was recorded"
+        assert not self.leaks()
+
+
+class Client(HTTPClient):
+    """HTTPClient that may connect from another loopback address (127.0.0.0/8 all reach the
+    server, which then sees a different client address) and may record every exchange."""
+
+    def __init__(self, port: int, token: str | None = None, *, local_address: str | None = None,
+                 recorder: Recorder | None = None) -> None:
+        super().__init__(port, token)
+        self.local_address = local_address
+        self.recorder = recorder
+
+    async def _connect(self) -> None:
+        self.stream = await trio.open_tcp_stream("127.0.0.1", self.port, local_address=self.local_address)
+        self.conn = h11.Connection(h11.CLIENT)
+
+    async def request(self, method: str, path: str, json: Any = None, **kw: Any) -> Reply:
+        reply = await super().request(method, path, json, **kw)
+        if self.recorder is not None:
+            self.recorder.record(json, reply)
+        return reply
+
+
+# -- assertions ------------------------------------------------------------------------------
+
+
+def assert_error(reply: Reply, status: int, code: str, field: str | None = None) -> dict[str, Any]:
+    """`reply` is the contract's error body with this status and code; a 422 names `field`."""
+    assert reply.status == status, (reply.status, reply.body)
+    assert reply.headers.get(b"content-type", b"").startswith(b"application/json")
+    body = reply.json
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert error["code"] == code, error
+    assert isinstance(error["message"], str) and error["message"], error
+    if field is not None:
+        assert field in error["message"], error
+    return dict(error)
+
+
+def assert_message_shape(message: dict[str, Any]) -> None:
+    assert set(message) == MESSAGE_KEYS, message
+    assert set(message["author"]) == {"id", "username"}
+    assert TIME_RE.fullmatch(message["created_at"])
+    for key in ("id", "room_id", "seq"):
+        assert isinstance(message[key], int) and message[key] >= 1
+
+
+def assert_dense(messages: list[dict[str, Any]], last_seq: int) -> None:
+    """Exactly seqs 1..last_seq, ascending, each once; ids unique."""
+    assert [m["seq"] for m in messages] == list(range(1, last_seq + 1))
+    assert len({m["id"] for m in messages}) == len(messages)
+
+
+# -- calls -----------------------------------------------------------------------------------
+
+
+async def register(client: HTTPClient, username: str, password: str = PASSWORD) -> dict[str, Any]:
+    reply = await client.post("/register", {"username": username, "password": password})
+    assert reply.status == 201, reply.body
+    user: dict[str, Any] = reply.json["user"]
+    return user
+
+
+async def login(client: HTTPClient, username: str, password: str = PASSWORD) -> str:
+    reply = await client.post("/login", {"username": username, "password": password})
+    assert reply.status == 200, reply.body
+    token: str = reply.json["token"]
+    return token
+
+
+async def register_and_login(
+    client: HTTPClient, username: str, password: str = PASSWORD
+) -> tuple[str, dict[str, Any]]:
+    user = await register(client, username, password)
+    return await login(client, username, password), user
+
+
+async def make_room(client: HTTPClient, token: str, name: str, topic: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"name": name} if topic is None else {"name": name, "topic": topic}
+    reply = await client.post("/rooms", body, token=token)
+    assert reply.status == 201, reply.body
+    room: dict[str, Any] = reply.json["room"]
+    return room
+
+
+async def join(client: HTTPClient, token: str, room_id: int) -> dict[str, Any]:
+    reply = await client.post(f"/rooms/{room_id}/join", token=token)
+    assert reply.status == 200, reply.body
+    room: dict[str, Any] = reply.json["room"]
+    return room
+
+
+async def get_room(client: HTTPClient, token: str, room_id: int) -> dict[str, Any]:
+    reply = await client.get(f"/rooms/{room_id}", token=token)
+    assert reply.status == 200, reply.body
+    room: dict[str, Any] = reply.json["room"]
+    return room
+
+
+async def send(client: HTTPClient, token: str, room_id: int, text: str, txn_id: str | None = None) -> Reply:
+    body: dict[str, Any] = {"text": text} if txn_id is None else {"text": text, "txn_id": txn_id}
+    return await client.post(f"/rooms/{room_id}/messages", body, token=token)
+
+
+async def history(client: HTTPClient, token: str, room_id: int, **query: Any) -> Reply:
+    qs = "&".join(f"{k}={v}" for k, v in query.items())
+    return await client.get(f"/rooms/{room_id}/messages" + (f"?{qs}" if qs else ""), token=token)
+
+
+async def all_messages(client: HTTPClient, token: str, room_id: int) -> list[dict[str, Any]]:
+    """Every message of a room, paging forward with `after` (checking each page's shape)."""
+    out: list[dict[str, Any]] = []
+    after = 0
+    while True:
+        reply = await history(client, token, room_id, after=after, limit=100)
+        assert reply.status == 200, reply.body
+        page = reply.json
+        assert set(page) == {"messages", "has_more"}
+        out += page["messages"]
+        if not page["messages"]:
+            assert page["has_more"] is False
+            return out
+        seqs = [m["seq"] for m in page["messages"]]
+        assert seqs == sorted(seqs) and seqs[0] > after
+        after = seqs[-1]
+
+
+def db_rows(path: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    """Run one query on the database file directly (read-only)."""
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        return conn.execute(sql, args).fetchall()

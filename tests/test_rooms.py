@@ -1,0 +1,253 @@
+"""Rooms over real HTTP: create, list, show, join, leave, members, and the 401/403/404 rules."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import trio
+
+from chat_trio.app import App
+from tests.client import HTTPClient, Reply
+from tests.helpers import (
+    ROOM_KEYS,
+    USER_KEYS,
+    assert_error,
+    get_room,
+    join,
+    make_room,
+    parse_time,
+    register_and_login,
+    send,
+)
+
+
+async def test_create_room(client: HTTPClient) -> None:
+    token, user = await register_and_login(client, "alice")
+    before = time.time()
+    reply = await client.post("/rooms", {"name": "General", "topic": "Anything goes"}, token=token)
+    assert reply.status == 201
+    assert set(reply.json) == {"room"}
+    room = reply.json["room"]
+    assert set(room) == ROOM_KEYS
+    assert isinstance(room["id"], int) and room["id"] >= 1
+    assert room["name"] == "General" and room["topic"] == "Anything goes"
+    assert room["created_by"] == user["id"]
+    assert room["member_count"] == 1 and room["last_seq"] == 0
+    assert before - 1 <= parse_time(room["created_at"]) <= time.time() + 1
+    # The creator is a member: listed, and allowed to read members and messages.
+    members = (await client.get(f"/rooms/{room['id']}/members", token=token)).json["members"]
+    assert [m["user"] for m in members] == [user]
+    mine = (await client.get("/rooms?joined=true", token=token)).json["rooms"]
+    assert mine == [room]
+    assert (await client.get(f"/rooms/{room['id']}/messages", token=token)).status == 200
+
+
+async def test_topic_is_optional(client: HTTPClient) -> None:
+    token, _ = await register_and_login(client, "alice")
+    assert (await make_room(client, token, "no-topic"))["topic"] == ""
+    reply = await client.post("/rooms", {"name": "null-topic", "topic": None}, token=token)
+    assert reply.status == 201 and reply.json["room"]["topic"] == ""
+    assert (await make_room(client, token, "empty-topic", ""))["topic"] == ""
+
+
+@pytest.mark.parametrize(("first", "second"), [
+    ("General", "general"), ("general", "GENERAL"), ("General", "General"),
+    ("Ärger", "ärger"), ("ärger", "ÄRGER"), ("Ωmega", "ωMEGA"), ("Straße", "STRASSE"),
+])
+async def test_room_name_taken_ignoring_case(client: HTTPClient, first: str, second: str) -> None:
+    token, _ = await register_and_login(client, "alice")
+    other, _ = await register_and_login(client, "bob")
+    await make_room(client, token, first)
+    for who in (token, other):
+        reply = await client.post("/rooms", {"name": second}, token=who)
+        assert_error(reply, 409, "room_name_taken")
+    rooms = (await client.get("/rooms", token=token)).json["rooms"]
+    assert [r["name"] for r in rooms] == [first]
+
+
+async def test_racing_creates_of_one_name_make_one_room(app: App, client: HTTPClient) -> None:
+    token, _ = await register_and_login(client, "alice")
+    clients = [HTTPClient(app.port, token) for _ in range(8)]
+    replies: list[Reply] = []
+
+    async def attempt(c: HTTPClient, name: str) -> None:
+        replies.append(await c.post("/rooms", {"name": name}))
+
+    async with trio.open_nursery() as nursery:
+        for n, c in enumerate(clients):
+            nursery.start_soon(attempt, c, "Ärger" if n % 2 else "ärger")
+    assert sorted(r.status for r in replies) == [201] + [409] * 7
+    for reply in replies:
+        if reply.status == 409:
+            assert_error(reply, 409, "room_name_taken")
+    assert len((await client.get("/rooms", token=token)).json["rooms"]) == 1
+    for c in clients:
+        await c.aclose()
+
+
+async def test_room_name_and_topic_boundaries(client: HTTPClient) -> None:
+    token, _ = await register_and_login(client, "alice")
+    for name in ("x", "n" * 64, "ä" * 64, "a room with spaces", "日本語"):
+        assert (await make_room(client, token, name))["name"] == name
+    for bad in ("m" * 65, "ö" * 65, "", "   ", "nul\x00", "esc\x1b", 5, None):
+        reply = await client.post("/rooms", {"name": bad}, token=token)
+        assert_error(reply, 422, "validation_failed", "name")
+    assert_error(await client.post("/rooms", {"topic": "t"}, token=token), 422, "validation_failed", "name")
+    assert (await make_room(client, token, "t256", "t" * 256))["topic"] == "t" * 256
+    for bad_topic in ("t" * 257, "bell\x07", 7):
+        reply = await client.post("/rooms", {"name": "t257", "topic": bad_topic}, token=token)
+        assert_error(reply, 422, "validation_failed", "topic")
+    reply = await client.post("/rooms", {"name": "extra", "private": True}, token=token)
+    assert_error(reply, 422, "validation_failed", "private")
+    # None of the refused rooms exists.
+    names = [r["name"] for r in (await client.get("/rooms", token=token)).json["rooms"]]
+    assert names == ["x", "n" * 64, "ä" * 64, "a room with spaces", "日本語", "t256"]
+
+
+async def test_create_room_body_errors(client: HTTPClient) -> None:
+    token, _ = await register_and_login(client, "alice")
+    reply = await client.post("/rooms", body=b"[]", headers=[("content-type", "application/json")],
+                              token=token)
+    assert_error(reply, 400, "invalid_json")
+    reply = await client.post("/rooms", body=b'{"name":"x"}', headers=[("content-type", "text/plain")],
+                              token=token)
+    assert_error(reply, 415, "unsupported_media_type")
+
+
+async def test_list_rooms(client: HTTPClient) -> None:
+    alice, _ = await register_and_login(client, "alice")
+    bob, _ = await register_and_login(client, "bob")
+    a1 = await make_room(client, alice, "zeta")
+    b1 = await make_room(client, bob, "alpha")
+    a2 = await make_room(client, alice, "mu")
+    reply = await client.get("/rooms", token=bob)
+    assert reply.status == 200 and set(reply.json) == {"rooms"}
+    assert reply.json["rooms"] == [a1, b1, a2]  # ordered by id, not by name
+    assert [r["id"] for r in reply.json["rooms"]] == sorted(r["id"] for r in (a1, b1, a2))
+    for value in ("true", "1", "TRUE"):
+        assert (await client.get(f"/rooms?joined={value}", token=bob)).json["rooms"] == [b1]
+    assert (await client.get("/rooms?joined=true", token=alice)).json["rooms"] == [a1, a2]
+    assert (await client.get("/rooms?joined=false", token=bob)).json["rooms"] == [a1, b1, a2]
+    await join(client, bob, a2["id"])
+    mine = (await client.get("/rooms?joined=true", token=bob)).json["rooms"]
+    assert [r["id"] for r in mine] == [b1["id"], a2["id"]]
+    for bad in ("yes", "2", "maybe"):
+        assert_error(await client.get(f"/rooms?joined={bad}", token=bob), 422, "validation_failed", "joined")
+
+
+async def test_show_room(client: HTTPClient) -> None:
+    token, _ = await register_and_login(client, "alice")
+    other, _ = await register_and_login(client, "bob")
+    room = await make_room(client, token, "lobby", "hi")
+    reply = await client.get(f"/rooms/{room['id']}", token=other)  # non-members may look
+    assert reply.status == 200 and reply.json == {"room": room}
+    assert_error(await client.get(f"/rooms/{room['id'] + 1000}", token=token), 404, "not_found")
+    assert_error(await client.get("/rooms/abc", token=token), 404, "not_found")
+
+
+async def test_join_is_idempotent(client: HTTPClient) -> None:
+    alice, _ = await register_and_login(client, "alice")
+    bob, _ = await register_and_login(client, "bob")
+    room = await make_room(client, alice, "lobby")
+    for _ in range(3):
+        reply = await client.post(f"/rooms/{room['id']}/join", token=bob)
+        assert reply.status == 200 and set(reply.json) == {"room"}
+        assert reply.json["room"] == {**room, "member_count": 2}
+    assert (await join(client, alice, room["id"]))["member_count"] == 2  # the creator joining again
+    assert (await get_room(client, alice, room["id"]))["member_count"] == 2
+    members = (await client.get(f"/rooms/{room['id']}/members", token=bob)).json["members"]
+    assert len(members) == 2
+
+
+async def test_leave_is_idempotent(client: HTTPClient) -> None:
+    alice, _ = await register_and_login(client, "alice")
+    bob, _ = await register_and_login(client, "bob")
+    room = await make_room(client, alice, "lobby")
+    await join(client, bob, room["id"])
+    for _ in range(2):
+        reply = await client.post(f"/rooms/{room['id']}/leave", token=bob)
+        assert reply.status == 204 and reply.body == b""
+    assert (await get_room(client, alice, room["id"]))["member_count"] == 1
+    assert (await client.get("/rooms?joined=true", token=bob)).json["rooms"] == []
+    assert_error(await client.get(f"/rooms/{room['id']}/messages", token=bob), 403, "forbidden")
+    assert_error(await send(client, bob, room["id"], "hello"), 403, "forbidden")
+    # Leaving a room never joined is fine too; joining again works.
+    carol, _ = await register_and_login(client, "carol")
+    assert (await client.post(f"/rooms/{room['id']}/leave", token=carol)).status == 204
+    assert (await join(client, bob, room["id"]))["member_count"] == 2
+
+
+async def test_members(client: HTTPClient) -> None:
+    alice, alice_user = await register_and_login(client, "alice")
+    bob, bob_user = await register_and_login(client, "bob")
+    carol, _ = await register_and_login(client, "carol")
+    room = await make_room(client, alice, "lobby")
+    await join(client, bob, room["id"])
+    reply = await client.get(f"/rooms/{room['id']}/members", token=bob)
+    assert reply.status == 200 and set(reply.json) == {"members"}
+    members = reply.json["members"]
+    for member in members:
+        assert set(member) == {"user", "joined_at", "online"}
+        assert set(member["user"]) == USER_KEYS
+        assert member["online"] is False  # nobody has a websocket open
+        parse_time(member["joined_at"])
+    assert sorted((m["user"] for m in members), key=lambda u: u["id"]) == [alice_user, bob_user]
+    assert_error(await client.get(f"/rooms/{room['id']}/members", token=carol), 403, "forbidden")
+
+
+async def test_non_member_is_forbidden_on_every_room_scoped_call(client: HTTPClient) -> None:
+    alice, _ = await register_and_login(client, "alice")
+    eve, _ = await register_and_login(client, "eve")
+    room = await make_room(client, alice, "private-ish")
+    assert (await send(client, alice, room["id"], "secret")).status == 201
+    rid = room["id"]
+    for method, path, body in [
+        ("GET", f"/rooms/{rid}/members", None),
+        ("GET", f"/rooms/{rid}/messages", None),
+        ("GET", f"/rooms/{rid}/messages?after=0&wait=5", None),
+        ("POST", f"/rooms/{rid}/messages", {"text": "let me in"}),
+        ("POST", f"/rooms/{rid}/messages", {"text": "let me in", "txn_id": "x"}),
+    ]:
+        reply = await client.request(method, path, body, token=eve)
+        assert_error(reply, 403, "forbidden")
+        assert b"secret" not in reply.body
+    assert (await get_room(client, alice, rid))["last_seq"] == 1  # the refused sends wrote nothing
+
+
+AUTHENTICATED: list[tuple[str, str, Any]] = [
+    ("POST", "/logout", None),
+    ("GET", "/me", None),
+    ("POST", "/rooms", {"name": "x"}),
+    ("GET", "/rooms", None),
+    ("GET", "/rooms?joined=true", None),
+    ("GET", "/rooms/{rid}", None),
+    ("POST", "/rooms/{rid}/join", None),
+    ("POST", "/rooms/{rid}/leave", None),
+    ("GET", "/rooms/{rid}/members", None),
+    ("GET", "/rooms/{rid}/messages", None),
+    ("POST", "/rooms/{rid}/messages", {"text": "hi"}),
+]
+
+
+async def test_room_that_does_not_exist_is_404(client: HTTPClient) -> None:
+    token, _ = await register_and_login(client, "alice")
+    room = await make_room(client, token, "real")
+    for method, path, body in AUTHENTICATED:
+        if "{rid}" in path:
+            reply = await client.request(method, path.format(rid=room["id"] + 1), body, token=token)
+            assert_error(reply, 404, "not_found")
+
+
+@pytest.mark.parametrize("token", [None, "bogus-token"])
+async def test_every_authenticated_route_needs_a_token(client: HTTPClient, token: str | None) -> None:
+    owner, _ = await register_and_login(client, "alice")
+    room = await make_room(client, owner, "real")
+    for method, path, body in AUTHENTICATED:
+        reply = await client.request(method, path.format(rid=room["id"]), body, token=token or "")
+        assert_error(reply, 401, "unauthorized")
+    # Nothing changed.
+    after = await get_room(client, owner, room["id"])
+    assert after == room
+    assert len((await client.get("/rooms", token=owner)).json["rooms"]) == 1
