@@ -38,6 +38,7 @@ log = logging.getLogger("chat_trio.ws")
 GAP_LIMIT = 1000
 CLOSE_POLICY = 1008  # auth failed / not a member
 CLOSE_TOO_SLOW = 4008
+CLOSE_GRACE = 1.0  # seconds a closing socket gets to finish its current frame, then its close handshake
 _INBOX = 16  # inbound messages trio-websocket may buffer before it stops reading
 
 
@@ -78,6 +79,7 @@ class Session:
         self.subs: dict[int, _Subscription] = {}
         self._outbox_in, self._outbox = trio.open_memory_channel[str](self.config.ws_queue)
         self._scope = trio.CancelScope()
+        self._sending: trio.CancelScope | None = None  # the frame being written, if any
         self._closing: tuple[int, str] | None = None
         self._inbound = TokenBucket(self.config.ws_rate, max(1, int(self.config.ws_rate * 2)))
 
@@ -103,7 +105,10 @@ class Session:
     def close(self, code: int, reason: str) -> None:
         if self._closing is None:
             self._closing = (code, reason)
+        self.s.hub.disconnect(self)  # no more deliveries, and no longer online
         self._scope.cancel()
+        if self._sending is not None:
+            self._sending.deadline = min(self._sending.deadline, trio.current_time() + CLOSE_GRACE)
 
     def room_ended(self, room_id: int) -> None:
         if self.subs.pop(room_id, None) is not None:
@@ -128,7 +133,14 @@ class Session:
                 async with trio.open_nursery() as tasks:
                     tasks.start_soon(self._write_loop)
                     tasks.start_soon(self._heartbeat)
-                    await self._read_loop()
+                    # Handled here, not below: out of the nursery they would come wrapped in
+                    # an ExceptionGroup that the except clauses below do not match.
+                    try:
+                        await self._read_loop()
+                    except _Close as exc:
+                        self.close(exc.code, exc.reason)
+                    except ConnectionClosed:
+                        pass
                     tasks.cancel_scope.cancel()
         except _Close as exc:
             self._closing = self._closing or (exc.code, exc.reason)
@@ -137,7 +149,7 @@ class Session:
         finally:
             self.s.hub.disconnect(self)
             code, reason = self._closing or (1000, "")
-            with trio.CancelScope(shield=True), trio.move_on_after(1):
+            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_GRACE):
                 await self.ws.aclose(code, reason)
 
     async def _authenticate(self, header_token: str | None) -> None:
@@ -166,9 +178,19 @@ class Session:
         return token
 
     async def _write_loop(self) -> None:
+        # A frame cut off midway would corrupt the stream and hide the close frame that follows
+        # (the peer would see 1007 instead of 4008): once started, a frame is shielded from the
+        # session's cancellation, bounded by send_timeout, or by CLOSE_GRACE once closing.
         try:
             async for frame in self._outbox:
-                await self.ws.send_message(frame)
+                deadline = trio.current_time() + self.config.send_timeout
+                with trio.CancelScope(shield=True, deadline=deadline) as self._sending:
+                    if self._closing is not None:
+                        self._sending.deadline = min(deadline, trio.current_time() + CLOSE_GRACE)
+                    await self.ws.send_message(frame)
+                self._sending = None
+                if self._closing is None and trio.current_time() >= deadline:
+                    self.close(CLOSE_TOO_SLOW, "too slow; reconnect and resume with after")
         except ConnectionClosed:
             self._scope.cancel()
 
@@ -177,7 +199,11 @@ class Session:
         while True:
             await trio.sleep(interval)
             with trio.move_on_after(interval) as waiting:
-                await self.ws.ping()
+                try:
+                    await self.ws.ping()
+                except ConnectionClosed:
+                    self._scope.cancel()
+                    return
             if waiting.cancelled_caught:
                 self.close(CLOSE_GOING_AWAY, "heartbeat timeout")
                 return
@@ -261,15 +287,21 @@ class Session:
             self.send(_dumps({"type": "gap", "room_id": room_id, "after": after, "last_seq": last}))
             sub.last_seq = last
         elif after is not None and after < last:
+            # Replayed frames wait for room in the outbox (a resume may miss more messages than
+            # ws_queue holds); live ones are held meanwhile, and a full hold closes with 4008.
             for message in await self.s.store.messages(room, after + 1, last):
+                if self.subs.get(room_id) is not sub:
+                    return  # the user left the room meanwhile (`unsubscribed` was sent)
                 if message["seq"] > sub.last_seq:
                     sub.last_seq = message["seq"]
-                    self.send(_dumps({"type": "message", "message": message}))
-        held, sub.held = sub.held or [], None
-        for seq, frame in held:
+                    await self._outbox_in.send(_dumps({"type": "message", "message": message}))
+        assert sub.held is not None
+        while sub.held and self.subs.get(room_id) is sub:
+            seq, frame = sub.held.pop(0)
             if seq > sub.last_seq:
                 sub.last_seq = seq
-                self.send(frame)
+                await self._outbox_in.send(frame)
+        sub.held = None
 
 
 def routes(s: Services) -> list[Route]:
