@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from chat_trio.api import accounts, messages, rooms, service, websocket
+from chat_trio.api import accounts, messages, rooms, service, web, websocket
 from chat_trio.api.services import Services
 from chat_trio.http.router import Route
 
 
 def build_routes(services: Services) -> list[Route]:
     return [
-        *service.routes(),
+        *service.routes(services.metrics),
         *accounts.routes(services),
         *rooms.routes(services),
         *messages.routes(services),
         *websocket.routes(services),
+        *web.routes(),
     ]

@@ -187,6 +187,7 @@ RESPONSES: JSON = {
 }
 
 PARAMETERS: JSON = {
+    "AssetName": _param("name", "path", "File name, e.g. app.js", {"type": "string"}, required=True),
     "RoomId": _param("room_id", "path", "The room's id; anything but a decimal integer is 404",
                      {"type": "integer", "minimum": 0, "maximum": _MAX_PATH_INT}),
     "Before": _param("before", "query", "The newest `limit` messages with seq < before",
@@ -270,6 +271,20 @@ PATHS: dict[str, JSON] = {
         "200": _ok("Alive", _obj({"status": {"const": "ok"}}))})},
     "/openapi.json": {"get": _op("openapi", "Service", "This document", {
         "200": _ok("OpenAPI 3.1", {"type": "object"})})},
+    "/": {"get": _op("webClient", "Service", "The built-in web chat client", {
+        "200": {"description": "The page (served with a strict Content-Security-Policy)",
+                "content": {"text/html": {"schema": {"type": "string"}}}}})},
+    "/static/{name}": {"get": _op("webAsset", "Service", "A script or stylesheet of the web client", {
+        "200": {"description": "The file",
+                "content": {"text/javascript": {"schema": {"type": "string"}},
+                            "text/css": {"schema": {"type": "string"}}}},
+        "404": _error("No such file", "not_found")},
+        params=("AssetName",))},
+    "/metrics": {"get": _op("metrics", "Service", "Prometheus metrics", {
+        "200": {"description": "Prometheus text format 0.0.4: requests by route and status, request "
+                               "latency, open connections and websockets, messages committed, "
+                               "group-commit batch sizes, store queue depth, worker threads in use",
+                "content": {"text/plain": {"schema": {"type": "string"}}}}})},
     "/register": {"post": _op(
         "register", "Accounts", "Create an account", {
             "201": _ok("Created", _USER_BODY),
