@@ -151,7 +151,7 @@ class HTTPServer:
             return
         self.open_connections += 1
         try:
-            await HTTPConnection(stream, self, client).serve()
+            await HTTPConnection(conn, stream, self, client).serve()
         except Exception:
             # A bug in one connection's handling must never take the listener down with it.
             log.exception("connection from %s failed", client)
