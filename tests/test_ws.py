@@ -586,3 +586,25 @@ async def test_more_than_1000_missed_is_a_gap(tmp_path: Path) -> None:
             assert seqs(await ws.messages_until(1002)) == list(range(3, 1003))
             await ws.barrier()
         await client.aclose()
+
+
+async def test_pipelined_sends_keep_their_order(tmp_path: Path) -> None:
+    """Sends are not waited for one by one: 50 frames sent at once all commit, in the order they
+    were sent, and their acks come back in that order too."""
+    async with serve(make_config(tmp_path, send_rate=0)) as app:
+        client = HTTPClient(app.port)
+        await pipelined_sends(app, client)
+        await client.aclose()
+
+
+async def pipelined_sends(app: App, client: HTTPClient) -> None:
+    room, [(ta, _)] = await room_with(client, "alice")
+    rid = room["id"]
+    async with connect(app.port, ta) as a:
+        for i in range(50):
+            await a.send({"type": "send", "room_id": rid, "text": f"m{i}", "ref": i})
+        acks = [await a.expect("ack") for _ in range(50)]
+        assert [ack["ref"] for ack in acks] == list(range(50))
+        assert [ack["message"]["text"] for ack in acks] == [f"m{i}" for i in range(50)]
+        assert seqs([ack["message"] for ack in acks]) == list(range(1, 51))
+        assert [m["text"] for m in await all_messages(client, ta, rid)] == [f"m{i}" for i in range(50)]

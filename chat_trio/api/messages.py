@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import trio
 
 from chat_trio.api import validate
@@ -28,14 +30,22 @@ def page_bounds(last_seq: int, *, before: int | None, after: int | None, limit: 
 
 
 async def post_message(s: Services, user: JSON, room: RoomState, body: JSON) -> tuple[JSON, bool]:
-    """Validate and commit one message (shared by REST and the websocket `send` frame)."""
+    """Validate and commit one message; (message, created)."""
+    return await (await submit_message(s, user, room, body))()
+
+
+async def submit_message(
+    s: Services, user: JSON, room: RoomState, body: JSON
+) -> Callable[[], Awaitable[tuple[JSON, bool]]]:
+    """Validate one message, check the sender's rate, and queue it for commit (shared by REST and
+    the websocket `send` frame); returns what to await for (message, created)."""
     c = s.config
     text = validate.string(body, "text", max_len=c.text_max)
     assert text is not None
     validate.text(text, "text")
     txn_id = validate.string(body, "txn_id", max_len=c.txn_id_max, required=False)
     s.check_send_rate(user)
-    return await s.store.post(room, user, text, txn_id)
+    return await s.store.submit_post(room, user, text, txn_id)
 
 
 def routes(s: Services) -> list[Route]:

@@ -14,6 +14,7 @@ ones it has not already sent — no gap and no duplicate.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,11 +24,12 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
 
 from chat_trio.api import validate
-from chat_trio.api.messages import post_message
+from chat_trio.api.messages import submit_message
 from chat_trio.api.services import Services, bearer_token
 from chat_trio.http.messages import HTTPError, Request, Response, error_response
 from chat_trio.http.router import Route
 from chat_trio.http.upgrade import SWITCHED, replay_stream
+from chat_trio.rooms.frames import json_frame
 from chat_trio.rooms.hub import CLOSE_GOING_AWAY
 from chat_trio.security.ratelimit import TokenBucket
 from chat_trio.security.tokens import digest
@@ -40,6 +42,9 @@ CLOSE_POLICY = 1008  # auth failed / not a member
 CLOSE_TOO_SLOW = 4008
 CLOSE_GRACE = 1.0  # seconds a closing socket gets to finish its current frame, then its close handshake
 _INBOX = 16  # inbound messages trio-websocket may buffer before it stops reading
+_BATCH_BYTES = 256 * 1024  # most queued frames written with one send
+_PONG = json_frame({"type": "pong"})
+_MAX_IN_FLIGHT = 64  # sends of one socket waiting for their commit
 
 
 class _Close(Exception):
@@ -49,8 +54,12 @@ class _Close(Exception):
         self.reason = reason
 
 
-def _dumps(value: JSON) -> str:
-    return orjson.dumps(value).decode()
+async def _send_encoded(ws: WebSocketConnection, frames: bytes) -> None:
+    """Write already-encoded frames on trio-websocket's stream, under its stream lock so they
+    never interleave with the pongs and close frame it sends itself. (trio-websocket only sends
+    one message per call, encoding it each time; this is the one place that reaches inside.)"""
+    async with ws._stream_lock:
+        await ws._stream.send_all(frames)
 
 
 def _room_id(frame: JSON) -> int:
@@ -63,7 +72,7 @@ def _room_id(frame: JSON) -> int:
 @dataclass(slots=True)
 class _Subscription:
     last_seq: int  # highest seq queued to the client
-    held: list[tuple[int, str]] | None = field(default_factory=list)  # live frames during replay
+    held: list[tuple[int, bytes]] | None = field(default_factory=list)  # live frames during replay
 
 
 class Session:
@@ -77,15 +86,19 @@ class Session:
         self.user_id = 0
         self.token_digest = b""
         self.subs: dict[int, _Subscription] = {}
-        self._outbox_in, self._outbox = trio.open_memory_channel[str](self.config.ws_queue)
+        self._outbox_in, self._outbox = trio.open_memory_channel[bytes](self.config.ws_queue)
         self._scope = trio.CancelScope()
+        self._tasks: trio.Nursery | None = None
+        self._in_flight = trio.Semaphore(_MAX_IN_FLIGHT)
+        self._acked = trio.Event()  # set once the latest send's ack (or error) is queued
+        self._acked.set()
         self._sending: trio.CancelScope | None = None  # the frame being written, if any
         self._closing: tuple[int, str] | None = None
         self._inbound = TokenBucket(self.config.ws_rate, max(1, int(self.config.ws_rate * 2)))
 
     # -- the hub's Subscriber protocol ----------------------------------------------------
 
-    def deliver(self, room_id: int, seq: int, frame: str) -> None:
+    def deliver(self, room_id: int, seq: int, frame: bytes) -> None:
         sub = self.subs.get(room_id)
         if sub is None:
             return
@@ -98,7 +111,7 @@ class Session:
             sub.last_seq = seq
             self.send(frame)
 
-    def deliver_ephemeral(self, frame: str) -> None:
+    def deliver_ephemeral(self, frame: bytes) -> None:
         if self._outbox_in.statistics().current_buffer_used < self.config.ws_queue // 2:
             self._outbox_in.send_nowait(frame)
 
@@ -112,9 +125,9 @@ class Session:
 
     def room_ended(self, room_id: int) -> None:
         if self.subs.pop(room_id, None) is not None:
-            self.send(_dumps({"type": "unsubscribed", "room_id": room_id}))
+            self.send(json_frame({"type": "unsubscribed", "room_id": room_id}))
 
-    def send(self, frame: str) -> None:
+    def send(self, frame: bytes) -> None:
         """Queue a frame; a full outbox closes the socket (4008) rather than grow."""
         try:
             self._outbox_in.send_nowait(frame)
@@ -128,9 +141,10 @@ class Session:
             with self._scope:
                 await self._authenticate(header_token)
                 self.s.hub.connect(self)
-                self.send(_dumps({"type": "hello", "user": self.user,
+                self.send(json_frame({"type": "hello", "user": self.user,
                                   "heartbeat_s": self.config.heartbeat_s}))
                 async with trio.open_nursery() as tasks:
+                    self._tasks = tasks
                     tasks.start_soon(self._write_loop)
                     tasks.start_soon(self._heartbeat)
                     # Handled here, not below: out of the nursery they would come wrapped in
@@ -178,21 +192,52 @@ class Session:
         return token
 
     async def _write_loop(self) -> None:
+        # Frames are already encoded (frames.py), so whatever is queued goes out in one write.
         # A frame cut off midway would corrupt the stream and hide the close frame that follows
-        # (the peer would see 1007 instead of 4008): once started, a frame is shielded from the
+        # (the peer would see 1007 instead of 4008): once started, a write is shielded from the
         # session's cancellation, bounded by send_timeout, or by CLOSE_GRACE once closing.
         try:
             async for frame in self._outbox:
+                batch, size = [frame], len(frame)
+                while size < _BATCH_BYTES:
+                    try:
+                        frame = self._outbox.receive_nowait()
+                    except trio.WouldBlock:
+                        break
+                    batch.append(frame)
+                    size += len(frame)
                 deadline = trio.current_time() + self.config.send_timeout
                 with trio.CancelScope(shield=True, deadline=deadline) as self._sending:
                     if self._closing is not None:
                         self._sending.deadline = min(deadline, trio.current_time() + CLOSE_GRACE)
-                    await self.ws.send_message(frame)
+                    await _send_encoded(self.ws, b"".join(batch))
                 self._sending = None
                 if self._closing is None and trio.current_time() >= deadline:
                     self.close(CLOSE_TOO_SLOW, "too slow; reconnect and resume with after")
-        except ConnectionClosed:
+        except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
             self._scope.cancel()
+
+    async def _ack(
+        self,
+        committed: Callable[[], Awaitable[tuple[JSON, bool]]],
+        ref: Any,
+        previous: trio.Event,
+        mine: trio.Event,
+    ) -> None:
+        """Wait for one send's commit and queue its ack, after the previous send's ack, so acks
+        come in the order the sends did."""
+        try:
+            try:
+                message, _ = await committed()
+                frame = json_frame({"type": "ack", "ref": ref, "message": message})
+            except Exception:
+                log.exception("send failed")
+                frame = self._error_frame(HTTPError(500, "internal", "internal error"), ref)
+            await previous.wait()
+            self.send(frame)
+        finally:
+            mine.set()
+            self._in_flight.release()
 
     async def _heartbeat(self) -> None:
         interval = self.config.heartbeat_s
@@ -219,10 +264,14 @@ class Session:
                 ref = frame.get("ref")
                 await self._dispatch(frame)
             except HTTPError as exc:
-                error: JSON = {"type": "error", "code": exc.code, "message": exc.message}
-                if isinstance(ref, (str, int)) and not isinstance(ref, bool):
-                    error["ref"] = ref
-                self.send(_dumps(error))
+                self.send(self._error_frame(exc, ref))
+
+    @staticmethod
+    def _error_frame(exc: HTTPError, ref: Any) -> bytes:
+        error: JSON = {"type": "error", "code": exc.code, "message": exc.message}
+        if isinstance(ref, (str, int)) and not isinstance(ref, bool):
+            error["ref"] = ref
+        return json_frame(error)
 
     @staticmethod
     def _parse(raw: str | bytes) -> JSON:
@@ -251,18 +300,28 @@ class Session:
             room_id = _room_id(frame)
             self.subs.pop(room_id, None)
             self.s.hub.unsubscribe(room_id, self)
-            self.send(_dumps({"type": "unsubscribed", "room_id": room_id}))
+            self.send(json_frame({"type": "unsubscribed", "room_id": room_id}))
         elif kind == "send":
             validate.only(frame, ("type", "room_id", "text", "txn_id", "ref"))
             room = self._member_room(_room_id(frame))
-            message, _ = await post_message(self.s, self.user, room, frame)
-            self.send(_dumps({"type": "ack", "ref": ref, "message": message}))
+            # Sends are queued for commit in the order they arrive, but their commits are not
+            # waited for here: a client's consecutive sends share group commits, and its pings
+            # and other frames are not held up. At most _MAX_IN_FLIGHT wait at once.
+            await self._in_flight.acquire()
+            try:
+                committed = await submit_message(self.s, self.user, room, frame)
+            except BaseException:
+                self._in_flight.release()
+                raise
+            assert self._tasks is not None
+            previous, self._acked = self._acked, trio.Event()
+            self._tasks.start_soon(self._ack, committed, ref, previous, self._acked)
         elif kind == "typing":
             validate.only(frame, ("type", "room_id", "ref"))
             room = self._member_room(_room_id(frame))
             self.s.hub.typing(room.id, self.user, self)
         elif kind == "ping":
-            self.send('{"type":"pong"}')
+            self.send(_PONG)
         else:
             raise HTTPError(400, "bad_request", "unknown frame type")
 
@@ -282,9 +341,9 @@ class Session:
         sub = _Subscription(last_seq=last if after is None else after)
         self.subs[room_id] = sub
         self.s.hub.subscribe(room_id, self)
-        self.send(_dumps({"type": "subscribed", "room_id": room_id, "last_seq": last}))
+        self.send(json_frame({"type": "subscribed", "room_id": room_id, "last_seq": last}))
         if after is not None and last - after > GAP_LIMIT:
-            self.send(_dumps({"type": "gap", "room_id": room_id, "after": after, "last_seq": last}))
+            self.send(json_frame({"type": "gap", "room_id": room_id, "after": after, "last_seq": last}))
             sub.last_seq = last
         elif after is not None and after < last:
             # Replayed frames wait for room in the outbox (a resume may miss more messages than
@@ -294,7 +353,7 @@ class Session:
                     return  # the user left the room meanwhile (`unsubscribed` was sent)
                 if message["seq"] > sub.last_seq:
                     sub.last_seq = message["seq"]
-                    await self._outbox_in.send(_dumps({"type": "message", "message": message}))
+                    await self._outbox_in.send(json_frame({"type": "message", "message": message}))
         assert sub.held is not None
         while sub.held and self.subs.get(room_id) is sub:
             seq, frame = sub.held.pop(0)

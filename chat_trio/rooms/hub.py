@@ -1,8 +1,8 @@
 """room → subscribers. Fed by the store's after-commit hook, so it only ever sees durable
 messages, once each, in seq order.
 
-Publishing never waits on a subscriber: each frame is serialised once (as text, which is what
-websocket text frames carry) and handed to every
+Publishing never waits on a subscriber: each frame is serialised and framed once (see
+frames.py) and handed to every
 subscriber's `deliver`, which must not block (websocket sessions queue with `send_nowait` and
 apply their own overflow policy). Long-poll requests wait on a per-room event.
 """
@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Protocol
 
-import orjson
 import trio
+
+from chat_trio.rooms.frames import json_frame
 
 JSON = dict[str, Any]
 
@@ -25,10 +26,10 @@ class Subscriber(Protocol):
     user_id: int
     token_digest: bytes
 
-    def deliver(self, room_id: int, seq: int, frame: str) -> None:
+    def deliver(self, room_id: int, seq: int, frame: bytes) -> None:
         """Queue a message frame without blocking."""
 
-    def deliver_ephemeral(self, frame: str) -> None:
+    def deliver_ephemeral(self, frame: bytes) -> None:
         """Queue a frame that may be dropped under pressure (typing)."""
 
     def close(self, code: int, reason: str) -> None:
@@ -54,7 +55,7 @@ class Hub:
         room_id = message["room_id"]
         subscribers = self.rooms.get(room_id)
         if subscribers:
-            frame = orjson.dumps({"type": "message", "message": message}).decode()
+            frame = json_frame({"type": "message", "message": message})
             seq = message["seq"]
             for sub in list(subscribers):
                 sub.deliver(room_id, seq, frame)
@@ -64,8 +65,8 @@ class Hub:
             waiter.set()
 
     def typing(self, room_id: int, user: JSON, sender: Subscriber) -> None:
-        frame = orjson.dumps({"type": "typing", "room_id": room_id,
-                              "user": {"id": user["id"], "username": user["username"]}}).decode()
+        frame = json_frame({"type": "typing", "room_id": room_id,
+                            "user": {"id": user["id"], "username": user["username"]}})
         for sub in list(self.rooms.get(room_id, ())):
             if sub is not sender:
                 sub.deliver_ephemeral(frame)

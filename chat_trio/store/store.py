@@ -9,7 +9,7 @@ paths (token → user, membership, recent history) need no thread hop at all.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -185,6 +185,13 @@ class Store:
 
     async def post(self, room: RoomState, author: JSON, text: str, txn_id: str | None) -> tuple[JSON, bool]:
         """Append a message; with a repeated txn_id return the original and created=False."""
+        return await (await self.submit_post(room, author, text, txn_id))()
+
+    async def submit_post(
+        self, room: RoomState, author: JSON, text: str, txn_id: str | None
+    ) -> Callable[[], Awaitable[tuple[JSON, bool]]]:
+        """Queue a message for the next commit; returns what to await for (message, created).
+        Messages submitted one after another get increasing seqs."""
         now = now_ms()
         out: list[JSON] = []
 
@@ -205,10 +212,15 @@ class Store:
             for listener in self.listeners:
                 listener(message)
 
-        _, created = await self.writer.write(
+        pending = await self.writer.submit(
             lambda c: queries.insert_message(c, room.id, author["id"], text, txn_id, now), publish
         )
-        return out[0], created
+
+        async def committed() -> tuple[JSON, bool]:
+            _, created = await pending.result()
+            return out[0], created
+
+        return committed
 
     async def messages(self, room: RoomState, first: int, last: int) -> list[JSON]:
         """Messages first..last (inclusive, ascending) from memory when it holds them."""

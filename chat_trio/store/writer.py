@@ -27,20 +27,36 @@ log = logging.getLogger("chat_trio.store")
 T = TypeVar("T")
 
 
+class StoreClosed(Exception):
+    """The writer has stopped; the write was not made."""
+
+
 @dataclass(slots=True, eq=False)
-class _Write(Generic[T]):
+class Pending(Generic[T]):
+    """A write handed to the writer; `await pending.result()` once it has committed."""
+
     run: Callable[[sqlite3.Connection], T]
     after_commit: Callable[[T], None] | None
     done: trio.Event = field(default_factory=trio.Event)
-    result: Any = None
+    value: Any = None
     error: BaseException | None = None
+
+    async def result(self) -> T:
+        """The write's result once COMMITted. Waiting is shielded: a caller cancelled meanwhile
+        does not undo the write, it only misses the answer."""
+        with trio.CancelScope(shield=True):
+            await self.done.wait()
+        if self.error is not None:
+            raise self.error
+        value: T = self.value
+        return value
 
 
 class GroupCommitWriter:
     def __init__(self, conn: sqlite3.Connection, *, max_batch: int, queue_size: int) -> None:
         self._conn = conn
         self._max_batch = max_batch
-        self._send, self._receive = trio.open_memory_channel[_Write[Any]](queue_size)
+        self._send, self._receive = trio.open_memory_channel[Pending[Any]](queue_size)
         self.thread = trio.CapacityLimiter(1)
         # Figures for /metrics.
         self.commits = 0
@@ -60,17 +76,39 @@ class GroupCommitWriter:
         """Run `run(conn)` in the next transaction; return once it has COMMITted.
 
         If the caller is cancelled after handing the write over, the write still commits."""
-        item: _Write[T] = _Write(run, after_commit)
-        await self._send.send(item)
-        with trio.CancelScope(shield=True):
-            await item.done.wait()
-        if item.error is not None:
-            raise item.error
-        result: T = item.result
-        return result
+        return await (await self.submit(run, after_commit)).result()
+
+    async def submit(
+        self,
+        run: Callable[[sqlite3.Connection], T],
+        after_commit: Callable[[T], None] | None = None,
+    ) -> Pending[T]:
+        """Queue a write without waiting for its commit. Writes commit in the order they were
+        submitted, so one caller can keep several in flight and still keep their order."""
+        item: Pending[T] = Pending(run, after_commit)
+        try:
+            await self._send.send(item)
+        except trio.BrokenResourceError:
+            raise StoreClosed("the store is shutting down") from None
+        return item
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
+        try:
+            await self._commit_batches()
+        finally:
+            # Stopped (the app is shutting down): refuse what is still queued, and whatever is
+            # submitted from now on, rather than leave its caller waiting forever.
+            while True:
+                try:
+                    item = self._receive.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                item.error = StoreClosed("the store is shutting down")
+                item.done.set()
+            self._receive.close()
+
+    async def _commit_batches(self) -> None:
         async for first in self._receive:
             batch = [first]
             while len(batch) < self._max_batch:
@@ -85,12 +123,12 @@ class GroupCommitWriter:
             for item in batch:
                 if item.error is None and item.after_commit is not None:
                     try:
-                        item.after_commit(item.result)
+                        item.after_commit(item.value)
                     except Exception:
                         log.exception("after-commit hook failed")
                 item.done.set()
 
-    def _commit(self, batch: list[_Write[Any]]) -> int:
+    def _commit(self, batch: list[Pending[Any]]) -> int:
         """Worker thread: one transaction for the whole batch. Returns 1 if it committed."""
         conn = self._conn
         try:
@@ -98,7 +136,7 @@ class GroupCommitWriter:
             for item in batch:
                 conn.execute("SAVEPOINT w")
                 try:
-                    item.result = item.run(conn)
+                    item.value = item.run(conn)
                 except Exception as exc:
                     conn.execute("ROLLBACK TO w")
                     item.error = exc
