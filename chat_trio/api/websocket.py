@@ -28,9 +28,10 @@ from chat_trio.api.messages import submit_message
 from chat_trio.api.services import Services, bearer_token
 from chat_trio.http.messages import HTTPError, Request, Response, error_response
 from chat_trio.http.router import Route
-from chat_trio.http.upgrade import SWITCHED, replay_stream
+from chat_trio.http.upgrade import SWITCHED, ReplayStream, replay_stream
 from chat_trio.rooms.frames import json_frame
 from chat_trio.rooms.hub import CLOSE_GOING_AWAY
+from chat_trio.rooms.outbox import Outbox
 from chat_trio.security.ratelimit import TokenBucket
 from chat_trio.security.tokens import digest
 from chat_trio.store.records import JSON
@@ -42,7 +43,6 @@ CLOSE_POLICY = 1008  # auth failed / not a member
 CLOSE_TOO_SLOW = 4008
 CLOSE_GRACE = 1.0  # seconds a closing socket gets to finish its current frame, then its close handshake
 _INBOX = 16  # inbound messages trio-websocket may buffer before it stops reading
-_BATCH_BYTES = 256 * 1024  # most queued frames written with one send
 _PONG = json_frame({"type": "pong"})
 _MAX_IN_FLIGHT = 64  # sends of one socket waiting for their commit
 
@@ -52,14 +52,6 @@ class _Close(Exception):
         super().__init__(reason)
         self.code = code
         self.reason = reason
-
-
-async def _send_encoded(ws: WebSocketConnection, frames: bytes) -> None:
-    """Write already-encoded frames on trio-websocket's stream, under its stream lock so they
-    never interleave with the pongs and close frame it sends itself. (trio-websocket only sends
-    one message per call, encoding it each time; this is the one place that reaches inside.)"""
-    async with ws._stream_lock:
-        await ws._stream.send_all(frames)
 
 
 def _room_id(frame: JSON) -> int:
@@ -78,7 +70,7 @@ class _Subscription:
 class Session:
     """One authenticated websocket; implements the hub's Subscriber protocol."""
 
-    def __init__(self, services: Services, ws: WebSocketConnection) -> None:
+    def __init__(self, services: Services, ws: WebSocketConnection, stream: ReplayStream) -> None:
         self.s = services
         self.config = services.config
         self.ws = ws
@@ -86,7 +78,7 @@ class Session:
         self.user_id = 0
         self.token_digest = b""
         self.subs: dict[int, _Subscription] = {}
-        self._outbox_in, self._outbox = trio.open_memory_channel[bytes](self.config.ws_queue)
+        self.outbox = Outbox(stream, ws._stream_lock, self.config.ws_queue)
         self._scope = trio.CancelScope()
         self._tasks: trio.Nursery | None = None
         self._in_flight = trio.Semaphore(_MAX_IN_FLIGHT)
@@ -112,12 +104,13 @@ class Session:
             self.send(frame)
 
     def deliver_ephemeral(self, frame: bytes) -> None:
-        if self._outbox_in.statistics().current_buffer_used < self.config.ws_queue // 2:
-            self._outbox_in.send_nowait(frame)
+        if self.outbox.backlog < self.outbox.capacity // 2:
+            self.outbox.offer(frame)
 
     def close(self, code: int, reason: str) -> None:
         if self._closing is None:
             self._closing = (code, reason)
+        self.outbox.open = False
         self.s.hub.disconnect(self)  # no more deliveries, and no longer online
         self._scope.cancel()
         if self._sending is not None:
@@ -129,9 +122,7 @@ class Session:
 
     def send(self, frame: bytes) -> None:
         """Queue a frame; a full outbox closes the socket (4008) rather than grow."""
-        try:
-            self._outbox_in.send_nowait(frame)
-        except trio.WouldBlock:
+        if not self.outbox.offer(frame):
             self.close(CLOSE_TOO_SLOW, "too slow; reconnect and resume with after")
 
     # -- the session ----------------------------------------------------------------------
@@ -192,25 +183,17 @@ class Session:
         return token
 
     async def _write_loop(self) -> None:
-        # Frames are already encoded (frames.py), so whatever is queued goes out in one write.
         # A frame cut off midway would corrupt the stream and hide the close frame that follows
         # (the peer would see 1007 instead of 4008): once started, a write is shielded from the
         # session's cancellation, bounded by send_timeout, or by CLOSE_GRACE once closing.
         try:
-            async for frame in self._outbox:
-                batch, size = [frame], len(frame)
-                while size < _BATCH_BYTES:
-                    try:
-                        frame = self._outbox.receive_nowait()
-                    except trio.WouldBlock:
-                        break
-                    batch.append(frame)
-                    size += len(frame)
+            while True:
+                batch = await self.outbox.next_batch()
                 deadline = trio.current_time() + self.config.send_timeout
                 with trio.CancelScope(shield=True, deadline=deadline) as self._sending:
                     if self._closing is not None:
                         self._sending.deadline = min(deadline, trio.current_time() + CLOSE_GRACE)
-                    await _send_encoded(self.ws, b"".join(batch))
+                    await self.outbox.write(batch)
                 self._sending = None
                 if self._closing is None and trio.current_time() >= deadline:
                     self.close(CLOSE_TOO_SLOW, "too slow; reconnect and resume with after")
@@ -353,13 +336,13 @@ class Session:
                     return  # the user left the room meanwhile (`unsubscribed` was sent)
                 if message["seq"] > sub.last_seq:
                     sub.last_seq = message["seq"]
-                    await self._outbox_in.send(json_frame({"type": "message", "message": message}))
+                    await self.outbox.put(json_frame({"type": "message", "message": message}))
         assert sub.held is not None
         while sub.held and self.subs.get(room_id) is sub:
             seq, frame = sub.held.pop(0)
             if seq > sub.last_seq:
                 sub.last_seq = seq
-                await self._outbox_in.send(frame)
+                await self.outbox.put(frame)
         sub.held = None
 
 
@@ -380,17 +363,18 @@ def routes(s: Services) -> list[Route]:
         if not origin_ok(request):
             return error_response(403, "forbidden", "origin not allowed",
                                   headers=[(b"connection", b"close")])
+        stream = replay_stream(request)
         async with trio.open_nursery() as nursery:
             with trio.move_on_after(s.config.ws_auth_timeout) as handshake:
                 ws_request = await wrap_server_stream(
-                    nursery, replay_stream(request), message_queue_size=_INBOX,
+                    nursery, stream, message_queue_size=_INBOX,
                     max_message_size=s.config.ws_max_frame,
                 )
                 ws = await ws_request.accept()
             if handshake.cancelled_caught:
                 nursery.cancel_scope.cancel()
                 return Response(SWITCHED)
-            await Session(s, ws).run(bearer_token(request))
+            await Session(s, ws, stream).run(bearer_token(request))
             nursery.cancel_scope.cancel()
         return Response(SWITCHED)
 

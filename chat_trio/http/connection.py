@@ -200,7 +200,7 @@ class HTTPConnection:
         # MIGHT_SWITCH_PROTOCOL says so; next_event() is also PAUSED for a plain request that has
         # a pipelined one behind it, which must not be handed the raw stream.
         if self.h11.their_state is h11.MIGHT_SWITCH_PROTOCOL:  # type: ignore[attr-defined]  # documented, not in __all__
-            request.upgrade = (self.stream, self.h11.trailing_data[0])
+            request.upgrade = (self.stream, self.sock, self.h11.trailing_data[0])
         return request
 
     async def _read_body(self) -> bytes:

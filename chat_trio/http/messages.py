@@ -48,8 +48,8 @@ class Request:
     query_string: str = ""
     params: dict[str, Any] = field(default_factory=dict)
     route: str = ""  # the matched route pattern ("" when none matched)
-    # For an Upgrade request: the raw stream and the bytes that followed the head.
-    upgrade: tuple[Any, bytes] | None = None
+    # For an Upgrade request: (stream, its non-blocking socket, the bytes that followed the head).
+    upgrade: tuple[Any, Any, bytes] | None = None
     _query: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
