@@ -1,0 +1,1 @@
+"""Websocket fan-out benchmark: `python -m load.fanout --help`."""
