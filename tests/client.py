@@ -102,20 +102,25 @@ class HTTPClient:
         self.conn = None
 
 
+async def read_until_closed(stream: trio.abc.ReceiveStream, into: list[bytes]) -> None:
+    """Append what the server sends to `into` until it closes (or resets) the connection."""
+    while True:
+        try:
+            chunk = await stream.receive_some(65536)
+        except trio.BrokenResourceError:
+            return
+        if not chunk:
+            return
+        into.append(chunk)
+
+
 async def raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
     """Send raw bytes, read until the server closes (or `timeout`), return all it sent."""
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     out: list[bytes] = []
     with trio.move_on_after(timeout):
         await stream.send_all(data)
-        while True:
-            try:
-                chunk = await stream.receive_some(65536)
-            except trio.BrokenResourceError:
-                break
-            if not chunk:
-                break
-            out.append(chunk)
+        await read_until_closed(stream, out)
     await stream.aclose()
     return b"".join(out)
 

@@ -212,3 +212,17 @@ def db_rows(path: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
     """Run one query on the database file directly (read-only)."""
     with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
         return conn.execute(sql, args).fetchall()
+
+
+async def seed_rooms(client: HTTPClient, rooms: int, users: int) -> tuple[str, list[int], list[str]]:
+    """`rooms` rooms made by an "owner", and `users` users who joined all of them: the owner's
+    token, the room ids and the users' tokens."""
+    owner, _ = await register_and_login(client, "owner")
+    room_ids = [(await make_room(client, owner, f"room-{r}"))["id"] for r in range(rooms)]
+    tokens = []
+    for n in range(users):
+        token, _ = await register_and_login(client, f"user{n}")
+        for room_id in room_ids:
+            await join(client, token, room_id)
+        tokens.append(token)
+    return owner, room_ids, tokens

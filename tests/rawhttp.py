@@ -10,26 +10,15 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import orjson
 import trio
+
+from tests.client import Reply
 
 
 @dataclass
-class RawResponse:
-    status: int
-    headers: dict[bytes, bytes]
-    body: bytes
+class RawResponse(Reply):
     raw_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-
-    @property
-    def json(self) -> Any:
-        return orjson.loads(self.body)
-
-    @property
-    def error_code(self) -> str:
-        return str(self.json["error"]["code"])
 
 
 def parse_one(raw: bytes, *, head_only: bool = False) -> tuple[RawResponse | None, bytes]:

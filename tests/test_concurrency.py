@@ -15,9 +15,7 @@ from tests.helpers import (
     assert_dense,
     assert_message_shape,
     get_room,
-    join,
-    make_room,
-    register_and_login,
+    seed_rooms,
     send,
     serve,
 )
@@ -40,14 +38,7 @@ async def test_many_clients_then_restart(tmp_path: Path) -> None:
     acked: list[dict[int, dict[str, Any]]] = [{} for _ in range(ROOMS)]  # per room: id → message
     async with serve(config) as app:
         setup = HTTPClient(app.port)
-        owner, _ = await register_and_login(setup, "owner")
-        rooms = [(await make_room(setup, owner, f"room-{r}"))["id"] for r in range(ROOMS)]
-        tokens = []
-        for n in range(CLIENTS):
-            token, _ = await register_and_login(setup, f"user{n}")
-            for rid in rooms:
-                await join(setup, token, rid)
-            tokens.append(token)
+        owner, rooms, tokens = await seed_rooms(setup, ROOMS, CLIENTS)
 
         async def client(n: int) -> None:
             c = HTTPClient(app.port, tokens[n])

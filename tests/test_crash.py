@@ -17,7 +17,7 @@ import h11
 import trio
 
 from tests.client import HTTPClient
-from tests.helpers import all_messages, assert_dense, get_room, join, make_room, register_and_login, send
+from tests.helpers import all_messages, assert_dense, get_room, seed_rooms, send
 
 ROOT = Path(__file__).resolve().parent.parent
 LISTENING = re.compile(rb"listening on http://[^\s:]+:(\d+)")
@@ -61,14 +61,7 @@ async def test_sigkill_loses_no_acknowledged_message(tmp_path: Path) -> None:
     proc, port = await start_server(db, tmp_path / "server-0.log")
     try:
         setup = HTTPClient(port)
-        owner, _ = await register_and_login(setup, "owner")
-        rooms = [(await make_room(setup, owner, f"room-{r}"))["id"] for r in range(2)]
-        tokens = []
-        for n in range(CLIENTS):
-            token, _ = await register_and_login(setup, f"user{n}")
-            for rid in rooms:
-                await join(setup, token, rid)
-            tokens.append(token)
+        owner, rooms, tokens = await seed_rooms(setup, 2, CLIENTS)
         await setup.aclose()
 
         for round_no in range(ROUNDS):

@@ -15,7 +15,7 @@ import trio
 from trio_websocket import open_websocket_url
 
 from chat_trio.app import App
-from tests.client import HTTPClient
+from tests.client import HTTPClient, read_until_closed
 from tests.conftest import make_config
 from tests.helpers import (
     all_messages,
@@ -403,15 +403,10 @@ async def test_heartbeat_drops_a_peer_that_does_not_answer(tmp_path: Path) -> No
                 app.port, headers=[("Authorization", f"Bearer {token}")])
             assert status == 101
             # never answer; only watch what arrives until the server closes the connection
+            received = [data]
             with trio.fail_after(10):
-                while True:
-                    try:
-                        chunk = await stream.receive_some(65536)
-                    except trio.BrokenResourceError:
-                        break
-                    if not chunk:
-                        break
-                    data += chunk
+                await read_until_closed(stream, received)
+            data = b"".join(received)
             await stream.aclose()
             frames, _ = server_frames(data)
             assert frames[0][0] == 0x1 and orjson.loads(frames[0][1])["type"] == "hello"
