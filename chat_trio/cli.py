@@ -58,7 +58,10 @@ def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | Non
             given = _from_env(parser, f, env[ENV_PREFIX + f.name.upper()])
         if given is not None:
             values[f.name] = given
-    return Config(**values)  # type: ignore[arg-type]
+    try:
+        return Config(**values)  # type: ignore[arg-type]
+    except ValueError as exc:
+        parser.error(str(exc))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -74,5 +74,19 @@ class Config:
     ws_rate: float = _opt(50.0, "inbound websocket frames per second per connection")
     ws_origins: str = _opt("", "comma-separated extra Origins allowed to open a websocket")
 
+    def __post_init__(self) -> None:
+        """Refuse settings that cannot work, with the flag's name (the CLI shows it as a usage
+        error). Zero is allowed where it means "off" (send_rate, ws_rate, port)."""
+        may_be_zero = {"port", "send_rate", "ws_rate", "username_min", "password_min"}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if number and (value < 0 or (value == 0 and f.name not in may_be_zero)):
+                raise ValueError(f"--{f.name.replace('_', '-')} must be positive (got {value})")
+        if self.port > 65535:
+            raise ValueError(f"--port must be at most 65535 (got {self.port})")
+        if self.db in ("", ":memory:"):
+            raise ValueError("--db must be a file: the server needs a database on disk")
+
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)

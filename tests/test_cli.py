@@ -81,6 +81,11 @@ def test_flag_wins_over_env() -> None:
         ([], {"CHAT_TRIO_HEAD_TIMEOUT": "soon"}),
         ([], {"CHAT_TRIO_LOG_FORMAT": "xml"}),
         ([], {"CHAT_TRIO_DURABILITY": "none"}),
+        (["--log-level", "loud"], {}),
+        (["--readers", "0"], {}),
+        (["--max-body-bytes", "-1"], {}),
+        (["--port", "70000"], {}),
+        (["--db", ":memory:"], {}),
     ],
 )
 def test_bad_values_are_usage_errors(

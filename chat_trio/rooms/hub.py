@@ -43,6 +43,7 @@ class Hub:
     def __init__(self) -> None:
         self.rooms: dict[int, set[Subscriber]] = defaultdict(set)
         self.connections: set[Subscriber] = set()
+        self._subscribed: dict[Subscriber, set[int]] = defaultdict(set)  # subscriber → its rooms
         self._online: dict[int, int] = defaultdict(int)  # user id → open websockets
         self._waiters: dict[int, trio.Event] = {}
         self.closing = False
@@ -93,11 +94,15 @@ class Hub:
         self._online[sub.user_id] -= 1
         if self._online[sub.user_id] <= 0:
             del self._online[sub.user_id]
-        for room_id in [r for r, subs in self.rooms.items() if sub in subs]:
+        for room_id in list(self._subscribed.get(sub, ())):
             self.unsubscribe(room_id, sub)
+        self._subscribed.pop(sub, None)
 
     def subscribe(self, room_id: int, sub: Subscriber) -> None:
+        if sub not in self.connections:  # already closing: nothing more is delivered to it
+            return
         self.rooms[room_id].add(sub)
+        self._subscribed[sub].add(room_id)
 
     def unsubscribe(self, room_id: int, sub: Subscriber) -> None:
         subs = self.rooms.get(room_id)
@@ -105,6 +110,9 @@ class Hub:
             subs.discard(sub)
             if not subs:
                 del self.rooms[room_id]
+        rooms = self._subscribed.get(sub)
+        if rooms is not None:
+            rooms.discard(room_id)
 
     def is_online(self, user_id: int) -> bool:
         return user_id in self._online
