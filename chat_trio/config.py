@@ -65,6 +65,7 @@ class Config:
     write_batch: int = _opt(256, "most writes gathered into one transaction")
     write_queue: int = _opt(4096, "writes waiting for the writer before callers wait")
     recent_cache: int = _opt(200, "newest messages per room kept in memory")
+    wal_autocheckpoint: int = _opt(1000, "WAL pages after which a commit copies the WAL into the database")
 
     # Websocket
     heartbeat_s: float = _opt(30.0, "seconds between websocket pings")

@@ -1,5 +1,7 @@
-"""SIGKILL the server (a real subprocess) while clients send, restart it on the same file: every
-message that got a 2xx is there, the database is intact, seqs are dense, and sending works again."""
+"""SIGKILL the server (a real subprocess) while clients send over REST and over websockets,
+restart it on the same file: every message that got a 2xx or an ack is there exactly once, the
+database is intact, seqs are dense, and sending works again. The WAL is checkpointed every few
+pages (`--wal-autocheckpoint`), so some kills land in the middle of a checkpoint."""
 
 from __future__ import annotations
 
@@ -15,21 +17,27 @@ from typing import Any
 
 import h11
 import trio
+from trio_websocket import ConnectionClosed, HandshakeError
 
 from tests.client import HTTPClient
 from tests.helpers import all_messages, assert_dense, get_room, seed_rooms, send
+from tests.ws_client import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 LISTENING = re.compile(rb"listening on http://[^\s:]+:(\d+)")
-CLIENTS = 8
-ROUNDS = 3
+CLIENTS = 8  # REST senders
+WS_CLIENTS = 2  # websocket senders, each with WINDOW sends in flight
+WINDOW = 4
+ROUNDS = 5
+GONE = (OSError, ConnectionError, trio.BrokenResourceError, h11.ProtocolError, ConnectionClosed,
+        HandshakeError)  # what a client sees when the server is killed
 
 
 async def start_server(db: Path, log: Path) -> tuple[trio.Process, int]:
     """Start `python -m chat_trio` and return it with the port from its "listening on" log line."""
     argv = [sys.executable, "-m", "chat_trio", "--host", "127.0.0.1", "--port", "0", "--db", str(db),
             "--send-rate", "0", "--argon2-time-cost", "1", "--argon2-memory-kib", "1024",
-            "--argon2-parallelism", "1", "--log-level", "info"]
+            "--argon2-parallelism", "1", "--log-level", "info", "--ws-rate", "0", "--wal-autocheckpoint", "4"]
     with log.open("wb") as err:  # a file, not a pipe: an undrained pipe would stall the server
         proc = await trio.lowlevel.open_process(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                                 stderr=err, cwd=ROOT)
@@ -54,46 +62,84 @@ def check_database(db: Path) -> None:
             assert stored == list(range(1, last_seq + 1))
 
 
+class Round:
+    """The senders of one round until the kill; they record in the shared `acked` and
+    `unanswered` (txn_id → (sender, room id, text): sent, fate unknown)."""
+
+    def __init__(self, no: int, port: int, tokens: list[str], rooms: list[int],
+                 acked: dict[str, dict[str, Any]], unanswered: dict[str, tuple[int, int, str]]) -> None:
+        self.no, self.port, self.tokens, self.rooms = no, port, tokens, rooms
+        self.acked, self.unanswered = acked, unanswered
+        self.enough = trio.Event()  # 30 more answers than before this round
+
+    def outgoing(self, n: int, i: int) -> tuple[str, int, str]:
+        txn = f"r{self.no}-c{n}-{i}"
+        rid, text = self.rooms[i % 2], f"round {self.no} sender {n} message {i}"
+        self.unanswered[txn] = (n, rid, text)
+        return txn, rid, text
+
+    def answered(self, txn: str, message: dict[str, Any]) -> None:
+        del self.unanswered[txn]
+        self.acked[txn] = message
+        if len(self.acked) >= 30 * (self.no + 1):
+            self.enough.set()
+
+    async def rest_sender(self, n: int) -> None:
+        c = HTTPClient(self.port, self.tokens[n])
+        i = 0
+        while True:
+            txn, rid, text = self.outgoing(n, i)
+            try:
+                reply = await send(c, self.tokens[n], rid, text, txn)
+            except GONE:
+                return  # the server is gone; this send's fate is unknown
+            assert reply.status == 201, reply.body
+            self.answered(txn, reply.json["message"])
+            i += 1
+
+    async def ws_sender(self, n: int) -> None:
+        in_flight: list[str] = []  # acks come back in the order the sends went out
+        i = 0
+        try:
+            async with connect(self.port, self.tokens[n]) as ws:
+                while True:
+                    while len(in_flight) < WINDOW:
+                        txn, rid, text = self.outgoing(n, i)
+                        frame = {"type": "send", "room_id": rid, "text": text, "txn_id": txn, "ref": txn}
+                        await ws.send(frame)
+                        in_flight.append(txn)
+                        i += 1
+                    ack = await ws.recv()
+                    assert ack["type"] == "ack" and ack["ref"] == in_flight[0], ack
+                    self.answered(in_flight.pop(0), ack["message"])
+        except* GONE:
+            pass  # the server is gone; the sends in flight have unknown fates
+
+
 async def test_sigkill_loses_no_acknowledged_message(tmp_path: Path) -> None:
     db = tmp_path / "chat.db"
-    acked: dict[str, dict[str, Any]] = {}  # txn_id → message, every one that got a 2xx
-    unanswered: dict[str, tuple[int, int, str]] = {}  # txn_id → (client, room id, text)
+    acked: dict[str, dict[str, Any]] = {}  # txn_id → message, every one that got a 2xx or an ack
+    unanswered: dict[str, tuple[int, int, str]] = {}
     proc, port = await start_server(db, tmp_path / "server-0.log")
     try:
         setup = HTTPClient(port)
-        owner, rooms, tokens = await seed_rooms(setup, 2, CLIENTS)
+        owner, rooms, tokens = await seed_rooms(setup, 2, CLIENTS + WS_CLIENTS)
         await setup.aclose()
 
         for round_no in range(ROUNDS):
-            enough = trio.Event()
-
-            async def sender(n: int, port: int, round_no: int, enough: trio.Event) -> None:
-                c = HTTPClient(port, tokens[n])
-                i = 0
-                while True:
-                    txn = f"r{round_no}-c{n}-{i}"
-                    rid, text = rooms[i % 2], f"round {round_no} client {n} message {i}"
-                    unanswered[txn] = (n, rid, text)
-                    try:
-                        reply = await send(c, tokens[n], rid, text, txn)
-                    except (OSError, ConnectionError, trio.BrokenResourceError, h11.ProtocolError):
-                        return  # the server is gone; this send's fate is unknown
-                    assert reply.status == 201, reply.body
-                    del unanswered[txn]
-                    acked[txn] = reply.json["message"]
-                    if len(acked) >= 30 * (round_no + 1):
-                        enough.set()
-                    i += 1
-
+            senders = Round(round_no, port, tokens, rooms, acked, unanswered)
             with trio.fail_after(20):
                 async with trio.open_nursery() as nursery:
                     for n in range(CLIENTS):
-                        nursery.start_soon(sender, n, port, round_no, enough)
-                    await enough.wait()
+                        nursery.start_soon(senders.rest_sender, n)
+                    for n in range(CLIENTS, CLIENTS + WS_CLIENTS):
+                        nursery.start_soon(senders.ws_sender, n)
+                    await senders.enough.wait()
                     await trio.sleep(random.uniform(0, 0.3))
                     proc.send_signal(signal.SIGKILL)
                     await proc.wait()
             assert proc.returncode == -signal.SIGKILL
+            assert any(txn.startswith(f"r{round_no}-c{CLIENTS}-") for txn in acked), "no websocket send acked"
 
             check_database(db)
 

@@ -7,12 +7,15 @@ import sqlite3
 BUSY_TIMEOUT_MS = 5000
 
 
-def connect(path: str, *, durability: str = "full", readonly: bool = False) -> sqlite3.Connection:
+def connect(
+    path: str, *, durability: str = "full", readonly: bool = False, wal_autocheckpoint: int = 1000
+) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit), WAL, foreign keys on.
 
     `durability="full"` sets synchronous=FULL: COMMIT returns only after the WAL is fsynced, so an
     acknowledged write survives power loss. "normal" survives a process crash but may lose the
-    last commits on power loss.
+    last commits on power loss. `wal_autocheckpoint` (pages) bounds the WAL: the commit that
+    passes it also checkpoints.
     """
     if path == ":memory:" or not path:
         raise ValueError("the server needs a database file, not :memory:")
@@ -27,5 +30,6 @@ def connect(path: str, *, durability: str = "full", readonly: bool = False) -> s
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode.lower() != "wal":
             raise RuntimeError(f"could not switch {path} to WAL mode (got {mode})")
+        conn.execute(f"PRAGMA wal_autocheckpoint = {int(wal_autocheckpoint)}")
     conn.execute(f"PRAGMA synchronous = {'FULL' if durability == 'full' else 'NORMAL'}")
     return conn

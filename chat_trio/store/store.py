@@ -47,7 +47,8 @@ class Store:
     @classmethod
     async def open(cls, config: Config) -> Store:
         def setup() -> Store:
-            conn = connect(config.db, durability=config.durability)
+            conn = connect(config.db, durability=config.durability,
+                           wal_autocheckpoint=config.wal_autocheckpoint)
             migrate(conn)
             queries.delete_expired_tokens(conn, now_ms())
             store = cls(config, conn, ReaderPool(config.db, config.readers))
