@@ -1,23 +1,29 @@
 #!/usr/bin/env bash
-# Load benchmark: chat_trio against a bare Trio + h11 baseline, on one pinned core each side.
+# Load benchmark: chat_trio against a bare Trio + h11 baseline, servers and wrk on different cores.
 #
 #   load/bench.sh [duration]        duration per wrk run, default 10s, at most 10s
 #
-# Part 1 (always): GET / on load/baseline_server.py and GET /healthz on chat_trio, alternating
-#   baseline, chat_trio, baseline, chat_trio so run-to-run noise is visible, then a markdown table
-#   (req/s, p50, p99, non-2xx) and the chat_trio/baseline req/s ratio.
-# Part 2 (when the REST API exists): seeds a user, a room and messages with curl, then runs the
-#   login, send and history scenarios against chat_trio. Skipped with a message if /register is 404.
+# Part 1: GET / on load/baseline_server.py and GET /healthz on chat_trio, alternating baseline,
+#   chat_trio three times each; the healthz ratio is the median of the three pairs' ratios and the
+#   baseline req/s every other row is divided by is the median of the three baseline runs.
+# Part 2: seeds a user, a room and 60 messages (curl) on two fresh chat_trio servers, one with the
+#   default --durability full and one with --durability normal, then runs: login and register (the
+#   DEFAULT argon2id parameters: slow by design), send on each server, history (newest 50), and
+#   long-poll twice (nothing sent: every poll is held WAIT s; a background sender posting
+#   LP_RATE msgs/s: polls are woken by each message).
 #
-# Layout: both servers run with `taskset -c 0`, wrk with `taskset -c 1` (the machine has 2 cores),
-# so the client never steals the server's CPU. Only 127.0.0.1 is ever targeted.
+# Every row carries its req/s ratio to the baseline of this same run. Besides the markdown on
+# stdout, $OUT/results.tsv holds one line per row for load/run.sh.
 #
 # Environment knobs (all optional):
-#   BASE_PORT=18081 CHAT_PORT=18080   ports for the two servers (must be free)
-#   CONNS=100                         wrk connections for healthz, send and history
-#   LOGIN_CONNS=10                    wrk connections for login (each login hashes with argon2id)
-#   SERVER_CPU=0 CLIENT_CPU=1         cores to pin to
-#   OUT=dir                           where raw wrk outputs and server logs go (default: a temp dir)
+#   BASE_PORT=18081 CHAT_PORT=18080 NORMAL_PORT=18082   ports for the three servers (must be free)
+#   CONNS=100                   wrk connections for healthz, send, history and woken long-poll
+#   LOGIN_CONNS=10              wrk connections for login and register (each hashes with argon2id)
+#   LP_CONNS=1000 WAIT=1        connections and wait (s) for the idle long-poll
+#   LP_RATE=50                  messages/s the background sender posts during the woken long-poll
+#   SERVER_CPU=0 CLIENT_CPU=1   cores to pin to (servers / wrk and the sender)
+#   OUT=dir                     where raw wrk outputs and server logs go (default: a temp dir)
+# Only 127.0.0.1 is ever targeted.
 
 set -euo pipefail
 
@@ -26,8 +32,12 @@ PY=.venv/bin/python
 DUR=${1:-10s}
 BASE_PORT=${BASE_PORT:-18081}
 CHAT_PORT=${CHAT_PORT:-18080}
+NORMAL_PORT=${NORMAL_PORT:-18082}
 CONNS=${CONNS:-100}
 LOGIN_CONNS=${LOGIN_CONNS:-10}
+LP_CONNS=${LP_CONNS:-1000}
+WAIT=${WAIT:-1}
+LP_RATE=${LP_RATE:-50}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 HOST=127.0.0.1                                # never anything else
@@ -47,12 +57,13 @@ done
 
 OUT=${OUT:-$(mktemp -d /tmp/chat_trio_bench.XXXXXX)}
 mkdir -p "$OUT"
-DATA=$(mktemp -d /tmp/chat_trio_db.XXXXXX)   # a fresh database every run
+DATA=$(mktemp -d /tmp/chat_trio_db.XXXXXX)   # fresh databases every run
+: >"$OUT/results.tsv"
 
 # -- server lifecycle ---------------------------------------------------------------------------
 PIDS=()
 cleanup() {
-    # Kill exactly the servers this script started (by pid), then wait so ports are released.
+    # Kill exactly the processes this script started (by pid), then wait so ports are released.
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
     rm -rf "$DATA"
@@ -72,21 +83,28 @@ wait_ready() {   # wait_ready URL PID: poll until the URL answers (10 s at most)
     return 1
 }
 
-for port in "$BASE_PORT" "$CHAT_PORT"; do
-    port_free "$port" || { echo "port $port is in use; set BASE_PORT/CHAT_PORT" >&2; exit 2; }
+for port in "$BASE_PORT" "$CHAT_PORT" "$NORMAL_PORT"; do
+    port_free "$port" || { echo "port $port is in use; set BASE_PORT/CHAT_PORT/NORMAL_PORT" >&2; exit 2; }
 done
 
 taskset -c "$SERVER_CPU" "$PY" load/baseline_server.py --host "$HOST" --port "$BASE_PORT" \
     >"$OUT/baseline.log" 2>&1 &
-PIDS+=($!)
-BASE_PID=$!
-# --send-rate 0: the per-user send limit would otherwise turn the send scenario into 429s.
-taskset -c "$SERVER_CPU" "$PY" -m chat_trio --host "$HOST" --port "$CHAT_PORT" --db "$DATA/chat.db" \
-    --log-level warning --send-rate 0 >"$OUT/chat_trio.log" 2>&1 &
-PIDS+=($!)
-CHAT_PID=$!
+BASE_PID=$!; PIDS+=("$BASE_PID")
+
+# start_chat PORT NAME [FLAGS...]: chat_trio on the server core with its own fresh database.
+# --send-rate 0: the per-user send limit would otherwise turn the send scenarios into 429s.
+# Everything else, argon2 included, stays at its default.
+start_chat() {
+    local port=$1 name=$2
+    shift 2
+    taskset -c "$SERVER_CPU" "$PY" -m chat_trio --host "$HOST" --port "$port" --db "$DATA/$name.db" \
+        --log-level warning --send-rate 0 "$@" >"$OUT/$name.log" 2>&1 &
+    PIDS+=($!)
+    wait_ready "http://$HOST:$port/healthz" "$!"
+}
 wait_ready "http://$HOST:$BASE_PORT/" "$BASE_PID"
-wait_ready "http://$HOST:$CHAT_PORT/healthz" "$CHAT_PID"
+start_chat "$CHAT_PORT" chat_trio
+start_chat "$NORMAL_PORT" chat_trio_normal --durability normal
 
 # -- wrk and its output -------------------------------------------------------------------------
 # run_wrk NAME CONNS SCRIPT URL: one bounded wrk run on the client core; raw output in $OUT/NAME.txt
@@ -104,7 +122,7 @@ to_ms() {
         else printf "?" }'
 }
 
-# field FILE WHAT: pull one number out of a wrk output (req/s, p50, p99, non2xx).
+# field FILE WHAT: pull one number out of a wrk output.
 field() {
     local file=$1
     case $2 in
@@ -116,105 +134,140 @@ field() {
     esac
 }
 
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+ratio() {   # ratio A B: A / B with two decimals (two significant digits below 0.01)
+    awk -v a="$1" -v b="$2" 'BEGIN { if (b <= 0 || a == "") { printf "?"; exit }
+        r = a / b; if (r < 0.01) printf "%.2g", r; else printf "%.2f", r }'
+}
+
 ROWS=()
-row() {   # row LABEL NAME: one markdown table line from $OUT/NAME.txt
-    local f="$OUT/$2.txt"
+BASE_REF=""        # the baseline req/s every ratio is taken against (median of part 1's runs)
+# row KEY LABEL CONNS NAME [RATIO]: one table line from $OUT/NAME.txt, also appended to results.tsv
+row() {
+    local key=$1 label=$2 conns=$3 f="$OUT/$4.txt" r=${5:-}
     if ! grep -q '^Requests/sec:' "$f"; then
-        ROWS+=("| $1 | wrk failed: $(head -c 120 "$f" | tr '\n' ' ') | | | | |")
+        ROWS+=("| $label | $conns | wrk failed: $(head -c 120 "$f" | tr '\n' ' ') | | | | | |")
+        printf '%s\t%s\t%s\t\t\t\t\t\t\n' "$key" "$label" "$conns" >>"$OUT/results.tsv"
         return
     fi
-    ROWS+=("| $1 | $(field "$f" rps) | $(field "$f" p50) | $(field "$f" p99) | $(field "$f" non2xx) | $(field "$f" errors) |")
+    local rps p50 p99 non2xx errors
+    rps=$(field "$f" rps); p50=$(field "$f" p50); p99=$(field "$f" p99)
+    non2xx=$(field "$f" non2xx); errors=$(field "$f" errors)
+    [[ -z $r && -n $BASE_REF ]] && r=$(ratio "$rps" "$BASE_REF")
+    ROWS+=("| $label | $conns | $rps | ${r:--} | $p50 | $p99 | $non2xx | $errors |")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$key" "$label" "$conns" "$rps" "${r:-}" "$p50" "$p99" \
+        "$non2xx" "$errors" >>"$OUT/results.tsv"
 }
 
 print_table() {
-    echo "| target | req/s | p50 ms | p99 ms | non-2xx | socket errors |"
-    echo "|---|---:|---:|---:|---:|---|"
+    echo "| scenario | conns | req/s | × baseline | p50 ms | p99 ms | non-2xx | socket errors |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---|"
     printf '%s\n' "${ROWS[@]}"
 }
 
 echo "# chat_trio load benchmark"
 echo
-echo "- machine: $(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}'), nproc $(nproc)"
-echo "- python: $("$PY" -c 'import sys, trio, h11; print(sys.version.split()[0], "trio", trio.__version__, "h11", h11.__version__)')"
-echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- chat_trio 2>/dev/null || echo ' (+ uncommitted changes in chat_trio/)')"
-echo "- servers on cpu $SERVER_CPU, wrk on cpu $CLIENT_CPU: wrk -t1 -c$CONNS -d$DUR --latency"
+echo "- servers on cpu $SERVER_CPU, wrk on cpu $CLIENT_CPU: wrk -t1 -c<conns> -d$DUR --timeout 5s --latency"
 echo "- raw output: $OUT"
 echo
 
-# -- part 1: baseline / vs chat_trio /healthz, alternating ----------------------------------------
-# A short warm-up each (not reported) so the first measured run is not the one that pays for
-# connection setup and first-touch allocations.
+# -- part 1: baseline GET / vs chat_trio GET /healthz, alternating --------------------------------
+# A short warm-up each (not reported) so the first measured run does not pay for connection setup
+# and first-touch allocations.
 DUR_SAVE=$DUR; DUR=1s
 run_wrk warmup-baseline "$CONNS" healthz.lua "http://$HOST:$BASE_PORT/"
 run_wrk warmup-chat "$CONNS" healthz.lua "http://$HOST:$CHAT_PORT/"
 DUR=$DUR_SAVE
 
-BASE_RPS=(); CHAT_RPS=()
-for i in 1 2; do
+BASE_RPS=(); PAIR_RATIOS=()
+for i in 1 2 3; do
     run_wrk "baseline-$i" "$CONNS" healthz.lua "http://$HOST:$BASE_PORT/"
-    row "baseline GET / (run $i)" "baseline-$i"
-    BASE_RPS+=("$(field "$OUT/baseline-$i.txt" rps)")
     run_wrk "healthz-$i" "$CONNS" healthz.lua "http://$HOST:$CHAT_PORT/"
-    row "chat_trio GET /healthz (run $i)" "healthz-$i"
-    CHAT_RPS+=("$(field "$OUT/healthz-$i.txt" rps)")
+    b=$(field "$OUT/baseline-$i.txt" rps); c=$(field "$OUT/healthz-$i.txt" rps)
+    BASE_RPS+=("${b:-0}"); PAIR_RATIOS+=("$(ratio "$c" "$b")")
+    row "baseline-$i" "baseline GET / (run $i)" "$CONNS" "baseline-$i" "1.00"
+    row "healthz-$i" "chat_trio GET /healthz (run $i)" "$CONNS" "healthz-$i" "${PAIR_RATIOS[-1]}"
 done
+BASE_REF=$(median "${BASE_RPS[@]}")
+HEALTHZ_RATIO=$(median "${PAIR_RATIOS[@]}")
+printf '%s\t%s\t%s\t%s\t%s\t\t\t\t\n' baseline "baseline GET / (median of 3)" "$CONNS" "$BASE_REF" 1.00 \
+    >>"$OUT/results.tsv"
+printf '%s\t%s\t%s\t\t%s\t\t\t\t\n' healthz "chat_trio GET /healthz (median pair ratio)" "$CONNS" \
+    "$HEALTHZ_RATIO" >>"$OUT/results.tsv"
 print_table
 echo
-# Ratio of the means, plus each run's extremes so the noise band is visible.
-awk -v b="${BASE_RPS[*]}" -v c="${CHAT_RPS[*]}" 'BEGIN {
-    nb = split(b, B, " "); nc = split(c, C, " "); sb = sc = 0
-    for (i = 1; i <= nb; i++) sb += B[i]; for (i = 1; i <= nc; i++) sc += C[i]
-    if (sb == 0) { print "ratio: n/a (baseline gave no numbers)"; exit }
-    lo = hi = C[1] / B[1]
-    for (i = 1; i <= nb; i++) for (j = 1; j <= nc; j++) { r = C[j] / B[i]; if (r < lo) lo = r; if (r > hi) hi = r }
-    printf "**chat_trio/baseline req/s: %.2f** (mean %.0f vs %.0f; any-pair range %.2f-%.2f)\n",
-        (sc / nc) / (sb / nb), sc / nc, sb / nb, lo, hi }'
+echo "**healthz / baseline: median of the pair ratios ${PAIR_RATIOS[*]} = $HEALTHZ_RATIO**;" \
+     "baseline median $BASE_REF req/s (the reference for every ratio below)"
 echo
 
-# -- part 2: REST scenarios (login, send, history) ------------------------------------------------
-API="http://$HOST:$CHAT_PORT"
-# post PATH JSON [TOKEN]: prints "<status> <body>"
+# -- part 2: REST scenarios -----------------------------------------------------------------------
+# post API PATH JSON [TOKEN]: prints the status; the body goes to $OUT/last_body.json
 post() {
     local auth=()
-    [[ -n ${3:-} ]] && auth=(-H "Authorization: Bearer $3")
+    [[ -n ${4:-} ]] && auth=(-H "Authorization: Bearer $4")
     curl -sS -o "$OUT/last_body.json" -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
-        "${auth[@]}" --data "$2" "$API$1"
+        "${auth[@]}" --data "$3" "$1$2"
 }
 json_get() {   # json_get EXPR: evaluate EXPR on the last body (e.g. '["token"]')
     "$PY" -c "import json, sys; print(json.load(open(sys.argv[1]))$1)" "$OUT/last_body.json"
 }
+fail() { echo "seed failed: $1 $(head -c 300 "$OUT/last_body.json")" >&2; exit 1; }
 
-echo "## REST scenarios (chat_trio only)"
+# seed API: user testuser, a room and 60 messages (a limit=50 page is full); sets TOKEN ROOM_ID
+seed() {
+    local api=$1 status n
+    status=$(post "$api" /register '{"username":"testuser","password":"testpass"}')
+    [[ $status == 201 ]] || fail "POST /register $status"
+    status=$(post "$api" /login '{"username":"testuser","password":"testpass"}')
+    [[ $status == 200 ]] || fail "POST /login $status"
+    TOKEN=$(json_get '["token"]')
+    status=$(post "$api" /rooms '{"name":"bench"}' "$TOKEN")
+    [[ $status == 201 ]] || fail "POST /rooms $status"
+    ROOM_ID=$(json_get '["room"]["id"]')
+    for n in $(seq 60); do
+        status=$(post "$api" "/rooms/$ROOM_ID/messages" "{\"text\":\"seed message $n\",\"txn_id\":\"seed-$n\"}" "$TOKEN")
+        [[ $status == 201 ]] || fail "message $n: $status"
+    done
+}
+
+API="http://$HOST:$CHAT_PORT"
+NORMAL_API="http://$HOST:$NORMAL_PORT"
+echo "## REST scenarios (chat_trio only; ratio = req/s / baseline median $BASE_REF)"
 echo
-status=$(post /register '{"username":"testuser","password":"testpass"}')
-if [[ $status == 404 ]]; then
-    echo "SKIPPED: POST /register answers 404 — the accounts/rooms/messages API is not built yet."
-    exit 0
-fi
-if [[ $status != 201 && $status != 409 ]]; then
-    echo "SKIPPED: POST /register answered $status: $(head -c 300 "$OUT/last_body.json")"
-    exit 1
-fi
-status=$(post /login '{"username":"testuser","password":"testpass"}')
-[[ $status == 200 ]] || { echo "seed failed: POST /login $status $(head -c 300 "$OUT/last_body.json")"; exit 1; }
-TOKEN=$(json_get '["token"]')
-status=$(post /rooms "{\"name\":\"bench-$(date +%s)\"}" "$TOKEN")
-[[ $status == 201 ]] || { echo "seed failed: POST /rooms $status $(head -c 300 "$OUT/last_body.json")"; exit 1; }
-ROOM_ID=$(json_get '["room"]["id"]')
-# 60 messages, so a limit=50 history page is full and has_more is true.
-for n in $(seq 60); do
-    status=$(post "/rooms/$ROOM_ID/messages" "{\"text\":\"seed message $n\",\"txn_id\":\"seed-$n\"}" "$TOKEN")
-    [[ $status == 201 ]] || { echo "seed failed: message $n: $status $(head -c 300 "$OUT/last_body.json")"; exit 1; }
-done
-echo "seeded: user testuser, room $ROOM_ID, 60 messages"
+seed "$NORMAL_API"
+NORMAL_TOKEN=$TOKEN; NORMAL_ROOM=$ROOM_ID
+seed "$API"
+echo "seeded both servers: user testuser, room $ROOM_ID, 60 messages"
 echo
 
-export TOKEN ROOM_ID
+export TOKEN ROOM_ID WAIT
 ROWS=()
 run_wrk login "$LOGIN_CONNS" login.lua "$API/"
-row "POST /login (c=$LOGIN_CONNS)" login
-run_wrk send "$CONNS" send.lua "$API/"
-row "POST /rooms/$ROOM_ID/messages" send
+row login "POST /login (default argon2id)" "$LOGIN_CONNS" login
+run_wrk register "$LOGIN_CONNS" register.lua "$API/"
+row register "POST /register (default argon2id)" "$LOGIN_CONNS" register
+run_wrk send-full "$CONNS" send.lua "$API/"
+row send_full "POST messages, --durability full" "$CONNS" send-full
+TOKEN=$NORMAL_TOKEN ROOM_ID=$NORMAL_ROOM run_wrk send-normal "$CONNS" send.lua "$NORMAL_API/"
+row send_normal "POST messages, --durability normal" "$CONNS" send-normal
 run_wrk history "$CONNS" history.lua "$API/"
-row "GET /rooms/$ROOM_ID/messages?limit=50" history
+row history "GET messages?limit=50 (newest page)" "$CONNS" history
+
+# Long-poll, nothing sent: every poll is held WAIT s, so req/s ~= conns / WAIT by construction.
+LAST_SEQ=$(curl -fsS -H "Authorization: Bearer $TOKEN" "$API/rooms/$ROOM_ID" \
+    | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["room"]["last_seq"])')
+AFTER=$LAST_SEQ run_wrk longpoll-idle "$LP_CONNS" longpoll.lua "$API/"
+row longpoll_idle "long-poll wait=${WAIT}s, nothing sent (held)" "$LP_CONNS" longpoll-idle
+
+# Long-poll woken: a sender on the client core posts LP_RATE msgs/s; each message wakes every poll.
+LAST_SEQ=$(curl -fsS -H "Authorization: Bearer $TOKEN" "$API/rooms/$ROOM_ID" \
+    | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["room"]["last_seq"])')
+taskset -c "$CLIENT_CPU" "$PY" load/sender.py --url "$API" --room "$ROOM_ID" --token "$TOKEN" \
+    --rate "$LP_RATE" --duration $(( secs + 1 )) 2>"$OUT/sender.txt" &
+SENDER=$!; PIDS+=("$SENDER")
+AFTER=$LAST_SEQ run_wrk longpoll-woken "$CONNS" longpoll.lua "$API/"
+wait "$SENDER" || true
+row longpoll_woken "long-poll woken by $LP_RATE msgs/s" "$CONNS" longpoll-woken
 print_table
+echo
+echo "$(cat "$OUT/sender.txt")"

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# One command for the whole benchmark: load/bench.sh (HTTP scenarios against the bare trio+h11
+# baseline) and load/fanout.sh (websocket fan-out at 100 and 1000 subscribers, 10,000 idle
+# sockets), then BENCHMARKS.md from load/render_benchmarks.py. Takes about five minutes.
+#
+#   load/run.sh                  from anywhere; writes BENCHMARKS.md at the repository root
+#
+# The hand-written analysis between the ANALYSIS markers of BENCHMARKS.md is kept.
+# Servers go on core 0 and the load generators on core 1 when the machine has two or more cores;
+# on one core everything shares it and BENCHMARKS.md says so. Only 127.0.0.1 is ever targeted.
+# Knobs: DUR=10 (seconds per wrk / fan-out run, at most 10), RUN_DIR=dir (default: a temp dir).
+
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+DUR=${DUR:-10}
+RUN_DIR=${RUN_DIR:-$(mktemp -d /tmp/chat_trio_run.XXXXXX)}
+mkdir -p "$RUN_DIR"
+START=$(date +%s)
+
+if (( $(nproc) >= 2 )); then
+    export SERVER_CPU=0 CLIENT_CPU=1
+    PINNING="Servers pinned to core 0 and wrk / the fan-out tool / the long-poll sender to core 1 (\`taskset -c\`), so the load generator never takes the server's CPU; argon2 and sqlite worker threads inherit the server's core."
+else
+    export SERVER_CPU=0 CLIENT_CPU=0
+    PINNING="ONE core only: servers and load generators share core 0, so every figure is pessimistic (the client's CPU is taken from the server)."
+fi
+
+# The commit before the run (this run rewrites BENCHMARKS.md itself); "dirty" if the tree has changes.
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+[[ -n $(git status --porcelain 2>/dev/null) ]] && COMMIT="$COMMIT dirty"
+
+BENCH_CMD="OUT=$RUN_DIR/bench load/bench.sh ${DUR}s"
+FANOUT_CMD="OUT=$RUN_DIR/fanout load/fanout.sh $DUR"
+echo "== $BENCH_CMD" >&2
+OUT=$RUN_DIR/bench load/bench.sh "${DUR}s" | tee "$RUN_DIR/bench.md"
+echo "== $FANOUT_CMD" >&2
+OUT=$RUN_DIR/fanout load/fanout.sh "$DUR" | tee "$RUN_DIR/fanout.md"
+
+# Machine, versions and the commands, for the renderer.
+export RUN_DIR COMMIT PINNING BENCH_CMD FANOUT_CMD DUR START
+export CPU_MODEL KERNEL WRK_VERSION
+CPU_MODEL=$(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}')
+KERNEL=$(uname -r)
+WRK_VERSION=$(wrk -v 2>&1 | head -1 | awk '{print $1, $2}' || true)
+"$PY" - <<'PYEOF'
+import json, os, sqlite3, sys, time
+from importlib.metadata import version
+
+e = os.environ
+meta = {
+    "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    "cpu": e["CPU_MODEL"], "nproc": os.cpu_count(), "kernel": e["KERNEL"],
+    "python": sys.version.split()[0], "trio": version("trio"), "h11": version("h11"),
+    "trio_websocket": version("trio-websocket"), "sqlite": sqlite3.sqlite_version,
+    "wrk": e["WRK_VERSION"], "commit": e["COMMIT"], "pinning": e["PINNING"],
+    "commands": ["load/run.sh    # runs the three commands below", e["BENCH_CMD"], e["FANOUT_CMD"],
+                 f"{sys.executable.replace(os.getcwd() + '/', '')} load/render_benchmarks.py --run {e['RUN_DIR']}"],
+    "duration": f"{e['DUR']} s", "fanout_duration": e["DUR"], "lp_rate": os.environ.get("LP_RATE", "50"),
+    "run_dir": e["RUN_DIR"], "elapsed_s": int(time.time()) - int(e["START"]),
+}
+with open(os.path.join(e["RUN_DIR"], "meta.json"), "w") as f:
+    json.dump(meta, f, indent=2)
+PYEOF
+"$PY" load/render_benchmarks.py --run "$RUN_DIR" --out BENCHMARKS.md
