@@ -3,13 +3,7 @@ the server closed the connection, and split a byte stream into responses."""
 
 from __future__ import annotations
 
-import os
-import re
-import signal
-import subprocess
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import trio
 
@@ -127,64 +121,3 @@ def assert_error_body(response: RawResponse, code: str | None = None) -> None:
     assert isinstance(body["error"]["message"], str) and body["error"]["message"]
     if code is not None:
         assert body["error"]["code"] == code
-
-
-# -- the server in a subprocess ----------------------------------------------------------------
-
-_LISTENING = re.compile(r"listening on http://[^\s:]+:(\d+)")
-
-
-class ServerProcess:
-    """`python -m chat_trio` in a subprocess, its stderr going to a file we can poll."""
-
-    def __init__(self, tmp_path: Path, *args: str, fd_limit: int | None = None) -> None:
-        self.log_path = tmp_path / "server.log"
-        argv = [sys.executable, "-m", "chat_trio", "--port", "0", "--host", "127.0.0.1",
-                "--db", str(tmp_path / "chat.db"), "--log-level", "info",
-                "--argon2-time-cost", "1", "--argon2-memory-kib", "1024",
-                "--argon2-parallelism", "1", *args]
-
-        def limit_fds() -> None:
-            if fd_limit is not None:
-                import resource
-
-                resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, fd_limit))
-
-        self._log_file = self.log_path.open("wb")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_TRIO_")}
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=self._log_file, preexec_fn=limit_fds, env=env,
-                                     cwd=tmp_path)
-        self.port = 0
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    async def wait_for_log(self, pattern: str, timeout: float = 10.0) -> re.Match[str]:
-        with trio.fail_after(timeout):
-            while True:
-                found = re.search(pattern, self.log())
-                if found:
-                    return found
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"server exited ({self.proc.returncode}):\n{self.log()}")
-                await trio.sleep(0.02)
-
-    async def start(self) -> int:
-        self.port = int((await self.wait_for_log(_LISTENING.pattern)).group(1))
-        return self.port
-
-    def signal(self, signum: signal.Signals) -> None:
-        self.proc.send_signal(signum)
-
-    async def wait(self, timeout: float = 10.0) -> int:
-        with trio.fail_after(timeout):
-            while self.proc.poll() is None:
-                await trio.sleep(0.02)
-        return self.proc.returncode
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self._log_file.close()

@@ -6,11 +6,8 @@ pages (`--wal-autocheckpoint`), so some kills land in the middle of a checkpoint
 from __future__ import annotations
 
 import random
-import re
 import signal
 import sqlite3
-import subprocess
-import sys
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -21,10 +18,9 @@ from trio_websocket import ConnectionClosed, HandshakeError
 
 from tests.client import HTTPClient
 from tests.helpers import all_messages, assert_dense, get_room, seed_rooms, send
+from tests.server_process import ServerProcess
 from tests.ws_client import connect
 
-ROOT = Path(__file__).resolve().parent.parent
-LISTENING = re.compile(rb"listening on http://[^\s:]+:(\d+)")
 CLIENTS = 8  # REST senders
 WS_CLIENTS = 2  # websocket senders, each with WINDOW sends in flight
 WINDOW = 4
@@ -33,22 +29,11 @@ GONE = (OSError, ConnectionError, trio.BrokenResourceError, h11.ProtocolError, C
         HandshakeError)  # what a client sees when the server is killed
 
 
-async def start_server(db: Path, log: Path) -> tuple[trio.Process, int]:
-    """Start `python -m chat_trio` and return it with the port from its "listening on" log line."""
-    argv = [sys.executable, "-m", "chat_trio", "--host", "127.0.0.1", "--port", "0", "--db", str(db),
-            "--send-rate", "0", "--argon2-time-cost", "1", "--argon2-memory-kib", "1024",
-            "--argon2-parallelism", "1", "--log-level", "info", "--ws-rate", "0", "--wal-autocheckpoint", "4"]
-    with log.open("wb") as err:  # a file, not a pipe: an undrained pipe would stall the server
-        proc = await trio.lowlevel.open_process(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                                stderr=err, cwd=ROOT)
-    with trio.fail_after(20):
-        while True:
-            found = LISTENING.search(log.read_bytes())
-            if found:
-                return proc, int(found.group(1))
-            if proc.poll() is not None:
-                raise AssertionError(f"server exited: {log.read_text()}")
-            await trio.sleep(0.02)
+async def start_server(tmp_path: Path, n: int) -> tuple[ServerProcess, int]:
+    """Server number n on the same database, with its own log file."""
+    server = ServerProcess(tmp_path, "--send-rate", "0", "--ws-rate", "0", "--wal-autocheckpoint", "4",
+                           db=tmp_path / "chat.db", log_name=f"server-{n}.log")
+    return server, await server.start()
 
 
 def check_database(db: Path) -> None:
@@ -117,10 +102,9 @@ class Round:
 
 
 async def test_sigkill_loses_no_acknowledged_message(tmp_path: Path) -> None:
-    db = tmp_path / "chat.db"
     acked: dict[str, dict[str, Any]] = {}  # txn_id → message, every one that got a 2xx or an ack
     unanswered: dict[str, tuple[int, int, str]] = {}
-    proc, port = await start_server(db, tmp_path / "server-0.log")
+    server, port = await start_server(tmp_path, 0)
     try:
         setup = HTTPClient(port)
         owner, rooms, tokens = await seed_rooms(setup, 2, CLIENTS + WS_CLIENTS)
@@ -136,14 +120,14 @@ async def test_sigkill_loses_no_acknowledged_message(tmp_path: Path) -> None:
                         nursery.start_soon(senders.ws_sender, n)
                     await senders.enough.wait()
                     await trio.sleep(random.uniform(0, 0.3))
-                    proc.send_signal(signal.SIGKILL)
-                    await proc.wait()
-            assert proc.returncode == -signal.SIGKILL
+                    server.signal(signal.SIGKILL)
+                    assert await server.wait() == -signal.SIGKILL
             assert any(txn.startswith(f"r{round_no}-c{CLIENTS}-") for txn in acked), "no websocket send acked"
 
-            check_database(db)
+            server.kill()  # closes its log
+            check_database(server.db)
 
-            proc, port = await start_server(db, tmp_path / f"server-{round_no + 1}.log")
+            server, port = await start_server(tmp_path, round_no + 1)
             c = HTTPClient(port, owner)
             stored: dict[str, dict[str, Any]] = {}
             for rid in rooms:
@@ -175,10 +159,4 @@ async def test_sigkill_loses_no_acknowledged_message(tmp_path: Path) -> None:
         assert sorted(m["txn_id"] for m in everything) == sorted(acked)
         await c.aclose()
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            with trio.move_on_after(10):
-                await proc.wait()
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+        server.stop()

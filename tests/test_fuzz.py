@@ -24,25 +24,26 @@ from hypothesis import strategies as st
 
 from tests.client import statuses
 from tests.helpers import PASSWORD
-from tests.sync_server import Server
+from tests.server_process import ServerProcess
 from tests.ws_client import client_frame, server_frames
 
 IO_TIMEOUT = 5.0  # seconds any read may take
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("fuzz"), "--head-timeout", "1", "--body-timeout", "1",
-                 "--keepalive-timeout", "1", "--ws-auth-timeout", "1", "--send-rate", "0",
-                 "--max-body-bytes", "4096")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    srv = ServerProcess(tmp_path_factory.mktemp("fuzz"), "--head-timeout", "1", "--body-timeout", "1",
+                        "--keepalive-timeout", "1", "--ws-auth-timeout", "1", "--send-rate", "0",
+                        "--max-body-bytes", "4096")
     try:
+        srv.start_sync()
         yield srv
     finally:
         srv.stop()
 
 
 @pytest.fixture(scope="module")
-def token(server: Server) -> str:
+def token(server: ServerProcess) -> str:
     """A user who is a member of room 1."""
     body = {"username": "fuzzer", "password": PASSWORD}
     assert requests.post(f"{server.url}/register", json=body, timeout=10).status_code == 201
@@ -54,7 +55,7 @@ def token(server: Server) -> str:
     return token
 
 
-def assert_healthy(server: Server) -> None:
+def assert_healthy(server: ServerProcess) -> None:
     assert server.alive(), server.log()
     reply = requests.get(f"{server.url}/healthz", timeout=IO_TIMEOUT)
     assert reply.status_code == 200 and reply.json() == {"status": "ok"}
@@ -136,7 +137,7 @@ http_bytes = st.one_of(
 @hypothesis.settings(max_examples=100, deadline=None, derandomize=True, database=None,
                      suppress_health_check=list(hypothesis.HealthCheck))
 @hypothesis.given(data=http_bytes, cuts=st.lists(st.integers(0, 10_000), max_size=8), abrupt=st.booleans())
-def test_arbitrary_http_bytes(server: Server, data: bytes, cuts: list[int], abrupt: bool) -> None:
+def test_arbitrary_http_bytes(server: ServerProcess, data: bytes, cuts: list[int], abrupt: bool) -> None:
     with connect(server.port) as sock:
         send_split(sock, data, cuts)
         if not abrupt:  # half-close, and read whatever the server answers until it closes
@@ -217,7 +218,7 @@ ws_streams = st.lists(st.one_of(good_frames, good_frames, odd_frames, st.binary(
 @hypothesis.settings(max_examples=50, deadline=None, derandomize=True, database=None,
                      suppress_health_check=list(hypothesis.HealthCheck))
 @hypothesis.given(data=ws_streams, cuts=st.lists(st.integers(0, 10_000), max_size=8))
-def test_arbitrary_websocket_frames(server: Server, token: str, data: bytes, cuts: list[int]) -> None:
+def test_arbitrary_websocket_frames(server: ServerProcess, token: str, data: bytes, cuts: list[int]) -> None:
     sock, received = handshake(server.port, token)
     with sock:
         send_split(sock, data, cuts)
@@ -242,7 +243,7 @@ def test_arbitrary_websocket_frames(server: Server, token: str, data: bytes, cut
     assert_healthy(server)
 
 
-def test_the_fuzzed_server_still_works(server: Server, token: str) -> None:
+def test_the_fuzzed_server_still_works(server: ServerProcess, token: str) -> None:
     """After all that, a normal session still works end to end."""
     headers = {"Authorization": f"Bearer {token}"}
     sent = requests.post(f"{server.url}/rooms/1/messages", json={"text": "still here"}, headers=headers,

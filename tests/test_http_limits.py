@@ -13,7 +13,8 @@ import trio
 from chat_trio.app import App
 from tests.client import HTTPClient, statuses
 from tests.conftest import make_config
-from tests.rawhttp import RawConn, ServerProcess, assert_error_body, exchange, get, parse_responses
+from tests.rawhttp import RawConn, assert_error_body, exchange, get, parse_responses
+from tests.server_process import ServerProcess
 
 
 async def start(nursery: trio.Nursery, tmp_path: Path, **overrides: object) -> int:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.rawhttp import RawConn, ServerProcess, get
+from tests.rawhttp import RawConn, get
+from tests.server_process import ServerProcess
 
 
 async def test_json_access_log_has_one_structured_line_per_request(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from schemathesis.specs.openapi.checks import (
 
 from chat_trio.api import openapi
 from tests.helpers import PASSWORD
-from tests.sync_server import Server
+from tests.server_process import ServerProcess
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
           negative_data_rejection, ignored_auth]
@@ -44,10 +44,11 @@ SETTINGS = hypothesis.settings(
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("schemathesis"), "--send-rate", "0",
-                 "--login-fail-limit", "1000000")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    srv = ServerProcess(tmp_path_factory.mktemp("schemathesis"), "--send-rate", "0",
+                        "--login-fail-limit", "1000000")
     try:
+        srv.start_sync()
         yield srv
         assert srv.alive(), "the server died:\n" + srv.log()
         assert not srv.errors(), srv.errors()
@@ -56,7 +57,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="module")
-def token(server: Server) -> str:
+def token(server: ServerProcess) -> str:
     """A user who is a member of room 1 (its creator), and one message in it."""
     with requests.Session() as http:
         body = {"username": "schemer", "password": PASSWORD}
@@ -72,7 +73,7 @@ def token(server: Server) -> str:
 
 
 @pytest.fixture(scope="module")
-def api_schema(server: Server) -> Any:
+def api_schema(server: ServerProcess) -> Any:
     return schemathesis.openapi.from_url(f"{server.url}/openapi.json")
 
 
@@ -82,7 +83,9 @@ OPERATIONS = [(method.upper(), path) for path, item in openapi.document()["paths
               for method in item if path != "/ws"]
 
 
-def _run(api_schema: Any, server: Server, method: str, path: str, headers: dict[str, str] | None) -> None:
+def _run(
+    api_schema: Any, server: ServerProcess, method: str, path: str, headers: dict[str, str] | None
+) -> None:
     operation = api_schema[path][method]
     cases = st.one_of(operation.as_strategy(generation_mode=GenerationMode.POSITIVE),
                       operation.as_strategy(generation_mode=GenerationMode.NEGATIVE))
@@ -103,12 +106,12 @@ def _run(api_schema: Any, server: Server, method: str, path: str, headers: dict[
 
 
 @pytest.mark.parametrize(("method", "path"), OPERATIONS)
-def test_anonymous(api_schema: Any, server: Server, method: str, path: str) -> None:
+def test_anonymous(api_schema: Any, server: ServerProcess, method: str, path: str) -> None:
     _run(api_schema, server, method, path, None)
 
 
 @pytest.mark.parametrize(("method", "path"), [op for op in OPERATIONS if op != ("POST", "/logout")])
 def test_signed_in_member_of_room_1(
-    api_schema: Any, server: Server, token: str, method: str, path: str
+    api_schema: Any, server: ServerProcess, token: str, method: str, path: str
 ) -> None:
     _run(api_schema, server, method, path, {"Authorization": f"Bearer {token}"})
