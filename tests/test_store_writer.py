@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from chat_trio.store.sqlite import connect
 from chat_trio.store.writer import GroupCommitWriter, StoreClosed
 
 
-def _insert(value: int) -> object:
+def _insert(value: int) -> Callable[[sqlite3.Connection], int]:
     def run(conn: sqlite3.Connection) -> int:
         conn.execute("INSERT INTO t VALUES (?)", (value,))
         return value
@@ -21,10 +22,17 @@ def _insert(value: int) -> object:
     return run
 
 
-async def test_waiting_writes_share_one_transaction_and_failures_stay_isolated(tmp_path: Path) -> None:
+def open_writer(
+    tmp_path: Path, *, max_batch: int, queue_size: int
+) -> tuple[sqlite3.Connection, GroupCommitWriter]:
+    """A writer on a fresh file with one table `t`; also its connection, to look at the result."""
     conn = connect(str(tmp_path / "w.db"))
     conn.execute("CREATE TABLE t (v INTEGER PRIMARY KEY)")
-    writer = GroupCommitWriter(conn, max_batch=64, queue_size=64)
+    return conn, GroupCommitWriter(conn, max_batch=max_batch, queue_size=queue_size)
+
+
+async def test_waiting_writes_share_one_transaction_and_failures_stay_isolated(tmp_path: Path) -> None:
+    conn, writer = open_writer(tmp_path, max_batch=64, queue_size=64)
     gate = threading.Event()
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
@@ -46,12 +54,42 @@ async def test_waiting_writes_share_one_transaction_and_failures_stay_isolated(t
     assert (writer.commits, writer.writes) == (2, 5)  # the four waiting writes: one transaction
 
 
+async def release_after(gate: threading.Event, seconds: float) -> None:
+    await trio.sleep(seconds)
+    gate.set()
+
+
+async def test_a_cancelled_caller_still_gets_the_answer_of_its_write(tmp_path: Path) -> None:
+    """Waiting for a commit is uncancellable: a request whose deadline passes meanwhile still
+    learns what became of the write it handed over; the cancellation arrives right after."""
+    conn, writer = open_writer(tmp_path, max_batch=64, queue_size=64)
+    gate = threading.Event()
+
+    def slow_insert(c: sqlite3.Connection) -> int:
+        gate.wait(10)
+        return _insert(7)(c)
+
+    got: list[int] = []
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run)
+            item = await writer.submit(slow_insert)
+            nursery.start_soon(release_after, gate, 0.05)
+            with trio.CancelScope() as scope:
+                scope.cancel()  # cancelled before and all through the wait
+                got.append(await item.result())
+                await trio.lowlevel.checkpoint()  # the cancellation is delivered here
+                got.append(-1)  # never reached
+            nursery.cancel_scope.cancel()
+    assert scope.cancelled_caught
+    assert got == [7]
+    assert [r[0] for r in conn.execute("SELECT v FROM t")] == [7]
+
+
 async def test_a_stopped_writer_refuses_queued_and_new_writes(tmp_path: Path) -> None:
     """Callers wait for commits shielded from cancellation; if the writer stops with writes
     still queued, they must be told (StoreClosed), not left waiting forever."""
-    conn = connect(str(tmp_path / "w.db"))
-    conn.execute("CREATE TABLE t (v INTEGER PRIMARY KEY)")
-    writer = GroupCommitWriter(conn, max_batch=1, queue_size=16)
+    conn, writer = open_writer(tmp_path, max_batch=1, queue_size=16)
     gate = threading.Event()
 
     def blocked(c: sqlite3.Connection) -> int:

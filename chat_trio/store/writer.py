@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import trio
@@ -33,23 +33,36 @@ class StoreClosed(Exception):
 
 @dataclass(slots=True, eq=False)
 class Pending(Generic[T]):
-    """A write handed to the writer; `await pending.result()` once it has committed."""
+    """A write handed to the writer; `await pending.result()` (from one task) once it has
+    committed."""
 
     run: Callable[[sqlite3.Connection], T]
     after_commit: Callable[[T], None] | None
-    done: trio.Event = field(default_factory=trio.Event)
     value: Any = None
     error: BaseException | None = None
+    finished: bool = False
+    _waiter: trio.lowlevel.Task | None = None
 
     async def result(self) -> T:
-        """The write's result once COMMITted. Waiting is shielded: a caller cancelled meanwhile
-        does not undo the write, it only misses the answer."""
-        with trio.CancelScope(shield=True):
-            await self.done.wait()
+        """The write's result once COMMITted. The wait cannot be cancelled: a caller cancelled
+        meanwhile (a timeout, shutdown) still gets the answer of the write it handed over, and
+        the cancellation reaches it at its next checkpoint. This is a shielded Event.wait() at
+        a fraction of the cost, which matters on the per-message hot path."""
+        if not self.finished:
+            assert self._waiter is None, "one task awaits a write's result"
+            self._waiter = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
         if self.error is not None:
             raise self.error
         value: T = self.value
         return value
+
+    def finish(self) -> None:
+        """Event loop: the write is decided (committed, or failed with `error`); wake its waiter."""
+        self.finished = True
+        if self._waiter is not None:
+            trio.lowlevel.reschedule(self._waiter)
+            self._waiter = None
 
 
 class GroupCommitWriter:
@@ -87,8 +100,11 @@ class GroupCommitWriter:
         submitted, so one caller can keep several in flight and still keep their order."""
         item: Pending[T] = Pending(run, after_commit)
         try:
-            await self._send.send(item)
-        except trio.BrokenResourceError:
+            try:
+                self._send.send_nowait(item)  # the common case: no scheduler pass of its own
+            except trio.WouldBlock:
+                await self._send.send(item)  # the queue is full: wait for room (backpressure)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise StoreClosed("the store is shutting down") from None
         return item
 
@@ -105,7 +121,7 @@ class GroupCommitWriter:
                 except trio.WouldBlock:
                     break
                 item.error = StoreClosed("the store is shutting down")
-                item.done.set()
+                item.finish()
             self._receive.close()
 
     async def _commit_batches(self) -> None:
@@ -126,7 +142,7 @@ class GroupCommitWriter:
                         item.after_commit(item.value)
                     except Exception:
                         log.exception("after-commit hook failed")
-                item.done.set()
+                item.finish()
 
     def _commit(self, batch: list[Pending[Any]]) -> int:
         """Worker thread: one transaction for the whole batch. Returns 1 if it committed."""
