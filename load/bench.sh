@@ -89,7 +89,7 @@ done
 
 taskset -c "$SERVER_CPU" "$PY" load/baseline_server.py --host "$HOST" --port "$BASE_PORT" \
     >"$OUT/baseline.log" 2>&1 &
-BASE_PID=$!; PIDS+=("$BASE_PID")
+BASE_PID=$!; PIDS+=("$BASE_PID"); SERVERS=("$BASE_PID")
 
 # start_chat PORT NAME [FLAGS...]: chat_trio on the server core with its own fresh database.
 # --send-rate 0: the per-user send limit would otherwise turn the send scenarios into 429s.
@@ -99,7 +99,7 @@ start_chat() {
     shift 2
     taskset -c "$SERVER_CPU" "$PY" -m chat_trio --host "$HOST" --port "$port" --db "$DATA/$name.db" \
         --log-level warning --send-rate 0 "$@" >"$OUT/$name.log" 2>&1 &
-    PIDS+=($!)
+    PIDS+=($!); SERVERS+=($!)
     wait_ready "http://$HOST:$port/healthz" "$!"
 }
 wait_ready "http://$HOST:$BASE_PORT/" "$BASE_PID"
@@ -107,9 +107,28 @@ start_chat "$CHAT_PORT" chat_trio
 start_chat "$NORMAL_PORT" chat_trio_normal --durability normal
 
 # -- wrk and its output -------------------------------------------------------------------------
+# settle: wait (30 s at most) until the servers are idle, so no run pays for the previous one's
+# leftovers: a login run ends with up to LOGIN_CONNS argon2 hashes still queued on the server core.
+cpu_ticks() {   # utime + stime of the servers, in clock ticks
+    local pid t=0
+    for pid in "${SERVERS[@]}"; do
+        t=$(( t + $(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}') ))
+    done
+    echo "$t"
+}
+settle() {
+    local a b
+    for _ in $(seq 60); do
+        a=$(cpu_ticks); sleep 0.5; b=$(cpu_ticks)
+        (( b - a < 3 )) && return 0
+    done
+    echo "warning: the servers did not go idle before the next run" >&2
+}
+
 # run_wrk NAME CONNS SCRIPT URL: one bounded wrk run on the client core; raw output in $OUT/NAME.txt
 run_wrk() {
     local name=$1 conns=$2 script=$3 url=$4
+    settle
     taskset -c "$CLIENT_CPU" wrk -t1 -c"$conns" -d"$DUR" --timeout 5s --latency \
         -s "load/wrk/$script" "$url" >"$OUT/$name.txt" 2>&1 || true
 }
