@@ -29,7 +29,7 @@ fi
 
 # The commit before the run (this run rewrites BENCHMARKS.md itself); "dirty" if the tree has changes.
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-[[ -n $(git status --porcelain 2>/dev/null) ]] && COMMIT="$COMMIT dirty"
+[[ -n $(git status --porcelain -- . ':!BENCHMARKS.md' ':!docs/benchmarks' 2>/dev/null) ]] && COMMIT="$COMMIT dirty"
 
 BENCH_CMD="OUT=$RUN_DIR/bench load/bench.sh ${DUR}s"
 FANOUT_CMD="OUT=$RUN_DIR/fanout load/fanout.sh $DUR"
@@ -37,6 +37,9 @@ echo "== $BENCH_CMD" >&2
 OUT=$RUN_DIR/bench load/bench.sh "${DUR}s" | tee "$RUN_DIR/bench.md"
 echo "== $FANOUT_CMD" >&2
 OUT=$RUN_DIR/fanout load/fanout.sh "$DUR" | tee "$RUN_DIR/fanout.md"
+mkdir -p docs/benchmarks                     # the fan-out plots BENCHMARKS.md shows
+cp "$RUN_DIR/fanout/1-100subs.png" docs/benchmarks/fanout-100.png
+cp "$RUN_DIR/fanout/2-1000subs.png" docs/benchmarks/fanout-1000.png
 
 # Machine, versions and the commands, for the renderer.
 export RUN_DIR COMMIT PINNING BENCH_CMD FANOUT_CMD DUR START
