@@ -9,9 +9,10 @@ from pathlib import Path
 import trio
 
 from chat_trio.app import App
-from tests.client import HTTPClient
+from tests.client import HTTPClient, statuses
 from tests.conftest import make_config
 from tests.helpers import make_room, register_and_login, send, serve
+from tests.rawhttp import exchange, get
 from tests.ws_client import connect, small_window_stream
 
 SLOWLORIS = 200
@@ -138,3 +139,38 @@ async def test_websocket_frame_flood_is_rate_limited_and_the_socket_stays_open(t
                         break
                     await trio.sleep(0.2)
         await client.aclose()
+
+
+async def test_connection_flood_beyond_the_cap_is_refused_and_held_ones_keep_working(tmp_path: Path) -> None:
+    """300 clients connect at once to a server capped at 50 connections: the connections it holds
+    stay usable, every other one gets 503 and is closed, and once the flood is gone new clients
+    are served again."""
+    cap, flood = 50, 300
+    async with serve(make_config(tmp_path, max_connections=cap, keepalive_timeout=120.0)) as app:
+        held = [HTTPClient(app.port) for _ in range(cap)]
+        with trio.fail_after(20):
+            for client in held:
+                assert (await client.get("/healthz")).status == 200  # each holds a slot
+        refused = 0
+
+        async def intruder() -> None:
+            nonlocal refused
+            raw, closed = await exchange(app.port, get("/healthz"), timeout=10)
+            assert closed and statuses(raw) == [503], raw[:200]
+            refused += 1
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                for _ in range(flood):
+                    nursery.start_soon(intruder)
+        assert refused == flood
+        with trio.fail_after(20):
+            for client in held:  # the flood took nothing from the held connections
+                assert (await client.get("/healthz")).status == 200
+            for client in held:
+                await client.aclose()
+            while app.server.open_connections:
+                await trio.sleep(0.01)
+            fresh = HTTPClient(app.port)
+            assert (await fresh.get("/healthz")).status == 200
+            await fresh.aclose()
