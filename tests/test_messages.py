@@ -332,12 +332,17 @@ async def test_send_rate_limit(tmp_path: Path) -> None:
     async with serve(make_config(tmp_path, send_rate=2, send_burst=2)) as app:
         client = HTTPClient(app.port)
         token, _, room = await setup_room(client)
-        assert (await send(client, token, room["id"], "one")).status == 201
+        first = await send(client, token, room["id"], "one", "t1")
+        assert first.status == 201
         assert (await send(client, token, room["id"], "two")).status == 201
         reply = await send(client, token, room["id"], "three", "t3")
         error = assert_error(reply, 429, "rate_limited")
         assert isinstance(error["retry_after_ms"], int) and error["retry_after_ms"] >= 1
         assert int(reply.headers[b"retry-after"]) >= 1
+        # A retry of a send that committed writes nothing, so the limit does not refuse it.
+        retry = await send(client, token, room["id"], "one", "t1")
+        assert retry.status == 200 and retry.json["message"] == first.json["message"]
+        assert_error(await send(client, token, room["id"], "three", "t3"), 429, "rate_limited")
         # Nothing was written by the refused send.
         assert (await get_room(client, token, room["id"]))["last_seq"] == 2
         texts = [m["text"] for m in (await history(client, token, room["id"])).json["messages"]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 import trio
 
@@ -44,8 +45,20 @@ async def submit_message(
     assert text is not None
     validate.text(text, "text")
     txn_id = validate.string(body, "txn_id", max_len=c.txn_id_max, required=False)
-    s.check_send_rate(user)
+    try:
+        s.check_send_rate(user)
+    except HTTPError:
+        # A retry of a send that already committed writes nothing, so the limit does not apply:
+        # it gets its original message, as it would have without the limit.
+        original = None if txn_id is None else await s.store.sent_message(room, user, txn_id)
+        if original is None:
+            raise
+        return partial(_replayed, original)
     return await s.store.submit_post(room, user, text, txn_id)
+
+
+async def _replayed(message: JSON) -> tuple[JSON, bool]:
+    return message, False
 
 
 def routes(s: Services) -> list[Route]:

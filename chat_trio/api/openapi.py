@@ -340,7 +340,8 @@ PATHS: dict[str, JSON] = {
             description="Answers 201 once the message is committed. Sending again with the same "
                         "`txn_id` (same user, same room) creates nothing and answers 200 with the "
                         "original message, also when the two requests race. Sends are rate limited "
-                        "per user (429 with `Retry-After`)."),
+                        "per user (429 with `Retry-After`); a retry whose `txn_id` already "
+                        "committed is answered 200 even then, since it writes nothing."),
         "get": _op(
             "listMessages", "Messages", "Page through a room's history", {
                 "200": _ok("A page, ascending by seq", _obj({

@@ -120,10 +120,7 @@ def insert_message(
     """Append a message with the room's next seq. With a txn_id already used by this author in
     this room, nothing is written and the original row comes back (created=False)."""
     if txn_id is not None:
-        row = conn.execute(
-            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = ? AND author_id = ? AND txn_id = ?",
-            (room_id, author_id, txn_id),
-        ).fetchone()
+        row = message_by_txn(conn, room_id, author_id, txn_id)
         if row is not None:
             return row, False
     seq = conn.execute(
@@ -135,6 +132,15 @@ def insert_message(
         (room_id, seq, author_id, text, txn_id, now),
     )
     return (cur.lastrowid, room_id, seq, author_id, text, txn_id, now), True
+
+
+def message_by_txn(conn: sqlite3.Connection, room_id: int, author_id: int, txn_id: str) -> Row | None:
+    """The author's message with this txn_id in this room, if any."""
+    row: Row | None = conn.execute(
+        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = ? AND author_id = ? AND txn_id = ?",
+        (room_id, author_id, txn_id),
+    ).fetchone()
+    return row
 
 
 def messages_between(conn: sqlite3.Connection, room_id: int, first: int, last: int) -> list[Row]:

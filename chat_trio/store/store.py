@@ -223,6 +223,11 @@ class Store:
 
         return committed
 
+    async def sent_message(self, room: RoomState, author: JSON, txn_id: str) -> JSON | None:
+        """The committed message `author` sent to `room` with `txn_id`, if there is one."""
+        row = await self.readers.read(lambda c: queries.message_by_txn(c, room.id, author["id"], txn_id))
+        return None if row is None else message_json(row, author)
+
     async def messages(self, room: RoomState, first: int, last: int) -> list[JSON]:
         """Messages first..last (inclusive, ascending) from memory when it holds them."""
         if first > last:
