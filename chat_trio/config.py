@@ -47,6 +47,8 @@ class Config:
     hash_threads: int = _opt(2, "threads that may hash passwords at once")
     login_fail_limit: int = _opt(10, "failed logins per username or address before 429")
     login_fail_window: float = _opt(300.0, "seconds over which failed logins are counted")
+    register_limit: int = _opt(20, "registrations per client address per register_window (0: no limit)")
+    register_window: float = _opt(600.0, "seconds over which registrations are counted")
     send_rate: float = _opt(20.0, "message sends per second per user (0 turns the limit off)")
     send_burst: int = _opt(40, "message sends a user may burst")
 
@@ -77,8 +79,8 @@ class Config:
 
     def __post_init__(self) -> None:
         """Refuse settings that cannot work, with the flag's name (the CLI shows it as a usage
-        error). Zero is allowed where it means "off" (send_rate, ws_rate, port)."""
-        may_be_zero = {"port", "send_rate", "ws_rate", "username_min", "password_min"}
+        error). Zero is allowed where it means "off" (send_rate, ws_rate, register_limit, port)."""
+        may_be_zero = {"port", "send_rate", "ws_rate", "register_limit", "username_min", "password_min"}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             number = isinstance(value, int | float) and not isinstance(value, bool)

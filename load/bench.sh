@@ -92,13 +92,14 @@ taskset -c "$SERVER_CPU" "$PY" load/baseline_server.py --host "$HOST" --port "$B
 BASE_PID=$!; PIDS+=("$BASE_PID"); SERVERS=("$BASE_PID")
 
 # start_chat PORT NAME [FLAGS...]: chat_trio on the server core with its own fresh database.
-# --send-rate 0: the per-user send limit would otherwise turn the send scenarios into 429s.
+# --send-rate 0 / --register-limit 0: the per-user send limit and the per-address registration
+# limit would otherwise turn the send and register scenarios into 429s.
 # Everything else, argon2 included, stays at its default.
 start_chat() {
     local port=$1 name=$2
     shift 2
     taskset -c "$SERVER_CPU" "$PY" -m chat_trio --host "$HOST" --port "$port" --db "$DATA/$name.db" \
-        --log-level warning --send-rate 0 "$@" >"$OUT/$name.log" 2>&1 &
+        --log-level warning --send-rate 0 --register-limit 0 "$@" >"$OUT/$name.log" 2>&1 &
     PIDS+=($!); SERVERS+=($!)
     wait_ready "http://$HOST:$port/healthz" "$!"
 }

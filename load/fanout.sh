@@ -10,7 +10,8 @@
 #   3. 10,000 idle authenticated websockets: server RSS before/after → memory per connection
 #
 # Server flags: cheap argon2 (registering ~1000 users otherwise costs minutes of hashing), no
-# per-user send limit (--send-rate 0), no inbound frame limit (--ws-rate 0: one sender socket
+# per-user send limit (--send-rate 0), no per-address registration limit (--register-limit 0:
+# setup registers one user per socket from 127.0.0.1), no inbound frame limit (--ws-rate 0: one sender socket
 # sends 400 frames/s, the default allows 50), and a 4096-frame outbox per socket. The fd limit is
 # raised before starting the server (10,000 sockets); the tool raises its own.
 #
@@ -88,7 +89,7 @@ start_server() {
         ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
         exec taskset -c "$SERVER_CPU" "$PY" -m chat_trio --host "$HOST" --port "$PORT" --db "$DATA/chat.db" \
             --log-level warning --argon2-time-cost 1 --argon2-memory-kib 1024 --argon2-parallelism 1 \
-            --send-rate 0 --ws-rate 0 --ws-queue 4096 $SERVER_EXTRA
+            --send-rate 0 --register-limit 0 --ws-rate 0 --ws-queue 4096 $SERVER_EXTRA
     ) >"$OUT/$name.server.log" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 100); do
@@ -118,7 +119,7 @@ run_tool 2-1000subs --subscribers 1000 --rooms 1 --senders 1 --rate 40 --duratio
 run_tool 3-idle --idle "$IDLE" --hold "$HOLD"
 
 echo
-echo "server flags: --argon2-time-cost 1 --argon2-memory-kib 1024 --argon2-parallelism 1 --send-rate 0 --ws-rate 0 --ws-queue 4096 $SERVER_EXTRA"
+echo "server flags: --argon2-time-cost 1 --argon2-memory-kib 1024 --argon2-parallelism 1 --send-rate 0 --register-limit 0 --ws-rate 0 --ws-queue 4096 $SERVER_EXTRA"
 echo "server on core $SERVER_CPU, tool on core $CLIENT_CPU; results in $OUT"
 echo
 $PY -m load.fanout.report "$OUT/1-100subs.json" "$OUT/2-1000subs.json" "$OUT/3-idle.json"

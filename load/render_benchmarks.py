@@ -248,8 +248,9 @@ Reproduce with one command from the repository root (prerequisites: `apt-get ins
   measures the bare trio+h11 hello-world (`load/baseline_server.py`, `GET /`) and every ratio is
   req/s divided by the median of its three baseline runs. The `/healthz` ratio is the median of
   three baseline→chat_trio pairs run alternately, so drift between runs cancels.
-- chat_trio runs with its defaults except `--send-rate 0` (the per-user limit of 20 msgs/s would
-  turn the send scenarios into 429s). **login and register use the DEFAULT argon2id parameters**
+- chat_trio runs with its defaults except `--send-rate 0` and `--register-limit 0` (the per-user
+  limit of 20 msgs/s and the per-address limit of 20 registrations in 10 minutes would turn the
+  send and register scenarios into 429s). **login and register use the DEFAULT argon2id parameters**
   (t=3, 64 MiB, 4 lanes, 2 hashing threads, all on the server's one core): they are slow by design
   (each request costs about 1 / req/s seconds of that core), which is what makes stolen hashes
   expensive to crack; their ratios are shown but not a target.
@@ -260,9 +261,9 @@ Reproduce with one command from the repository root (prerequisites: `apt-get ins
   capped at connections x msgs/s).
 - Fan-out (`load/fanout.sh`): cheap argon2 (`--argon2-time-cost 1 --argon2-memory-kib 1024
   --argon2-parallelism 1`) only because setup registers one user per socket (1000 default hashes
-  would take minutes and are not what is measured), plus `--send-rate 0 --ws-rate 0 --ws-queue
-  4096`. Sending lasts {meta["fanout_duration"]} s, then up to 10 s of drain; latency is
-  send→receive per delivered frame. Server CPU is its utime+stime over the sending window.
+  would take minutes and are not what is measured), plus `--send-rate 0 --register-limit 0
+  --ws-rate 0 --ws-queue 4096`. Sending lasts {meta["fanout_duration"]} s, then up to 10 s of
+  drain; latency is send→receive per delivered frame. Server CPU is its utime+stime over the sending window.
 
 ## Results
 

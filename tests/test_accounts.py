@@ -282,3 +282,20 @@ async def test_revoked_token_stays_revoked_across_restart(tmp_path: Path, record
         assert (await client.get("/me", token=kept)).json == {"user": user}
         await login(client, "nina")
         await client.aclose()
+
+
+async def test_registrations_per_address_are_limited(tmp_path: Path, recorder: Recorder) -> None:
+    """Each registration costs a password hash, so an address gets register_limit of them per
+    window; refusals (taken names, bad input) are answered before and do not count; other
+    addresses are not affected; nothing is created by a refused one."""
+    async with serve(make_config(tmp_path, register_limit=2, register_window=600.0)) as app:
+        here = Client(app.port, local_address="127.0.0.2", recorder=recorder)
+        await register(here, "kim")
+        assert_error(await here.post("/register", {"username": "kim", "password": PASSWORD}),
+                     409, "username_taken")  # answered before the limit: not counted
+        await register(here, "lee")
+        assert_rate_limited(await here.post("/register", {"username": "mia", "password": PASSWORD}))
+        other = Client(app.port, local_address="127.0.0.3", recorder=recorder)
+        await register(other, "ned")
+        assert_error(await other.post("/login", {"username": "mia", "password": PASSWORD}),
+                     401, "invalid_credentials")  # the refused registration created nothing

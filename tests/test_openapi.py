@@ -21,7 +21,7 @@ METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
     # Small limits so 429s are cheap to reach.
-    return make_config(tmp_path, send_rate=0.01, send_burst=4, login_fail_limit=2)
+    return make_config(tmp_path, send_rate=0.01, send_burst=4, login_fail_limit=2, register_limit=3)
 
 
 async def served(client: HTTPClient) -> JSON:
@@ -172,6 +172,8 @@ async def test_answers_match_the_document(client: HTTPClient) -> None:
     await check("POST", "/register", 422, json={**alice, "extra": 1})
     await check("POST", "/register", 400, body=b"[1]", headers=[("content-type", "application/json")])
     await check("POST", "/register", 415, body=b"{}", headers=[("content-type", "text/plain")])
+    await check("POST", "/register", 201, json={**alice, "username": "carol"})  # the third
+    await check("POST", "/register", 429, json={**alice, "username": "dave"})
 
     token = (await check("POST", "/login", 200, json=alice)).json["token"]
     bob_token = (await check("POST", "/login", 200, json=bob)).json["token"]

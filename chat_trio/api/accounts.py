@@ -32,6 +32,11 @@ def routes(s: Services) -> list[Route]:
         username, password = credentials(request)
         if s.store.username_taken(username):
             raise HTTPError(409, "username_taken", "that username is taken")
+        # Every registration that gets this far costs a password hash: count them per address.
+        wait = s.registrations.retry_after(request.client)
+        if wait:
+            raise rate_limited(wait)
+        s.registrations.add(request.client)
         hashed = await s.passwords.hash(password)
         try:
             user = await s.store.create_user(username, hashed)
@@ -48,8 +53,8 @@ def routes(s: Services) -> list[Route]:
         found = await s.store.password_hash(username)
         ok = await s.passwords.verify(found[1] if found else None, password)
         if not ok or found is None:
-            s.login_by_name.fail(name_key)
-            s.login_by_client.fail(client_key)
+            s.login_by_name.add(name_key)
+            s.login_by_client.add(client_key)
             raise HTTPError(401, "invalid_credentials", "wrong username or password")
         user_id, stored = found
         s.login_by_name.reset(name_key)

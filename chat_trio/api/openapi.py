@@ -289,8 +289,10 @@ PATHS: dict[str, JSON] = {
         "register", "Accounts", "Create an account", {
             "201": _ok("Created", _USER_BODY),
             "409": _error("The username is taken (ignoring case)", "username_taken")},
-        body=_CREDENTIALS, description="Passwords are hashed with argon2id; longer than 1024 "
-                                       "characters is rejected before hashing.")},
+        body=_CREDENTIALS, errors=("RateLimited",),
+        description="Passwords are hashed with argon2id; longer than 1024 characters is rejected "
+                    "before hashing. Registrations are counted per client address (default 20 in "
+                    "600 s, `--register-limit`); beyond that, 429 with `Retry-After`.")},
     "/login": {"post": _op(
         "login", "Accounts", "Get a token", {
             "200": _ok("Logged in", _obj({"token": {"type": "string"}, "expires_at": _TIME,

@@ -11,7 +11,7 @@ from chat_trio.http.messages import HTTPError, Request
 from chat_trio.metrics import Registry
 from chat_trio.rooms.hub import Hub
 from chat_trio.security.passwords import Passwords
-from chat_trio.security.ratelimit import FailureLimit, TokenBucket
+from chat_trio.security.ratelimit import TokenBucket, WindowLimit
 from chat_trio.security.tokens import digest
 from chat_trio.store.records import JSON, RoomState
 from chat_trio.store.store import Store
@@ -40,14 +40,16 @@ class Services:
     hub: Hub
     passwords: Passwords
     metrics: Registry = field(default_factory=Registry)
-    login_by_name: FailureLimit = field(init=False)
-    login_by_client: FailureLimit = field(init=False)
+    login_by_name: WindowLimit = field(init=False)
+    login_by_client: WindowLimit = field(init=False)
+    registrations: WindowLimit = field(init=False)
     sends: TokenBucket = field(init=False)
 
     def __post_init__(self) -> None:
         c = self.config
-        self.login_by_name = FailureLimit(c.login_fail_limit, c.login_fail_window)
-        self.login_by_client = FailureLimit(c.login_fail_limit, c.login_fail_window)
+        self.login_by_name = WindowLimit(c.login_fail_limit, c.login_fail_window)
+        self.login_by_client = WindowLimit(c.login_fail_limit, c.login_fail_window)
+        self.registrations = WindowLimit(c.register_limit, c.register_window)  # per client address
         self.sends = TokenBucket(c.send_rate, c.send_burst)
 
     async def user_for_token(self, token: str | None) -> JSON | None:

@@ -1,4 +1,5 @@
-"""In-memory rate limits: failure counting (logins) and token buckets (sends).
+"""In-memory rate limits: events counted in a sliding window (failed logins, registrations) and
+token buckets (sends).
 
 Both are bounded in memory: entries that no longer limit anything are pruned as new keys come in.
 """
@@ -11,19 +12,20 @@ from collections import deque
 _PRUNE_EVERY = 1024
 
 
-class FailureLimit:
-    """At most `limit` failures per key within `window` seconds; then callers must wait."""
+class WindowLimit:
+    """At most `limit` events per key within `window` seconds; then callers must wait.
+    A limit of 0 turns it off."""
 
     def __init__(self, limit: int, window: float) -> None:
         self.limit = limit
         self.window = window
-        self._failures: dict[str, deque[float]] = {}
+        self._events: dict[str, deque[float]] = {}
         self._adds = 0
 
     def retry_after(self, key: str) -> float:
         """Seconds until `key` may try again; 0 if it may now."""
-        times = self._failures.get(key)
-        if not times:
+        times = self._events.get(key)
+        if not times or self.limit <= 0:
             return 0.0
         now = time.monotonic()
         while times and times[0] <= now - self.window:
@@ -32,16 +34,18 @@ class FailureLimit:
             return 0.0
         return times[0] + self.window - now
 
-    def fail(self, key: str) -> None:
-        self._failures.setdefault(key, deque(maxlen=self.limit)).append(time.monotonic())
+    def add(self, key: str) -> None:
+        if self.limit <= 0:
+            return
+        self._events.setdefault(key, deque(maxlen=self.limit)).append(time.monotonic())
         self._adds += 1
         if self._adds % _PRUNE_EVERY == 0:
             horizon = time.monotonic() - self.window
-            for k in [k for k, t in self._failures.items() if not t or t[-1] <= horizon]:
-                del self._failures[k]
+            for k in [k for k, t in self._events.items() if not t or t[-1] <= horizon]:
+                del self._events[k]
 
     def reset(self, key: str) -> None:
-        self._failures.pop(key, None)
+        self._events.pop(key, None)
 
 
 class TokenBucket:

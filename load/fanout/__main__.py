@@ -10,9 +10,10 @@ limits, and with a raised fd limit for many sockets (this tool raises its own), 
     ulimit -n 65536    # or at least the hard limit: ulimit -n "$(ulimit -Hn)"
     python -m chat_trio --port 18090 --db "$(mktemp -d)/chat.db" --log-level warning \\
         --argon2-time-cost 1 --argon2-memory-kib 1024 --argon2-parallelism 1 --send-rate 0 \\
-        --ws-rate 0 --ws-queue 4096
+        --register-limit 0 --ws-rate 0 --ws-queue 4096
 
-(`--ws-rate 0`: one sender socket sends far more than the default 50 frames/s.) See load/fanout.sh.
+(`--ws-rate 0`: one sender socket sends far more than the default 50 frames/s; `--register-limit 0`:
+setup registers every user from 127.0.0.1.) See load/fanout.sh.
 """
 
 from __future__ import annotations
