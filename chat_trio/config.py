@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +78,10 @@ class Config:
     ws_rate: float = _opt(50.0, "inbound websocket frames per second per connection")
     ws_origins: str = _opt("", "comma-separated extra Origins allowed to open a websocket")
 
+    # Deployment
+    trusted_proxies: str = _opt("", "comma-separated addresses of reverse proxies whose X-Forwarded-For "
+                                    "names the client (for rate limits and logs)")
+
     def __post_init__(self) -> None:
         """Refuse settings that cannot work, with the flag's name (the CLI shows it as a usage
         error). Zero is allowed where it means "off" (send_rate, ws_rate, register_limit, port)."""
@@ -88,8 +93,17 @@ class Config:
                 raise ValueError(f"--{f.name.replace('_', '-')} must be positive (got {value})")
         if self.port > 65535:
             raise ValueError(f"--port must be at most 65535 (got {self.port})")
+        try:
+            self.proxies()
+        except ValueError as exc:
+            raise ValueError(f"--trusted-proxies: {exc}") from None
         if self.db in ("", ":memory:"):
             raise ValueError("--db must be a file: the server needs a database on disk")
+
+    def proxies(self) -> frozenset[str]:
+        """`trusted_proxies` as normalised addresses (ValueError for one that is not an IP)."""
+        addresses = (a.strip() for a in self.trusted_proxies.split(","))
+        return frozenset(str(ipaddress.ip_address(a)) for a in addresses if a)
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)

@@ -299,3 +299,32 @@ async def test_registrations_per_address_are_limited(tmp_path: Path, recorder: R
         await register(other, "ned")
         assert_error(await other.post("/login", {"username": "mia", "password": PASSWORD}),
                      401, "invalid_credentials")  # the refused registration created nothing
+
+
+async def test_behind_a_trusted_proxy_limits_count_the_forwarded_client(
+    tmp_path: Path, recorder: Recorder
+) -> None:
+    """With --trusted-proxies, the address rate limits count is the last X-Forwarded-For entry of
+    a request from that proxy (what nginx's $proxy_add_x_forwarded_for appends); from any other
+    peer the header is ignored, so a client cannot pick its own address."""
+    config = make_config(tmp_path, register_limit=1, trusted_proxies="127.0.0.2")
+    async with serve(config) as app:
+        proxy = Client(app.port, local_address="127.0.0.2", recorder=recorder)
+
+        async def register_via(client: Client, name: str, forwarded: str) -> Reply:
+            body = {"username": name, "password": PASSWORD}
+            return await client.post("/register", body, headers=[("x-forwarded-for", forwarded)])
+
+        assert (await register_via(proxy, "amy", "198.51.100.7, 10.0.0.1")).status == 201
+        assert_rate_limited(await register_via(proxy, "bea", "203.0.113.9, 10.0.0.1"))  # same last hop
+        assert (await register_via(proxy, "cat", "10.0.0.2")).status == 201  # another client
+        assert (await register_via(proxy, "dot", "not an address")).status == 201  # the proxy's own
+        assert_rate_limited(await register_via(proxy, "eve", "garbage"))
+        spoofer = Client(app.port, local_address="127.0.0.3", recorder=recorder)  # not trusted
+        assert (await register_via(spoofer, "fay", "10.0.0.3")).status == 201
+        assert_rate_limited(await register_via(spoofer, "gus", "10.0.0.4"))  # still 127.0.0.3
+
+
+def test_trusted_proxies_must_be_addresses(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="--trusted-proxies"):
+        make_config(tmp_path, trusted_proxies="127.0.0.1, proxy.example")

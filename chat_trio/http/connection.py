@@ -19,6 +19,7 @@ handing an upgraded connection to another protocol.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import socket
@@ -81,6 +82,21 @@ def _inspect(event: h11.Request, max_head: int, max_body: int) -> Headers:
     return headers
 
 
+def _forwarded_for(headers: Headers) -> str | None:
+    """The client a trusted proxy names: the last address of the last X-Forwarded-For header
+    (the one the proxy appended itself; earlier ones are whatever the client claimed)."""
+    value = None
+    for name, v in headers:
+        if name == b"x-forwarded-for":
+            value = v
+    if value is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(value.rsplit(b",", 1)[-1].strip().decode("ascii")))
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
 class HTTPConnection:
     def __init__(
         self, sock: socket.socket, stream: trio.SocketStream, server: HTTPServer, client: str
@@ -90,6 +106,7 @@ class HTTPConnection:
         self.server = server
         self.config = server.config
         self.client = client
+        self.behind_proxy = client in server.trusted_proxies
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self.config.max_head_bytes)
         self.served = 0
         self._timer = trio.CancelScope()
@@ -195,7 +212,10 @@ class HTTPConnection:
             if status == 431:
                 raise _Refuse(error_response(431, "headers_too_large", "request head too large")) from None
             raise _Refuse(error_response(status, None, f"malformed request: {exc}"[:200])) from None
-        request = Request(event.method.decode("ascii", "replace"), event.target, headers, body, self.client)
+        client = self.client
+        if self.behind_proxy:
+            client = _forwarded_for(headers) or client
+        request = Request(event.method.decode("ascii", "replace"), event.target, headers, body, client)
         # An Upgrade (or CONNECT) request: what follows its head may not be HTTP. Only h11's
         # MIGHT_SWITCH_PROTOCOL says so; next_event() is also PAUSED for a plain request that has
         # a pipelined one behind it, which must not be handed the raw stream.

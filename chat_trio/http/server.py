@@ -52,6 +52,7 @@ class HTTPServer:
         self.config = config
         self.router = router
         self.open_connections = 0
+        self.trusted_proxies = config.proxies()
         self.draining = False
         self.idle: set[trio.CancelScope] = set()
         self._accept_scope = trio.CancelScope()
