@@ -8,7 +8,7 @@
 #   baseline req/s every other row is divided by is the median of the three baseline runs.
 # Part 2: seeds a user, a room and 60 messages (curl) on two fresh chat_trio servers, one with the
 #   default --durability full and one with --durability normal, then runs: login and register (the
-#   DEFAULT argon2id parameters: slow by design), send on each server, history (newest 50), and
+#   DEFAULT argon2id parameters: slow by design), send and history (newest 50) on each server, and
 #   long-poll twice (nothing sent: every poll is held WAIT s; a background sender posting
 #   LP_RATE msgs/s: polls are woken by each message).
 #
@@ -272,6 +272,8 @@ TOKEN=$NORMAL_TOKEN ROOM_ID=$NORMAL_ROOM run_wrk send-normal "$CONNS" send.lua "
 row send_normal "POST messages, --durability normal" "$CONNS" send-normal
 run_wrk history "$CONNS" history.lua "$API/"
 row history "GET messages?limit=50 (newest page)" "$CONNS" history
+TOKEN=$NORMAL_TOKEN ROOM_ID=$NORMAL_ROOM run_wrk history-normal "$CONNS" history.lua "$NORMAL_API/"
+row history_normal "GET messages?limit=50, --durability normal" "$CONNS" history-normal
 
 # Long-poll, nothing sent: every poll is held WAIT s, so req/s ~= conns / WAIT by construction.
 LAST_SEQ=$(curl -fsS -H "Authorization: Bearer $TOKEN" "$API/rooms/$ROOM_ID" \

@@ -78,7 +78,8 @@ def http_table(rows: dict[str, dict[str, str]]) -> str:
         ("register", "`POST /register` (default argon2id)"),
         ("send_full", "`POST /rooms/{id}/messages`, `--durability full` (default)"),
         ("send_normal", "`POST /rooms/{id}/messages`, `--durability normal`"),
-        ("history", "`GET /rooms/{id}/messages?limit=50` (newest page)"),
+        ("history", "`GET /rooms/{id}/messages?limit=50` (newest page), `--durability full`"),
+        ("history_normal", "`GET /rooms/{id}/messages?limit=50`, `--durability normal`"),
         ("longpoll_idle", None),
         ("longpoll_woken", None),
     ]
