@@ -126,10 +126,11 @@ settle() {
     echo "warning: the servers did not go idle before the next run" >&2
 }
 
-# run_wrk NAME CONNS SCRIPT URL: one bounded wrk run on the client core; raw output in $OUT/NAME.txt
+# run_wrk NAME CONNS SCRIPT URL: one bounded wrk run on the client core, after settle (unless
+# SETTLED=1: the caller settled before starting load of its own); raw output in $OUT/NAME.txt
 run_wrk() {
     local name=$1 conns=$2 script=$3 url=$4
-    settle
+    [[ ${SETTLED:-0} == 1 ]] || settle
     taskset -c "$CLIENT_CPU" wrk -t1 -c"$conns" -d"$DUR" --timeout 5s --latency \
         -s "load/wrk/$script" "$url" >"$OUT/$name.txt" 2>&1 || true
 }
@@ -284,10 +285,11 @@ row longpoll_idle "long-poll wait=${WAIT}s, nothing sent (held)" "$LP_CONNS" lon
 # Long-poll woken: a sender on the client core posts LP_RATE msgs/s; each message wakes every poll.
 LAST_SEQ=$(curl -fsS -H "Authorization: Bearer $TOKEN" "$API/rooms/$ROOM_ID" \
     | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["room"]["last_seq"])')
+settle   # before the sender starts: its load would keep the server from ever looking idle
 taskset -c "$CLIENT_CPU" "$PY" load/sender.py --url "$API" --room "$ROOM_ID" --token "$TOKEN" \
     --rate "$LP_RATE" --duration $(( secs + 1 )) 2>"$OUT/sender.txt" &
 SENDER=$!; PIDS+=("$SENDER")
-AFTER=$LAST_SEQ run_wrk longpoll-woken "$CONNS" longpoll.lua "$API/"
+SETTLED=1 AFTER=$LAST_SEQ run_wrk longpoll-woken "$CONNS" longpoll.lua "$API/"
 wait "$SENDER" || true
 row longpoll_woken "long-poll woken by $LP_RATE msgs/s" "$CONNS" longpoll-woken
 print_table
