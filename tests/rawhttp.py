@@ -121,3 +121,11 @@ def assert_error_body(response: RawResponse, code: str | None = None) -> None:
     assert isinstance(body["error"]["message"], str) and body["error"]["message"]
     if code is not None:
         assert body["error"]["code"] == code
+
+
+def only_error(raw: bytes, status: int, code: str | None = None) -> RawResponse:
+    """`raw` holds exactly one response, an error with `status` (and `code`) in the API's format."""
+    responses, _ = parse_responses(raw)
+    assert [r.status for r in responses] == [status]
+    assert_error_body(responses[0], code)
+    return responses[0]

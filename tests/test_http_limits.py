@@ -13,7 +13,7 @@ import trio
 from chat_trio.app import App
 from tests.client import HTTPClient, statuses
 from tests.conftest import make_config
-from tests.rawhttp import RawConn, assert_error_body, exchange, get, parse_responses
+from tests.rawhttp import RawConn, assert_error_body, exchange, get, only_error, parse_responses
 from tests.server_process import ServerProcess
 
 
@@ -38,9 +38,7 @@ async def test_oversize_head_in_one_write_is_431(nursery: trio.Nursery, tmp_path
     head = padded_head(size)
     raw, closed = await exchange(port, head, timeout=3)  # one send_all of the whole head
     assert closed
-    responses, _ = parse_responses(raw)
-    assert [r.status for r in responses] == [431]
-    assert_error_body(responses[0], "headers_too_large")
+    only_error(raw, 431, "headers_too_large")
 
 
 async def test_head_just_under_the_limit_is_served(nursery: trio.Nursery, tmp_path: Path) -> None:
@@ -127,9 +125,7 @@ async def test_chunked_body_over_limit_is_413(nursery: trio.Nursery, tmp_path: P
         port, b"GET /healthz HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n" + _chunked(130),
         timeout=3)
     assert closed
-    responses, _ = parse_responses(raw)
-    assert [r.status for r in responses] == [413]
-    assert_error_body(responses[0], "payload_too_large")
+    only_error(raw, 413, "payload_too_large")
 
 
 async def test_chunked_body_under_limit_is_read(nursery: trio.Nursery, tmp_path: Path) -> None:
@@ -158,9 +154,7 @@ async def test_head_that_never_completes_is_408(nursery: trio.Nursery, tmp_path:
     port = await start(nursery, tmp_path, head_timeout=0.3)
     raw, closed = await exchange(port, b"GET /healthz HTTP/1.1\r\nHost: test\r\n", timeout=5)
     assert closed
-    responses, _ = parse_responses(raw)
-    assert [r.status for r in responses] == [408]
-    assert_error_body(responses[0], "request_timeout")
+    only_error(raw, 408, "request_timeout")
 
 
 async def test_head_trickled_byte_by_byte_is_408(nursery: trio.Nursery, tmp_path: Path) -> None:
@@ -191,9 +185,7 @@ async def test_idle_body_is_408(nursery: trio.Nursery, tmp_path: Path) -> None:
     raw, closed = await exchange(
         port, b"POST /healthz HTTP/1.1\r\nHost: test\r\nContent-Length: 10\r\n\r\nabc", timeout=5)
     assert closed
-    responses, _ = parse_responses(raw)
-    assert [r.status for r in responses] == [408]
-    assert_error_body(responses[0], "request_timeout")
+    only_error(raw, 408, "request_timeout")
 
 
 async def test_idle_keepalive_connection_is_closed_silently(nursery: trio.Nursery, tmp_path: Path) -> None:
@@ -263,10 +255,8 @@ async def test_max_connections(nursery: trio.Nursery, tmp_path: Path) -> None:
 
     raw, closed = await exchange(port, b"", timeout=5)  # the third: refused without asking
     assert closed
-    responses, _ = parse_responses(raw)
-    assert [r.status for r in responses] == [503]
-    assert responses[0].headers[b"connection"] == b"close"
-    assert_error_body(responses[0], "unavailable")
+    refused = only_error(raw, 503, "unavailable")
+    assert refused.headers[b"connection"] == b"close"
 
     raw, closed = await exchange(port, get("/healthz"), timeout=5)  # also when it sends a request
     assert closed
