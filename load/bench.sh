@@ -28,7 +28,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."                       # repository root: paths below are relative to it
-PY=.venv/bin/python
+source load/lib.sh                            # PY, HOST, start_chat, wait_ready, seed_user_room
 DUR=${1:-10s}
 BASE_PORT=${BASE_PORT:-18081}
 CHAT_PORT=${CHAT_PORT:-18080}
@@ -40,7 +40,6 @@ WAIT=${WAIT:-1}
 LP_RATE=${LP_RATE:-50}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
-HOST=127.0.0.1                                # never anything else
 
 # Every run is bounded: refuse durations above 10 s.
 secs=${DUR%s}
@@ -53,7 +52,6 @@ DUR=${secs}s
 for tool in wrk taskset curl; do
     command -v "$tool" >/dev/null || { echo "missing: $tool (apt-get install -y $tool)" >&2; exit 2; }
 done
-[[ -x $PY ]] || { echo "missing $PY: create the venv first (see README.md)" >&2; exit 2; }
 
 OUT=${OUT:-$(mktemp -d /tmp/chat_trio_bench.XXXXXX)}
 mkdir -p "$OUT"
@@ -73,16 +71,6 @@ trap 'exit 130' INT TERM                      # run the EXIT trap on Ctrl-C / ki
 
 port_free() { ! (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
 
-wait_ready() {   # wait_ready URL PID: poll until the URL answers (10 s at most)
-    for _ in $(seq 100); do
-        curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
-        kill -0 "$2" 2>/dev/null || { echo "server exited; see $OUT/*.log" >&2; return 1; }
-        sleep 0.1
-    done
-    echo "server at $1 did not come up; see $OUT/*.log" >&2
-    return 1
-}
-
 for port in "$BASE_PORT" "$CHAT_PORT" "$NORMAL_PORT"; do
     port_free "$port" || { echo "port $port is in use; set BASE_PORT/CHAT_PORT/NORMAL_PORT" >&2; exit 2; }
 done
@@ -91,21 +79,18 @@ taskset -c "$SERVER_CPU" "$PY" load/baseline_server.py --host "$HOST" --port "$B
     >"$OUT/baseline.log" 2>&1 &
 BASE_PID=$!; PIDS+=("$BASE_PID"); SERVERS=("$BASE_PID")
 
-# start_chat PORT NAME [FLAGS...]: chat_trio on the server core with its own fresh database.
-# --send-rate 0 / --register-limit 0: the per-user send limit and the per-address registration
-# limit would otherwise turn the send and register scenarios into 429s.
+# chat NAME PORT [FLAGS...]: chat_trio (lib.sh's start_chat: load flags lift the per-user and
+# per-address limits that would turn the scenarios into 429s) with its own fresh database.
 # Everything else, argon2 included, stays at its default.
-start_chat() {
-    local port=$1 name=$2
+chat() {
+    local name=$1 port=$2
     shift 2
-    taskset -c "$SERVER_CPU" "$PY" -m chat_trio --host "$HOST" --port "$port" --db "$DATA/$name.db" \
-        --log-level warning --send-rate 0 --register-limit 0 "$@" >"$OUT/$name.log" 2>&1 &
-    PIDS+=($!); SERVERS+=($!)
-    wait_ready "http://$HOST:$port/healthz" "$!"
+    start_chat "$port" "$SERVER_CPU" "$OUT/$name.log" "$DATA/$name.db" "$@"
+    PIDS+=("$CHAT_PID"); SERVERS+=("$CHAT_PID")
 }
 wait_ready "http://$HOST:$BASE_PORT/" "$BASE_PID"
-start_chat "$CHAT_PORT" chat_trio
-start_chat "$NORMAL_PORT" chat_trio_normal --durability normal
+chat chat_trio "$CHAT_PORT"
+chat chat_trio_normal "$NORMAL_PORT" --durability normal
 
 # -- wrk and its output -------------------------------------------------------------------------
 # settle: wait (30 s at most) until the servers are idle, so no run pays for the previous one's
@@ -222,42 +207,13 @@ echo "**healthz / baseline: median of the pair ratios ${PAIR_RATIOS[*]} = $HEALT
 echo
 
 # -- part 2: REST scenarios -----------------------------------------------------------------------
-# post API PATH JSON [TOKEN]: prints the status; the body goes to $OUT/last_body.json
-post() {
-    local auth=()
-    [[ -n ${4:-} ]] && auth=(-H "Authorization: Bearer $4")
-    curl -sS -o "$OUT/last_body.json" -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
-        "${auth[@]}" --data "$3" "$1$2"
-}
-json_get() {   # json_get EXPR: evaluate EXPR on the last body (e.g. '["token"]')
-    "$PY" -c "import json, sys; print(json.load(open(sys.argv[1]))$1)" "$OUT/last_body.json"
-}
-fail() { echo "seed failed: $1 $(head -c 300 "$OUT/last_body.json")" >&2; exit 1; }
-
-# seed API: user testuser, a room and 60 messages (a limit=50 page is full); sets TOKEN ROOM_ID
-seed() {
-    local api=$1 status n
-    status=$(post "$api" /register '{"username":"testuser","password":"testpass"}')
-    [[ $status == 201 ]] || fail "POST /register $status"
-    status=$(post "$api" /login '{"username":"testuser","password":"testpass"}')
-    [[ $status == 200 ]] || fail "POST /login $status"
-    TOKEN=$(json_get '["token"]')
-    status=$(post "$api" /rooms '{"name":"bench"}' "$TOKEN")
-    [[ $status == 201 ]] || fail "POST /rooms $status"
-    ROOM_ID=$(json_get '["room"]["id"]')
-    for n in $(seq 60); do
-        status=$(post "$api" "/rooms/$ROOM_ID/messages" "{\"text\":\"seed message $n\",\"txn_id\":\"seed-$n\"}" "$TOKEN")
-        [[ $status == 201 ]] || fail "message $n: $status"
-    done
-}
-
 API="http://$HOST:$CHAT_PORT"
 NORMAL_API="http://$HOST:$NORMAL_PORT"
 echo "## REST scenarios (chat_trio only; ratio = req/s / baseline median $BASE_REF)"
 echo
-seed "$NORMAL_API"
+seed_user_room "$NORMAL_API" bench 60   # a limit=50 page is full
 NORMAL_TOKEN=$TOKEN; NORMAL_ROOM=$ROOM_ID
-seed "$API"
+seed_user_room "$API" bench 60
 echo "seeded both servers: user testuser, room $ROOM_ID, 60 messages"
 echo
 

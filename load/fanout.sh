@@ -28,7 +28,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-PY=.venv/bin/python
+source load/lib.sh   # PY, HOST, start_chat
 DUR=${1:-10}
 PORT=${PORT:-18095}
 SERVER_CPU=${SERVER_CPU:-0}
@@ -38,7 +38,8 @@ IDLE=${IDLE:-10000}
 HOLD=${HOLD:-5}
 DRAIN=${DRAIN:-10}
 WAIT_MAX=${WAIT_MAX:-300}
-HOST=127.0.0.1
+# On top of lib.sh's LOAD_FLAGS (see the comment at the top of this file).
+SERVER_FLAGS="--argon2-time-cost 1 --argon2-memory-kib 1024 --argon2-parallelism 1 --ws-rate 0 --ws-queue 4096"
 
 if ! [[ $DUR =~ ^[0-9]+$ ]] || (( DUR < 1 || DUR > 10 )); then
     echo "duration must be 1..10 seconds (got '$DUR')" >&2
@@ -47,7 +48,6 @@ fi
 for tool in taskset curl timeout; do
     command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 2; }
 done
-[[ -x $PY ]] || { echo "missing $PY: create the venv first (see README.md)" >&2; exit 2; }
 $PY -c 'import matplotlib' 2>/dev/null || { echo "missing matplotlib: $PY -m pip install -e '.[dev,load]'" >&2; exit 2; }
 
 OUT=${OUT:-$(mktemp -d /tmp/chat_trio_fanout.XXXXXX)}
@@ -85,20 +85,9 @@ wait_for_quiet() {
 start_server() {
     local name=$1
     DATA=$(mktemp -d /tmp/chat_trio_fanout_db.XXXXXX)
-    (
-        ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-        exec taskset -c "$SERVER_CPU" "$PY" -m chat_trio --host "$HOST" --port "$PORT" --db "$DATA/chat.db" \
-            --log-level warning --argon2-time-cost 1 --argon2-memory-kib 1024 --argon2-parallelism 1 \
-            --send-rate 0 --register-limit 0 --ws-rate 0 --ws-queue 4096 $SERVER_EXTRA
-    ) >"$OUT/$name.server.log" 2>&1 &
-    SERVER_PID=$!
-    for _ in $(seq 100); do
-        curl -sf "http://$HOST:$PORT/healthz" >/dev/null 2>&1 && return 0
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "server did not start; see $OUT/$name.server.log" >&2
-    exit 1
+    ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+    start_chat "$PORT" "$SERVER_CPU" "$OUT/$name.server.log" "$DATA/chat.db" $SERVER_FLAGS $SERVER_EXTRA || exit 1
+    SERVER_PID=$CHAT_PID
 }
 
 run_tool() {
@@ -119,7 +108,7 @@ run_tool 2-1000subs --subscribers 1000 --rooms 1 --senders 1 --rate 40 --duratio
 run_tool 3-idle --idle "$IDLE" --hold "$HOLD"
 
 echo
-echo "server flags: --argon2-time-cost 1 --argon2-memory-kib 1024 --argon2-parallelism 1 --send-rate 0 --register-limit 0 --ws-rate 0 --ws-queue 4096 $SERVER_EXTRA"
+echo "server flags: ${LOAD_FLAGS[*]} $SERVER_FLAGS $SERVER_EXTRA"
 echo "server on core $SERVER_CPU, tool on core $CLIENT_CPU; results in $OUT"
 echo
 $PY -m load.fanout.report "$OUT/1-100subs.json" "$OUT/2-1000subs.json" "$OUT/3-idle.json"

@@ -13,25 +13,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-full}
 PORT=${PORT:-18090}
-PY=.venv/bin/python
-SPY=.venv/bin/py-spy
+source load/lib.sh   # PY, start_chat, seed_user_room
+SPY=${SPY:-$(dirname "$PY")/py-spy}
 OUT=${OUT:-/tmp/chat_trio_profile_send_$MODE}
-A="http://127.0.0.1:$PORT"
+A="http://$HOST:$PORT"
 mkdir -p "$OUT"
 DATA=$(mktemp -d /tmp/chat_trio_profile_db.XXXXXX)
 
-taskset -c 0 "$PY" -m chat_trio --host 127.0.0.1 --port "$PORT" --db "$DATA/chat.db" --log-level warning \
-    --send-rate 0 --durability "$MODE" >"$OUT/server.log" 2>&1 &
-SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true; rm -rf "$DATA"' EXIT
-for _ in $(seq 100); do curl -fs "$A/healthz" >/dev/null && break; sleep 0.1; done
-
-json() { "$PY" -c "import json, sys; print(json.load(sys.stdin)$1)"; }
-req() { curl -fsS -XPOST -H 'Content-Type: application/json' "$@"; }
-USER_JSON='{"username":"testuser","password":"testpass"}'
-req -d "$USER_JSON" "$A/register" >/dev/null
-TOKEN=$(req -d "$USER_JSON" "$A/login" | json '["token"]')
-ROOM_ID=$(req -H "Authorization: Bearer $TOKEN" -d '{"name":"profile"}' "$A/rooms" | json '["room"]["id"]')
+SERVER=""
+start_chat "$PORT" 0 "$OUT/server.log" "$DATA/chat.db" --durability "$MODE"
+SERVER=$CHAT_PID
+seed_user_room "$A" profile
 export TOKEN ROOM_ID
 
 taskset -c 1 wrk -t1 -c100 -d10s --timeout 5s --latency -s load/wrk/send.lua "$A/" >"$OUT/wrk.txt" 2>&1 &

@@ -8,12 +8,13 @@
 # The hand-written analysis between the ANALYSIS markers of BENCHMARKS.md is kept.
 # Servers go on core 0 and the load generators on core 1 when the machine has two or more cores;
 # on one core everything shares it and BENCHMARKS.md says so. Only 127.0.0.1 is ever targeted.
-# Knobs: DUR=10 (seconds per wrk / fan-out run, at most 10), RUN_DIR=dir (default: a temp dir).
+# Knobs: DUR=10 (seconds per wrk / fan-out run, at most 10), RUN_DIR=dir (default: a temp dir),
+# PY=path (the Python with chat_trio installed; default .venv/bin/python).
 
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-PY=.venv/bin/python
+source load/lib.sh   # PY (overridable), HOST
 DUR=${DUR:-10}
 RUN_DIR=${RUN_DIR:-$(mktemp -d /tmp/chat_trio_run.XXXXXX)}
 mkdir -p "$RUN_DIR"
