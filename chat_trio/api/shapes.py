@@ -9,7 +9,8 @@ Patterns are written once in the common subset of Python's `re` and ECMA-262 (wh
 uses): character classes with `\\uXXXX` escapes.
 
 Adding a call: declare its `Body` / `Query` on `Shapes`, parse with `shapes.x.read(request)` in
-the handler, and pass `body=` / `query=` to its operation in `api.openapi`.
+the handler (or wrap it in `bodyless` when it takes no body), and pass `body=` / `query=` to its
+operation in `api.openapi`. The websocket `send` frame reuses `new_message`'s fields.
 """
 
 from __future__ import annotations
