@@ -28,6 +28,7 @@ from tests.helpers import (
     send,
     serve,
 )
+from tests.ws_client import connect
 
 
 async def setup_room(client: HTTPClient) -> tuple[str, dict[str, Any], dict[str, Any]]:
@@ -90,8 +91,9 @@ async def test_text_validation(client: HTTPClient) -> None:
 async def test_txn_id_validation(client: HTTPClient) -> None:
     token, _, room = await setup_room(client)
     assert (await send(client, token, room["id"], "a", "t" * 64)).json["message"]["txn_id"] == "t" * 64
-    assert (await send(client, token, room["id"], "b", "é")).status == 201
-    for bad in ("t" * 65, "", 17, ["x"]):
+    assert (await send(client, token, room["id"], "b", "!azAZ09~")).status == 201
+    # Printable ASCII only: no spaces, controls or anything beyond ASCII.
+    for bad in ("t" * 65, "", 17, ["x"], "é", "a b", "tab\t", "\x7f", "\uff54"):
         reply = await client.post(f"/rooms/{room['id']}/messages", {"text": "c", "txn_id": bad}, token=token)
         assert_error(reply, 422, "validation_failed", "txn_id")
     assert (await get_room(client, token, room["id"]))["last_seq"] == 2
@@ -352,3 +354,19 @@ async def test_send_rate_limit(tmp_path: Path) -> None:
         await join(client, bob, room["id"])
         assert (await send(client, bob, room["id"], "bob here")).status == 201
         await client.aclose()
+
+
+async def test_websocket_send_follows_the_same_rules(app: App, client: HTTPClient) -> None:
+    """The `send` frame is checked by the same declarations as POST .../messages: printable ASCII
+    txn_id, text stored NFC."""
+    with trio.fail_after(10):
+        token, _, room = await setup_room(client)
+        async with connect(app.port, token) as ws:
+            await ws.subscribe(room["id"])
+            await ws.send({"type": "send", "room_id": room["id"], "text": "x", "txn_id": "\u00e9", "ref": 1})
+            error = await ws.expect("error")
+            assert error["code"] == "validation_failed" and error["message"].startswith("txn_id:")
+            await ws.send({"type": "send", "room_id": room["id"], "text": "noe\u0308l", "ref": 2})
+            for _ in range(2):  # the ack and the live message, in either order
+                frame = await ws.recv()
+                assert frame["message"]["text"] == "no\u00ebl", frame

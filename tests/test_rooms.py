@@ -123,8 +123,9 @@ async def test_list_rooms(client: HTTPClient) -> None:
     b1 = await make_room(client, bob, "alpha")
     a2 = await make_room(client, alice, "mu")
     reply = await client.get("/rooms", token=bob)
-    assert reply.status == 200 and set(reply.json) == {"rooms"}
+    assert reply.status == 200 and set(reply.json) == {"rooms", "has_more"}
     assert reply.json["rooms"] == [a1, b1, a2]  # ordered by id, not by name
+    assert reply.json["has_more"] is False
     assert [r["id"] for r in reply.json["rooms"]] == sorted(r["id"] for r in (a1, b1, a2))
     for value in ("true", "1", "TRUE"):
         assert (await client.get(f"/rooms?joined={value}", token=bob)).json["rooms"] == [b1]
@@ -251,3 +252,119 @@ async def test_every_authenticated_route_needs_a_token(client: HTTPClient, token
     after = await get_room(client, owner, room["id"])
     assert after == room
     assert len((await client.get("/rooms", token=owner)).json["rooms"]) == 1
+
+
+async def test_calls_without_a_body_take_only_an_empty_one(client: HTTPClient) -> None:
+    """A call that takes no body accepts an empty body or `{}`; anything else is refused as a
+    body with unknown fields (422), not JSON (400) or of another type (415) would be."""
+    with trio.fail_after(10):
+        token, _ = await register_and_login(client, "alice")
+        rid = (await make_room(client, token, "general"))["id"]
+        calls = [("POST", f"/rooms/{rid}/join"), ("GET", "/rooms"), ("GET", f"/rooms/{rid}"),
+                 ("GET", f"/rooms/{rid}/members"), ("GET", f"/rooms/{rid}/messages"), ("GET", "/me"),
+                 ("POST", f"/rooms/{rid}/leave")]
+        json_type = [("content-type", "application/json")]
+        for method, path in calls:
+            reply = await client.request(method, path, json={"x": 1}, token=token)
+            assert_error(reply, 422, "validation_failed", "x")
+            assert_error(await client.request(method, path, body=b"[1]", headers=json_type, token=token),
+                         400, "invalid_json")
+            text = [("content-type", "text/plain")]
+            assert_error(await client.request(method, path, body=b"x", headers=text, token=token),
+                         415, "unsupported_media_type")
+            assert (await client.request(method, path, json={}, token=token)).status in (200, 204)
+            assert (await client.request(method, path, token=token)).status in (200, 204)
+        # The refused join did not make anyone a member of anything.
+        assert (await get_room(client, token, rid))["member_count"] == 0
+        assert_error(await client.post("/logout", {"x": 1}, token=token), 422, "validation_failed", "x")
+        assert (await client.get("/me", token=token)).status == 200  # still logged in
+        assert (await client.post("/logout", {}, token=token)).status == 204
+
+
+async def test_room_names_and_topics_are_nfc_and_refuse_invisible_tricks(client: HTTPClient) -> None:
+    with trio.fail_after(10):
+        token, _ = await register_and_login(client, "alice")
+        room = await make_room(client, token, "Cafe\u0301", "re\u0301sume\u0301")
+        assert room["name"] == "Caf\u00e9" and room["topic"] == "r\u00e9sum\u00e9"
+        assert (await get_room(client, token, room["id"]))["name"] == "Caf\u00e9"
+        assert_error(await client.post("/rooms", {"name": "Caf\u00e9"}, token=token), 409, "room_name_taken")
+        tricks = ("evil\u202etxt.exe", "a\u2066b\u2069", "zero\u200bwidth", "bom\ufeff", "two\nlines",
+                  "para\u2029graph", "line\u2028sep", "cr\rx", "nel\x85x", "lrm\u200ex")
+        for bad in tricks:
+            assert_error(await client.post("/rooms", {"name": bad}, token=token), 422, "validation_failed",
+                         "name")
+            reply = await client.post("/rooms", {"name": "ok", "topic": bad}, token=token)
+            assert_error(reply, 422, "validation_failed", "topic")
+        for blank in ("\u3164", " \u00a0\u3000", "\u2800\u2800", "\u115f\u1160", "\u034f", "\t"):
+            assert_error(await client.post("/rooms", {"name": blank}, token=token), 422, "validation_failed",
+                         "name")
+        # A topic may still span tabs; a name may hold any visible script.
+        assert (await make_room(client, token, "ok", "a\tb"))["topic"] == "a\tb"
+        emoji = "\u65e5\u672c \U0001f600"
+        assert (await make_room(client, token, emoji))["name"] == emoji
+
+
+@pytest.mark.parametrize(("first", "second"), [
+    ("general", "\uff47\uff45\uff4e\uff45\uff52\uff41\uff4c"),  # fullwidth
+    ("\uff27eneral", "GENERAL"),
+    ("file", "\ufb01le"),  # the fi ligature
+    ("Stra\u00dfe", "STRASSE"),
+    ("\u2460", "1"),  # circled digit one
+])
+async def test_room_names_collide_by_nfkc_casefold(client: HTTPClient, first: str, second: str) -> None:
+    with trio.fail_after(10):
+        token, _ = await register_and_login(client, "alice")
+        await make_room(client, token, first)
+        assert_error(await client.post("/rooms", {"name": second}, token=token), 409, "room_name_taken")
+
+
+async def test_messages_are_stored_nfc(client: HTTPClient) -> None:
+    with trio.fail_after(10):
+        token, _ = await register_and_login(client, "alice")
+        rid = (await make_room(client, token, "general"))["id"]
+        reply = await send(client, token, rid, "noe\u0308l \u212b")  # combining diaeresis; angstrom sign
+        assert reply.status == 201 and reply.json["message"]["text"] == "no\u00ebl \u00c5"
+        assert (await client.get(f"/rooms/{rid}/messages", token=token)).json["messages"][0]["text"] == \
+            "no\u00ebl \u00c5"
+
+
+async def test_list_rooms_pages_by_id(app: App, client: HTTPClient) -> None:
+    with trio.fail_after(20):
+        _, alice_user = await register_and_login(client, "alice")
+        bob, bob_user = await register_and_login(client, "bob")
+        ids = [(await app.store.create_room((alice_user if i % 2 else bob_user)["id"], f"room {i}", "")).id
+               for i in range(7)]
+        seen: list[int] = []
+        after = 0
+        while True:
+            page = (await client.get(f"/rooms?after={after}&limit=3", token=bob)).json
+            assert len(page["rooms"]) <= 3
+            seen += [r["id"] for r in page["rooms"]]
+            if not page["has_more"]:
+                break
+            after = page["rooms"][-1]["id"]
+        assert seen == ids
+        mine = (await client.get(f"/rooms?joined=true&limit=2&after={ids[0]}", token=bob)).json
+        assert [r["id"] for r in mine["rooms"]] == [ids[2], ids[4]] and mine["has_more"] is True
+        last = (await client.get(f"/rooms?joined=1&limit=2&after={ids[4]}", token=bob)).json
+        assert [r["id"] for r in last["rooms"]] == [ids[6]] and last["has_more"] is False
+        exact = (await client.get(f"/rooms?limit=7&after={ids[0] - 1}", token=bob)).json
+        assert len(exact["rooms"]) == 7 and exact["has_more"] is False
+        beyond = (await client.get(f"/rooms?after={ids[-1]}", token=bob)).json
+        assert beyond == {"rooms": [], "has_more": False}
+        for bad in ("limit=0", "limit=501", "limit=x", "after=-1", "after=1.5", "limit="):
+            name = bad.split("=")[0]
+            assert_error(await client.get(f"/rooms?{bad}", token=bob), 422, "validation_failed", name)
+        assert len((await client.get("/rooms?limit=500", token=bob)).json["rooms"]) == 7
+
+
+async def test_list_rooms_default_page_is_100(app: App, client: HTTPClient) -> None:
+    with trio.fail_after(30):
+        token, user = await register_and_login(client, "alice")
+        async with trio.open_nursery() as nursery:  # concurrent creates share commits
+            for i in range(101):
+                nursery.start_soon(app.store.create_room, user["id"], f"r{i}", "")
+        page = (await client.get("/rooms", token=token)).json
+        assert len(page["rooms"]) == 100 and page["has_more"] is True
+        rest = (await client.get(f"/rooms?after={page['rooms'][-1]['id']}", token=token)).json
+        assert len(rest["rooms"]) == 1 and rest["has_more"] is False

@@ -327,3 +327,35 @@ def _browser_scenario(base: str, screenshot: str | None, drop_websockets: Callab
             assert problems == [], problems
         finally:
             browser.close()
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install -y chromium")
+async def test_room_list_pages_through_every_room(app: App, client: HTTPClient) -> None:
+    """GET /rooms answers at most 500 rooms a page: the page lists all of them, across pages."""
+    with trio.fail_after(60):
+        reply = await client.post("/register", {"username": "owner", "password": PASSWORD})
+        owner = reply.json["user"]["id"]
+        async with trio.open_nursery() as nursery:  # concurrent creates share commits
+            for i in range(503):
+                nursery.start_soon(app.store.create_room, owner, f"room {i:03}", "")
+        await trio.to_thread.run_sync(_room_list_scenario, f"http://127.0.0.1:{app.port}")
+
+
+def _room_list_scenario(base: str) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=TIMEOUT_MS)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True,
+                                     timeout=20_000)
+        try:
+            page = browser.new_context().new_page()
+            page.goto(base + "/")
+            page.get_by_label("Username", exact=True).fill("viewer")
+            page.get_by_label("Password", exact=True).fill(PASSWORD)
+            page.get_by_role("button", name="Create account").click()
+            expect(page.locator("#me-name")).to_have_text("viewer")
+            expect(page.locator(".room-button")).to_have_count(503)
+            expect(page.locator(".room-button", has_text="room 502")).to_have_count(1)
+        finally:
+            browser.close()

@@ -2,31 +2,22 @@
 
 from __future__ import annotations
 
-import re
-
-from chat_trio.api import validate
 from chat_trio.api.services import Services, bearer_token, rate_limited
+from chat_trio.api.shapes import bodyless, shapes_for
 from chat_trio.http.messages import HTTPError, Request, Response, json_response, no_content
 from chat_trio.http.router import Route
 from chat_trio.security.tokens import digest, new_token
 from chat_trio.store.queries import Conflict
 from chat_trio.store.records import iso
 
-_FIELDS = ("username", "password")
-
 
 def routes(s: Services) -> list[Route]:
     c = s.config
-    username_re = re.compile(rf"[A-Za-z0-9_.-]{{{c.username_min},{c.username_max}}}")
+    shapes = shapes_for(c)
 
     def credentials(request: Request) -> tuple[str, str]:
-        body = request.json()
-        validate.only(body, _FIELDS)
-        username = validate.string(body, "username", min_len=c.username_min, max_len=c.username_max,
-                                   pattern=username_re)
-        password = validate.string(body, "password", min_len=c.password_min, max_len=c.password_max)
-        assert username is not None and password is not None
-        return username, password
+        body = shapes.credentials.read(request)
+        return body["username"], body["password"]
 
     async def register(request: Request) -> Response:
         username, password = credentials(request)
@@ -79,6 +70,6 @@ def routes(s: Services) -> list[Route]:
     return [
         Route("POST", "/register", register),
         Route("POST", "/login", login),
-        Route("POST", "/logout", logout),
-        Route("GET", "/me", me),
+        Route("POST", "/logout", bodyless(logout)),
+        Route("GET", "/me", bodyless(me)),
     ]

@@ -9,13 +9,10 @@ import trio
 
 from chat_trio.api import validate
 from chat_trio.api.services import Services
+from chat_trio.api.shapes import bodyless, shapes_for
 from chat_trio.http.messages import HTTPError, Request, Response, json_response
 from chat_trio.http.router import Route
 from chat_trio.store.records import JSON, RoomState
-
-MAX_WAIT = 30.0
-MAX_LIMIT = 100
-DEFAULT_LIMIT = 50
 
 
 def page_bounds(last_seq: int, *, before: int | None, after: int | None, limit: int) -> tuple[int, int, bool]:
@@ -40,11 +37,8 @@ async def submit_message(
 ) -> Callable[[], Awaitable[tuple[JSON, bool]]]:
     """Validate one message, check the sender's rate, and queue it for commit (shared by REST and
     the websocket `send` frame); returns what to await for (message, created)."""
-    c = s.config
-    text = validate.string(body, "text", max_len=c.text_max)
-    assert text is not None
-    validate.text(text, "text")
-    txn_id = validate.string(body, "txn_id", max_len=c.txn_id_max, required=False)
+    values = shapes_for(s.config).new_message.values(body)
+    text, txn_id = values["text"], values["txn_id"]
     try:
         s.check_send_rate(user)
     except HTTPError:
@@ -62,23 +56,20 @@ async def _replayed(message: JSON) -> tuple[JSON, bool]:
 
 
 def routes(s: Services) -> list[Route]:
+    shapes = shapes_for(s.config)
+
     async def send(request: Request) -> Response:
         user = await s.authenticate(request)
         room = s.member_room(request.params["room_id"], user)
-        body = request.json()
-        validate.only(body, ("text", "txn_id"))
+        body = shapes.new_message.decode(request)
         message, created = await post_message(s, user, room, body)
         return json_response({"message": message}, 201 if created else 200)
 
     async def history(request: Request) -> Response:
         user = await s.authenticate(request)
         room = s.member_room(request.params["room_id"], user)
-        query = request.query
-        before = validate.query_int(query, "before", low=0, high=2**62)
-        after = validate.query_int(query, "after", low=0, high=2**62)
-        limit = validate.query_int(query, "limit", low=1, high=MAX_LIMIT, default=DEFAULT_LIMIT)
-        wait = validate.query_seconds(query, "wait", high=MAX_WAIT)
-        assert limit is not None
+        query = shapes.history.read(request)
+        before, after, limit, wait = query["before"], query["after"], query["limit"], query["wait"]
         if before is not None and after is not None:
             raise validate.invalid("before", "use either before or after, not both")
         if wait is not None and after is None:
@@ -95,5 +86,5 @@ def routes(s: Services) -> list[Route]:
 
     return [
         Route("POST", "/rooms/{room_id:int}/messages", send),
-        Route("GET", "/rooms/{room_id:int}/messages", history),
+        Route("GET", "/rooms/{room_id:int}/messages", bodyless(history)),
     ]

@@ -1,8 +1,10 @@
-"""The OpenAPI 3.1 document of the API (shared/API.md), kept beside the code and checked against the router.
+"""The OpenAPI 3.1 document of the API (docs/API.md), kept beside the code and checked against the router.
 
-Limits (lengths, patterns, paging) are the defaults of `Config`; a server started with other
-settings enforces those instead. Errors share one `Error` schema; the answers every operation
-can give (400 for malformed HTTP, 408, 413, 431, 500, 503) are its `default` response.
+Request bodies and query parameters come from `api.shapes`, the declarations the handlers parse
+with; this module adds the answers. Limits (lengths, patterns, paging) are the defaults of
+`Config`; a server started with other settings enforces those instead. Errors share one `Error`
+schema; the answers every operation can give (400 for malformed HTTP, 408, 413, 431, 500, 503)
+are its `default` response.
 """
 
 from __future__ import annotations
@@ -10,13 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 from chat_trio import __version__
+from chat_trio.api.shapes import MAX_ROOM_ID, Body, Query, Shapes
+from chat_trio.config import Config
 
 JSON = dict[str, Any]
 
-_MAX_PATH_INT = 2**63 - 1  # the router's `int` converter
-_MAX_CURSOR = 2**62  # api.messages: before / after
-# No control characters (C0, DEL, C1) other than \n and \t: api.validate.text.
-_NO_CONTROL = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$"
+_DEFAULTS = Config()
+_SHAPES = Shapes(_DEFAULTS)
 _BEARER: list[JSON] = [{"bearerAuth": []}]
 
 
@@ -89,12 +91,14 @@ def _op(
     description: str = "",
     security: list[JSON] | None = None,
     params: tuple[str, ...] = (),
-    body: JSON | None = None,
+    query: Query | None = None,
+    body: Body | None = None,
     errors: tuple[str, ...] = (),
 ) -> JSON:
     """One operation. `params` and `errors` name entries of components. A `security` without an
     anonymous alternative adds the 401 answer, a `body` the 400 / 415 / 422 answers of
-    `Request.json` and its validation. An entry of `responses` wins over a shared one."""
+    `Request.json` and its validation, a `query` its parameters and their 400 / 422 answers. An
+    entry of `responses` wins over a shared one."""
     op: JSON = {"operationId": op_id, "tags": [tag], "summary": summary}
     if description:
         op["description"] = description
@@ -102,11 +106,16 @@ def _op(
         op["security"] = security
         if {} not in security:  # no anonymous alternative
             errors = ("Unauthorized", *errors)
-    if params:
-        op["parameters"] = [_ref("parameters", name) for name in params]
+    parameters = [_ref("parameters", name) for name in params]
+    if query is not None:
+        parameters += query.parameters()
+        errors = ("BadQuery", "ValidationFailed", *errors)
+    if parameters:
+        op["parameters"] = parameters
     if body is not None:
-        op["requestBody"] = {"required": True, "content": _json(body)}
+        op["requestBody"] = {"required": True, "content": _json(body.schema())}
         errors = ("InvalidJSON", "UnsupportedMediaType", "ValidationFailed", *errors)
+    errors = tuple(dict.fromkeys(errors))
     answers = {**{ERRORS[name][0]: _ref("responses", name) for name in errors}, **responses}
     op["responses"] = {**dict(sorted(answers.items())), "default": _ref("responses", "Error")}
     return op
@@ -118,8 +127,7 @@ _ID = {"type": "integer", "minimum": 1}
 _COUNT = {"type": "integer", "minimum": 0}
 _TIME = {"type": "string", "format": "date-time",
          "description": "RFC 3339 UTC with milliseconds, e.g. 2026-11-24T19:00:00.123Z"}
-_USERNAME = _string(3, 32, pattern="^[A-Za-z0-9_.-]{3,32}$",
-                    description="Unique ignoring case")
+_USERNAME = _SHAPES.credentials.fields[0].schema()
 
 SCHEMAS: JSON = {
     "Error": _obj(
@@ -133,8 +141,8 @@ SCHEMAS: JSON = {
     "User": _obj({"id": _ID, "username": _USERNAME, "created_at": _TIME}),
     "Room": _obj({
         "id": _ID,
-        "name": _string(1, 64),
-        "topic": _string(0, 256),
+        "name": _string(1, _DEFAULTS.room_name_max),
+        "topic": _string(0, _DEFAULTS.topic_max),
         "created_by": {**_ID, "description": "The creator's user id"},
         "created_at": _TIME,
         "member_count": _COUNT,
@@ -146,9 +154,9 @@ SCHEMAS: JSON = {
         "seq": {**_ID, "description": "Dense per room (1, 2, 3, ...), assigned at commit: the only "
                                       "order, paging cursor and resume point a client needs"},
         "author": _obj({"id": _ID, "username": _USERNAME}),
-        "text": _string(1, 4000),
+        "text": _string(1, _DEFAULTS.text_max),
         "created_at": _TIME,
-        "txn_id": {"type": ["string", "null"], "minLength": 1, "maxLength": 64},
+        "txn_id": {"type": ["string", "null"], "minLength": 1, "maxLength": _DEFAULTS.txn_id_max},
     }),
     "Member": _obj({
         "user": _schema("User"),
@@ -183,24 +191,15 @@ RESPONSES: JSON = {
         "Any other error: 400 for malformed HTTP (the connection closes), 405 with `Allow` for a "
         "method a path does not have, 408 for a slow request, 413 for a body over the limit "
         "(64 KiB), 431 for a head over the limit (16 KiB), 500 internal (no traceback), 503 "
-        "unavailable (too many connections, with `Retry-After`)"),
+        "unavailable (too many connections, with `Retry-After`). A call that takes no body "
+        "accepts an empty body or `{}`: any other is 400 `invalid_json`, 415 or 422 like a body "
+        "of a call that takes one"),
 }
 
 PARAMETERS: JSON = {
     "AssetName": _param("name", "path", "File name, e.g. app.js", {"type": "string"}, required=True),
     "RoomId": _param("room_id", "path", "The room's id; anything but a decimal integer is 404",
-                     {"type": "integer", "minimum": 0, "maximum": _MAX_PATH_INT}),
-    "Before": _param("before", "query", "The newest `limit` messages with seq < before",
-                     {"type": "integer", "minimum": 0, "maximum": _MAX_CURSOR}),
-    "After": _param("after", "query", "The oldest `limit` messages with seq > after",
-                    {"type": "integer", "minimum": 0, "maximum": _MAX_CURSOR}),
-    "Limit": _param("limit", "query", "Page size",
-                    {"type": "integer", "minimum": 1, "maximum": 100, "default": 50}),
-    "Wait": _param("wait", "query", "Seconds to long-poll; only together with `after`",
-                   {"type": "number", "minimum": 0, "maximum": 30}),
-    "Joined": _param("joined", "query", "Only rooms the caller is a member of "
-                     "(`true`/`1`; `false`/`0`/empty for all, case-insensitive)",
-                     {"type": "boolean", "default": False}),
+                     {"type": "integer", "minimum": 0, "maximum": MAX_ROOM_ID}),
 }
 
 COMPONENTS: JSON = {
@@ -215,20 +214,6 @@ COMPONENTS: JSON = {
 
 
 # -- operations ----------------------------------------------------------------------------------
-
-_CREDENTIALS = _obj({"username": _USERNAME, "password": _string(8, 1024)})
-_NEW_ROOM = _obj({
-    "name": _string(1, 64, pattern=_NO_CONTROL, description="Unique ignoring case; not blank; no "
-                    "control characters other than newline and tab"),
-    "topic": {**_string(0, 256, pattern=_NO_CONTROL), "type": ["string", "null"],
-              "description": "Default empty; null is the same as leaving it out"},
-}, optional=("topic",))
-_NEW_MESSAGE = _obj({
-    "text": _string(1, 4000, pattern=_NO_CONTROL,
-                    description="No control characters other than newline and tab"),
-    "txn_id": {**_string(1, 64), "type": ["string", "null"],
-               "description": "Idempotency key per user and room; null is the same as leaving it out"},
-}, optional=("txn_id",))
 
 _USER_BODY = _obj({"user": _schema("User")})
 _ROOM_BODY = _obj({"room": _schema("Room")})
@@ -289,7 +274,7 @@ PATHS: dict[str, JSON] = {
         "register", "Accounts", "Create an account", {
             "201": _ok("Created", _USER_BODY),
             "409": _error("The username is taken (ignoring case)", "username_taken")},
-        body=_CREDENTIALS, errors=("RateLimited",),
+        body=_SHAPES.credentials, errors=("RateLimited",),
         description="Passwords are hashed with argon2id; longer than 1024 characters is rejected "
                     "before hashing. Registrations are counted per client address (default 20 in "
                     "600 s, `--register-limit`); beyond that, 429 with `Retry-After`.")},
@@ -299,7 +284,7 @@ PATHS: dict[str, JSON] = {
                                           "user": _schema("User")})),
             "401": _error("Wrong username or password: the same body (and similar time) for an "
                           "unknown user and a wrong password", "invalid_credentials")},
-        body=_CREDENTIALS, errors=("RateLimited",),
+        body=_SHAPES.credentials, errors=("RateLimited",),
         description="After repeated failures for a username or from an address, answers 429 "
                     "with `Retry-After` until the window passes.")},
     "/logout": {"post": _op(
@@ -311,10 +296,15 @@ PATHS: dict[str, JSON] = {
         "post": _op("createRoom", "Rooms", "Create a room", {
             "201": _ok("Created; the creator is its first member", _ROOM_BODY),
             "409": _error("A room with that name exists (ignoring case)", "room_name_taken")},
-            security=_BEARER, body=_NEW_ROOM),
-        "get": _op("listRooms", "Rooms", "List rooms", {
-            "200": _ok("Rooms ordered by id", _obj({"rooms": _list(_schema("Room"))}))},
-            security=_BEARER, params=("Joined",), errors=("BadQuery", "ValidationFailed")),
+            security=_BEARER, body=_SHAPES.new_room),
+        "get": _op("listRooms", "Rooms", "List rooms, a page at a time", {
+            "200": _ok("A page of rooms ordered by id", _obj({
+                "rooms": _list(_schema("Room")),
+                "has_more": {"type": "boolean", "description": "More rooms exist after this page: "
+                                                               "ask again with `after` = its last id"}}))},
+            security=_BEARER, query=_SHAPES.list_rooms,
+            description="The first `limit` rooms with id > `after` (default 0), all rooms or with "
+                        "`joined=true` only the caller's."),
     },
     "/rooms/{room_id}": {"get": _op(
         "getRoom", "Rooms", "Show a room", {"200": _ok("The room", _ROOM_BODY)},
@@ -337,7 +327,7 @@ PATHS: dict[str, JSON] = {
                 "201": _ok("Committed", _MESSAGE_BODY),
                 "200": _ok("This user already sent `txn_id` to this room: nothing is created and "
                            "the original message is answered", _MESSAGE_BODY)},
-            security=_BEARER, params=("RoomId",), body=_NEW_MESSAGE,
+            security=_BEARER, params=("RoomId",), body=_SHAPES.new_message,
             errors=("RoomNotFound", "NotMember", "RateLimited"),
             description="Answers 201 once the message is committed. Sending again with the same "
                         "`txn_id` (same user, same room) creates nothing and answers 200 with the "
@@ -351,8 +341,8 @@ PATHS: dict[str, JSON] = {
                     "has_more": {"type": "boolean",
                                  "description": "More messages exist beyond this page in the "
                                                 "direction asked"}}))},
-            security=_BEARER, params=("RoomId", "Before", "After", "Limit", "Wait"),
-            errors=("BadQuery", "RoomNotFound", "NotMember", "ValidationFailed"),
+            security=_BEARER, params=("RoomId",), query=_SHAPES.history,
+            errors=("RoomNotFound", "NotMember"),
             description="No cursor: the newest `limit` messages; `before=S`: the newest `limit` "
                         "with seq < S; `after=S`: the oldest `limit` with seq > S (`before` and "
                         "`after` together are 422). `has_more` says whether more exist beyond the "

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from chat_trio.api import validate
+from itertools import islice
+
 from chat_trio.api.services import Services
+from chat_trio.api.shapes import bodyless, shapes_for
 from chat_trio.http.messages import HTTPError, Request, Response, json_response, no_content
 from chat_trio.http.router import Route
 from chat_trio.store.queries import Conflict
@@ -11,17 +13,12 @@ from chat_trio.store.records import iso
 
 
 def routes(s: Services) -> list[Route]:
-    c = s.config
+    shapes = shapes_for(s.config)
 
     async def create(request: Request) -> Response:
         user = await s.authenticate(request)
-        body = request.json()
-        validate.only(body, ("name", "topic"))
-        name = validate.text(validate.string(body, "name", max_len=c.room_name_max) or "", "name")
-        topic = validate.string(body, "topic", min_len=0, max_len=c.topic_max, required=False) or ""
-        validate.text(topic, "topic")
-        if not name.strip():
-            raise validate.invalid("name", "must not be blank")
+        body = shapes.new_room.read(request)
+        name, topic = body["name"], body["topic"] or ""
         if s.store.room_name_taken(name):
             raise HTTPError(409, "room_name_taken", "a room with that name exists")
         try:
@@ -32,10 +29,13 @@ def routes(s: Services) -> list[Route]:
 
     async def list_rooms(request: Request) -> Response:
         user = await s.authenticate(request)
-        joined = validate.query_bool(request.query, "joined")
-        rooms = [room.json() for room in s.store.rooms.values()
-                 if not joined or user["id"] in room.members]
-        return json_response({"rooms": rooms})
+        query = shapes.list_rooms.read(request)
+        after, limit = query["after"] or 0, query["limit"]
+        # The store keeps rooms in id order (ids only grow, and rooms are added in commit order).
+        page = list(islice((room for room in s.store.rooms.values() if room.id > after
+                            and (not query["joined"] or user["id"] in room.members)), limit + 1))
+        return json_response({"rooms": [room.json() for room in page[:limit]],
+                              "has_more": len(page) > limit})
 
     async def show(request: Request) -> Response:
         await s.authenticate(request)
@@ -65,9 +65,9 @@ def routes(s: Services) -> list[Route]:
 
     return [
         Route("POST", "/rooms", create),
-        Route("GET", "/rooms", list_rooms),
-        Route("GET", "/rooms/{room_id:int}", show),
-        Route("POST", "/rooms/{room_id:int}/join", join),
-        Route("POST", "/rooms/{room_id:int}/leave", leave),
-        Route("GET", "/rooms/{room_id:int}/members", members),
+        Route("GET", "/rooms", bodyless(list_rooms)),
+        Route("GET", "/rooms/{room_id:int}", bodyless(show)),
+        Route("POST", "/rooms/{room_id:int}/join", bodyless(join)),
+        Route("POST", "/rooms/{room_id:int}/leave", bodyless(leave)),
+        Route("GET", "/rooms/{room_id:int}/members", bodyless(members)),
     ]

@@ -14,6 +14,7 @@
   const TYPING_SHOW_MS = 5000;
   const MEMBERS_REFRESH_MS = 15000;
   const ROOMS_REFRESH_MS = 30000;
+  const ROOMS_PAGE_SIZE = 500; // the most GET /rooms gives at once
   const BACKOFF_MIN_MS = 500;
   const BACKOFF_MAX_MS = 15000;
   const PING_EVERY_MS = 20000; // a ping unanswered by the next one means the link is dead
@@ -250,10 +251,22 @@
 
   // -- rooms -------------------------------------------------------------------------------
 
+  // Every room of GET /rooms (query: "" or "&joined=true"), a page at a time by room id.
+  async function listRooms(query) {
+    const rooms = [];
+    let after = 0;
+    for (;;) {
+      const page = await api("GET", "/rooms?limit=" + ROOMS_PAGE_SIZE + "&after=" + after + query);
+      rooms.push(...page.rooms);
+      if (!page.has_more || !page.rooms.length) return rooms;
+      after = page.rooms[page.rooms.length - 1].id;
+    }
+  }
+
   async function refreshRooms() {
-    const [all, mine] = await Promise.all([api("GET", "/rooms"), api("GET", "/rooms?joined=true")]);
-    state.rooms = new Map(all.rooms.map((r) => [r.id, r]));
-    state.joined = new Set(mine.rooms.map((r) => r.id));
+    const [all, mine] = await Promise.all([listRooms(""), listRooms("&joined=true")]);
+    state.rooms = new Map(all.map((r) => [r.id, r]));
+    state.joined = new Set(mine.map((r) => r.id));
     renderRooms();
   }
 

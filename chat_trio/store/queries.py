@@ -7,6 +7,7 @@ BEGIN or COMMIT themselves.
 from __future__ import annotations
 
 import sqlite3
+import unicodedata
 from typing import Any
 
 Row = tuple[Any, ...]
@@ -15,6 +16,12 @@ MESSAGE_COLUMNS = "id, room_id, seq, author_id, text, txn_id, created_at"
 
 class Conflict(Exception):
     """A uniqueness rule refused the write (taken username or room name)."""
+
+
+def name_key(name: str) -> str:
+    """What room names are unique by (`rooms.name_key`): NFKC casefold, so a name in fullwidth
+    letters, `General` and `general` collide."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
 
 
 # -- loading the in-memory state at start ---------------------------------------------------
@@ -86,7 +93,7 @@ def insert_room(conn: sqlite3.Connection, name: str, topic: str, user_id: int, n
     try:
         cur = conn.execute(
             "INSERT INTO rooms (name, name_key, topic, created_by, created_at) VALUES (?, ?, ?, ?, ?)",
-            (name, name.casefold(), topic, user_id, now),
+            (name, name_key(name), topic, user_id, now),
         )
     except sqlite3.IntegrityError:
         raise Conflict("room_name_taken") from None

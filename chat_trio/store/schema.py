@@ -3,8 +3,32 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 
-MIGRATIONS: list[str] = [
+from chat_trio.store.queries import name_key
+
+
+def _nfkc_room_name_keys(conn: sqlite3.Connection) -> None:
+    """2: room names are unique by NFKC casefold (`queries.name_key`) instead of casefold alone.
+
+    Two existing rooms whose names collide under the new rule both stay, with their names, ids,
+    members and messages: the older keeps the plain key, the newer gets the key followed by NUL
+    and its id, which no name can produce (names refuse control characters). No new room can
+    take either name."""
+    rows = conn.execute("SELECT id, name FROM rooms ORDER BY id").fetchall()
+    # Out of the way first, so no row collides with a key not yet recomputed.
+    conn.execute("UPDATE rooms SET name_key = char(1) || id")
+    taken: set[str] = set()
+    for room_id, name in rows:
+        key = name_key(name)
+        if key in taken:
+            key = f"{key}\x00{room_id}"
+        taken.add(key)
+        conn.execute("UPDATE rooms SET name_key = ? WHERE id = ?", (key, room_id))
+
+
+# Each a script of SQL statements, or a function for what SQL cannot do.
+MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     # 1: accounts, rooms, memberships and messages
     """
     CREATE TABLE users (
@@ -49,6 +73,7 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX messages_by_txn ON messages(room_id, author_id, txn_id)
         WHERE txn_id IS NOT NULL;
     """,
+    _nfkc_room_name_keys,
 ]
 
 
@@ -62,9 +87,12 @@ def migrate(conn: sqlite3.Connection) -> int:
     for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in script.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            if callable(script):
+                script(conn)
+            else:
+                for statement in script.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
             conn.execute("UPDATE schema_version SET version = ?", (number,))
             conn.execute("COMMIT")
         except BaseException:

@@ -36,7 +36,7 @@ class Store:
         self.users: dict[int, JSON] = {}
         self.user_ids: dict[str, int] = {}  # lower-cased username → id
         self.rooms: dict[int, RoomState] = {}
-        self.room_ids: dict[str, int] = {}  # case-folded room name → id
+        self.room_ids: dict[str, int] = {}  # queries.name_key(room name) → id
         self._tokens: dict[bytes, tuple[int, int]] = {}  # sha256 → (user id, expires ms)
         self._revocations = 0  # bumped by every logout; guards the token cache against races
         self.listeners: list[MessageListener] = []  # told of each new message, in commit order
@@ -81,7 +81,9 @@ class Store:
 
     def _add_room(self, room: RoomState) -> None:
         self.rooms[room.id] = room
-        self.room_ids[room.name.casefold()] = room.id
+        # setdefault: of two rooms whose names came to collide (schema migration 2), the older
+        # one keeps the key.
+        self.room_ids.setdefault(queries.name_key(room.name), room.id)
 
     # -- accounts --------------------------------------------------------------------------
 
@@ -149,7 +151,7 @@ class Store:
         return self.rooms.get(room_id)
 
     def room_name_taken(self, name: str) -> bool:
-        return name.casefold() in self.room_ids
+        return queries.name_key(name) in self.room_ids
 
     async def create_room(self, user_id: int, name: str, topic: str) -> RoomState:
         now = now_ms()
