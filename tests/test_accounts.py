@@ -13,6 +13,8 @@ import trio
 import trio.testing
 
 from chat_trio.app import App
+from chat_trio.security.logins import BACKOFF_MEMORY
+from chat_trio.security.ratelimit import Backoff
 from tests.client import Reply
 from tests.conftest import make_config
 from tests.helpers import (
@@ -469,3 +471,22 @@ async def test_expired_tokens_are_purged_periodically_and_their_websockets_close
                 assert (await ws.closed())[0] == 4001
             assert db_rows(config.db, "SELECT count(*) FROM tokens") == [(0,)]
             await client.aclose()
+
+
+async def test_backoff_is_capped_and_forgotten_after_a_quiet_day(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The parts of the backoff the HTTP test cannot wait for: the delay stops doubling at its cap,
+    and a username's failures are forgotten after a day without one (virtual time: sleeps are
+    instant)."""
+    backoff = Backoff(free=2, base=1.0, cap=900.0, memory=BACKOFF_MEMORY)
+    waits = []
+    for _ in range(14):
+        backoff.fail("paul")
+        waits.append(backoff.retry_after("paul"))
+        await trio.sleep(waits[-1])
+    assert waits == pytest.approx([0, 0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 900, 900])
+    assert backoff.retry_after("other") == 0
+    await trio.sleep(BACKOFF_MEMORY + 1)
+    backoff.fail("paul")
+    assert backoff.retry_after("paul") == 0  # counted from zero again
