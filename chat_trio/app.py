@@ -42,6 +42,7 @@ class App:
         try:
             async with trio.open_nursery() as background:
                 await background.start(store.writer.run)
+                await background.start(services.purge_tokens)
                 # The listener drains its connections before returning; only then does the
                 # writer stop, so every request that was answered has committed.
                 async with trio.open_nursery() as front:

@@ -46,12 +46,27 @@ class Config:
     argon2_memory_kib: int = _opt(65536, "argon2id memory in KiB")
     argon2_parallelism: int = _opt(4, "argon2id lanes")
     hash_threads: int = _opt(2, "threads that may hash passwords at once")
-    login_fail_limit: int = _opt(10, "failed logins per username or address before 429")
+    login_rate: float = _opt(1.0, "login attempts per second per client address, each a password hash "
+                                  "(0: no limit)")
+    login_burst: int = _opt(20, "login attempts a client address may burst")
+    login_user_limit: int = _opt(20, "successful logins per user per login_user_window (0: no limit)")
+    login_user_window: float = _opt(3600.0, "seconds over which successful logins are counted")
+    login_fail_limit: int = _opt(10, "failed logins per username from one client address before 429")
+    login_fail_address_limit: int = _opt(50, "failed logins per client address, all usernames, before "
+                                             "429 (0: no limit)")
     login_fail_window: float = _opt(300.0, "seconds over which failed logins are counted")
+    login_backoff_after: int = _opt(100, "failed logins of one username from addresses it never signed "
+                                         "in from, before exponential backoff (0: off)")
+    login_backoff_max: float = _opt(900.0, "longest login backoff in seconds (it doubles from 1 s)")
+    max_tokens_per_user: int = _opt(100, "live tokens per user; a login beyond revokes the oldest "
+                                         "(0: no cap)")
+    token_purge_interval: float = _opt(600.0, "seconds between purges of expired tokens")
     register_limit: int = _opt(20, "registrations per client address per register_window (0: no limit)")
     register_window: float = _opt(600.0, "seconds over which registrations are counted")
     send_rate: float = _opt(20.0, "message sends per second per user (0 turns the limit off)")
     send_burst: int = _opt(40, "message sends a user may burst")
+    room_create_rate: float = _opt(0.1, "rooms a user may create per second (0 turns the limit off)")
+    room_create_burst: int = _opt(20, "rooms a user may create in a burst")
 
     # Validation
     username_min: int = _opt(3, "shortest username")
@@ -85,7 +100,9 @@ class Config:
     def __post_init__(self) -> None:
         """Refuse settings that cannot work, with the flag's name (the CLI shows it as a usage
         error). Zero is allowed where it means "off" (send_rate, ws_rate, register_limit, port)."""
-        may_be_zero = {"port", "send_rate", "ws_rate", "register_limit", "username_min", "password_min"}
+        may_be_zero = {"port", "send_rate", "ws_rate", "register_limit", "username_min", "password_min",
+                       "login_rate", "login_user_limit", "login_fail_address_limit", "login_backoff_after",
+                       "max_tokens_per_user", "room_create_rate"}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             number = isinstance(value, int | float) and not isinstance(value, bool)

@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from chat_trio.app import App
+from chat_trio.security.logins import BACKOFF_MEMORY
+from chat_trio.security.ratelimit import Backoff
 from tests.client import Reply
 from tests.conftest import make_config
 from tests.helpers import (
@@ -20,12 +23,14 @@ from tests.helpers import (
     Client,
     Recorder,
     assert_error,
+    db_rows,
     login,
     parse_time,
     register,
     register_and_login,
     serve,
 )
+from tests.ws_client import connect
 
 
 @pytest.fixture
@@ -181,28 +186,28 @@ def assert_rate_limited(reply: Reply) -> None:
     assert header >= 1 and header == math.ceil(millis / 1000)
 
 
-async def test_failed_logins_per_username_are_limited(tmp_path: Path, recorder: Recorder) -> None:
+async def test_a_stranger_guessing_does_not_lock_the_owner_out(tmp_path: Path, recorder: Recorder) -> None:
+    """Failures count per (username, address): the guesser's address is stopped at that account,
+    even with the right password, while the owner and every other address keep signing in."""
     async with serve(make_config(tmp_path, login_fail_limit=3)) as app:
         def client_from(address: str) -> Client:
             return Client(app.port, local_address=address, recorder=recorder)
 
-        setup = client_from("127.0.0.1")
-        await register(setup, "grace")
-        await register(setup, "heidi")
-        # One failure each from three addresses: no address reaches its own limit...
-        for address in ("127.0.0.2", "127.0.0.3", "127.0.0.4"):
-            reply = await client_from(address).post("/login", {"username": "grace", "password": "wrong-one"})
-            assert_error(reply, 401, "invalid_credentials")
-        # ...but the username did, whatever the address and even with the right password.
-        fresh = client_from("127.0.0.5")
-        assert_rate_limited(await fresh.post("/login", {"username": "grace", "password": PASSWORD}))
-        assert_rate_limited(await fresh.post("/login", {"username": "GRACE", "password": PASSWORD}))
-        # Another user from that address is not affected.
-        await login(fresh, "heidi")
+        owner, stranger = client_from("127.0.0.2"), client_from("127.0.0.3")
+        await register(owner, "grace")
+        await register(owner, "heidi")
+        for _ in range(3):
+            assert_error(await stranger.post("/login", {"username": "grace", "password": "wrong-one"}),
+                         401, "invalid_credentials")
+        assert_rate_limited(await stranger.post("/login", {"username": "grace", "password": PASSWORD}))
+        assert_rate_limited(await stranger.post("/login", {"username": "GRACE", "password": "wrong-two"}))
+        await login(owner, "grace")  # the owner, from their own address
+        await login(client_from("127.0.0.4"), "grace")  # or from a new one
+        await login(stranger, "heidi")  # the stranger's address, another account
 
 
 async def test_failed_logins_per_address_are_limited(tmp_path: Path, recorder: Recorder) -> None:
-    async with serve(make_config(tmp_path, login_fail_limit=3)) as app:
+    async with serve(make_config(tmp_path, login_fail_address_limit=3)) as app:
         setup = Client(app.port, recorder=recorder)
         await register(setup, "ivan")
         attacker = Client(app.port, local_address="127.0.0.2", recorder=recorder)
@@ -328,3 +333,160 @@ async def test_behind_a_trusted_proxy_limits_count_the_forwarded_client(
 def test_trusted_proxies_must_be_addresses(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="--trusted-proxies"):
         make_config(tmp_path, trusted_proxies="127.0.0.1, proxy.example")
+
+
+# -- login throttling, backoff and token caps (virtual clock: windows pass by jumping it) ------
+
+
+def login_body(username: str, password: str = PASSWORD) -> dict[str, str]:
+    return {"username": username, "password": password}
+
+
+async def test_login_401_names_the_bearer_scheme(client: Client) -> None:
+    await register(client, "olga")
+    for body in (login_body("olga", "wrong-one"), login_body("nobody")):
+        reply = await client.post("/login", body)
+        assert_error(reply, 401, "invalid_credentials")
+        assert reply.headers[b"www-authenticate"] == b'Bearer realm="chat_trio"'
+
+
+async def test_guessing_from_many_addresses_meets_exponential_backoff_not_a_lock(
+    tmp_path: Path, recorder: Recorder, mock_clock: trio.testing.MockClock
+) -> None:
+    """Past login_backoff_after failures of one username (from addresses that never signed in to
+    it), each further failure locks new addresses out for 1 s, then 2 s, 4 s...; the owner's own
+    address is never locked, and a success ends the backoff."""
+    mock_clock.rate = 1.0
+    config = make_config(tmp_path, login_backoff_after=3, keepalive_timeout=3600.0)
+    with trio.fail_after(30 + 3):  # 30 s of real time, plus the jumps
+        async with serve(config) as app:
+            def client_from(address: str) -> Client:
+                return Client(app.port, local_address=address, recorder=recorder)
+
+            owner = client_from("127.0.0.2")
+            await register(owner, "paul")
+            await login(owner, "paul")  # 127.0.0.2 is now one of paul's addresses
+            guessers = (client_from(f"127.0.1.{n}") for n in range(1, 100))
+
+            async def guess() -> Reply:
+                return await next(guessers).post("/login", login_body("paul", "wrong-one"))
+
+            for _ in range(3):  # free: no address reaches its own limit, no backoff yet
+                assert_error(await guess(), 401, "invalid_credentials")
+            for lock_ms in (1000, 2000, 4000):
+                assert_error(await guess(), 401, "invalid_credentials")  # counted, starts a lock
+                refused = await guess()
+                assert_rate_limited(refused)
+                assert lock_ms - 500 < refused.json["error"]["retry_after_ms"] <= lock_ms
+                if lock_ms < 4000:
+                    mock_clock.jump(lock_ms / 1000)
+            # Locked for 4 s: even the right password from a new address waits...
+            assert_rate_limited(await next(guessers).post("/login", login_body("paul")))
+            await login(owner, "paul")  # ...but the owner's own address is never locked,
+            assert_error(await guess(), 401, "invalid_credentials")  # and a success ends the backoff.
+
+
+async def test_logins_per_address_are_limited_also_successful_ones(
+    tmp_path: Path, recorder: Recorder, mock_clock: trio.testing.MockClock
+) -> None:
+    """Every login costs a password hash, so each address gets a token bucket of them (valid or
+    not); other addresses are not affected."""
+    mock_clock.rate = 1.0
+    with trio.fail_after(30 + 1):  # 30 s of real time, plus the jump
+        async with serve(make_config(tmp_path, login_rate=1.0, login_burst=3)) as app:
+            here = Client(app.port, local_address="127.0.0.2", recorder=recorder)
+            await register(here, "quinn")
+            for _ in range(3):
+                await login(here, "quinn")
+            assert_rate_limited(await here.post("/login", login_body("quinn")))
+            assert_rate_limited(await here.post("/login", login_body("quinn", "wrong-one")))
+            await login(Client(app.port, local_address="127.0.0.3", recorder=recorder), "quinn")
+            mock_clock.jump(1.0)
+            await login(here, "quinn")
+            assert_rate_limited(await here.post("/login", login_body("quinn")))
+
+
+async def test_successful_logins_per_user_are_limited(
+    tmp_path: Path, recorder: Recorder, mock_clock: trio.testing.MockClock
+) -> None:
+    """Each login issues a token row: a user gets login_user_limit of them per window, from any
+    address; a stranger's failures do not use them up, and other users are not affected."""
+    mock_clock.rate = 1.0
+    config = make_config(tmp_path, login_user_limit=3, login_user_window=60.0)
+    with trio.fail_after(30 + 60):  # 30 s of real time, plus the jump
+        async with serve(config) as app:
+            def client_from(address: str) -> Client:
+                return Client(app.port, local_address=address, recorder=recorder)
+
+            await register(client_from("127.0.0.2"), "rita")
+            await register(client_from("127.0.0.2"), "sam")
+            for n in range(3):
+                assert_error(await client_from("127.0.0.9").post("/login", login_body("rita", "wrong-one")),
+                             401, "invalid_credentials")
+                await login(client_from(f"127.0.0.{n + 2}"), "rita")
+            assert_rate_limited(await client_from("127.0.0.6").post("/login", login_body("rita")))
+            await login(client_from("127.0.0.6"), "sam")
+            mock_clock.jump(60.0)
+            await login(client_from("127.0.0.6"), "rita")
+
+
+async def test_live_tokens_per_user_are_capped_and_the_oldest_is_revoked_with_its_websockets(
+    tmp_path: Path, recorder: Recorder
+) -> None:
+    config = make_config(tmp_path, max_tokens_per_user=3)
+    with trio.fail_after(30):
+        async with serve(config) as app:
+            client = Client(app.port, recorder=recorder)
+            oldest, user = await register_and_login(client, "tess")
+            kept = [await login(client, "tess") for _ in range(2)]
+            other, _ = await register_and_login(client, "uma")
+            async with connect(app.port, oldest) as ws, connect(app.port, kept[0]) as ws_kept:
+                kept.append(await login(client, "tess"))  # the fourth: the oldest goes
+                assert await ws.closed() == (4001, [])
+                await ws_kept.barrier()
+            assert_error(await client.get("/me", token=oldest), 401, "unauthorized")
+            for token in (*kept, other):
+                assert (await client.get("/me", token=token)).status == 200
+            rows = db_rows(config.db, "SELECT count(*) FROM tokens WHERE user_id = ?", user["id"])
+            assert rows == [(3,)]
+            await client.aclose()
+
+
+async def test_expired_tokens_are_purged_periodically_and_their_websockets_closed(
+    tmp_path: Path, recorder: Recorder, mock_clock: trio.testing.MockClock
+) -> None:
+    """Token expiry is wall-clock time (it is stored); the purge runs on the server's clock."""
+    mock_clock.rate = 1.0
+    config = make_config(tmp_path, token_ttl=1.0, token_purge_interval=60.0, keepalive_timeout=3600.0)
+    with trio.fail_after(30 + 60):  # 30 s of real time, plus the jump
+        async with serve(config) as app:
+            client = Client(app.port, recorder=recorder)
+            token, _ = await register_and_login(client, "vera")
+            async with connect(app.port, token) as ws:
+                await ws.barrier()
+                await trio.sleep(max(0.0, parse_time(
+                    (await client.post("/login", login_body("vera"))).json["expires_at"]) - time.time()))
+                assert db_rows(config.db, "SELECT count(*) FROM tokens") == [(2,)]  # expired, not purged
+                mock_clock.jump(60.0)
+                assert (await ws.closed())[0] == 4001
+            assert db_rows(config.db, "SELECT count(*) FROM tokens") == [(0,)]
+            await client.aclose()
+
+
+async def test_backoff_is_capped_and_forgotten_after_a_quiet_day(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The parts of the backoff the HTTP test cannot wait for: the delay stops doubling at its cap,
+    and a username's failures are forgotten after a day without one (virtual time: sleeps are
+    instant)."""
+    backoff = Backoff(free=2, base=1.0, cap=900.0, memory=BACKOFF_MEMORY)
+    waits = []
+    for _ in range(14):
+        backoff.fail("paul")
+        waits.append(backoff.retry_after("paul"))
+        await trio.sleep(waits[-1])
+    assert waits == pytest.approx([0, 0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 900, 900])
+    assert backoff.retry_after("other") == 0
+    await trio.sleep(BACKOFF_MEMORY + 1)
+    backoff.fail("paul")
+    assert backoff.retry_after("paul") == 0  # counted from zero again

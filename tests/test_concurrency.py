@@ -34,7 +34,7 @@ def check_room(messages: list[dict[str, Any]], last_seq: int, acked: dict[int, d
 
 
 async def test_many_clients_then_restart(tmp_path: Path) -> None:
-    config = make_config(tmp_path, send_rate=0, register_limit=0)  # 50 users from one address
+    config = make_config(tmp_path, send_rate=0, register_limit=0, login_rate=0)  # 50 users from one address
     acked: list[dict[int, dict[str, Any]]] = [{} for _ in range(ROOMS)]  # per room: id → message
     async with serve(config) as app:
         setup = HTTPClient(app.port)

@@ -21,7 +21,8 @@ METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
     # Small limits so 429s are cheap to reach.
-    return make_config(tmp_path, send_rate=0.01, send_burst=4, login_fail_limit=2, register_limit=3)
+    return make_config(tmp_path, send_rate=0.01, send_burst=4, login_fail_limit=2, register_limit=3,
+                       login_fail_address_limit=2, room_create_rate=0.01, room_create_burst=1)
 
 
 async def served(client: HTTPClient) -> JSON:
@@ -185,6 +186,7 @@ async def test_answers_match_the_document(client: HTTPClient) -> None:
     rid = room["room"]["id"]
     await check("POST", "/rooms", 409, json={"name": "GENERAL"}, token=token)
     await check("POST", "/rooms", 422, json={"name": "   "}, token=token)
+    await check("POST", "/rooms", 429, json={"name": "second"}, token=token)
     await check("GET", "/rooms", 200, token=token)
     await check("GET", "/rooms", 200, path="/rooms?joined=true", token=bob_token)
     await check("GET", "/rooms", 422, path="/rooms?joined=maybe", token=token)

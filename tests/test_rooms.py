@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from chat_trio.app import App
 from tests.client import HTTPClient, Reply
+from tests.conftest import make_config
 from tests.helpers import (
     ROOM_KEYS,
     USER_KEYS,
@@ -20,6 +23,7 @@ from tests.helpers import (
     parse_time,
     register_and_login,
     send,
+    serve,
 )
 
 
@@ -368,3 +372,31 @@ async def test_list_rooms_default_page_is_100(app: App, client: HTTPClient) -> N
         assert len(page["rooms"]) == 100 and page["has_more"] is True
         rest = (await client.get(f"/rooms?after={page['rooms'][-1]['id']}", token=token)).json
         assert len(rest["rooms"]) == 1 and rest["has_more"] is False
+
+
+async def test_room_creation_is_rate_limited_per_user(
+    tmp_path: Path, mock_clock: trio.testing.MockClock
+) -> None:
+    """Rooms per user: a token bucket (429 with Retry-After, as for sends). Refused creates (taken
+    name, invalid body) do not use it up; other users are not affected."""
+    mock_clock.rate = 1.0
+    config = make_config(tmp_path, room_create_rate=0.5, room_create_burst=2)
+    with trio.fail_after(30 + 2):  # 30 s of real time, plus the jump
+        async with serve(config) as app:
+            client = HTTPClient(app.port)
+            token, _ = await register_and_login(client, "yara")
+            other, _ = await register_and_login(client, "zoe")
+            await make_room(client, token, "one")
+            assert_error(await client.post("/rooms", {"name": "one"}, token=token), 409, "room_name_taken")
+            assert_error(await client.post("/rooms", {"name": ""}, token=token), 422, "validation_failed")
+            await make_room(client, token, "two")
+            reply = await client.post("/rooms", {"name": "three"}, token=token)
+            error = assert_error(reply, 429, "rate_limited")
+            assert 1500 < error["retry_after_ms"] <= 2000 and reply.headers[b"retry-after"] == b"2"
+            await make_room(client, other, "three")
+            mock_clock.jump(2.0)
+            await make_room(client, token, "four")
+            assert_error(await client.post("/rooms", {"name": "five"}, token=token), 429, "rate_limited")
+            assert [r["name"] for r in (await client.get("/rooms", token=token)).json["rooms"]] == [
+                "one", "two", "three", "four"]
+            await client.aclose()

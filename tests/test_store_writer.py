@@ -1,10 +1,12 @@
-"""The group-commit writer on a real sqlite file, at the edges the HTTP tests cannot reach."""
+"""The group-commit writer on a real sqlite file, at the edges the HTTP tests cannot reach, and
+what the server answers when a commit fails."""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,10 @@ import trio
 
 from chat_trio.store.sqlite import connect
 from chat_trio.store.writer import GroupCommitWriter, StoreClosed
+from tests.client import HTTPClient
+from tests.conftest import make_config
+from tests.helpers import assert_error, make_room, register_and_login, send, serve
+from tests.ws_client import connect as ws_connect
 
 
 def _insert(value: int) -> Callable[[sqlite3.Connection], int]:
@@ -111,3 +117,61 @@ async def test_a_stopped_writer_refuses_queued_and_new_writes(tmp_path: Path) ->
         with pytest.raises(StoreClosed):
             await writer.submit(_insert(3))
     assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 0
+
+
+async def test_a_failure_outside_any_write_refuses_its_batch_and_stops_the_writer(tmp_path: Path) -> None:
+    """If the transaction cannot even be rolled back (here the connection is gone mid-batch), the
+    writer cannot know what its connection holds: it refuses the batch it had taken and every
+    later write with StoreClosed and returns, instead of leaving those callers (uncancellable)
+    and shutdown waiting forever."""
+    _, writer = open_writer(tmp_path, max_batch=64, queue_size=64)
+
+    def lose_connection(c: sqlite3.Connection) -> None:
+        c.close()  # what a closed or broken connection does to everything after it in the batch
+
+    with trio.fail_after(10):
+        # Queued before the writer starts, so the three are one batch.
+        pending = [await writer.submit(_insert(1)), await writer.submit(lose_connection),
+                   await writer.submit(_insert(2))]
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run)
+            while not all(item.finished for item in pending):
+                await trio.sleep(0.01)
+        # The nursery closed by itself: the writer returned, nothing had to cancel it.
+        for item in pending:
+            with pytest.raises(StoreClosed):
+                await item.result()
+        with pytest.raises(StoreClosed):
+            await writer.submit(_insert(3))
+    with closing(connect(str(tmp_path / "w.db"))) as fresh:
+        assert fresh.execute("SELECT count(*) FROM t").fetchone()[0] == 0
+
+
+async def test_a_failed_transaction_is_503_over_rest_and_unavailable_on_the_websocket(tmp_path: Path) -> None:
+    """A commit that fails as a whole (a trigger rolls the transaction back, as a full disk or an
+    I/O error would) refuses its writes with 503 `unavailable` and Retry-After, or an `error`
+    frame `unavailable` for a websocket `send`, without any internals; the server keeps going."""
+    config = make_config(tmp_path)
+    with trio.fail_after(30):
+        async with serve(config) as app:
+            client = HTTPClient(app.port)
+            token, _ = await register_and_login(client, "wendy")
+            room_id = (await make_room(client, token, "general"))["id"]
+            with closing(sqlite3.connect(config.db)) as db:
+                db.execute("CREATE TRIGGER fail_commit BEFORE INSERT ON messages WHEN NEW.text = 'boom'"
+                           " BEGIN SELECT RAISE(ROLLBACK, 'disk on fire'); END")
+                db.commit()
+            reply = await send(client, token, room_id, "boom")
+            assert_error(reply, 503, "unavailable")
+            assert reply.headers[b"retry-after"] == b"1"
+            assert b"disk on fire" not in reply.body and b"sqlite" not in reply.body.lower()
+            async with ws_connect(app.port, token) as ws:
+                error = await ws.request({"type": "send", "room_id": room_id, "text": "boom", "ref": "r1"},
+                                         "error")
+                assert (error["code"], error["ref"]) == ("unavailable", "r1")
+                assert "disk on fire" not in error["message"]
+                ack = await ws.request({"type": "send", "room_id": room_id, "text": "fine", "ref": "r2"},
+                                       "ack")
+                assert ack["message"]["seq"] == 1
+            assert (await send(client, token, room_id, "still fine")).status == 201
+            await client.aclose()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chat_trio.api.services import Services, bearer_token, rate_limited
+from chat_trio.api.services import WWW_AUTHENTICATE, Services, bearer_token, rate_limited
 from chat_trio.api.shapes import bodyless, shapes_for
 from chat_trio.http.messages import HTTPError, Request, Response, json_response, no_content
 from chat_trio.http.router import Route
@@ -37,22 +37,24 @@ def routes(s: Services) -> list[Route]:
 
     async def login(request: Request) -> Response:
         username, password = credentials(request)
-        name_key, client_key = username.lower(), request.client
-        wait = max(s.login_by_name.retry_after(name_key), s.login_by_client.retry_after(client_key))
+        name_key = username.lower()
+        wait = s.logins.check(name_key, request.client)  # the policy: chat_trio/security/logins.py
         if wait:
             raise rate_limited(wait)
         found = await s.store.password_hash(username)
         ok = await s.passwords.verify(found[1] if found else None, password)
         if not ok or found is None:
-            s.login_by_name.add(name_key)
-            s.login_by_client.add(client_key)
-            raise HTTPError(401, "invalid_credentials", "wrong username or password")
+            s.logins.failed(name_key, request.client)
+            raise HTTPError(401, "invalid_credentials", "wrong username or password",
+                            headers=[WWW_AUTHENTICATE])
         user_id, stored = found
-        s.login_by_name.reset(name_key)
+        s.logins.succeeded(name_key, request.client)
         if s.passwords.needs_rehash(stored):
             await s.store.rehash_password(user_id, await s.passwords.hash(password))
         token = new_token()
-        expires = await s.store.create_token(digest(token), user_id, int(c.token_ttl * 1000))
+        expires, revoked = await s.store.create_token(digest(token), user_id, int(c.token_ttl * 1000),
+                                                      keep=c.max_tokens_per_user)
+        s.tokens_revoked(revoked)
         return json_response({"token": token, "expires_at": iso(expires), "user": s.store.users[user_id]})
 
     async def logout(request: Request) -> Response:

@@ -191,9 +191,9 @@ RESPONSES: JSON = {
         "Any other error: 400 for malformed HTTP (the connection closes), 405 with `Allow` for a "
         "method a path does not have, 408 for a slow request, 413 for a body over the limit "
         "(64 KiB), 431 for a head over the limit (16 KiB), 500 internal (no traceback), 503 "
-        "unavailable (too many connections, with `Retry-After`). A call that takes no body "
-        "accepts an empty body or `{}`: any other is 400 `invalid_json`, 415 or 422 like a body "
-        "of a call that takes one"),
+        "unavailable (too many connections, or a write the store could not commit; with "
+        "`Retry-After`). A call that takes no body accepts an empty body or `{}`: any other is "
+        "400 `invalid_json`, 415 or 422 like a body of a call that takes one"),
 }
 
 PARAMETERS: JSON = {
@@ -283,10 +283,15 @@ PATHS: dict[str, JSON] = {
             "200": _ok("Logged in", _obj({"token": {"type": "string"}, "expires_at": _TIME,
                                           "user": _schema("User")})),
             "401": _error("Wrong username or password: the same body (and similar time) for an "
-                          "unknown user and a wrong password", "invalid_credentials")},
+                          "unknown user and a wrong password", "invalid_credentials",
+                          headers=_WWW_AUTHENTICATE)},
         body=_SHAPES.credentials, errors=("RateLimited",),
-        description="After repeated failures for a username or from an address, answers 429 "
-                    "with `Retry-After` until the window passes.")},
+        description="Answers 429 with `Retry-After` when an address logs in too often (valid or "
+                    "not), after repeated failures for a username from one address or from an "
+                    "address across usernames, while a username guessed from many addresses is in "
+                    "exponential backoff (never for addresses it signed in from), or when a user "
+                    "logs in too often. A user keeps at most 100 live tokens: a login beyond that "
+                    "revokes the oldest (its websockets close with 4001).")},
     "/logout": {"post": _op(
         "logout", "Accounts", "Revoke the token", {"204": _ok("Revoked")}, security=_BEARER,
         description="The token stops working at once and its websockets are closed (4001).")},
@@ -296,7 +301,8 @@ PATHS: dict[str, JSON] = {
         "post": _op("createRoom", "Rooms", "Create a room", {
             "201": _ok("Created; the creator is its first member", _ROOM_BODY),
             "409": _error("A room with that name exists (ignoring case)", "room_name_taken")},
-            security=_BEARER, body=_SHAPES.new_room),
+            security=_BEARER, body=_SHAPES.new_room, errors=("RateLimited",),
+            description="Room creation is rate limited per user (429 with `Retry-After`)."),
         "get": _op("listRooms", "Rooms", "List rooms, a page at a time", {
             "200": _ok("A page of rooms ordered by id", _obj({
                 "rooms": _list(_schema("Room")),

@@ -21,6 +21,7 @@ def routes(s: Services) -> list[Route]:
         name, topic = body["name"], body["topic"] or ""
         if s.store.room_name_taken(name):
             raise HTTPError(409, "room_name_taken", "a room with that name exists")
+        s.check_room_create_rate(user)  # valid and free: only rooms that would be created count
         try:
             room = await s.store.create_room(user["id"], name, topic)
         except Conflict:

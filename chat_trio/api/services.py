@@ -3,20 +3,29 @@ every authenticated or room-scoped call starts with."""
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
+from typing import Any
+
+import trio
 
 from chat_trio.config import Config
 from chat_trio.http.messages import HTTPError, Request
 from chat_trio.metrics import Registry
 from chat_trio.rooms.hub import Hub
+from chat_trio.security.logins import LoginGuard
 from chat_trio.security.passwords import Passwords
 from chat_trio.security.ratelimit import TokenBucket, WindowLimit
 from chat_trio.security.tokens import digest
 from chat_trio.store.records import JSON, RoomState
 from chat_trio.store.store import Store
+from chat_trio.store.writer import StoreClosed
 
+log = logging.getLogger("chat_trio")
 _BEARER = b"bearer "
+# Every 401 names the scheme (RFC 9110 §11.6.1), the login's included.
+WWW_AUTHENTICATE = (b"www-authenticate", b'Bearer realm="chat_trio"')
 
 
 def rate_limited(seconds: float) -> HTTPError:
@@ -40,17 +49,17 @@ class Services:
     hub: Hub
     passwords: Passwords
     metrics: Registry = field(default_factory=Registry)
-    login_by_name: WindowLimit = field(init=False)
-    login_by_client: WindowLimit = field(init=False)
+    logins: LoginGuard = field(init=False)
     registrations: WindowLimit = field(init=False)
     sends: TokenBucket = field(init=False)
+    room_creates: TokenBucket = field(init=False)
 
     def __post_init__(self) -> None:
         c = self.config
-        self.login_by_name = WindowLimit(c.login_fail_limit, c.login_fail_window)
-        self.login_by_client = WindowLimit(c.login_fail_limit, c.login_fail_window)
+        self.logins = LoginGuard(c)
         self.registrations = WindowLimit(c.register_limit, c.register_window)  # per client address
         self.sends = TokenBucket(c.send_rate, c.send_burst)
+        self.room_creates = TokenBucket(c.room_create_rate, c.room_create_burst)  # per user
 
     async def user_for_token(self, token: str | None) -> JSON | None:
         if not token or len(token) > 256:
@@ -62,7 +71,7 @@ class Services:
         user = await self.user_for_token(bearer_token(request))
         if user is None:
             raise HTTPError(401, "unauthorized", "missing, invalid, expired or revoked token",
-                            headers=[(b"www-authenticate", b'Bearer realm="chat_trio"')])
+                            headers=[WWW_AUTHENTICATE])
         return user
 
     def room(self, room_id: int) -> RoomState:
@@ -82,3 +91,27 @@ class Services:
         wait = self.sends.take(user["id"])
         if wait:
             raise rate_limited(wait)
+
+    def check_room_create_rate(self, user: JSON) -> None:
+        wait = self.room_creates.take(user["id"])
+        if wait:
+            raise rate_limited(wait)
+
+    def tokens_revoked(self, digests: list[bytes]) -> None:
+        """Close the websockets of tokens that stopped working (4001), in one pass over them."""
+        gone = set(digests)
+        for token_digest in {sub.token_digest for sub in self.hub.connections} & gone:
+            self.hub.token_revoked(token_digest)
+
+    async def purge_tokens(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Background task: every `token_purge_interval`, delete expired tokens (else each login's
+        row stays until the next start) and close their websockets."""
+        task_status.started()
+        while True:
+            await trio.sleep(self.config.token_purge_interval)
+            try:
+                self.tokens_revoked(await self.store.purge_expired_tokens())
+            except StoreClosed:
+                return
+            except Exception:
+                log.exception("purging expired tokens failed; trying again later")

@@ -213,6 +213,8 @@ class Session:
             try:
                 message, _ = await committed()
                 frame = json_frame({"type": "ack", "ref": ref, "message": message})
+            except HTTPError as exc:  # StoreClosed: `unavailable`
+                frame = self._error_frame(exc, ref)
             except Exception:
                 log.exception("send failed")
                 frame = self._error_frame(HTTPError(500, "internal", "internal error"), ref)

@@ -69,11 +69,33 @@ def update_password_hash(conn: sqlite3.Connection, user_id: int, new_hash: str) 
     conn.execute("UPDATE users SET password_hash = ? WHERE id = ?", (new_hash, user_id))
 
 
-def insert_token(conn: sqlite3.Connection, digest: bytes, user_id: int, now: int, expires: int) -> None:
+def insert_token(
+    conn: sqlite3.Connection, digest: bytes, user_id: int, now: int, expires: int, keep: int
+) -> list[bytes]:
+    """Store a token; with `keep` > 0 also delete the user's oldest live tokens beyond the newest
+    `keep` (this one always stays). Returns the deleted tokens' hashes."""
     conn.execute(
         "INSERT INTO tokens (hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
         (digest, user_id, now, expires),
     )
+    if keep <= 0:
+        return []
+    rows = conn.execute(
+        "DELETE FROM tokens WHERE hash IN (SELECT hash FROM tokens WHERE user_id = ? AND expires_at > ?"
+        " ORDER BY hash = ? DESC, created_at DESC LIMIT -1 OFFSET ?) RETURNING hash",
+        (user_id, now, digest, keep),
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def expired_tokens(conn: sqlite3.Connection, now: int, limit: int) -> list[bytes]:
+    """Up to `limit` hashes of tokens expired by `now` (read-only: the scan runs on a reader)."""
+    rows = conn.execute("SELECT hash FROM tokens WHERE expires_at <= ? LIMIT ?", (now, limit)).fetchall()
+    return [row[0] for row in rows]
+
+
+def delete_expired_tokens_by_hash(conn: sqlite3.Connection, digests: list[bytes], now: int) -> None:
+    conn.executemany("DELETE FROM tokens WHERE hash = ? AND expires_at <= ?", [(d, now) for d in digests])
 
 
 def delete_token(conn: sqlite3.Connection, digest: bytes) -> None:

@@ -110,16 +110,44 @@ class Store:
     async def rehash_password(self, user_id: int, new_hash: str) -> None:
         await self.writer.write(lambda c: queries.update_password_hash(c, user_id, new_hash))
 
-    async def create_token(self, digest: bytes, user_id: int, ttl_ms: int) -> int:
-        """Store a token's hash; returns its expiry (ms)."""
+    async def create_token(
+        self, digest: bytes, user_id: int, ttl_ms: int, keep: int = 0
+    ) -> tuple[int, list[bytes]]:
+        """Store a token's hash and, with `keep` > 0, revoke the user's oldest live tokens beyond
+        the newest `keep`, in the same transaction. Returns its expiry (ms) and the revoked hashes."""
         now = now_ms()
         expires = now + ttl_ms
 
-        def remember(_: None) -> None:
+        def remember(revoked: list[bytes]) -> None:
             self._tokens[digest] = (user_id, expires)
+            self._forget_tokens(revoked)
 
-        await self.writer.write(lambda c: queries.insert_token(c, digest, user_id, now, expires), remember)
-        return expires
+        revoked = await self.writer.write(
+            lambda c: queries.insert_token(c, digest, user_id, now, expires, keep), remember
+        )
+        return expires, revoked
+
+    def _forget_tokens(self, digests: list[bytes]) -> None:
+        if digests:
+            self._revocations += 1
+            for digest in digests:
+                self._tokens.pop(digest, None)
+
+    async def purge_expired_tokens(self, chunk: int = 1000) -> list[bytes]:
+        """Delete every expired token; returns their hashes. The table scan runs on a reader
+        (there is no index on expiry), the writer only deletes by key, `chunk` per transaction."""
+        purged: list[bytes] = []
+        while len(found := await self._purge_chunk(chunk)) == chunk:
+            purged += found
+        return purged + found
+
+    async def _purge_chunk(self, chunk: int) -> list[bytes]:
+        now = now_ms()
+        found = await self.readers.read(lambda c: queries.expired_tokens(c, now, chunk))
+        if found:
+            await self.writer.write(lambda c: queries.delete_expired_tokens_by_hash(c, found, now),
+                                    lambda _: self._forget_tokens(found))
+        return found
 
     async def revoke_token(self, digest: bytes) -> None:
         def forget(_: None) -> None:

@@ -21,14 +21,20 @@ from typing import Any, Generic, TypeVar
 
 import trio
 
+from chat_trio.http.messages import HTTPError
 from chat_trio.metrics import BATCH_BUCKETS, Histogram
 
 log = logging.getLogger("chat_trio.store")
 T = TypeVar("T")
 
 
-class StoreClosed(Exception):
-    """The writer has stopped; the write was not made."""
+class StoreClosed(HTTPError):
+    """The write was refused: the writer has stopped, or its transaction failed as a whole (disk
+    full, I/O error), so it is not known to be committed. Answered 503 `unavailable` (REST) or an
+    `error` frame `unavailable` (websocket): the client may retry later."""
+
+    def __init__(self, message: str = "the store is not accepting writes; retry later") -> None:
+        super().__init__(503, "unavailable", message, headers=[(b"retry-after", b"1")])
 
 
 @dataclass(slots=True, eq=False)
@@ -70,6 +76,7 @@ class GroupCommitWriter:
         self._conn = conn
         self._max_batch = max_batch
         self._send, self._receive = trio.open_memory_channel[Pending[Any]](queue_size)
+        self._taken: list[Pending[Any]] = []  # the batch being committed; `run` finishes what is left
         self.thread = trio.CapacityLimiter(1)
         # Figures for /metrics.
         self.commits = 0
@@ -112,9 +119,18 @@ class GroupCommitWriter:
         task_status.started()
         try:
             await self._commit_batches()
+        except Exception:
+            # Something failed outside any one write (a ROLLBACK that failed, a bug): the
+            # connection's state is unknown, so stop writing; reads and websockets keep working.
+            log.critical("the writer stopped; every write is refused from now on", exc_info=True)
         finally:
-            # Stopped (the app is shutting down): refuse what is still queued, and whatever is
-            # submitted from now on, rather than leave its caller waiting forever.
+            # Stopped (shutdown, or the failure above): refuse the batch it had taken, what is
+            # still queued and whatever is submitted from now on, rather than leave a caller
+            # (or shutdown) waiting forever in an uncancellable wait.
+            for item in self._taken:
+                if not item.finished:
+                    item.error = StoreClosed()
+                    item.finish()
             while True:
                 try:
                     item = self._receive.receive_nowait()
@@ -126,7 +142,7 @@ class GroupCommitWriter:
 
     async def _commit_batches(self) -> None:
         async for first in self._receive:
-            batch = [first]
+            self._taken = batch = [first]
             while len(batch) < self._max_batch:
                 try:
                     batch.append(self._receive.receive_nowait())
@@ -159,10 +175,10 @@ class GroupCommitWriter:
                 conn.execute("RELEASE w")
             conn.execute("COMMIT")
             return 1
-        except sqlite3.Error as exc:
+        except sqlite3.Error:
             log.exception("transaction failed; %d writes refused", len(batch))
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             for item in batch:
-                item.error = exc
+                item.error = StoreClosed("the write could not be committed; retry later")
             return 0
