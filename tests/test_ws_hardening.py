@@ -230,7 +230,8 @@ def _ws_requests(metrics: str) -> float:
     """Requests counted for the /ws route in a Prometheus scrape (whatever the status)."""
     total = 0.0
     for line in metrics.splitlines():
-        if line.startswith("chat_trio_http_requests") and 'route="/ws"' in line:
+        name = line.split("{", 1)[0]  # counters may be exposed with the _total suffix
+        if name in ("chat_trio_http_requests", "chat_trio_http_requests_total") and 'route="/ws"' in line:
             total += float(line.rsplit(" ", 1)[1])
     return total
 
