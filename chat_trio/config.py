@@ -92,6 +92,11 @@ class Config:
     ws_queue: int = _opt(1024, "outbound frames buffered per websocket (4008 when full)")
     ws_rate: float = _opt(50.0, "inbound websocket frames per second per connection")
     ws_origins: str = _opt("", "comma-separated extra Origins allowed to open a websocket")
+    max_websockets_per_user: int = _opt(32, "open websockets per user; one more is refused with 429 "
+                                            "(1008 when the token came in the first frame)")
+    ws_typing_rate: float = _opt(1.0, "typing frames per second per user across all their websockets; "
+                                      "more are dropped (0 turns the limit off)")
+    ws_typing_burst: int = _opt(5, "typing frames a user may burst")
 
     # Deployment
     trusted_proxies: str = _opt("", "comma-separated addresses of reverse proxies whose X-Forwarded-For "
@@ -100,9 +105,9 @@ class Config:
     def __post_init__(self) -> None:
         """Refuse settings that cannot work, with the flag's name (the CLI shows it as a usage
         error). Zero is allowed where it means "off" (send_rate, ws_rate, register_limit, port)."""
-        may_be_zero = {"port", "send_rate", "ws_rate", "register_limit", "username_min", "password_min",
-                       "login_rate", "login_user_limit", "login_fail_address_limit", "login_backoff_after",
-                       "max_tokens_per_user", "room_create_rate"}
+        may_be_zero = {"port", "send_rate", "ws_rate", "ws_typing_rate", "register_limit", "username_min",
+                       "password_min", "login_rate", "login_user_limit", "login_fail_address_limit",
+                       "login_backoff_after", "max_tokens_per_user", "room_create_rate"}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             number = isinstance(value, int | float) and not isinstance(value, bool)

@@ -303,7 +303,7 @@ async def test_shutdown_closes_every_socket_1001(tmp_path: Path) -> None:
 
 
 async def test_reader_that_never_reads_is_closed_4008(tmp_path: Path) -> None:
-    config = make_config(tmp_path, ws_queue=8, send_rate=0)
+    config = make_config(tmp_path, ws_queue=8, send_rate=0, max_websockets_per_user=50)
     async with serve(config) as app, trio.open_nursery() as nursery:
         client = HTTPClient(app.port)
         room, [(ta, _), (ts, slowpoke)] = await room_with(client, "alice", "slowpoke")

@@ -227,6 +227,13 @@ Upgrades to a websocket on the same port. Frames are JSON text.
 invalid or revoked one is never an HTTP 401, the socket closes with 1008 instead. Then the
 server sends `{"type": "hello", "user", "heartbeat_s"}` (`user` is a `User`).
 
+**Upgrade**: HTTP/1.1, `Upgrade: websocket`, `Connection: Upgrade`, one `Sec-WebSocket-Key` (base64
+of 16 bytes) and `Sec-WebSocket-Version: 13`, else 400. A browser `Origin` must equal this server's
+(scheme, host and port) or one of `--ws-origins`, else 403. A user holding
+`--max-websockets-per-user` sockets (default 32) is refused with 429 `rate_limited` when the token
+is in the header, or closed with 1008 "too many websockets" after an `auth` frame. Every refusal
+uses the error format and closes the connection.
+
 | client → server | server → client |
 |---|---|
 | `{"type":"subscribe","room_id","after"?}` | `{"type":"subscribed","room_id","last_seq"}`, then every \
@@ -236,7 +243,7 @@ message with seq > after in order, then live ones. If more than 1000 are missed:
 | `{"type":"send","room_id","text","txn_id"?,"ref"?}` | `{"type":"ack","ref","message"}` after commit \
 (idempotent as REST) |
 | `{"type":"typing","room_id"}` | others get `{"type":"typing","room_id","user"}` (ephemeral, dropped \
-first under pressure) |
+first under pressure, and beyond `--ws-typing-rate` per user) |
 | `{"type":"ping"}` | `{"type":"pong"}` |
 | anything invalid | `{"type":"error","code","message","ref"?}`; the connection stays open |
 
@@ -247,7 +254,7 @@ those of REST: `invalid_json`, `bad_request`, `validation_failed`, `not_found`, 
 (too many frames). A user who leaves a room (REST) gets `{"type":"unsubscribed","room_id"}`.
 
 **Close codes**: 1001 server shutting down, 1008 auth failed / not a member, 1009 frame too big,
-4001 token revoked (logout), 4008 too slow (its bounded queue filled: reconnect and resume with
+4001 token revoked (logout) or expired, 4008 too slow (its bounded queue filled: reconnect and resume with
 `after`). The server pings every `heartbeat_s` and drops a peer that does not answer.
 """
 
@@ -363,7 +370,8 @@ PATHS: dict[str, JSON] = {
             "101": _ok("Switching Protocols: the connection is a websocket from here on", headers={
                 "Upgrade": _header("websocket", {"const": "websocket"}),
                 "Sec-WebSocket-Accept": _header("The handshake answer (RFC 6455)", {"type": "string"})}),
-            "400": _error("Not a websocket upgrade request", "bad_request"),
+            "400": _error("Not a valid websocket upgrade (RFC 6455 §4.2.1: HTTP/1.1, Upgrade, "
+                          "Connection, one 16-byte Sec-WebSocket-Key, version 13)", "bad_request"),
             "403": _error("A browser's Origin is neither this host nor one of the allowed origins",
                           "forbidden")},
         security=[*_BEARER, {}], description=_WS_DESCRIPTION)},

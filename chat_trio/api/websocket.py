@@ -9,6 +9,10 @@ resumes with `after` instead of holding memory.
 Lossless resume: `subscribe` with `after` registers the live subscription first, then reads the
 missed seqs from the store, holding live frames that arrive meanwhile, and forwards the held
 ones it has not already sent — no gap and no duplicate.
+
+The upgrade request is checked here before trio-websocket sees it (handshake, Origin, the user's
+websocket count), so every refusal is an ordinary HTTP answer in the API's error format that
+closes its connection at once. A session lives at most until its token expires (4001).
 """
 
 from __future__ import annotations
@@ -25,21 +29,22 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_st
 
 from chat_trio.api import validate
 from chat_trio.api.messages import submit_message
-from chat_trio.api.services import Services, bearer_token
-from chat_trio.http.messages import HTTPError, Request, Response, error_response
+from chat_trio.api.services import Services, bearer_token, rate_limited
+from chat_trio.http.messages import HTTPError, Request, Response
 from chat_trio.http.router import Route
-from chat_trio.http.upgrade import SWITCHED, ReplayStream, replay_stream
+from chat_trio.http.upgrade import SWITCHED, ReplayStream, replay_stream, websocket_refusal
 from chat_trio.rooms.frames import json_frame
-from chat_trio.rooms.hub import CLOSE_GOING_AWAY
+from chat_trio.rooms.hub import CLOSE_GOING_AWAY, CLOSE_TOKEN_REVOKED
 from chat_trio.rooms.outbox import Outbox
 from chat_trio.security.ratelimit import TokenBucket
 from chat_trio.security.tokens import digest
-from chat_trio.store.records import JSON
+from chat_trio.store.records import JSON, now_ms
 
 log = logging.getLogger("chat_trio.ws")
 
 GAP_LIMIT = 1000
-CLOSE_POLICY = 1008  # auth failed / not a member
+CLOSE_POLICY = 1008  # auth failed / not a member / too many websockets
+CLOSE_INTERNAL = 1011
 CLOSE_TOO_SLOW = 4008
 CLOSE_GRACE = 1.0  # seconds a closing socket gets to finish its current frame, then its close handshake
 _INBOX = 16  # inbound messages trio-websocket may buffer before it stops reading
@@ -70,7 +75,9 @@ class _Subscription:
 class Session:
     """One authenticated websocket; implements the hub's Subscriber protocol."""
 
-    def __init__(self, services: Services, ws: WebSocketConnection, stream: ReplayStream) -> None:
+    def __init__(
+        self, services: Services, ws: WebSocketConnection, stream: ReplayStream, typing: TokenBucket
+    ) -> None:
         self.s = services
         self.config = services.config
         self.ws = ws
@@ -78,8 +85,9 @@ class Session:
         self.user_id = 0
         self.token_digest = b""
         self.subs: dict[int, _Subscription] = {}
-        self.outbox = Outbox(stream, ws._stream_lock, self.config.ws_queue)
-        self._scope = trio.CancelScope()
+        self.outbox = Outbox(stream, self.config.ws_queue)
+        self._typing = typing  # the server's per-user bucket, shared by all of a user's sockets
+        self._scope = trio.CancelScope()  # its deadline is the token's expiry
         self._tasks: trio.Nursery | None = None
         self._in_flight = trio.Semaphore(_MAX_IN_FLIGHT)
         self._acked = trio.Event()  # set once the latest send's ack (or error) is queued
@@ -131,7 +139,9 @@ class Session:
         try:
             with self._scope:
                 await self._authenticate(header_token)
-                self.s.hub.connect(self)
+                if self.s.hub.sockets_of(self.user_id) >= self.config.max_websockets_per_user:
+                    raise _Close(CLOSE_POLICY, "too many websockets")
+                self.s.hub.connect(self)  # no checkpoint since the count: the cap holds
                 self.send(json_frame({"type": "hello", "user": self.user,
                                   "heartbeat_s": self.config.heartbeat_s}))
                 async with trio.open_nursery() as tasks:
@@ -151,7 +161,12 @@ class Session:
             self._closing = self._closing or (exc.code, exc.reason)
         except ConnectionClosed:
             pass
+        except Exception:
+            log.exception("websocket session failed")
+            self._closing = self._closing or (CLOSE_INTERNAL, "internal error")
         finally:
+            if self._closing is None and trio.current_time() >= self._scope.deadline:
+                self.close(CLOSE_TOKEN_REVOKED, "token expired")
             self.s.hub.disconnect(self)
             code, reason = self._closing or (1000, "")
             with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_GRACE):
@@ -165,12 +180,18 @@ class Session:
             if token is None:
                 raise _Close(CLOSE_POLICY, "authentication timed out")
         user = await self.s.user_for_token(token)
-        if user is None:
+        token_digest = digest(token)
+        # The store's token cache holds (user id, expires ms) once token_user found it valid.
+        cached = self.s.store._tokens.get(token_digest)
+        if user is None or cached is None:  # None here: revoked while it was being looked up
             raise _Close(CLOSE_POLICY, "authentication failed")
-        self.user, self.user_id, self.token_digest = user, user["id"], digest(token)
+        self.user, self.user_id, self.token_digest = user, user["id"], token_digest
+        self._scope.deadline = trio.current_time() + (cached[1] - now_ms()) / 1000
 
     @staticmethod
     def _auth_frame(raw: str | bytes) -> str:
+        if isinstance(raw, bytes):
+            raise _Close(CLOSE_POLICY, 'first frame must be a text frame {"type":"auth","token":...}')
         try:
             frame = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -304,8 +325,10 @@ class Session:
         elif kind == "typing":
             validate.only(frame, ("type", "room_id", "ref"))
             room = self._member_room(_room_id(frame))
-            self.s.hub.typing(room.id, self.user, self)
+            if not self._typing.take(self.user_id):  # over the user's rate: dropped, as under pressure
+                self.s.hub.typing(room.id, self.user, self)
         elif kind == "ping":
+            validate.only(frame, ("type", "ref"))
             self.send(_PONG)
         else:
             raise HTTPError(400, "bad_request", "unknown frame type")
@@ -348,24 +371,68 @@ class Session:
         sub.held = None
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_CLOSE = (b"connection", b"close")
+
+
+def _origin(text: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an origin such as `https://chat.example.com`, None if it is not
+    one (RFC 6454: `null`, another scheme, a path, credentials)."""
+    try:
+        parts = urlsplit(text.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname or parts.path not in ("", "/") \
+            or parts.query or parts.fragment or "@" in parts.netloc:
+        return None
+    return scheme, parts.hostname.lower(), port or _DEFAULT_PORTS[scheme]
+
+
 def routes(s: Services) -> list[Route]:
-    allowed = {o.strip().rstrip("/") for o in s.config.ws_origins.split(",") if o.strip()}
+    allowed = {o for o in map(_origin, s.config.ws_origins.split(",")) if o is not None}
+    typing = TokenBucket(s.config.ws_typing_rate, s.config.ws_typing_burst)
+    behind_proxy = bool(s.config.trusted_proxies.strip())
+
+    def own_origin(request: Request) -> tuple[str, str, int] | None:
+        """This server's origin as the browser sees it: the Host header, and the scheme a trusted
+        proxy names in X-Forwarded-Proto (it terminates TLS), else http."""
+        scheme = "http"
+        proto = request.header(b"x-forwarded-proto")
+        if behind_proxy and proto is not None:
+            scheme = proto.rsplit(b",", 1)[-1].strip().decode("latin-1").lower()
+        host = request.header(b"host")
+        return None if host is None else _origin(f"{scheme}://{host.decode('latin-1')}")
 
     def origin_ok(request: Request) -> bool:
-        origin = request.header(b"origin")
-        if origin is None:
+        """Scheme, host and port all equal: this server's own origin, or one of --ws-origins."""
+        header = request.header(b"origin")
+        if header is None:
             return True  # not a browser
-        text = origin.decode("latin-1").rstrip("/")
-        host = (request.header(b"host") or b"").decode("latin-1")
-        return text in allowed or urlsplit(text).netloc == host
+        origin = _origin(header.decode("latin-1"))
+        return origin is not None and (origin in allowed or origin == own_origin(request))
+
+    async def check_user_cap(token: str | None) -> None:
+        """A header token's user at --max-websockets-per-user is refused before the upgrade (a bad
+        token is not: it is answered after the upgrade with 1008, as the contract says)."""
+        user = await s.user_for_token(token)
+        if user is not None and s.hub.sockets_of(user["id"]) >= s.config.max_websockets_per_user:
+            refusal = rate_limited(1.0)
+            refusal.message = f"too many websockets (at most {s.config.max_websockets_per_user})"
+            refusal.headers.append(_CLOSE)
+            raise refusal
 
     async def websocket(request: Request) -> Response:
-        if request.upgrade is None or (request.header(b"upgrade") or b"").lower() != b"websocket":
-            raise HTTPError(400, "bad_request", "this endpoint needs a websocket upgrade")
+        refusal = websocket_refusal(request)
+        if refusal is not None:
+            raise refusal
         if not origin_ok(request):
-            return error_response(403, "forbidden", "origin not allowed",
-                                  headers=[(b"connection", b"close")])
-        stream = replay_stream(request)
+            raise HTTPError(403, "forbidden", "origin not allowed", [_CLOSE])
+        token = bearer_token(request)
+        if token is not None:
+            await check_user_cap(token)
+        stream = replay_stream(request)  # from here on this handler alone writes the connection
         async with trio.open_nursery() as nursery:
             with trio.move_on_after(s.config.ws_auth_timeout) as handshake:
                 ws_request = await wrap_server_stream(
@@ -373,10 +440,8 @@ def routes(s: Services) -> list[Route]:
                     max_message_size=s.config.ws_max_frame,
                 )
                 ws = await ws_request.accept()
-            if handshake.cancelled_caught:
-                nursery.cancel_scope.cancel()
-                return Response(SWITCHED)
-            await Session(s, ws, stream).run(bearer_token(request))
+            if not handshake.cancelled_caught:
+                await Session(s, ws, stream, typing).run(token)
             nursery.cancel_scope.cancel()
         return Response(SWITCHED)
 

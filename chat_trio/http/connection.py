@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import h11
 import trio
 
-from chat_trio.http.messages import Headers, Request, Response, error_response, reason
+from chat_trio.http.messages import Headers, Request, Response, Upgrade, error_response, reason
 from chat_trio.http.upgrade import SWITCHED
 
 if TYPE_CHECKING:
@@ -142,7 +142,8 @@ class HTTPConnection:
                 return
             started = time.perf_counter()
             response = await self.server.dispatch(request)
-            if response.status == SWITCHED:  # the handler took the stream over
+            if request.stream_taken:  # the handler owns the stream, even if it failed
+                self.server.finished(request, SWITCHED, time.perf_counter() - started)
                 return
             self.served += 1
             close = self.served >= self.config.max_requests_per_connection or self.server.draining
@@ -220,7 +221,7 @@ class HTTPConnection:
         # MIGHT_SWITCH_PROTOCOL says so; next_event() is also PAUSED for a plain request that has
         # a pipelined one behind it, which must not be handed the raw stream.
         if self.h11.their_state is h11.MIGHT_SWITCH_PROTOCOL:  # type: ignore[attr-defined]  # documented, not in __all__
-            request.upgrade = (self.stream, self.sock, self.h11.trailing_data[0])
+            request.upgrade = Upgrade(self.stream, self.sock, self.h11.trailing_data[0], event.http_version)
         return request
 
     async def _read_body(self) -> bytes:

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import orjson
+
+if TYPE_CHECKING:
+    import socket
+
+    import trio
 
 JSON_TYPE = b"application/json"
 Headers = list[tuple[bytes, bytes]]
@@ -35,6 +40,16 @@ def reason(status: int) -> bytes:
     return _REASON_BYTES.get(status, b"")
 
 
+@dataclass(frozen=True, slots=True)
+class Upgrade:
+    """The connection of an Upgrade request, for the handler that takes it over."""
+
+    stream: trio.SocketStream
+    sock: socket.socket  # the same non-blocking socket the stream wraps
+    leftover: bytes  # what the client sent after the request head
+    http_version: bytes  # as the request line said it ("1.1", "1.0")
+
+
 @dataclass(slots=True)
 class Request:
     """One parsed request, body included. Header names are lower-case (as h11 gives them)."""
@@ -48,13 +63,21 @@ class Request:
     query_string: str = ""
     params: dict[str, Any] = field(default_factory=dict)
     route: str = ""  # the matched route pattern ("" when none matched)
-    # For an Upgrade request: (stream, its non-blocking socket, the bytes that followed the head).
-    upgrade: tuple[Any, Any, bytes] | None = None
+    upgrade: Upgrade | None = None  # set for an Upgrade request; see take_stream()
+    stream_taken: bool = False  # once True the HTTP loop never writes on this connection again
     _query: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         raw = self.target.decode("latin-1")
         self.path, _, self.query_string = raw.partition("?")
+
+    def take_stream(self) -> Upgrade:
+        """Take the connection over (a websocket): from now on the handler alone reads and writes
+        it, whatever it returns or raises."""
+        if self.upgrade is None or self.stream_taken:
+            raise RuntimeError("no connection to take")
+        self.stream_taken = True
+        return self.upgrade
 
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.headers:

@@ -1,44 +1,48 @@
 """Handing a connection to another protocol after h11 has parsed its Upgrade request.
 
 h11 has already consumed the request head (and maybe the first bytes of the new protocol).
-`replay_stream` rebuilds the head and puts it, plus those bytes, in front of the socket, so a
-library that wants to do its own handshake (trio-websocket) reads exactly what the client sent.
+`replay_stream` takes the connection from the request (`Request.take_stream`), rebuilds the head
+and puts it, plus those bytes, in front of the socket, so a library that wants to do its own
+handshake (trio-websocket) reads exactly what the client sent. The handshake is checked here
+first (`websocket_refusal`), so every refusal is the server's own answer in the API's format.
 
-The stream can also write without waiting (`write_now`), for fan-out: a frame goes straight to
-the socket when nothing is queued ahead of it; what does not fit is kept and goes out first on
-the next `send_all`, so bytes never interleave.
+The stream owns the one lock every write goes through: the library's own writes (its handshake,
+pongs, close) call `send_all`, which takes it; fan-out writes without waiting (`write_now`) only
+while it is free. A frame goes straight to the socket when nothing is queued ahead of it; what
+does not fit is kept and goes out first on the next `send_all`, so bytes never interleave.
 """
 
 from __future__ import annotations
 
-import socket
+import base64
+import binascii
 
 import trio
 
-from chat_trio.http.messages import Request
+from chat_trio.http.messages import HTTPError, Request, Upgrade
 
-SWITCHED = 101  # a handler returning this status has taken the connection over
+SWITCHED = 101  # the status logged for a request whose handler took the connection over
+_KEY_BYTES = 16  # RFC 6455 §4.2.1: the key is a random 16-byte value, base64-encoded
 
 
 class ReplayStream(trio.abc.Stream):
-    def __init__(self, stream: trio.abc.Stream, sock: socket.socket, prefix: bytes) -> None:
-        self._stream = stream
-        self._sock = sock
+    def __init__(self, upgrade: Upgrade, prefix: bytes) -> None:
+        self._stream = upgrade.stream
+        self._sock = upgrade.sock
         self._prefix = prefix
+        self.lock = trio.StrictFIFOLock()  # held by every send_all; write_now needs it free
         self.unsent = b""  # the tail of a `write_now` that did not fit in the socket buffer
 
     def write_now(self, data: bytes) -> None:
         """Write what the socket takes now; keep the rest for the next `send_all`. The caller
-        makes sure no `send_all` is in progress."""
+        makes sure the lock is free (no `send_all` in progress)."""
         if self.unsent:
             self.unsent += data
             return
         try:
             sent = self._sock.send(data)
-        except BlockingIOError:
+        except OSError:  # BlockingIOError included; the next send_all reports a broken connection
             sent = 0
-        except OSError:
-            sent = 0  # the next send_all reports the broken connection
         if sent < len(data):
             self.unsent = data[sent:]
 
@@ -53,9 +57,10 @@ class ReplayStream(trio.abc.Stream):
         return await self._stream.receive_some(max_bytes)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        if self.unsent:
-            data, self.unsent = self.unsent + bytes(data), b""
-        await self._stream.send_all(data)
+        async with self.lock:
+            if self.unsent:
+                data, self.unsent = self.unsent + bytes(data), b""
+            await self._stream.send_all(data)
 
     async def wait_send_all_might_not_block(self) -> None:
         await self._stream.wait_send_all_might_not_block()
@@ -65,10 +70,45 @@ class ReplayStream(trio.abc.Stream):
 
 
 def replay_stream(request: Request) -> ReplayStream:
-    """The raw stream of an Upgrade request, replaying its head and any bytes read past it."""
-    assert request.upgrade is not None
-    stream, sock, leftover = request.upgrade
+    """Take the raw stream of an Upgrade request, replaying its head and any bytes read past it."""
+    upgrade = request.take_stream()
     lines = [request.method.encode() + b" " + request.target + b" HTTP/1.1"]
     lines += [name + b": " + value for name, value in request.headers]
     head = b"\r\n".join(lines) + b"\r\n\r\n"
-    return ReplayStream(stream, sock, head + bytes(leftover))
+    return ReplayStream(upgrade, head + upgrade.leftover)
+
+
+def _values(request: Request, name: bytes) -> list[bytes]:
+    return [value for key, value in request.headers if key == name]
+
+
+def _tokens(request: Request, name: bytes) -> set[bytes]:
+    """The comma-separated tokens of every `name` header, lower-cased."""
+    return {t.strip().lower() for v in _values(request, name) for t in v.split(b",") if t.strip()}
+
+
+def websocket_refusal(request: Request) -> HTTPError | None:
+    """Why this request is not a valid websocket opening handshake (RFC 6455 §4.2.1), or None.
+    Every refusal closes the connection: what follows the head may be websocket frames."""
+    close = [(b"connection", b"close")]
+    if request.upgrade is None or b"websocket" not in _tokens(request, b"upgrade") \
+            or b"upgrade" not in _tokens(request, b"connection"):
+        return HTTPError(400, "bad_request", "this endpoint needs a websocket upgrade "
+                         "(Upgrade: websocket, Connection: Upgrade)", close)
+    if request.upgrade.http_version != b"1.1":
+        return HTTPError(400, "bad_request", "a websocket upgrade needs HTTP/1.1", close)
+    keys = _values(request, b"sec-websocket-key")
+    if len(keys) != 1 or not _is_key(keys[0]):
+        return HTTPError(400, "bad_request",
+                         "Sec-WebSocket-Key must be one base64-encoded 16-byte value", close)
+    if _values(request, b"sec-websocket-version") != [b"13"]:
+        return HTTPError(400, "bad_request", "unsupported websocket version; this server speaks 13",
+                         [(b"sec-websocket-version", b"13"), *close])
+    return None
+
+
+def _is_key(value: bytes) -> bool:
+    try:
+        return len(base64.b64decode(value.strip(), validate=True)) == _KEY_BYTES
+    except (binascii.Error, ValueError):
+        return False

@@ -117,6 +117,10 @@ class Hub:
     def is_online(self, user_id: int) -> bool:
         return user_id in self._online
 
+    def sockets_of(self, user_id: int) -> int:
+        """The user's open (authenticated) websockets."""
+        return self._online.get(user_id, 0)
+
     @property
     def open_websockets(self) -> int:
         return len(self.connections)

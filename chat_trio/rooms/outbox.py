@@ -16,9 +16,11 @@ _BATCH_BYTES = 256 * 1024  # most queued bytes written with one send
 
 
 class DirectStream(Protocol):
-    """A stream that can also write without waiting (http.upgrade.ReplayStream)."""
+    """A stream that can also write without waiting (http.upgrade.ReplayStream). Its `send_all`
+    holds `lock`, which every writer of the connection goes through (the websocket library too)."""
 
     unsent: bytes
+    lock: trio.StrictFIFOLock
 
     def write_now(self, data: bytes) -> None: ...
 
@@ -26,9 +28,8 @@ class DirectStream(Protocol):
 
 
 class Outbox:
-    def __init__(self, stream: DirectStream, lock: trio.StrictFIFOLock, capacity: int) -> None:
+    def __init__(self, stream: DirectStream, capacity: int) -> None:
         self._stream = stream
-        self._lock = lock  # the websocket library's lock around writes (its pongs, its close)
         self._in, self._out = trio.open_memory_channel[bytes](capacity)
         self.capacity = capacity
         self.backlog = 0  # frames queued and not yet written
@@ -36,7 +37,7 @@ class Outbox:
 
     def offer(self, frame: bytes) -> bool:
         """Write or queue `frame` without waiting. False if the queue is full."""
-        if self.backlog == 0 and self.open and not self._lock.locked():
+        if self.backlog == 0 and self.open and not self._stream.lock.locked():
             self._stream.write_now(frame)
             if not self._stream.unsent:
                 return True
@@ -71,6 +72,5 @@ class Outbox:
         return batch
 
     async def write(self, batch: list[bytes]) -> None:
-        async with self._lock:
-            await self._stream.send_all(b"".join(batch))
+        await self._stream.send_all(b"".join(batch))
         self.backlog -= len(batch)
