@@ -17,6 +17,7 @@ _REASONS = {
     409: "Conflict", 413: "Content Too Large", 415: "Unsupported Media Type",
     422: "Unprocessable Content", 429: "Too Many Requests", 431: "Request Header Fields Too Large",
     500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable",
+    505: "HTTP Version Not Supported",
 }
 # The API's error code for each status that has a single obvious one.
 _STATUS_CODES = {
@@ -24,7 +25,7 @@ _STATUS_CODES = {
     405: "method_not_allowed", 408: "request_timeout", 409: "conflict",
     413: "payload_too_large", 415: "unsupported_media_type", 422: "validation_failed",
     429: "rate_limited", 431: "headers_too_large", 500: "internal", 501: "not_implemented",
-    503: "unavailable",
+    503: "unavailable", 505: "http_version_not_supported",
 }
 
 
@@ -33,6 +34,18 @@ _REASON_BYTES = {status: text.encode() for status, text in _REASONS.items()}
 
 def reason(status: int) -> bytes:
     return _REASON_BYTES.get(status, b"")
+
+
+def origin_form(target: str) -> str:
+    """The path and query of a request target. An absolute-form target (`http://host/x?y`, which
+    RFC 9112 §3.2.2 says a server MUST accept) is served as its origin form (`/x?y`); its
+    authority replaces Host, which no route here depends on."""
+    scheme, sep, rest = target.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        return target
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    path = rest[cut:]
+    return path if path.startswith("/") else "/" + path
 
 
 @dataclass(slots=True)
@@ -53,7 +66,7 @@ class Request:
     _query: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
-        raw = self.target.decode("latin-1")
+        raw = origin_form(self.target.decode("latin-1"))
         self.path, _, self.query_string = raw.partition("?")
 
     def header(self, name: bytes) -> bytes | None:
