@@ -2,7 +2,7 @@
 
 Limits (lengths, patterns, paging) are the defaults of `Config`; a server started with other
 settings enforces those instead. Errors share one `Error` schema; the answers every operation
-can give (400 for malformed HTTP, 408, 413, 431, 500, 503) are its `default` response.
+can give (400 for malformed HTTP, 408, 413, 431, 500, 503, 505) are its `default` response.
 """
 
 from __future__ import annotations
@@ -181,9 +181,11 @@ RESPONSES: JSON = {
     **{name: response for name, (_status, response) in ERRORS.items()},
     "Error": _error(
         "Any other error: 400 for malformed HTTP (the connection closes), 405 with `Allow` for a "
-        "method a path does not have, 408 for a slow request, 413 for a body over the limit "
-        "(64 KiB), 431 for a head over the limit (16 KiB), 500 internal (no traceback), 503 "
-        "unavailable (too many connections, with `Retry-After`)"),
+        "method a path does not have (HEAD wherever GET is), 408 for a slow request (a head, or a "
+        "body slower than 1024 B/s on average), 413 for a body over the limit (64 KiB), 431 for a "
+        "head over the limit (16 KiB), 500 internal (no traceback), 503 unavailable (too many "
+        "connections, in all or from one address, with `Retry-After`), 505 "
+        "http_version_not_supported (an HTTP version other than 1.x)"),
 }
 
 PARAMETERS: JSON = {
@@ -281,7 +283,9 @@ PATHS: dict[str, JSON] = {
         "404": _error("No such file", "not_found")},
         params=("AssetName",))},
     "/metrics": {"get": _op("metrics", "Service", "Prometheus metrics", {
-        "200": {"description": "Prometheus text format 0.0.4: requests by route and status, request "
+        "200": {"description": "Prometheus text format 0.0.4: requests by route, method and status "
+                               "(labels from fixed sets: route patterns or `unmatched`, standard "
+                               "methods or `other`, `unparsed` for refusals of the HTTP layer), request "
                                "latency, open connections and websockets, messages committed, "
                                "group-commit batch sizes, store queue depth, worker threads in use",
                 "content": {"text/plain": {"schema": {"type": "string"}}}}})},
