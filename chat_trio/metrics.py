@@ -36,10 +36,15 @@ def method_label(method: str) -> str:
 class Counter(Collector):
     def __init__(self, name: str, help: str, label_names: tuple[str, ...] = ()) -> None:
         self._metric = prometheus_client.Counter(name, help, label_names, registry=None)
-        self._labelled = bool(label_names)
+        # Each label set's child, looked up without the library's lock (this is the hot path).
+        self._children: dict[tuple[str, ...], prometheus_client.Counter] = (
+            {} if label_names else {(): self._metric})
 
     def inc(self, *labels: str, amount: float = 1.0) -> None:
-        (self._metric.labels(*labels) if self._labelled else self._metric).inc(amount)
+        child = self._children.get(labels)
+        if child is None:
+            child = self._children[labels] = self._metric.labels(*labels)
+        child.inc(amount)
 
     def collect(self) -> Iterable[Metric]:
         return self._metric.collect()
@@ -50,10 +55,14 @@ class Histogram(Collector):
         self, name: str, help: str, buckets: tuple[float, ...], label_names: tuple[str, ...] = ()
     ) -> None:
         self._metric = prometheus_client.Histogram(name, help, label_names, buckets=buckets, registry=None)
-        self._labelled = bool(label_names)
+        self._children: dict[tuple[str, ...], prometheus_client.Histogram] = (
+            {} if label_names else {(): self._metric})
 
     def observe(self, value: float, *labels: str) -> None:
-        (self._metric.labels(*labels) if self._labelled else self._metric).observe(value)
+        child = self._children.get(labels)
+        if child is None:
+            child = self._children[labels] = self._metric.labels(*labels)
+        child.observe(value)
 
     def collect(self) -> Iterable[Metric]:
         return self._metric.collect()
