@@ -8,6 +8,10 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from chat_trio.app import App
+from chat_trio.http.messages import Request, Response
+from chat_trio.http.router import Route, Router
+from chat_trio.http.server import HTTPServer
+from chat_trio.metrics import Registry
 from tests.client import HTTPClient, raw_exchange, statuses
 from tests.conftest import make_config
 from tests.helpers import make_room, register_and_login, send, serve
@@ -100,3 +104,21 @@ async def test_each_server_has_its_own_registry(tmp_path: Path) -> None:
             assert healthz not in (await scrape(second)).get("chat_trio_http_requests_total", {})
         await first.aclose()
         await second.aclose()
+
+
+async def test_a_status_the_server_does_not_name_is_counted_by_its_class(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    async def odd(request: Request) -> Response:
+        return Response(299, b"{}")
+
+    server = HTTPServer(make_config(tmp_path), Router([Route("GET", "/odd", odd)]))
+    port = await nursery.start(server.serve)
+    with trio.fail_after(10):
+        raw = await raw_exchange(port, b"GET /odd HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    assert statuses(raw) == [299]
+    registry = Registry()
+    registry.add(server.requests)
+    families = text_string_to_metric_families(registry.render().decode())
+    scraped = {tuple(sorted(s.labels.items())): s.value for family in families for s in family.samples}
+    assert scraped == {(("method", "GET"), ("route", "/odd"), ("status", "2xx")): 1.0}

@@ -20,7 +20,7 @@ import trio
 
 from chat_trio.config import Config
 from chat_trio.http.connection import TOO_MANY_FROM_ADDRESS, HTTPConnection
-from chat_trio.http.messages import HTTPError, Request, Response, error_response
+from chat_trio.http.messages import HTTPError, Request, Response, error_response, reason
 from chat_trio.http.router import Router
 from chat_trio.metrics import LATENCY_BUCKETS, Counter, Histogram, method_label
 
@@ -29,6 +29,11 @@ access_log = logging.getLogger("chat_trio.access")
 
 _RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 _BACKLOG = 4096
+
+
+def _status_label(status: int) -> str:
+    """A status as a metric label: the ones this server names as they are, any other by its class."""
+    return str(status) if reason(status) else f"{status // 100}xx"
 
 
 class StartupError(Exception):
@@ -114,7 +119,7 @@ class HTTPServer:
     def finished(self, request: Request, status: int, seconds: float) -> None:
         """One answered request: count it, time it, and write its access-log line."""
         route = request.route or "unmatched"
-        self.requests.inc(route, method_label(request.method), str(status))
+        self.requests.inc(route, method_label(request.method), _status_label(status))
         self.latency.observe(seconds, route)
         if access_log.isEnabledFor(logging.INFO):
             access_log.info(
@@ -125,7 +130,7 @@ class HTTPServer:
 
     def refused(self, status: int, client: str) -> None:
         """A request refused before it could be parsed or routed (4xx/5xx from the HTTP layer)."""
-        self.requests.inc("unparsed", "-", str(status))
+        self.requests.inc("unparsed", "-", _status_label(status))
         access_log.info("- - %d (refused by the HTTP layer)", status,
                         extra={"status": status, "client": client})
 
