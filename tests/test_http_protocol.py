@@ -42,6 +42,10 @@ async def _echo_query(request: Request) -> Response:
     return json_response({"query": request.query, "path": request.path})
 
 
+async def _echo_host(request: Request) -> Response:
+    return json_response({"host": (request.header(b"host") or b"").decode()})
+
+
 async def _upgrade_flag(request: Request) -> Response:
     return json_response({"upgrade": request.upgrade is not None})
 
@@ -55,6 +59,7 @@ TEST_ROUTES = [
     Route("GET", "/boom", _boom),
     Route("POST", "/json", _echo_json),
     Route("GET", "/query", _echo_query),
+    Route("GET", "/host", _echo_host),
     Route("GET", "/upgrade-flag", _upgrade_flag),
     Route("GET", "/items/{item_id:int}", _item),
     Route("DELETE", "/items/{item_id:int}", _item),
@@ -317,6 +322,7 @@ async def test_http_1_x_minor_versions_are_served(port: int) -> None:
         ("https://test/query?a=1", 200, {"path": "/query", "query": {"a": "1"}}),
         ("http://test?a=1", 404, None),  # an empty path is "/", which this server does not route
         ("http://test/items/7/", 404, None),
+        ("http://target.example:8080/host", 200, {"host": "target.example:8080"}),  # not Host: test
     ],
 )
 async def test_absolute_form_targets_are_served_as_their_path(

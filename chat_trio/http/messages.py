@@ -36,16 +36,16 @@ def reason(status: int) -> bytes:
     return _REASON_BYTES.get(status, b"")
 
 
-def origin_form(target: str) -> str:
-    """The path and query of a request target. An absolute-form target (`http://host/x?y`, which
-    RFC 9112 §3.2.2 says a server MUST accept) is served as its origin form (`/x?y`); its
-    authority replaces Host, which no route here depends on."""
+def split_target(target: str) -> tuple[str | None, str]:
+    """(authority, path and query) of a request target. An absolute-form target
+    (`http://host/x?y`, which RFC 9112 §3.2.2 says a server MUST accept) is served as its origin
+    form (`/x?y`) and its authority replaces Host; any other target has no authority."""
     scheme, sep, rest = target.partition("://")
     if not sep or scheme.lower() not in ("http", "https"):
-        return target
+        return None, target
     cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
     path = rest[cut:]
-    return path if path.startswith("/") else "/" + path
+    return rest[:cut].rpartition("@")[2], path if path.startswith("/") else "/" + path
 
 
 @dataclass(slots=True)
@@ -66,8 +66,11 @@ class Request:
     _query: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
-        raw = origin_form(self.target.decode("latin-1"))
+        authority, raw = split_target(self.target.decode("latin-1"))
         self.path, _, self.query_string = raw.partition("?")
+        if authority is not None:
+            host = (b"host", authority.encode("latin-1"))
+            self.headers = [*(h for h in self.headers if h[0] != b"host"), host]
 
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.headers:
