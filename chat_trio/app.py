@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
+import sqlite3
 from typing import Any
 
 import trio
@@ -12,7 +15,7 @@ from chat_trio.api import build_routes
 from chat_trio.api.services import Services
 from chat_trio.config import Config
 from chat_trio.http.router import Router
-from chat_trio.http.server import HTTPServer
+from chat_trio.http.server import HTTPServer, StartupError, open_listeners
 from chat_trio.logs import setup_logging
 from chat_trio.metrics import Registry, Sampled
 from chat_trio.rooms.hub import Hub
@@ -33,11 +36,21 @@ class App:
         self.store: Store | None = None
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        # The port first: a second instance started on a busy port stops here, before it has
+        # touched the database the first one is using.
+        listeners = await open_listeners(self.config.host, self.config.port)
+        try:
+            await self._run(listeners, task_status)
+        finally:
+            for sock in listeners:
+                sock.close()
+
+    async def _run(self, listeners: list[socket.socket], task_status: Any) -> None:
         passwords = await trio.to_thread.run_sync(Passwords, self.config)
-        self.store = store = await Store.open(self.config)
+        self.store = store = await open_store(self.config)
         store.listeners.append(self.hub.publish)
         services = Services(self.config, store, self.hub, passwords)
-        self.server = HTTPServer(self.config, Router(build_routes(services)))
+        self.server = HTTPServer(self.config, Router(build_routes(services)), listeners)
         register_metrics(services.metrics, self.server, store, self.hub, passwords)
         try:
             async with trio.open_nursery() as background:
@@ -58,6 +71,19 @@ class App:
         self.hub.shutdown()
         if self.server is not None:
             self.server.shutdown()
+
+
+async def open_store(config: Config) -> Store:
+    """The store, or StartupError naming the database file and what is wrong with it."""
+    try:
+        return await Store.open(config)
+    except (sqlite3.Error, OSError, RuntimeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        if os.path.isdir(config.db):
+            reason = "it is a directory"
+        elif not os.path.isdir(os.path.dirname(os.path.abspath(config.db))):
+            reason = "its directory does not exist"
+        raise StartupError(f"cannot open the database {config.db}: {reason}") from None
 
 
 def register_metrics(
@@ -99,6 +125,22 @@ async def main(config: Config) -> None:
     log.info("stopped")
 
 
+def _startup_failure(exc: BaseException) -> StartupError | None:
+    """The StartupError behind `exc`, which trio may have wrapped in exception groups."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc if isinstance(exc, StartupError) else None
+
+
 def run(config: Config) -> None:
+    """Run until a signal stops it. A server that cannot start says why in one log line and
+    exits with status 1, without a traceback: the cause is the setup, not the code."""
     setup_logging(config.log_level, config.log_format)
-    trio.run(main, config)
+    try:
+        trio.run(main, config)
+    except BaseException as exc:
+        failure = _startup_failure(exc)
+        if failure is None:
+            raise
+        log.critical("%s", failure)
+        raise SystemExit(1) from None

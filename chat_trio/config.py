@@ -34,10 +34,15 @@ class Config:
     max_body_bytes: int = _opt(64 * 1024, "largest request body (413 beyond)")
     head_timeout: float = _opt(10.0, "seconds for a request head to arrive after its first byte (408)")
     body_timeout: float = _opt(10.0, "seconds a request body may stay idle (408)")
+    min_body_rate: float = _opt(1024.0, "bytes/s a request body must average: the whole body gets "
+                                "body_timeout + its size / this rate (408 beyond)")
     keepalive_timeout: float = _opt(30.0, "seconds an idle keep-alive connection stays open")
     send_timeout: float = _opt(10.0, "seconds a client may take to accept a response")
     max_requests_per_connection: int = _opt(1000, "requests served on one connection")
     max_connections: int = _opt(10_000, "open connections; more are answered 503 and closed")
+    max_connections_per_address: int = _opt(
+        1024, "open connections from one client address (the peer, or the X-Forwarded-For client of a "
+        "trusted proxy once its request names it); more are answered 503 and closed")
     shutdown_grace: float = _opt(5.0, "seconds in-flight requests get to finish at shutdown")
 
     # Accounts

@@ -1,121 +1,105 @@
-"""A minimal Prometheus text-format registry: counters, histograms and values sampled at scrape.
+"""Prometheus metrics on `prometheus_client`: counters, histograms and values sampled at scrape.
 
-Deliberately tiny (no dependency, no locks: everything runs on the one Trio thread, except
-values read at scrape time). Label values are bounded by construction: routes are patterns,
-never raw paths.
+Each App has its own `Registry` (never the library's global one: tests run many servers in one
+process, and two servers must not share or collide on series). The thin classes here keep the
+call sites short (`requests.inc(route, method, status)`) and are created unregistered, so the
+part that owns a figure (listener, writer) creates it and the App registers it.
+
+Every label value comes from a fixed set, so one client cannot grow a scrape: routes are
+patterns or "unmatched" (never raw paths), methods are the standard ones or "other"
+(`method_label`), statuses are the ones this server writes.
 """
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import TypeVar
 
+import prometheus_client
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
 Labels = tuple[tuple[str, str], ...]
-M = TypeVar("M", "Counter", "Histogram", "Sampled")
+M = TypeVar("M", bound=Collector)
+
+# The `_created` series double a scrape and say only when the process started.
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"})
 
 
-def _fmt_labels(labels: Labels, extra: tuple[tuple[str, str], ...] = ()) -> str:
-    pairs = labels + extra
-    if not pairs:
-        return ""
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in pairs) + "}"
+def method_label(method: str) -> str:
+    """A request method as a label: the standard ones as they are, anything else "other"."""
+    return method if method in KNOWN_METHODS else "other"
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _fmt_value(value: float) -> str:
-    if value == int(value):
-        return str(int(value))
-    return repr(value)
-
-
-@dataclass(eq=False)
-class Counter:
-    name: str
-    help: str
-    label_names: tuple[str, ...] = ()
-    values: dict[tuple[str, ...], float] = field(default_factory=dict)
+class Counter(Collector):
+    def __init__(self, name: str, help: str, label_names: tuple[str, ...] = ()) -> None:
+        self._metric = prometheus_client.Counter(name, help, label_names, registry=None)
+        # Each label set's child, looked up without the library's lock (this is the hot path).
+        self._children: dict[tuple[str, ...], prometheus_client.Counter] = (
+            {} if label_names else {(): self._metric})
 
     def inc(self, *labels: str, amount: float = 1.0) -> None:
-        self.values[labels] = self.values.get(labels, 0.0) + amount
+        child = self._children.get(labels)
+        if child is None:
+            child = self._children[labels] = self._metric.labels(*labels)
+        child.inc(amount)
 
-    def render(self) -> Iterable[str]:
-        yield f"# HELP {self.name} {self.help}"
-        yield f"# TYPE {self.name} counter"
-        for labels, value in sorted(self.values.items()):
-            named = tuple(zip(self.label_names, labels, strict=True))
-            yield f"{self.name}_total{_fmt_labels(named)} {_fmt_value(value)}"
+    def collect(self) -> Iterable[Metric]:
+        return self._metric.collect()
 
 
-@dataclass(eq=False)
-class Histogram:
-    name: str
-    help: str
-    buckets: tuple[float, ...]
-    label_names: tuple[str, ...] = ()
-    series: dict[tuple[str, ...], list[float]] = field(default_factory=dict)  # counts…, sum, count
+class Histogram(Collector):
+    def __init__(
+        self, name: str, help: str, buckets: tuple[float, ...], label_names: tuple[str, ...] = ()
+    ) -> None:
+        self._metric = prometheus_client.Histogram(name, help, label_names, buckets=buckets, registry=None)
+        self._children: dict[tuple[str, ...], prometheus_client.Histogram] = (
+            {} if label_names else {(): self._metric})
 
     def observe(self, value: float, *labels: str) -> None:
-        row = self.series.get(labels)
-        if row is None:
-            row = self.series[labels] = [0.0] * (len(self.buckets) + 3)  # buckets, +Inf, sum, count
-        row[bisect.bisect_left(self.buckets, value)] += 1  # non-cumulative; summed when rendered
-        row[-2] += value
-        row[-1] += 1
+        child = self._children.get(labels)
+        if child is None:
+            child = self._children[labels] = self._metric.labels(*labels)
+        child.observe(value)
 
-    def render(self) -> Iterable[str]:
-        yield f"# HELP {self.name} {self.help}"
-        yield f"# TYPE {self.name} histogram"
-        for labels, row in sorted(self.series.items()):
-            named = tuple(zip(self.label_names, labels, strict=True))
-            cumulative = 0.0
-            for bound, count in zip((*self.buckets, float("inf")), row[:-2], strict=True):
-                cumulative += count
-                le = "+Inf" if bound == float("inf") else _fmt_value(bound)
-                yield f"{self.name}_bucket{_fmt_labels(named, (('le', le),))} {_fmt_value(cumulative)}"
-            yield f"{self.name}_sum{_fmt_labels(named)} {_fmt_value(row[-2])}"
-            yield f"{self.name}_count{_fmt_labels(named)} {_fmt_value(row[-1])}"
+    def collect(self) -> Iterable[Metric]:
+        return self._metric.collect()
 
 
-@dataclass(eq=False)
-class Sampled:
+class Sampled(Collector):
     """A value read from its owner when scraped: a gauge (open connections, queue depth) or a
     counter the owner already keeps (messages committed)."""
 
-    name: str
-    help: str
-    read: Callable[[], float | dict[Labels, float]]
-    kind: str = "gauge"
+    def __init__(
+        self, name: str, help: str, read: Callable[[], float | dict[Labels, float]], kind: str = "gauge"
+    ) -> None:
+        self.name, self.help, self.read, self.kind = name, help, read, kind
 
-    def render(self) -> Iterable[str]:
-        yield f"# HELP {self.name} {self.help}"
-        yield f"# TYPE {self.name} {self.kind}"
-        sample = self.name + ("_total" if self.kind == "counter" else "")
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily if self.kind == "counter" else GaugeMetricFamily
         value = self.read()
-        if isinstance(value, dict):
-            for labels, v in sorted(value.items()):
-                yield f"{sample}{_fmt_labels(labels)} {_fmt_value(v)}"
-        else:
-            yield f"{sample} {_fmt_value(value)}"
+        if not isinstance(value, dict):
+            yield family(self.name, self.help, value=value)
+            return
+        names = [name for name, _ in next(iter(value), ())]
+        labelled = family(self.name, self.help, labels=names)
+        for labels, v in sorted(value.items()):
+            labelled.add_metric([label for _, label in labels], v)
+        yield labelled
 
 
-class Registry:
-    def __init__(self) -> None:
-        self._metrics: list[Counter | Histogram | Sampled] = []
+class Registry(CollectorRegistry):
+    """One server's metrics."""
 
     def add(self, metric: M) -> M:
-        self._metrics.append(metric)
+        self.register(metric)
         return metric
 
     def render(self) -> bytes:
-        lines: list[str] = []
-        for metric in self._metrics:
-            lines.extend(metric.render())
-        return ("\n".join(lines) + "\n").encode()
+        """The Prometheus text format (version 0.0.4)."""
+        return prometheus_client.generate_latest(self)
 
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

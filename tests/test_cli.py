@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import socket
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
+import trio
 
 from chat_trio.cli import build_parser, parse_config
 from chat_trio.config import Config
+from tests.conftest import make_config
+from tests.helpers import serve
+from tests.server_process import ServerProcess
 
 
 def test_help_lists_every_flag() -> None:
@@ -106,3 +113,85 @@ def test_bad_env_value_does_not_print_a_traceback() -> None:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "CHAT_TRIO_PORT" in result.stderr
+
+
+# -- start-up failures: one line naming what and why, exit status 1 ------------------------------
+
+
+def _failed_start(tmp_path: Path, *args: str, db: Path | None = None) -> str:
+    """Run the server expecting it not to start; its one line of output (checked to be one line,
+    without a traceback or an exception group)."""
+    server = ServerProcess(tmp_path, *args, db=db)
+    try:
+        assert server.proc.wait(30) == 1
+    finally:
+        server.kill()
+    lines = [line for line in server.log().splitlines() if line.strip()]
+    assert len(lines) == 1, server.log()
+    assert "Traceback" not in lines[0] and "ExceptionGroup" not in lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("where", "reason"),
+    [
+        ("missing/chat.db", "its directory does not exist"),
+        (".", "it is a directory"),
+        ("garbage.db", "file is not a database"),
+        ("/proc/chat_trio_test.db", "unable to open database file"),  # a file system that refuses it
+    ],
+)
+def test_bad_database_is_one_line_and_exit_1(tmp_path: Path, where: str, reason: str) -> None:
+    (tmp_path / "garbage.db").write_bytes(b"this is not sqlite\n" * 100)
+    db = tmp_path / where
+    line = _failed_start(tmp_path, db=db)
+    assert f"cannot open the database {db}: {reason}" in line
+
+
+def test_busy_port_is_one_line_and_the_database_is_never_opened(tmp_path: Path) -> None:
+    """The port is bound before the database is opened: a second instance on a busy port stops
+    before it touches the database the first one uses."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        line = _failed_start(tmp_path, "--port", str(port))
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in line
+    assert not list(tmp_path.glob("chat.db*"))
+
+
+def test_unknown_host_is_one_line(tmp_path: Path) -> None:
+    line = _failed_start(tmp_path, "--host", "no-such-host.invalid")
+    assert "cannot listen on no-such-host.invalid:0" in line
+
+
+class _TwoAddresses(trio.abc.HostnameResolver):
+    """Resolves "dual.test" to an IPv4 and an IPv6 loopback address (like "localhost" on many
+    systems), through trio's resolver hook: the name is resolved by trio, never on the loop."""
+
+    async def getaddrinfo(self, host: bytes | None, port: bytes | str | int | None, family: int = 0,
+                          type: int = 0, proto: int = 0, flags: int = 0) -> list[Any]:
+        assert host == b"dual.test"
+        number = int(port or 0)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", number)),
+                (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", number, 0, 0))]
+
+    async def getnameinfo(self, sockaddr: tuple[Any, ...], flags: int) -> tuple[str, str]:
+        raise NotImplementedError
+
+
+async def test_every_resolved_address_is_listened_on(tmp_path: Path) -> None:
+    trio.socket.set_custom_hostname_resolver(_TwoAddresses())
+    try:
+        async with serve(make_config(tmp_path, host="dual.test")) as app:
+            with trio.fail_after(10):
+                for address in ("127.0.0.1", "::1"):
+                    stream = await trio.open_tcp_stream(address, app.port)
+                    await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                    received = b""
+                    while chunk := await stream.receive_some():
+                        received += chunk
+                    assert received.startswith(b"HTTP/1.1 200 "), (address, received)
+                    await stream.aclose()
+    finally:
+        trio.socket.set_custom_hostname_resolver(None)

@@ -11,7 +11,7 @@ import trio
 from chat_trio.app import App
 from tests.client import HTTPClient
 from tests.conftest import make_config
-from tests.helpers import make_room, register_and_login, send, serve
+from tests.helpers import Client, make_room, register_and_login, send, serve
 from tests.rawhttp import exchange, get, only_error
 from tests.ws_client import connect, small_window_stream
 
@@ -175,3 +175,45 @@ async def test_connection_flood_beyond_the_cap_is_refused_and_held_ones_keep_wor
             fresh = HTTPClient(app.port)
             assert (await fresh.get("/healthz")).status == 200
             await fresh.aclose()
+
+
+async def test_one_address_flooding_connections_takes_only_its_own_allowance(tmp_path: Path) -> None:
+    """One address holds its whole allowance and floods more connections at once: every extra
+    one is refused 503, another address is served all along, and when the flood is gone the
+    server holds no slot for it."""
+    allowance, flood = 40, 200
+    config = make_config(tmp_path, max_connections_per_address=allowance, keepalive_timeout=120.0)
+    async with serve(config) as app:
+        held = [Client(app.port, local_address="127.0.0.1") for _ in range(allowance)]
+        with trio.fail_after(20):
+            for client in held:
+                assert (await client.get("/healthz")).status == 200
+        refused = served = 0
+
+        async def intruder() -> None:
+            nonlocal refused
+            raw, closed = await exchange(app.port, get("/healthz"), timeout=10)
+            assert closed, raw[:200]
+            only_error(raw, 503, "unavailable")
+            refused += 1
+
+        async def bystander() -> None:
+            nonlocal served
+            client = Client(app.port, local_address="127.0.0.2")
+            for _ in range(20):
+                assert (await client.get("/healthz")).status == 200
+                served += 1
+            await client.aclose()
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(bystander)
+                for _ in range(flood):
+                    nursery.start_soon(intruder)
+        assert (refused, served) == (flood, 20)
+        with trio.fail_after(20):
+            for client in held:
+                assert (await client.get("/healthz")).status == 200
+                await client.aclose()
+            while app.server.per_address:
+                await trio.sleep(0.01)

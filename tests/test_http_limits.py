@@ -13,6 +13,7 @@ import trio
 from chat_trio.app import App
 from tests.client import HTTPClient, statuses
 from tests.conftest import make_config
+from tests.helpers import Client
 from tests.rawhttp import RawConn, assert_error_body, exchange, get, only_error, parse_responses
 from tests.server_process import ServerProcess
 
@@ -406,3 +407,130 @@ async def test_shutdown_grace_cancels_a_stuck_request(tmp_path: Path) -> None:
         await stuck.aclose()
     finally:
         server.kill()
+
+
+# -- minimum body rate -------------------------------------------------------------------------
+
+
+async def _trickle(conn: RawConn, data: bytes, pause: float) -> None:
+    """Send `data` a piece at a time, each pause well inside body_timeout, until the server closes."""
+    try:
+        for i in range(len(data)):
+            await conn.send(data[i:i + 1])
+            await trio.sleep(pause)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+
+
+async def test_body_slower_than_the_minimum_rate_is_408(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """A byte every 0.2 s never trips the 1 s idle timeout, but 1000 bytes at 1000 B/s get
+    1 + 1000/1000 = 2 s in all, not the 200 s the trickle would take."""
+    port = await start(nursery, tmp_path, body_timeout=1.0, min_body_rate=1000.0)
+    conn = await RawConn.open(port)
+    await conn.send(b"POST /healthz HTTP/1.1\r\nHost: test\r\nContent-Length: 1000\r\n\r\n")
+    started = trio.current_time()
+    nursery.start_soon(_trickle, conn, b"x" * 1000, 0.2)
+    reply = await conn.read_response(timeout=10)
+    assert reply.status == 408
+    assert_error_body(reply, "request_timeout")
+    assert "bytes/s" in reply.json["error"]["message"]
+    assert 1.8 <= trio.current_time() - started < 6
+    await conn.aclose()
+
+
+async def test_chunked_body_slower_than_the_minimum_rate_is_408(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """Without a Content-Length the body earns time as it arrives: 1 s + what came / 1000 B/s."""
+    port = await start(nursery, tmp_path, body_timeout=1.0, min_body_rate=1000.0)
+    conn = await RawConn.open(port)
+    await conn.send(b"POST /healthz HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n")
+    nursery.start_soon(_trickle, conn, b"1\r\nx\r\n" * 1000, 0.05)
+    reply = await conn.read_response(timeout=10)
+    assert reply.status == 408
+    assert_error_body(reply, "request_timeout")
+    await conn.aclose()
+
+
+async def test_body_at_the_minimum_rate_is_read(nursery: trio.Nursery, tmp_path: Path) -> None:
+    port = await start(nursery, tmp_path, body_timeout=1.0, min_body_rate=1000.0)
+    conn = await RawConn.open(port)
+    await conn.send(b"POST /healthz HTTP/1.1\r\nHost: test\r\nContent-Length: 2000\r\n\r\n" + b"x" * 1000)
+    await trio.sleep(0.8)  # 2000 bytes have 1 + 2 s; this one is well within
+    await conn.send(b"x" * 1000)
+    reply = await conn.read_response(timeout=5)
+    assert reply.status == 405  # the body was read in full, then routed
+    await conn.aclose()
+
+
+# -- connections per client address ------------------------------------------------------------
+
+
+async def test_one_address_cannot_take_every_connection(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """An address holding its whole allowance gets 503 for one more; other addresses keep being
+    served, and a slot it frees is its own again."""
+    port = await start(nursery, tmp_path, max_connections_per_address=3, keepalive_timeout=60.0)
+    held = [Client(port, local_address="127.0.0.1") for _ in range(3)]
+    with trio.fail_after(10):
+        for client in held:
+            assert (await client.get("/healthz")).status == 200
+        raw, closed = await exchange(port, get("/healthz"), timeout=5)
+        assert closed
+        refused = only_error(raw, 503, "unavailable")
+        assert "address" in refused.json["error"]["message"]
+        assert refused.headers[b"retry-after"] == b"1"
+
+        other = Client(port, local_address="127.0.0.2")
+        assert (await other.get("/healthz")).status == 200
+        for client in held:
+            assert (await client.get("/healthz")).status == 200
+        await other.aclose()
+
+        await held.pop().aclose()
+        while statuses((await exchange(port, get("/healthz", "Connection: close"), timeout=5))[0]) != [200]:
+            await trio.sleep(0.01)
+        for client in held:
+            await client.aclose()
+
+
+async def test_connections_through_a_trusted_proxy_count_for_the_client_it_names(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """Behind a proxy every connection comes from its address; the client its requests name in
+    X-Forwarded-For is the one that holds the slot."""
+    port = await start(nursery, tmp_path, max_connections_per_address=2, trusted_proxies="127.0.0.1",
+                       keepalive_timeout=60.0)
+
+    def forwarded(client: str) -> bytes:
+        return get("/healthz", f"X-Forwarded-For: 198.51.100.1, {client}")
+
+    held = [await RawConn.open(port) for _ in range(2)]
+    with trio.fail_after(10):
+        for conn in held:
+            await conn.send(forwarded("203.0.113.7"))
+            assert (await conn.read_response()).status == 200
+        raw, closed = await exchange(port, forwarded("203.0.113.7"), timeout=5)
+        assert closed
+        only_error(raw, 503, "unavailable")
+        # Another client behind the same proxy, and the proxy's own requests, are served.
+        for request in (forwarded("203.0.113.8"), get("/healthz")):
+            raw, _ = await exchange(port, request + get("/healthz", "Connection: close"), timeout=5)
+            assert statuses(raw) == [200, 200]
+    for conn in held:
+        await conn.aclose()
+
+
+async def test_over_cap_503_is_framed_and_counted_like_every_answer(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    port = await start(nursery, tmp_path, max_connections=1)
+    holder = HTTPClient(port)
+    assert (await holder.get("/healthz")).status == 200
+    raw, closed = await exchange(port, get("/healthz"), timeout=5)
+    assert closed
+    refused = only_error(raw, 503, "unavailable")
+    assert raw.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    assert {b"date", b"server", b"content-length", b"connection", b"retry-after"} <= set(refused.headers)
+    scrape = (await holder.get("/metrics")).body.decode()
+    assert 'chat_trio_http_requests_total{method="-",route="unparsed",status="503"} 1.0' in scrape
+    await holder.aclose()

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from chat_trio.app import App
-from tests.client import HTTPClient
-from tests.helpers import make_room, register_and_login, send
+from chat_trio.http.messages import Request, Response
+from chat_trio.http.router import Route, Router
+from chat_trio.http.server import HTTPServer
+from chat_trio.metrics import Registry
+from tests.client import HTTPClient, raw_exchange, statuses
+from tests.conftest import make_config
+from tests.helpers import make_room, register_and_login, send, serve
 from tests.ws_client import connect
 
 
@@ -58,3 +66,59 @@ async def test_metrics_parse_and_follow_the_traffic(app: App, client: HTTPClient
     assert count >= 3 and value(after, latency + "_bucket", route=route, le="+Inf") == count
     batches = value(after, "chat_trio_group_commit_batch_size_count")
     assert batches >= 1 and value(after, "chat_trio_store_commits_total") >= batches
+
+
+async def test_labels_come_from_fixed_sets_whatever_clients_send(app: App, client: HTTPClient) -> None:
+    """Made-up methods and paths, and requests the HTTP layer refuses, add no series: a method
+    is a standard one or "other", a route a pattern or "unmatched", a refusal "unparsed"."""
+    await scrape(client)
+    before = len((await client.get("/metrics")).body)
+    with trio.fail_after(30):
+        for i in range(300):
+            raw = await raw_exchange(app.port, f"M{i:05d} /x{i} HTTP/1.1\r\nHost: t\r\n"
+                                                "Connection: close\r\n\r\n".encode())
+            assert statuses(raw) == [404]
+        for data in (b"GARBAGE\r\n\r\n", b"GET / HTTP/2.0\r\nHost: t\r\n\r\n",
+                     b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999\r\n\r\n"):
+            await raw_exchange(app.port, data)
+        after = await scrape(client)
+    assert len((await client.get("/metrics")).body) - before < 2000
+    requests = after["chat_trio_http_requests_total"]
+    assert requests[(("method", "other"), ("route", "unmatched"), ("status", "404"))] == 300
+    for status in ("400", "505", "413"):
+        assert requests[(("method", "-"), ("route", "unparsed"), ("status", status))] == 1
+    assert {dict(labels)["method"] for labels in requests} <= {"GET", "POST", "other", "-"}
+
+
+async def test_each_server_has_its_own_registry(tmp_path: Path) -> None:
+    """Two servers in one process: neither sees the other's requests."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    async with serve(make_config(tmp_path / "a")) as one, serve(make_config(tmp_path / "b")) as two:
+        first, second = HTTPClient(one.port), HTTPClient(two.port)
+        with trio.fail_after(10):
+            for _ in range(5):
+                assert (await first.get("/healthz")).status == 200
+            healthz = (("method", "GET"), ("route", "/healthz"), ("status", "200"))
+            assert (await scrape(first))["chat_trio_http_requests_total"][healthz] == 5
+            assert healthz not in (await scrape(second)).get("chat_trio_http_requests_total", {})
+        await first.aclose()
+        await second.aclose()
+
+
+async def test_a_status_the_server_does_not_name_is_counted_by_its_class(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    async def odd(request: Request) -> Response:
+        return Response(299, b"{}")
+
+    server = HTTPServer(make_config(tmp_path), Router([Route("GET", "/odd", odd)]))
+    port = await nursery.start(server.serve)
+    with trio.fail_after(10):
+        raw = await raw_exchange(port, b"GET /odd HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    assert statuses(raw) == [299]
+    registry = Registry()
+    registry.add(server.requests)
+    families = text_string_to_metric_families(registry.render().decode())
+    scraped = {tuple(sorted(s.labels.items())): s.value for family in families for s in family.samples}
+    assert scraped == {(("method", "GET"), ("route", "/odd"), ("status", "2xx")): 1.0}

@@ -154,7 +154,7 @@ async def test_unknown_static_file_and_wrong_method(client: HTTPClient) -> None:
         assert reply.error_code == "not_found"
     reply = await client.post("/", {})
     assert reply.status == 405
-    assert reply.headers[b"allow"] == b"GET"
+    assert reply.headers[b"allow"] == b"GET, HEAD"
 
 
 # -- a real browser --------------------------------------------------------------------------

@@ -3,8 +3,8 @@
 Request bodies and query parameters come from `api.shapes`, the declarations the handlers parse
 with; this module adds the answers. Limits (lengths, patterns, paging) are the defaults of
 `Config`; a server started with other settings enforces those instead. Errors share one `Error`
-schema; the answers every operation can give (400 for malformed HTTP, 408, 413, 431, 500, 503)
-are its `default` response.
+schema; the answers every operation can give (400 for malformed HTTP, 408, 413, 431, 500, 503,
+505) are its `default` response.
 """
 
 from __future__ import annotations
@@ -189,11 +189,13 @@ RESPONSES: JSON = {
     **{name: response for name, (_status, response) in ERRORS.items()},
     "Error": _error(
         "Any other error: 400 for malformed HTTP (the connection closes), 405 with `Allow` for a "
-        "method a path does not have, 408 for a slow request, 413 for a body over the limit "
-        "(64 KiB), 431 for a head over the limit (16 KiB), 500 internal (no traceback), 503 "
-        "unavailable (too many connections, or a write the store could not commit; with "
-        "`Retry-After`). A call that takes no body accepts an empty body or `{}`: any other is "
-        "400 `invalid_json`, 415 or 422 like a body of a call that takes one"),
+        "method a path does not have (HEAD wherever GET is), 408 for a slow request (a head, or a "
+        "body slower than 1024 B/s on average), 413 for a body over the limit (64 KiB), 431 for a "
+        "head over the limit (16 KiB), 500 internal (no traceback), 503 unavailable (too many "
+        "connections, in all or from one address, or a write the store could not commit; with "
+        "`Retry-After`), 505 http_version_not_supported (an HTTP version other than 1.x). A call "
+        "that takes no body accepts an empty body or `{}`: any other is 400 `invalid_json`, 415 or "
+        "422 like a body of a call that takes one"),
 }
 
 PARAMETERS: JSON = {
@@ -273,7 +275,9 @@ PATHS: dict[str, JSON] = {
         "404": _error("No such file", "not_found")},
         params=("AssetName",))},
     "/metrics": {"get": _op("metrics", "Service", "Prometheus metrics", {
-        "200": {"description": "Prometheus text format 0.0.4: requests by route and status, request "
+        "200": {"description": "Prometheus text format 0.0.4: requests by route, method and status "
+                               "(labels from fixed sets: route patterns or `unmatched`, standard "
+                               "methods or `other`, `unparsed` for refusals of the HTTP layer), request "
                                "latency, open connections and websockets, messages committed, "
                                "group-commit batch sizes, store queue depth, worker threads in use",
                 "content": {"text/plain": {"schema": {"type": "string"}}}}})},

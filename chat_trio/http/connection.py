@@ -22,6 +22,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
+import re
 import socket
 import time
 from typing import TYPE_CHECKING
@@ -43,6 +44,9 @@ _NEVER = math.inf
 
 IDLE, HEAD, BODY, SEND = "idle", "head", "body", "send"
 
+TOO_MANY_FROM_ADDRESS = error_response(503, "unavailable", "too many connections from your address",
+                                       [(b"retry-after", b"1")])
+
 
 class _Refuse(Exception):
     """Answer with this response, then close the connection."""
@@ -55,31 +59,53 @@ class _Closed(Exception):
     """The peer went away: close without answering."""
 
 
-def _inspect(event: h11.Request, max_head: int, max_body: int) -> Headers:
-    """The request's headers (names lower-cased), after the checks h11 leaves to us: the head's
+def _inspect(event: h11.Request, max_head: int, max_body: int) -> tuple[Headers, int | None]:
+    """The request's headers (names lower-cased) and its Content-Length, after the checks h11
+    leaves to us: an HTTP major version other than 1 (505; h11 parses any digit.digit), the head's
     size (h11 only limits heads that arrive in pieces, see h11 issue #182), framing that lets a
     front proxy and this server disagree on where the body ends (request smuggling, RFC 9112
-    §6.1 and §6.3), and a declared body over the limit (refused before reading it)."""
+    §6.1 and §6.3), and a declared body over the limit (refused before reading it).
+
+    A Content-Length h11 accepted is plain digits (it refuses signs, lists and, through
+    Python's int-digits limit, numbers of thousands of digits), so `int()` cannot fail here."""
+    if not event.http_version.startswith(b"1."):
+        raise _Refuse(error_response(505, "http_version_not_supported", "this server speaks HTTP/1.1"))
     headers = [(name.lower(), value) for name, value in event.headers.raw_items()]
     size = len(event.method) + len(event.target) + 14
-    chunked = length = False
+    chunked = False
+    length: int | None = None
     for name, value in headers:
         size += len(name) + len(value) + 4
         if name == b"transfer-encoding":
             chunked = True
         elif name == b"content-length":
-            length = True
-            if int(value) > max_body:
+            length = int(value)
+            if length > max_body:
                 raise _Refuse(error_response(413, "payload_too_large", f"body larger than {max_body} bytes"))
     if size > max_head:
         raise _Refuse(error_response(431, "headers_too_large", "request head too large"))
-    if chunked and length:
+    if chunked and length is not None:
         raise _Refuse(error_response(400, "bad_request",
                                      "malformed request: both Content-Length and Transfer-Encoding"))
     if chunked and event.http_version != b"1.1":
         raise _Refuse(error_response(400, "bad_request", "malformed request: Transfer-Encoding in an "
                                      f"HTTP/{event.http_version.decode()} request"))
-    return headers
+    return headers, length
+
+
+_REPR = re.compile(r":\s*(?:bytearray\(|b'|b\")")
+
+
+def _protocol_error(exc: h11.RemoteProtocolError) -> Response:
+    """h11's refusal in the API's error format. Its message is kept (it says what is wrong) but
+    cut before any repr of the offending bytes (`illegal request line: bytearray(b'...')`)."""
+    status = exc.error_status_hint
+    if status == 431:
+        return error_response(431, "headers_too_large", "request head too large")
+    detail = _REPR.split(str(exc), 1)[0].strip() or "cannot parse the request"
+    if not detail.isprintable():
+        detail = "cannot parse the request"
+    return error_response(status, None, f"malformed request: {detail}"[:200])
 
 
 def _forwarded_for(headers: Headers) -> str | None:
@@ -107,22 +133,23 @@ class HTTPConnection:
         self.config = server.config
         self.client = client
         self.behind_proxy = client in server.trusted_proxies
+        self.address: str | None = None  # the address whose connection slot this holds (server.claim)
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self.config.max_head_bytes)
         self.served = 0
         self._timer = trio.CancelScope()
         self._phase = IDLE
+        self._slow_body = False  # the body's deadline is its minimum rate, not its idle timeout
 
     async def serve(self) -> None:
         try:
             with self._timer:
                 await self._serve_requests()
             if self._timer.cancelled_caught and self._phase in (HEAD, BODY):
-                self.server.refused(408, self.client)
-                message = "request head took too long" if self._phase == HEAD else "request body stalled"
-                data = self._frame(error_response(408, "request_timeout", message), close=True)
+                message = ("request head took too long" if self._phase == HEAD
+                           else f"request body slower than {self.config.min_body_rate:g} bytes/s"
+                           if self._slow_body else "request body stalled")
                 with trio.move_on_after(self.config.send_timeout):
-                    await self.stream.send_all(data)
-                    await self._linger()
+                    await self._answer_and_close(error_response(408, "request_timeout", message))
         except (_Closed, trio.BrokenResourceError, trio.ClosedResourceError):
             return
         finally:
@@ -134,9 +161,7 @@ class HTTPConnection:
             try:
                 request = await self._read_request()
             except _Refuse as refusal:
-                self.server.refused(refusal.response.status, self.client)
-                await self._write(self._frame(refusal.response, close=True))
-                await self._linger()
+                await self._answer_and_close(refusal.response)
                 return
             if request is None:
                 return
@@ -152,6 +177,34 @@ class HTTPConnection:
             if self.h11.our_state is not h11.DONE or self.h11.their_state is not h11.DONE:
                 return  # Connection: close, HTTP/1.0, or a declined upgrade
             self.h11.start_next_cycle()
+
+    async def refuse(self, response: Response) -> None:
+        """Answer before reading any request (a connection cap is full), then close."""
+        try:
+            with trio.move_on_after(1):
+                await self._answer_and_close(response)
+        except (_Closed, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await self.stream.aclose()
+
+    async def _answer_and_close(self, response: Response) -> None:
+        """A refusal by the HTTP layer: counted, framed like every answer, and the connection
+        closed after it."""
+        self.server.refused(response.status, self.client)
+        await self._write(self._frame(response, close=True))
+        await self._linger()
+
+    def _hold(self, client: str | None) -> None:
+        """Count a trusted proxy's connection against the client its request names (None: it
+        names none), so one client behind the proxy cannot take every slot either."""
+        if client == self.address:
+            return
+        if not self.server.claim(client):
+            raise _Refuse(TOO_MANY_FROM_ADDRESS)
+        self.server.release(self.address)
+        self.address = client
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -206,16 +259,15 @@ class HTTPConnection:
             if isinstance(event, h11.ConnectionClosed):
                 return None
             assert isinstance(event, h11.Request), event
-            headers = _inspect(event, self.config.max_head_bytes, self.config.max_body_bytes)
-            body = await self._read_body()
+            headers, length = _inspect(event, self.config.max_head_bytes, self.config.max_body_bytes)
+            body = await self._read_body(length)
         except h11.RemoteProtocolError as exc:
-            status = exc.error_status_hint
-            if status == 431:
-                raise _Refuse(error_response(431, "headers_too_large", "request head too large")) from None
-            raise _Refuse(error_response(status, None, f"malformed request: {exc}"[:200])) from None
+            raise _Refuse(_protocol_error(exc)) from None
         client = self.client
         if self.behind_proxy:
-            client = _forwarded_for(headers) or client
+            forwarded = _forwarded_for(headers)
+            self._hold(forwarded)
+            client = forwarded or client
         request = Request(event.method.decode("ascii", "replace"), event.target, headers, body, client)
         # An Upgrade (or CONNECT) request: what follows its head may not be HTTP. Only h11's
         # MIGHT_SWITCH_PROTOCOL says so; next_event() is also PAUSED for a plain request that has
@@ -224,17 +276,26 @@ class HTTPConnection:
             request.upgrade = Upgrade(self.stream, self.sock, self.h11.trailing_data[0], event.http_version)
         return request
 
-    async def _read_body(self) -> bytes:
+    async def _read_body(self, length: int | None) -> bytes:
+        """The whole body, within two deadlines: no read waits more than body_timeout, and the
+        body as a whole must keep up with min_body_rate (as Apache's mod_reqtimeout MinRate), so
+        a client trickling a byte per almost-body_timeout cannot hold its slot for days. With a
+        Content-Length the budget is fixed up front; a chunked body earns time as it arrives."""
         if self.h11.they_are_waiting_for_100_continue:
             await self._write(self.h11.send(h11.InformationalResponse(status_code=100, headers=[])))
         limit = self.config.max_body_bytes
+        rate = self.config.min_body_rate
+        started = trio.current_time()
         chunks: list[bytes] = []
         size = 0
         while True:
             part = self.h11.next_event()
             if part is h11.NEED_DATA:
                 self._phase = BODY
-                self._timer.deadline = trio.current_time() + self.config.body_timeout
+                now = trio.current_time()
+                budget = started + self.config.body_timeout + (size if length is None else length) / rate
+                self._slow_body = budget < now + self.config.body_timeout
+                self._timer.deadline = min(now + self.config.body_timeout, budget)
                 await self._receive()
                 self._timer.deadline = _NEVER
             elif isinstance(part, h11.Data):

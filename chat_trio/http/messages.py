@@ -22,6 +22,7 @@ _REASONS = {
     409: "Conflict", 413: "Content Too Large", 415: "Unsupported Media Type",
     422: "Unprocessable Content", 429: "Too Many Requests", 431: "Request Header Fields Too Large",
     500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable",
+    505: "HTTP Version Not Supported",
 }
 # The API's error code for each status that has a single obvious one.
 _STATUS_CODES = {
@@ -29,7 +30,7 @@ _STATUS_CODES = {
     405: "method_not_allowed", 408: "request_timeout", 409: "conflict",
     413: "payload_too_large", 415: "unsupported_media_type", 422: "validation_failed",
     429: "rate_limited", 431: "headers_too_large", 500: "internal", 501: "not_implemented",
-    503: "unavailable",
+    503: "unavailable", 505: "http_version_not_supported",
 }
 
 
@@ -50,6 +51,18 @@ class Upgrade:
     http_version: bytes  # as the request line said it ("1.1", "1.0")
 
 
+def split_target(target: str) -> tuple[str | None, str]:
+    """(authority, path and query) of a request target. An absolute-form target
+    (`http://host/x?y`, which RFC 9112 §3.2.2 says a server MUST accept) is served as its origin
+    form (`/x?y`) and its authority replaces Host; any other target has no authority."""
+    scheme, sep, rest = target.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        return None, target
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    path = rest[cut:]
+    return rest[:cut].rpartition("@")[2], path if path.startswith("/") else "/" + path
+
+
 @dataclass(slots=True)
 class Request:
     """One parsed request, body included. Header names are lower-case (as h11 gives them)."""
@@ -68,8 +81,11 @@ class Request:
     _query: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
-        raw = self.target.decode("latin-1")
+        authority, raw = split_target(self.target.decode("latin-1"))
         self.path, _, self.query_string = raw.partition("?")
+        if authority is not None:
+            host = (b"host", authority.encode("latin-1"))
+            self.headers = [*(h for h in self.headers if h[0] != b"host"), host]
 
     def take_stream(self) -> Upgrade:
         """Take the connection over (a websocket): from now on the handler alone reads and writes

@@ -3,6 +3,10 @@
 Patterns look like `/rooms/{room_id:int}/messages`. Static paths are a dict lookup; patterned
 ones are matched segment by segment. A path that exists under another method answers 405 with
 `Allow`; anything else is 404.
+
+Paths are canonical: a resource has exactly one spelling, so a trailing slash, an empty segment
+or an id with leading zeros is 404 (a cache, an ACL in a front proxy or a log query keyed on the
+path cannot be bypassed by another spelling of it).
 """
 
 from __future__ import annotations
@@ -15,12 +19,13 @@ from chat_trio.http.messages import HTTPError, Request, Response
 
 Handler = Callable[[Request], Awaitable[Response]]
 
-_CONVERTERS: dict[str, Callable[[str], Any]] = {"int": int, "str": str}
+_CONVERTERS: dict[str, Callable[[str], Any]] = {}
 _MAX_INT = 2**63 - 1
 
 
 def _to_int(raw: str) -> int:
-    if not raw.isdigit() or not raw.isascii() or len(raw) > 19:
+    """A canonical decimal id: ASCII digits, no sign, no leading zero, at most 2**63 - 1."""
+    if not raw.isdigit() or not raw.isascii() or len(raw) > 19 or (raw[0] == "0" and raw != "0"):
         raise ValueError(raw)
     value = int(raw)
     if value > _MAX_INT:
@@ -28,7 +33,14 @@ def _to_int(raw: str) -> int:
     return value
 
 
+def _to_str(raw: str) -> str:
+    if not raw:
+        raise ValueError(raw)
+    return raw
+
+
 _CONVERTERS["int"] = _to_int
+_CONVERTERS["str"] = _to_str
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +69,14 @@ class Match:
     handler: Handler
     params: dict[str, Any]
     route: str  # the pattern, e.g. /rooms/{room_id:int}: a bounded label for logs and metrics
+
+
+def allowed(methods: Iterable[str]) -> set[str]:
+    """The methods a path answers: HEAD wherever GET is (it is served by the GET handler)."""
+    found = set(methods)
+    if "GET" in found:
+        found.add("HEAD")
+    return found
 
 
 class Router:
@@ -97,13 +117,15 @@ class Router:
         if handler is None and method == "HEAD":
             handler = methods.get("GET")
         if handler is None:
-            allow = ", ".join(sorted(methods)).encode()
+            allow = ", ".join(sorted(allowed(methods))).encode()
             raise HTTPError(405, "method_not_allowed", f"{method[:20]} not allowed here",
                             headers=[(b"allow", allow)])
         return Match(handler, params, route)
 
     def _match_pattern(self, path: str) -> tuple[dict[str, Handler] | None, dict[str, Any], str]:
-        segments = path.strip("/").split("/")
+        if not path.startswith("/"):
+            return None, {}, ""
+        segments = path[1:].split("/")  # a trailing slash or "//" leaves an empty segment: no match
         for pattern in self._patterns:
             if len(pattern.parts) != len(segments):
                 continue

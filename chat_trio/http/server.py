@@ -1,4 +1,5 @@
-"""The listener: bind, accept in bursts, cap open connections, drain at shutdown.
+"""The listener: bind, accept in bursts, cap open connections (in all and per client address),
+drain at shutdown.
 
 Trio's stock `serve_tcp` accepts one connection per scheduler pass, so under load new clients
 wait behind busy ones. Here each time the listening socket is readable the whole accept queue is
@@ -8,7 +9,6 @@ crashing (the same policy as trio's `serve_listeners`).
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import socket
@@ -19,10 +19,10 @@ from typing import Any
 import trio
 
 from chat_trio.config import Config
-from chat_trio.http.connection import HTTPConnection
-from chat_trio.http.messages import HTTPError, Request, Response, error_response
+from chat_trio.http.connection import TOO_MANY_FROM_ADDRESS, HTTPConnection
+from chat_trio.http.messages import HTTPError, Request, Response, error_response, reason
 from chat_trio.http.router import Router
-from chat_trio.metrics import LATENCY_BUCKETS, Counter, Histogram
+from chat_trio.metrics import LATENCY_BUCKETS, Counter, Histogram, method_label
 
 log = logging.getLogger("chat_trio.http")
 access_log = logging.getLogger("chat_trio.access")
@@ -31,13 +31,21 @@ _RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 _BACKLOG = 4096
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
+def _status_label(status: int) -> str:
+    """A status as a metric label: the ones this server names as they are, any other by its class."""
+    return str(status) if reason(status) else f"{status // 100}xx"
+
+
+class StartupError(Exception):
+    """The server cannot start. The message names what (an address, a file) and why, in one line."""
+
+
+def _bind(family: int, kind: int, proto: int, address: Any) -> socket.socket:
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:  # as trio: "::" means IPv6 only; IPv4 gets its own socket
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(address)
         sock.listen(_BACKLOG)
         sock.setblocking(False)
@@ -47,11 +55,43 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _where(family: int, address: Any) -> str:
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+
+
+async def open_listeners(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets on every address `host` resolves to, as trio's `open_tcp_listeners`
+    (resolved in a worker thread, never on the event loop). With port 0 the first socket picks
+    a free port and the others take the same one. StartupError names the address that failed."""
+    try:
+        infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    listeners: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            if listeners and port == 0:
+                address = (address[0], listeners[0].getsockname()[1], *address[2:])
+            try:
+                listeners.append(_bind(family, kind, proto, address))
+            except OSError as exc:
+                raise StartupError(f"cannot listen on {_where(family, address)}: "
+                                   f"{exc.strerror or exc}") from None
+    except BaseException:
+        for sock in listeners:
+            sock.close()
+        raise
+    return listeners
+
+
 class HTTPServer:
-    def __init__(self, config: Config, router: Router) -> None:
+    def __init__(self, config: Config, router: Router, listeners: list[socket.socket] | None = None) -> None:
         self.config = config
         self.router = router
+        self.listeners = listeners or []  # bound by the caller (the App binds before it opens the db)
         self.open_connections = 0
+        self.per_address: dict[str, int] = {}  # open connections by client address
         self.trusted_proxies = config.proxies()
         self.draining = False
         self.idle: set[trio.CancelScope] = set()
@@ -79,7 +119,7 @@ class HTTPServer:
     def finished(self, request: Request, status: int, seconds: float) -> None:
         """One answered request: count it, time it, and write its access-log line."""
         route = request.route or "unmatched"
-        self.requests.inc(route, request.method, str(status))
+        self.requests.inc(route, method_label(request.method), _status_label(status))
         self.latency.observe(seconds, route)
         if access_log.isEnabledFor(logging.INFO):
             access_log.info(
@@ -89,8 +129,8 @@ class HTTPServer:
             )
 
     def refused(self, status: int, client: str) -> None:
-        """A request refused before it could be parsed or routed (4xx from the HTTP layer)."""
-        self.requests.inc("unparsed", "-", str(status))
+        """A request refused before it could be parsed or routed (4xx/5xx from the HTTP layer)."""
+        self.requests.inc("unparsed", "-", _status_label(status))
         access_log.info("- - %d (refused by the HTTP layer)", status,
                         extra={"status": status, "client": client})
 
@@ -100,22 +140,50 @@ class HTTPServer:
             self._date = (now, formatdate(now, usegmt=True).encode())
         return self._date[1]
 
+    def claim(self, address: str | None) -> bool:
+        """Take one of `address`'s connection slots (None: an address not limited, a trusted
+        proxy's own). False when it holds all of them."""
+        if address is None:
+            return True
+        held = self.per_address.get(address, 0)
+        if held >= self.config.max_connections_per_address:
+            return False
+        self.per_address[address] = held + 1
+        return True
+
+    def release(self, address: str | None) -> None:
+        if address is None:
+            return
+        held = self.per_address[address] - 1
+        if held:
+            self.per_address[address] = held
+        else:
+            del self.per_address[address]
+
     # -- listener ----------------------------------------------------------------------------
 
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Listen; report the bound port through `task_status`; return after `shutdown()` once
         the last connection has finished (or the grace period has cancelled it)."""
-        sock = _bind(self.config.host, self.config.port)
-        port = sock.getsockname()[1]
-        log.info("listening on http://%s:%d", self.config.host, port)
+        if not self.listeners:
+            self.listeners = await open_listeners(self.config.host, self.config.port)
+        port = self.listeners[0].getsockname()[1]
+        for sock in self.listeners:
+            log.info("listening on http://%s", _where(sock.family, sock.getsockname()))
         try:
             async with trio.open_nursery() as connections:
                 with self._accept_scope:
                     task_status.started(port)
-                    await self._accept_loop(sock, connections)
-                sock.close()
+                    async with trio.open_nursery() as accepting:
+                        for sock in self.listeners:
+                            accepting.start_soon(self._accept_loop, sock, connections)
+                self._close_listeners()
                 connections.cancel_scope.deadline = trio.current_time() + self.config.shutdown_grace
         finally:
+            self._close_listeners()
+
+    def _close_listeners(self) -> None:
+        for sock in self.listeners:
             sock.close()
 
     def shutdown(self) -> None:
@@ -147,26 +215,24 @@ class HTTPServer:
         conn.setblocking(False)
         stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
         client = address[0] if isinstance(address, tuple) else str(address)
+        connection = HTTPConnection(conn, stream, self, client)
         if self.open_connections >= self.config.max_connections:
-            await self._refuse(stream)
+            await connection.refuse(error_response(503, "unavailable", "too many connections",
+                                                   [(b"retry-after", b"1")]))
             return
+        # Counted by the peer's address; a trusted proxy's connections are counted by the client
+        # its requests name, from the first request on (HTTPConnection.hold).
+        held = None if connection.behind_proxy else client
+        if not self.claim(held):
+            await connection.refuse(TOO_MANY_FROM_ADDRESS)
+            return
+        connection.address = held
         self.open_connections += 1
         try:
-            await HTTPConnection(conn, stream, self, client).serve()
+            await connection.serve()
         except Exception:
             # A bug in one connection's handling must never take the listener down with it.
             log.exception("connection from %s failed", client)
         finally:
             self.open_connections -= 1
-
-    async def _refuse(self, stream: trio.SocketStream) -> None:
-        body = b'{"error":{"code":"unavailable","message":"too many connections"}}'
-        head = (
-            b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
-            b"connection: close\r\nretry-after: 1\r\ncontent-length: %d\r\n\r\n" % len(body)
-        )
-        with trio.move_on_after(1):
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await stream.send_all(head + body)
-        with trio.CancelScope(shield=True):
-            await stream.aclose()
+            self.release(connection.address)
