@@ -12,7 +12,7 @@ from typing import Any
 import trio
 
 from chat_trio.api import build_routes
-from chat_trio.api.services import Services
+from chat_trio.api.context import Context
 from chat_trio.config import Config
 from chat_trio.http.router import Router
 from chat_trio.http.server import HTTPServer, StartupError, open_listeners
@@ -49,13 +49,13 @@ class App:
         passwords = await trio.to_thread.run_sync(Passwords, self.config)
         self.store = store = await open_store(self.config)
         store.listeners.append(self.hub.publish)
-        services = Services(self.config, store, self.hub, passwords)
-        self.server = HTTPServer(self.config, Router(build_routes(services)), listeners)
-        register_metrics(services.metrics, self.server, store, self.hub, passwords)
+        context = Context(self.config, store, self.hub, passwords)
+        self.server = HTTPServer(self.config, Router(build_routes(context)), listeners)
+        register_metrics(context.metrics, self.server, store, self.hub, passwords)
         try:
             async with trio.open_nursery() as background:
                 await background.start(store.writer.run)
-                await background.start(services.purge_tokens)
+                await background.start(context.purge_tokens)
                 # The listener drains its connections before returning; only then does the
                 # writer stop, so every request that was answered has committed.
                 async with trio.open_nursery() as front:

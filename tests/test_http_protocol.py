@@ -10,9 +10,9 @@ import trio
 
 from chat_trio.app import App
 from chat_trio.config import Config
-from chat_trio.http.messages import Request, Response, json_response
 from chat_trio.http.router import Route, Router
 from chat_trio.http.server import HTTPServer
+from chat_trio.http.types import Request, Response, json_response
 from tests.client import HTTPClient, raw_exchange, statuses
 from tests.conftest import make_config
 from tests.helpers import make_room, register_and_login

@@ -8,9 +8,9 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from chat_trio.app import App
-from chat_trio.http.messages import Request, Response
 from chat_trio.http.router import Route, Router
 from chat_trio.http.server import HTTPServer
+from chat_trio.http.types import Request, Response
 from chat_trio.metrics import Registry
 from tests.client import HTTPClient, raw_exchange, statuses
 from tests.conftest import make_config

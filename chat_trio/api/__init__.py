@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from chat_trio.api import accounts, messages, rooms, service, web, websocket
-from chat_trio.api.services import Services
+from chat_trio.api import accounts, messages, rooms, system, web, websocket
+from chat_trio.api.context import Context
 from chat_trio.http.router import Route
 
 
-def build_routes(services: Services) -> list[Route]:
+def build_routes(context: Context) -> list[Route]:
     return [
-        *service.routes(services.metrics),
-        *accounts.routes(services),
-        *rooms.routes(services),
-        *messages.routes(services),
-        *websocket.routes(services),
+        *system.routes(context.metrics),
+        *accounts.routes(context),
+        *rooms.routes(context),
+        *messages.routes(context),
+        *websocket.routes(context),
         *web.routes(),
     ]

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from chat_trio.api.services import WWW_AUTHENTICATE, Services, bearer_token, rate_limited
+from chat_trio.api.context import WWW_AUTHENTICATE, Context, bearer_token, rate_limited
 from chat_trio.api.shapes import bodyless, shapes_for
-from chat_trio.http.messages import HTTPError, Request, Response, json_response, no_content
+from chat_trio.errors import APIError
 from chat_trio.http.router import Route
+from chat_trio.http.types import Request, Response, json_response, no_content
 from chat_trio.security.tokens import digest, new_token
 from chat_trio.store.queries import Conflict
 from chat_trio.store.records import iso
 
 
-def routes(s: Services) -> list[Route]:
+def routes(s: Context) -> list[Route]:
     c = s.config
     shapes = shapes_for(c)
 
@@ -22,7 +23,7 @@ def routes(s: Services) -> list[Route]:
     async def register(request: Request) -> Response:
         username, password = credentials(request)
         if s.store.username_taken(username):
-            raise HTTPError(409, "username_taken", "that username is taken")
+            raise APIError(409, "username_taken", "that username is taken")
         # Every registration that gets this far costs a password hash: count them per address.
         wait = s.registrations.retry_after(request.client)
         if wait:
@@ -32,7 +33,7 @@ def routes(s: Services) -> list[Route]:
         try:
             user = await s.store.create_user(username, hashed)
         except Conflict:
-            raise HTTPError(409, "username_taken", "that username is taken") from None
+            raise APIError(409, "username_taken", "that username is taken") from None
         return json_response({"user": user}, 201)
 
     async def login(request: Request) -> Response:
@@ -45,7 +46,7 @@ def routes(s: Services) -> list[Route]:
         ok = await s.passwords.verify(found[1] if found else None, password)
         if not ok or found is None:
             s.logins.failed(name_key, request.client)
-            raise HTTPError(401, "invalid_credentials", "wrong username or password",
+            raise APIError(401, "invalid_credentials", "wrong username or password",
                             headers=[WWW_AUTHENTICATE])
         user_id, stored = found
         s.logins.succeeded(name_key, request.client)

@@ -8,10 +8,11 @@ from functools import partial
 import trio
 
 from chat_trio.api import validate
-from chat_trio.api.services import Services
+from chat_trio.api.context import Context
 from chat_trio.api.shapes import bodyless, shapes_for
-from chat_trio.http.messages import HTTPError, Request, Response, json_response
+from chat_trio.errors import APIError
 from chat_trio.http.router import Route
+from chat_trio.http.types import Request, Response, json_response
 from chat_trio.store.records import JSON, RoomState
 
 
@@ -27,13 +28,13 @@ def page_bounds(last_seq: int, *, before: int | None, after: int | None, limit: 
     return first, end, first > 1
 
 
-async def post_message(s: Services, user: JSON, room: RoomState, body: JSON) -> tuple[JSON, bool]:
+async def post_message(s: Context, user: JSON, room: RoomState, body: JSON) -> tuple[JSON, bool]:
     """Validate and commit one message; (message, created)."""
     return await (await submit_message(s, user, room, body))()
 
 
 async def submit_message(
-    s: Services, user: JSON, room: RoomState, body: JSON
+    s: Context, user: JSON, room: RoomState, body: JSON
 ) -> Callable[[], Awaitable[tuple[JSON, bool]]]:
     """Validate one message, check the sender's rate, and queue it for commit (shared by REST and
     the websocket `send` frame); returns what to await for (message, created)."""
@@ -41,7 +42,7 @@ async def submit_message(
     text, txn_id = values["text"], values["txn_id"]
     try:
         s.check_send_rate(user)
-    except HTTPError:
+    except APIError:
         # A retry of a send that already committed writes nothing, so the limit does not apply:
         # it gets its original message, as it would have without the limit.
         original = None if txn_id is None else await s.store.sent_message(room, user, txn_id)
@@ -55,7 +56,7 @@ async def _replayed(message: JSON) -> tuple[JSON, bool]:
     return message, False
 
 
-def routes(s: Services) -> list[Route]:
+def routes(s: Context) -> list[Route]:
     shapes = shapes_for(s.config)
 
     async def send(request: Request) -> Response:
@@ -79,7 +80,7 @@ def routes(s: Services) -> list[Route]:
                 while room.last_seq <= after and not s.hub.closing:
                     await s.hub.wait_for_message(room.id)
             if user["id"] not in room.members:
-                raise HTTPError(403, "forbidden", "you are not a member of this room")
+                raise APIError(403, "forbidden", "you are not a member of this room")
         first, last, more = page_bounds(room.last_seq, before=before, after=after, limit=limit)
         messages = await s.store.messages(room, first, last)
         return json_response({"messages": messages, "has_more": more})

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from itertools import islice
 
-from chat_trio.api.services import Services
+from chat_trio.api.context import Context
 from chat_trio.api.shapes import bodyless, shapes_for
-from chat_trio.http.messages import HTTPError, Request, Response, json_response, no_content
+from chat_trio.errors import APIError
 from chat_trio.http.router import Route
+from chat_trio.http.types import Request, Response, json_response, no_content
 from chat_trio.store.queries import Conflict
 from chat_trio.store.records import iso
 
 
-def routes(s: Services) -> list[Route]:
+def routes(s: Context) -> list[Route]:
     shapes = shapes_for(s.config)
 
     async def create(request: Request) -> Response:
@@ -20,12 +21,12 @@ def routes(s: Services) -> list[Route]:
         body = shapes.new_room.read(request)
         name, topic = body["name"], body["topic"] or ""
         if s.store.room_name_taken(name):
-            raise HTTPError(409, "room_name_taken", "a room with that name exists")
+            raise APIError(409, "room_name_taken", "a room with that name exists")
         s.check_room_create_rate(user)  # valid and free: only rooms that would be created count
         try:
             room = await s.store.create_room(user["id"], name, topic)
         except Conflict:
-            raise HTTPError(409, "room_name_taken", "a room with that name exists") from None
+            raise APIError(409, "room_name_taken", "a room with that name exists") from None
         return json_response({"room": room.json()}, 201)
 
     async def list_rooms(request: Request) -> Response:

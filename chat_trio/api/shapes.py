@@ -23,8 +23,8 @@ from typing import Any
 
 from chat_trio.api import validate
 from chat_trio.config import Config
-from chat_trio.http.messages import Request, Response
 from chat_trio.http.router import Handler
+from chat_trio.http.types import Request, Response
 
 JSON = dict[str, Any]
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from chat_trio.http.messages import HTTPError
+from chat_trio.errors import APIError
 
 
-def invalid(field: str, message: str) -> HTTPError:
-    return HTTPError(422, "validation_failed", f"{field}: {message}", extra={"field": field})
+def invalid(field: str, message: str) -> APIError:
+    return APIError(422, "validation_failed", f"{field}: {message}", extra={"field": field})
 
 
 def only(body: dict[str, Any], allowed: tuple[str, ...]) -> None:

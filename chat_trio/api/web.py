@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 from importlib.resources import files
 
-from chat_trio.http.messages import Headers, HTTPError, Request, Response
+from chat_trio.errors import APIError
 from chat_trio.http.router import Route
+from chat_trio.http.types import Headers, Request, Response
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self' ws: wss:; "
@@ -68,7 +69,7 @@ def routes() -> list[Route]:
     async def asset(request: Request) -> Response:
         found = assets.get(request.params["name"])
         if found is None:
-            raise HTTPError(404, "not_found", "no such file")
+            raise APIError(404, "not_found", "no such file")
         version, pinned, unpinned = found
         # Only the exact current version may be cached for good; any other URL revalidates.
         return pinned if request.query_string == f"v={version}" else unpinned

@@ -28,10 +28,11 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
 
 from chat_trio.api import validate
+from chat_trio.api.context import Context, bearer_token, rate_limited
 from chat_trio.api.messages import submit_message
-from chat_trio.api.services import Services, bearer_token, rate_limited
-from chat_trio.http.messages import HTTPError, Request, Response
+from chat_trio.errors import APIError
 from chat_trio.http.router import Route
+from chat_trio.http.types import Request, Response
 from chat_trio.http.upgrade import SWITCHED, ReplayStream, replay_stream, websocket_refusal
 from chat_trio.rooms.frames import json_frame
 from chat_trio.rooms.hub import CLOSE_GOING_AWAY, CLOSE_TOKEN_REVOKED
@@ -76,10 +77,10 @@ class Session:
     """One authenticated websocket; implements the hub's Subscriber protocol."""
 
     def __init__(
-        self, services: Services, ws: WebSocketConnection, stream: ReplayStream, typing: TokenBucket
+        self, context: Context, ws: WebSocketConnection, stream: ReplayStream, typing: TokenBucket
     ) -> None:
-        self.s = services
-        self.config = services.config
+        self.s = context
+        self.config = context.config
         self.ws = ws
         self.user: JSON = {}
         self.user_id = 0
@@ -234,11 +235,11 @@ class Session:
             try:
                 message, _ = await committed()
                 frame = json_frame({"type": "ack", "ref": ref, "message": message})
-            except HTTPError as exc:  # StoreClosed: `unavailable`
+            except APIError as exc:  # StoreClosed: `unavailable`
                 frame = self._error_frame(exc, ref)
             except Exception:
                 log.exception("send failed")
-                frame = self._error_frame(HTTPError(500, "internal", "internal error"), ref)
+                frame = self._error_frame(APIError(500, "internal", "internal error"), ref)
             await previous.wait()
             self.send(frame)
         finally:
@@ -265,15 +266,15 @@ class Session:
             ref: Any = None
             try:
                 if self._inbound.take(0):
-                    raise HTTPError(429, "rate_limited", "too many frames; slow down")
+                    raise APIError(429, "rate_limited", "too many frames; slow down")
                 frame = self._parse(raw)
                 ref = frame.get("ref")
                 await self._dispatch(frame)
-            except HTTPError as exc:
+            except APIError as exc:
                 self.send(self._error_frame(exc, ref))
 
     @staticmethod
-    def _error_frame(exc: HTTPError, ref: Any) -> bytes:
+    def _error_frame(exc: APIError, ref: Any) -> bytes:
         error: JSON = {"type": "error", "code": exc.code, "message": exc.message}
         if isinstance(ref, (str, int)) and not isinstance(ref, bool):
             error["ref"] = ref
@@ -282,13 +283,13 @@ class Session:
     @staticmethod
     def _parse(raw: str | bytes) -> JSON:
         if isinstance(raw, bytes):
-            raise HTTPError(400, "bad_request", "frames must be JSON text, not binary")
+            raise APIError(400, "bad_request", "frames must be JSON text, not binary")
         try:
             frame = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            raise HTTPError(400, "invalid_json", "frame is not valid JSON") from None
+            raise APIError(400, "invalid_json", "frame is not valid JSON") from None
         if not isinstance(frame, dict):
-            raise HTTPError(400, "invalid_json", "frame must be a JSON object")
+            raise APIError(400, "invalid_json", "frame must be a JSON object")
         return frame
 
     async def _dispatch(self, frame: JSON) -> None:
@@ -331,7 +332,7 @@ class Session:
             validate.only(frame, ("type", "ref"))
             self.send(_PONG)
         else:
-            raise HTTPError(400, "bad_request", "unknown frame type")
+            raise APIError(400, "bad_request", "unknown frame type")
 
     def _member_room(self, room_id: int) -> Any:
         room = self.s.room(room_id)
@@ -390,7 +391,7 @@ def _origin(text: str) -> tuple[str, str, int] | None:
     return scheme, parts.hostname.lower(), port or _DEFAULT_PORTS[scheme]
 
 
-def routes(s: Services) -> list[Route]:
+def routes(s: Context) -> list[Route]:
     allowed = {o for o in map(_origin, s.config.ws_origins.split(",")) if o is not None}
     typing = TokenBucket(s.config.ws_typing_rate, s.config.ws_typing_burst)
     behind_proxy = bool(s.config.trusted_proxies.strip())
@@ -428,7 +429,7 @@ def routes(s: Services) -> list[Route]:
         if refusal is not None:
             raise refusal
         if not origin_ok(request):
-            raise HTTPError(403, "forbidden", "origin not allowed", [_CLOSE])
+            raise APIError(403, "forbidden", "origin not allowed", [_CLOSE])
         token = bearer_token(request)
         if token is not None:
             await check_user_cap(token)

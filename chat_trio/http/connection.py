@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import h11
 import trio
 
-from chat_trio.http.messages import Headers, Request, Response, Upgrade, error_response, reason
+from chat_trio.http.types import Headers, Request, Response, Upgrade, error_response, reason
 from chat_trio.http.upgrade import SWITCHED
 
 if TYPE_CHECKING:

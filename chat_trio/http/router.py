@@ -15,7 +15,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from chat_trio.http.messages import HTTPError, Request, Response
+from chat_trio.errors import APIError
+from chat_trio.http.types import Request, Response
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -112,13 +113,13 @@ class Router:
         if methods is None:
             methods, params, route = self._match_pattern(path)
         if methods is None:
-            raise HTTPError(404, "not_found", f"no route for {path[:200]}")
+            raise APIError(404, "not_found", f"no route for {path[:200]}")
         handler = methods.get(method)
         if handler is None and method == "HEAD":
             handler = methods.get("GET")
         if handler is None:
             allow = ", ".join(sorted(allowed(methods))).encode()
-            raise HTTPError(405, "method_not_allowed", f"{method[:20]} not allowed here",
+            raise APIError(405, "method_not_allowed", f"{method[:20]} not allowed here",
                             headers=[(b"allow", allow)])
         return Match(handler, params, route)
 

@@ -19,9 +19,10 @@ from typing import Any
 import trio
 
 from chat_trio.config import Config
+from chat_trio.errors import APIError
 from chat_trio.http.connection import TOO_MANY_FROM_ADDRESS, HTTPConnection
-from chat_trio.http.messages import HTTPError, Request, Response, error_response, reason
 from chat_trio.http.router import Router
+from chat_trio.http.types import Request, Response, error_answer, error_response, reason
 from chat_trio.metrics import LATENCY_BUCKETS, Counter, Histogram, method_label
 
 log = logging.getLogger("chat_trio.http")
@@ -110,8 +111,8 @@ class HTTPServer:
             match = self.router.match(request.method, request.path)
             request.params, request.route = match.params, match.route
             return await match.handler(request)
-        except HTTPError as exc:
-            return exc.response()
+        except APIError as exc:
+            return error_answer(exc)
         except Exception:
             log.exception("handler failed: %s %s", request.method, request.path[:200])
             return error_response(500, "internal", "internal server error")

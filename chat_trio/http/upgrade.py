@@ -19,7 +19,8 @@ import binascii
 
 import trio
 
-from chat_trio.http.messages import HTTPError, Request, Upgrade
+from chat_trio.errors import APIError
+from chat_trio.http.types import Request, Upgrade
 
 SWITCHED = 101  # the status logged for a request whose handler took the connection over
 _KEY_BYTES = 16  # RFC 6455 §4.2.1: the key is a random 16-byte value, base64-encoded
@@ -87,22 +88,22 @@ def _tokens(request: Request, name: bytes) -> set[bytes]:
     return {t.strip().lower() for v in _values(request, name) for t in v.split(b",") if t.strip()}
 
 
-def websocket_refusal(request: Request) -> HTTPError | None:
+def websocket_refusal(request: Request) -> APIError | None:
     """Why this request is not a valid websocket opening handshake (RFC 6455 §4.2.1), or None.
     Every refusal closes the connection: what follows the head may be websocket frames."""
     close = [(b"connection", b"close")]
     if request.upgrade is None or b"websocket" not in _tokens(request, b"upgrade") \
             or b"upgrade" not in _tokens(request, b"connection"):
-        return HTTPError(400, "bad_request", "this endpoint needs a websocket upgrade "
+        return APIError(400, "bad_request", "this endpoint needs a websocket upgrade "
                          "(Upgrade: websocket, Connection: Upgrade)", close)
     if request.upgrade.http_version != b"1.1":
-        return HTTPError(400, "bad_request", "a websocket upgrade needs HTTP/1.1", close)
+        return APIError(400, "bad_request", "a websocket upgrade needs HTTP/1.1", close)
     keys = _values(request, b"sec-websocket-key")
     if len(keys) != 1 or not _is_key(keys[0]):
-        return HTTPError(400, "bad_request",
+        return APIError(400, "bad_request",
                          "Sec-WebSocket-Key must be one base64-encoded 16-byte value", close)
     if _values(request, b"sec-websocket-version") != [b"13"]:
-        return HTTPError(400, "bad_request", "unsupported websocket version; this server speaks 13",
+        return APIError(400, "bad_request", "unsupported websocket version; this server speaks 13",
                          [(b"sec-websocket-version", b"13"), *close])
     return None
 

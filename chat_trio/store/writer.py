@@ -21,14 +21,14 @@ from typing import Any, Generic, TypeVar
 
 import trio
 
-from chat_trio.http.messages import HTTPError
+from chat_trio.errors import APIError
 from chat_trio.metrics import BATCH_BUCKETS, Histogram
 
 log = logging.getLogger("chat_trio.store")
 T = TypeVar("T")
 
 
-class StoreClosed(HTTPError):
+class StoreClosed(APIError):
     """The write was refused: the writer has stopped, or its transaction failed as a whole (disk
     full, I/O error), so it is not known to be committed. Answered 503 `unavailable` (REST) or an
     `error` frame `unavailable` (websocket): the client may retry later."""

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from chat_trio.api.openapi import document
-from chat_trio.http.messages import Request, Response, json_response
 from chat_trio.http.router import Route
+from chat_trio.http.types import Request, Response, json_response
 from chat_trio.metrics import Registry
 
 PROMETHEUS_TYPE = b"text/plain; version=0.0.4; charset=utf-8"

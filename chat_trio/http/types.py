@@ -1,4 +1,4 @@
-"""Request and Response values, the API's error format, and JSON helpers."""
+"""Request and Response values, the API's error answers, and JSON helpers."""
 
 from __future__ import annotations
 
@@ -8,33 +8,17 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from chat_trio.errors import STATUS_TEXT, APIError
+from chat_trio.errors import Headers as Headers  # re-exported: the HTTP layer's name for them
+
 if TYPE_CHECKING:
     import socket
 
     import trio
 
 JSON_TYPE = b"application/json"
-Headers = list[tuple[bytes, bytes]]
 
-_REASONS = {
-    200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
-    403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
-    409: "Conflict", 413: "Content Too Large", 415: "Unsupported Media Type",
-    422: "Unprocessable Content", 429: "Too Many Requests", 431: "Request Header Fields Too Large",
-    500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable",
-    505: "HTTP Version Not Supported",
-}
-# The API's error code for each status that has a single obvious one.
-_STATUS_CODES = {
-    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-    405: "method_not_allowed", 408: "request_timeout", 409: "conflict",
-    413: "payload_too_large", 415: "unsupported_media_type", 422: "validation_failed",
-    429: "rate_limited", 431: "headers_too_large", 500: "internal", 501: "not_implemented",
-    503: "unavailable", 505: "http_version_not_supported",
-}
-
-
-_REASON_BYTES = {status: text.encode() for status, text in _REASONS.items()}
+_REASON_BYTES = {status: text.encode() for status, text in STATUS_TEXT.items()}
 
 
 def reason(status: int) -> bytes:
@@ -110,7 +94,7 @@ class Request:
                     parse_qsl(self.query_string, keep_blank_values=True, errors="strict")
                 )
             except (UnicodeDecodeError, ValueError):
-                raise HTTPError(400, "bad_request", "query string is not valid UTF-8") from None
+                raise APIError(400, "bad_request", "query string is not valid UTF-8") from None
         return self._query
 
     def json(self) -> dict[str, Any]:
@@ -119,13 +103,13 @@ class Request:
         if not self.body and ctype is None:
             return {}
         if ctype is None or ctype.split(b";", 1)[0].strip().lower() != JSON_TYPE:
-            raise HTTPError(415, "unsupported_media_type", "send Content-Type: application/json")
+            raise APIError(415, "unsupported_media_type", "send Content-Type: application/json")
         try:
             value = orjson.loads(self.body)
         except orjson.JSONDecodeError:
-            raise HTTPError(400, "invalid_json", "body is not valid JSON") from None
+            raise APIError(400, "invalid_json", "body is not valid JSON") from None
         if not isinstance(value, dict):
-            raise HTTPError(400, "invalid_json", "body must be a JSON object")
+            raise APIError(400, "invalid_json", "body must be a JSON object")
         return value
 
 
@@ -145,28 +129,6 @@ def no_content() -> Response:
     return Response(204, b"", [], None)
 
 
-class HTTPError(Exception):
-    """Raised anywhere below a handler to answer with the API's error body."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str | None = None,
-        message: str = "",
-        headers: Headers | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code or _STATUS_CODES.get(status, "error")
-        self.message = message or _REASONS.get(status, "error")
-        self.headers = headers or []
-        self.extra = extra or {}
-
-    def response(self) -> Response:
-        return error_response(self.status, self.code, self.message, self.headers, self.extra)
-
-
 def error_response(
     status: int,
     code: str | None = None,
@@ -174,9 +136,10 @@ def error_response(
     headers: Headers | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Response:
-    body = {
-        "code": code or _STATUS_CODES.get(status, "error"),
-        "message": message or _REASONS.get(status, "error"),
-        **(extra or {}),
-    }
-    return json_response({"error": body}, status, headers)
+    return error_answer(APIError(status, code, message, headers, extra))
+
+
+def error_answer(error: APIError) -> Response:
+    """An APIError as the response the client gets."""
+    body = {"code": error.code, "message": error.message, **error.extra}
+    return json_response({"error": body}, error.status, error.headers)

@@ -11,7 +11,8 @@ from typing import Any
 import trio
 
 from chat_trio.config import Config
-from chat_trio.http.messages import HTTPError, Request
+from chat_trio.errors import APIError
+from chat_trio.http.types import Request
 from chat_trio.metrics import Registry
 from chat_trio.rooms.hub import Hub
 from chat_trio.security.logins import LoginGuard
@@ -28,9 +29,9 @@ _BEARER = b"bearer "
 WWW_AUTHENTICATE = (b"www-authenticate", b'Bearer realm="chat_trio"')
 
 
-def rate_limited(seconds: float) -> HTTPError:
+def rate_limited(seconds: float) -> APIError:
     millis = max(1, math.ceil(seconds * 1000))
-    return HTTPError(429, "rate_limited", "too many requests; retry later",
+    return APIError(429, "rate_limited", "too many requests; retry later",
                      headers=[(b"retry-after", str(math.ceil(millis / 1000)).encode())],
                      extra={"retry_after_ms": millis})
 
@@ -43,7 +44,7 @@ def bearer_token(request: Request) -> str | None:
 
 
 @dataclass(eq=False)
-class Services:
+class Context:
     config: Config
     store: Store
     hub: Hub
@@ -70,21 +71,21 @@ class Services:
         """The caller's user, or 401."""
         user = await self.user_for_token(bearer_token(request))
         if user is None:
-            raise HTTPError(401, "unauthorized", "missing, invalid, expired or revoked token",
+            raise APIError(401, "unauthorized", "missing, invalid, expired or revoked token",
                             headers=[WWW_AUTHENTICATE])
         return user
 
     def room(self, room_id: int) -> RoomState:
         room = self.store.room(room_id)
         if room is None:
-            raise HTTPError(404, "not_found", "no such room")
+            raise APIError(404, "not_found", "no such room")
         return room
 
     def member_room(self, room_id: int, user: JSON) -> RoomState:
         """The room if `user` is a member: 404 if it does not exist, 403 if not a member."""
         room = self.room(room_id)
         if user["id"] not in room.members:
-            raise HTTPError(403, "forbidden", "you are not a member of this room")
+            raise APIError(403, "forbidden", "you are not a member of this room")
         return room
 
     def check_send_rate(self, user: JSON) -> None:
