@@ -15,8 +15,8 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-import chat_trio.api.websocket as websocket_api
 from chat_trio.app import App
+from chat_trio.rooms.session import Session
 from tests.client import HTTPClient, read_until_closed
 from tests.conftest import make_config
 from tests.helpers import join, login, make_room, register_and_login, serve
@@ -264,7 +264,7 @@ async def test_a_failing_session_never_gets_http_on_its_stream(
 ) -> None:
     """A bug after the upgrade (inside the session, or anywhere in the handler once it took the
     stream) ends the socket; no HTTP 500 is framed onto it, and the server carries on."""
-    monkeypatch.setattr(websocket_api.Session, where, _boom)
+    monkeypatch.setattr(Session, where, _boom)
     token, _ = await register_and_login(client, "alice")
     stream, status, head, rest = await raw_handshake(app.port, headers=[("Authorization", f"Bearer {token}")])
     assert status == 101, head

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import trio
 
+from chat_trio.api.shapes import shapes_for
 from chat_trio.config import Config
 from chat_trio.errors import APIError
 from chat_trio.http.types import Request
@@ -34,6 +37,10 @@ def rate_limited(seconds: float) -> APIError:
     return APIError(429, "rate_limited", "too many requests; retry later",
                      headers=[(b"retry-after", str(math.ceil(millis / 1000)).encode())],
                      extra={"retry_after_ms": millis})
+
+
+async def _replayed(message: JSON) -> tuple[JSON, bool]:
+    return message, False
 
 
 def bearer_token(request: Request) -> str | None:
@@ -92,6 +99,24 @@ class Context:
         wait = self.sends.take(user["id"])
         if wait:
             raise rate_limited(wait)
+
+    async def submit_message(
+        self, user: JSON, room: RoomState, body: JSON
+    ) -> Callable[[], Awaitable[tuple[JSON, bool]]]:
+        """Validate one message, check the sender's rate, and queue it for commit (REST and the
+        websocket `send` frame alike); returns what to await for (message, created)."""
+        values = shapes_for(self.config).new_message.values(body)
+        text, txn_id = values["text"], values["txn_id"]
+        try:
+            self.check_send_rate(user)
+        except APIError:
+            # A retry of a send that already committed writes nothing, so the limit does not
+            # apply: it gets its original message, as it would have without the limit.
+            original = None if txn_id is None else await self.store.sent_message(room, user, txn_id)
+            if original is None:
+                raise
+            return partial(_replayed, original)
+        return await self.store.submit_post(room, user, text, txn_id)
 
     def check_room_create_rate(self, user: JSON) -> None:
         wait = self.room_creates.take(user["id"])

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from functools import partial
-
 import trio
 
 from chat_trio.api import validate
@@ -13,7 +10,6 @@ from chat_trio.api.shapes import bodyless, shapes_for
 from chat_trio.errors import APIError
 from chat_trio.http.router import Route
 from chat_trio.http.types import Request, Response, json_response
-from chat_trio.store.records import JSON, RoomState
 
 
 def page_bounds(last_seq: int, *, before: int | None, after: int | None, limit: int) -> tuple[int, int, bool]:
@@ -28,34 +24,6 @@ def page_bounds(last_seq: int, *, before: int | None, after: int | None, limit: 
     return first, end, first > 1
 
 
-async def post_message(s: Context, user: JSON, room: RoomState, body: JSON) -> tuple[JSON, bool]:
-    """Validate and commit one message; (message, created)."""
-    return await (await submit_message(s, user, room, body))()
-
-
-async def submit_message(
-    s: Context, user: JSON, room: RoomState, body: JSON
-) -> Callable[[], Awaitable[tuple[JSON, bool]]]:
-    """Validate one message, check the sender's rate, and queue it for commit (shared by REST and
-    the websocket `send` frame); returns what to await for (message, created)."""
-    values = shapes_for(s.config).new_message.values(body)
-    text, txn_id = values["text"], values["txn_id"]
-    try:
-        s.check_send_rate(user)
-    except APIError:
-        # A retry of a send that already committed writes nothing, so the limit does not apply:
-        # it gets its original message, as it would have without the limit.
-        original = None if txn_id is None else await s.store.sent_message(room, user, txn_id)
-        if original is None:
-            raise
-        return partial(_replayed, original)
-    return await s.store.submit_post(room, user, text, txn_id)
-
-
-async def _replayed(message: JSON) -> tuple[JSON, bool]:
-    return message, False
-
-
 def routes(s: Context) -> list[Route]:
     shapes = shapes_for(s.config)
 
@@ -63,7 +31,7 @@ def routes(s: Context) -> list[Route]:
         user = await s.authenticate(request)
         room = s.member_room(request.params["room_id"], user)
         body = shapes.new_message.decode(request)
-        message, created = await post_message(s, user, room, body)
+        message, created = await (await s.submit_message(user, room, body))()
         return json_response({"message": message}, 201 if created else 200)
 
     async def history(request: Request) -> Response:

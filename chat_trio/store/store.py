@@ -173,6 +173,11 @@ class Store:
             return None
         return self.users.get(user_id)
 
+    def token_expiry(self, digest: bytes) -> int | None:
+        """When a token `token_user` found live expires (epoch ms); None once it is revoked."""
+        entry = self._tokens.get(digest)
+        return None if entry is None else entry[1]
+
     # -- rooms -----------------------------------------------------------------------------
 
     def room(self, room_id: int) -> RoomState | None:
