@@ -7,7 +7,6 @@ import os
 import signal
 import socket
 import sqlite3
-from typing import Any
 
 import trio
 
@@ -35,7 +34,7 @@ class App:
         self.server: HTTPServer | None = None
         self.store: Store | None = None
 
-    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[App] = trio.TASK_STATUS_IGNORED) -> None:
         # The port first: a second instance started on a busy port stops here, before it has
         # touched the database the first one is using.
         listeners = await open_listeners(self.config.host, self.config.port)
@@ -45,7 +44,7 @@ class App:
             for sock in listeners:
                 sock.close()
 
-    async def _run(self, listeners: list[socket.socket], task_status: Any) -> None:
+    async def _run(self, listeners: list[socket.socket], task_status: trio.TaskStatus[App]) -> None:
         passwords = await trio.to_thread.run_sync(Passwords, self.config)
         self.store = store = await open_store(self.config)
         store.listeners.append(self.hub.publish)

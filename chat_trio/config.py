@@ -131,6 +131,3 @@ class Config:
         """`trusted_proxies` as normalised addresses (ValueError for one that is not an IP)."""
         addresses = (a.strip() for a in self.trusted_proxies.split(","))
         return frozenset(str(ipaddress.ip_address(a)) for a in addresses if a)
-
-    def replace(self, **changes: Any) -> Config:
-        return dataclasses.replace(self, **changes)

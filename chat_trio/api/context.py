@@ -8,7 +8,6 @@ import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
 
 import trio
 
@@ -22,7 +21,7 @@ from chat_trio.security.logins import LoginGuard
 from chat_trio.security.passwords import Passwords
 from chat_trio.security.ratelimit import TokenBucket, WindowLimit
 from chat_trio.security.tokens import digest
-from chat_trio.store.records import JSON, RoomState
+from chat_trio.store.records import JSON, Message, RoomState, User
 from chat_trio.store.store import Store
 from chat_trio.store.writer import StoreClosed
 
@@ -39,7 +38,7 @@ def rate_limited(seconds: float) -> APIError:
                      extra={"retry_after_ms": millis})
 
 
-async def _replayed(message: JSON) -> tuple[JSON, bool]:
+async def _replayed(message: Message) -> tuple[Message, bool]:
     return message, False
 
 
@@ -69,12 +68,12 @@ class Context:
         self.sends = TokenBucket(c.send_rate, c.send_burst)
         self.room_creates = TokenBucket(c.room_create_rate, c.room_create_burst)  # per user
 
-    async def user_for_token(self, token: str | None) -> JSON | None:
+    async def user_for_token(self, token: str | None) -> User | None:
         if not token or len(token) > 256:
             return None
         return await self.store.token_user(digest(token))
 
-    async def authenticate(self, request: Request) -> JSON:
+    async def authenticate(self, request: Request) -> User:
         """The caller's user, or 401."""
         user = await self.user_for_token(bearer_token(request))
         if user is None:
@@ -88,21 +87,21 @@ class Context:
             raise APIError(404, "not_found", "no such room")
         return room
 
-    def member_room(self, room_id: int, user: JSON) -> RoomState:
+    def member_room(self, room_id: int, user: User) -> RoomState:
         """The room if `user` is a member: 404 if it does not exist, 403 if not a member."""
         room = self.room(room_id)
         if user["id"] not in room.members:
             raise APIError(403, "forbidden", "you are not a member of this room")
         return room
 
-    def check_send_rate(self, user: JSON) -> None:
+    def check_send_rate(self, user: User) -> None:
         wait = self.sends.take(user["id"])
         if wait:
             raise rate_limited(wait)
 
     async def submit_message(
-        self, user: JSON, room: RoomState, body: JSON
-    ) -> Callable[[], Awaitable[tuple[JSON, bool]]]:
+        self, user: User, room: RoomState, body: JSON
+    ) -> Callable[[], Awaitable[tuple[Message, bool]]]:
         """Validate one message, check the sender's rate, and queue it for commit (REST and the
         websocket `send` frame alike); returns what to await for (message, created)."""
         values = shapes_for(self.config).new_message.values(body)
@@ -118,7 +117,7 @@ class Context:
             return partial(_replayed, original)
         return await self.store.submit_post(room, user, text, txn_id)
 
-    def check_room_create_rate(self, user: JSON) -> None:
+    def check_room_create_rate(self, user: User) -> None:
         wait = self.room_creates.take(user["id"])
         if wait:
             raise rate_limited(wait)
@@ -129,7 +128,7 @@ class Context:
         for token_digest in {sub.token_digest for sub in self.hub.connections} & gone:
             self.hub.token_revoked(token_digest)
 
-    async def purge_tokens(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def purge_tokens(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Background task: every `token_purge_interval`, delete expired tokens (else each login's
         row stays until the next start) and close their websockets."""
         task_status.started()

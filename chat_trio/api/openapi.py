@@ -14,8 +14,7 @@ from typing import Any
 from chat_trio import __version__
 from chat_trio.api.shapes import MAX_ROOM_ID, Body, Query, Shapes
 from chat_trio.config import Config
-
-JSON = dict[str, Any]
+from chat_trio.store.records import JSON
 
 _DEFAULTS = Config()
 _SHAPES = Shapes(_DEFAULTS)

@@ -19,14 +19,12 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
 
 from chat_trio.api import validate
 from chat_trio.config import Config
 from chat_trio.http.router import Handler
 from chat_trio.http.types import Request, Response
-
-JSON = dict[str, Any]
+from chat_trio.store.records import JSON
 
 # Characters no text may contain: C0 controls other than \t and \n, DEL and C1.
 CONTROL = "\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f"

@@ -75,6 +75,6 @@ def routes() -> list[Route]:
         return pinned if request.query_string == f"v={version}" else unpinned
 
     return [
-        Route("GET", "/", index, "The built-in web chat client"),
-        Route("GET", "/static/{name}", asset, "A static file of the web chat client"),
+        Route("GET", "/", index),
+        Route("GET", "/static/{name}", asset),
     ]

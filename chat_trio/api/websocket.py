@@ -26,7 +26,7 @@ from chat_trio.rooms.frames import json_frame
 from chat_trio.rooms.session import CLOSE_POLICY, CloseSocket, Session
 from chat_trio.security.ratelimit import TokenBucket
 from chat_trio.security.tokens import digest
-from chat_trio.store.records import JSON, RoomState
+from chat_trio.store.records import JSON, RoomState, User
 
 _INBOX = 16  # inbound messages trio-websocket may buffer before it stops reading
 _PONG = json_frame({"type": "pong"})
@@ -54,7 +54,7 @@ class Frames:
         self.s = context
         self.typing = TokenBucket(context.config.ws_typing_rate, context.config.ws_typing_burst)  # per user
 
-    async def authenticate(self, token: str) -> tuple[JSON, bytes, int] | None:
+    async def authenticate(self, token: str) -> tuple[User, bytes, int] | None:
         """(user, token digest, expiry ms) of a live token, for the session."""
         user = await self.s.user_for_token(token)
         token_digest = digest(token)

@@ -12,7 +12,7 @@ path cannot be bypassed by another spelling of it).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from chat_trio.errors import APIError
@@ -49,9 +49,6 @@ class Route:
     method: str
     pattern: str
     handler: Handler
-    summary: str = ""
-    # Extra OpenAPI fields for this operation (requestBody, responses, security, ...).
-    doc: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     @property
     def segments(self) -> list[str]:

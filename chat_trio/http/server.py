@@ -163,7 +163,7 @@ class HTTPServer:
 
     # -- listener ----------------------------------------------------------------------------
 
-    async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen; report the bound port through `task_status`; return after `shutdown()` once
         the last connection has finished (or the grace period has cancelled it)."""
         if not self.listeners:

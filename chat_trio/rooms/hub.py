@@ -2,21 +2,21 @@
 messages, once each, in seq order.
 
 Publishing never waits on a subscriber: each frame is serialised and framed once (see
-frames.py) and handed to every
-subscriber's `deliver`, which must not block (websocket sessions queue with `send_nowait` and
-apply their own overflow policy). Long-poll requests wait on a per-room event.
+frames.py) and handed to every subscriber's `deliver`, which must not block: a websocket
+session writes it straight to an idle socket or queues it in its bounded outbox, and closes
+itself (4008) when that is full (rooms/outbox.py, rooms/session.py). Long-poll requests wait on
+a per-room event.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Protocol
+from typing import Protocol
 
 import trio
 
 from chat_trio.rooms.frames import json_frame
-
-JSON = dict[str, Any]
+from chat_trio.store.records import Message, User
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_TOKEN_REVOKED = 4001
@@ -51,7 +51,7 @@ class Hub:
 
     # -- publishing ------------------------------------------------------------------------
 
-    def publish(self, message: JSON) -> None:
+    def publish(self, message: Message) -> None:
         """Called by the store right after the COMMIT that created `message`."""
         room_id = message["room_id"]
         subscribers = self.rooms.get(room_id)
@@ -65,7 +65,7 @@ class Hub:
         if waiter is not None:
             waiter.set()
 
-    def typing(self, room_id: int, user: JSON, sender: Subscriber) -> None:
+    def typing(self, room_id: int, user: User, sender: Subscriber) -> None:
         frame = json_frame({"type": "typing", "room_id": room_id,
                             "user": {"id": user["id"], "username": user["username"]}})
         for sub in list(self.rooms.get(room_id, ())):

@@ -32,7 +32,7 @@ from chat_trio.rooms.frames import json_frame
 from chat_trio.rooms.hub import CLOSE_GOING_AWAY, CLOSE_TOKEN_REVOKED, Hub
 from chat_trio.rooms.outbox import DirectStream, Outbox
 from chat_trio.security.ratelimit import TokenBucket
-from chat_trio.store.records import JSON, RoomState, now_ms
+from chat_trio.store.records import JSON, Message, RoomState, User, now_ms
 from chat_trio.store.store import Store
 
 log = logging.getLogger("chat_trio.ws")
@@ -45,9 +45,9 @@ CLOSE_GRACE = 1.0  # seconds a closing socket gets to finish its current frame, 
 _MAX_IN_FLIGHT = 64  # sends of one socket waiting for their commit
 
 # (message, created) once a send has committed.
-Committed = Callable[[], Awaitable[tuple[JSON, bool]]]
+Committed = Callable[[], Awaitable[tuple[Message, bool]]]
 # token → (user, token digest, expiry in epoch ms), or None when it is not a live token.
-Authenticator = Callable[[str], Awaitable[tuple[JSON, bytes, int] | None]]
+Authenticator = Callable[[str], Awaitable[tuple[User, bytes, int] | None]]
 
 
 class CloseSocket(Exception):
@@ -81,7 +81,7 @@ class Session:
         self.store = store
         self._authenticator = authenticate
         self._frames = frames
-        self.user: JSON = {}
+        self.user: User = {"id": 0, "username": "", "created_at": ""}  # set by _authenticate
         self.user_id = 0
         self.token_digest = b""
         self.subs: dict[int, _Subscription] = {}

@@ -1,12 +1,49 @@
-"""The JSON shapes of the API's objects, built once from rows, and time formatting."""
+"""The JSON shapes of the API's objects (typed), built once from rows, and time formatting."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
-JSON = dict[str, Any]
+JSON = dict[str, Any]  # any JSON object: request bodies, frames, schemas
+
+
+class Author(TypedDict):
+    id: int
+    username: str
+
+
+class User(TypedDict):
+    id: int
+    username: str
+    created_at: str
+
+
+class Message(TypedDict):
+    id: int
+    room_id: int
+    seq: int  # dense per room, assigned at commit
+    author: Author
+    text: str
+    created_at: str
+    txn_id: str | None
+
+
+class Room(TypedDict):
+    id: int
+    name: str
+    topic: str
+    created_by: int
+    created_at: str
+    member_count: int
+    last_seq: int
+
+
+class Member(TypedDict):
+    user: User
+    joined_at: str
+    online: bool
 
 
 def now_ms() -> int:
@@ -19,11 +56,11 @@ def iso(ms: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
 
 
-def user_json(user_id: int, username: str, created_at: int) -> JSON:
+def user_json(user_id: int, username: str, created_at: int) -> User:
     return {"id": user_id, "username": username, "created_at": iso(created_at)}
 
 
-def message_json(row: tuple[Any, ...], author: JSON) -> JSON:
+def message_json(row: tuple[Any, ...], author: User | Author) -> Message:
     """A message from a (id, room_id, seq, author_id, text, txn_id, created_at) row."""
     msg_id, room_id, seq, _author_id, text, txn_id, created_at = row
     return {
@@ -48,9 +85,9 @@ class RoomState:
     created_at: int
     last_seq: int
     members: dict[int, int] = field(default_factory=dict)  # user id → joined_at ms
-    recent: list[JSON] = field(default_factory=list)  # contiguous seqs ending at last_seq
+    recent: list[Message] = field(default_factory=list)  # contiguous seqs ending at last_seq
 
-    def json(self) -> JSON:
+    def json(self) -> Room:
         return {
             "id": self.id,
             "name": self.name,

@@ -17,14 +17,14 @@ from chat_trio.config import Config
 from chat_trio.store import queries
 from chat_trio.store.queries import Conflict, Row
 from chat_trio.store.readers import ReaderPool
-from chat_trio.store.records import JSON, RoomState, message_json, now_ms, user_json
+from chat_trio.store.records import Message, RoomState, User, message_json, now_ms, user_json
 from chat_trio.store.schema import migrate
 from chat_trio.store.sqlite import connect
 from chat_trio.store.writer import GroupCommitWriter
 
 __all__ = ["Conflict", "Store"]
 
-MessageListener = Callable[[JSON], None]
+MessageListener = Callable[[Message], None]
 
 
 class Store:
@@ -33,7 +33,7 @@ class Store:
         self._conn = conn
         self.readers = readers
         self.writer = GroupCommitWriter(conn, max_batch=config.write_batch, queue_size=config.write_queue)
-        self.users: dict[int, JSON] = {}
+        self.users: dict[int, User] = {}
         self.user_ids: dict[str, int] = {}  # lower-cased username → id
         self.rooms: dict[int, RoomState] = {}
         self.room_ids: dict[str, int] = {}  # queries.name_key(room name) → id
@@ -73,7 +73,7 @@ class Store:
 
         await trio.to_thread.run_sync(close_all)
 
-    def _add_user(self, user_id: int, username: str, created_at: int) -> JSON:
+    def _add_user(self, user_id: int, username: str, created_at: int) -> User:
         user = user_json(user_id, username, created_at)
         self.users[user_id] = user
         self.user_ids[username.lower()] = user_id
@@ -90,7 +90,7 @@ class Store:
     def username_taken(self, username: str) -> bool:
         return username.lower() in self.user_ids
 
-    async def create_user(self, username: str, password_hash: str) -> JSON:
+    async def create_user(self, username: str, password_hash: str) -> User:
         now = now_ms()
 
         def remember(user_id: int) -> None:
@@ -156,7 +156,7 @@ class Store:
 
         await self.writer.write(lambda c: queries.delete_token(c, digest), forget)
 
-    async def token_user(self, digest: bytes) -> JSON | None:
+    async def token_user(self, digest: bytes) -> User | None:
         """The user a token belongs to, or None if it is unknown, revoked or expired."""
         entry = self._tokens.get(digest)
         if entry is None:
@@ -219,17 +219,13 @@ class Store:
 
     # -- messages --------------------------------------------------------------------------
 
-    async def post(self, room: RoomState, author: JSON, text: str, txn_id: str | None) -> tuple[JSON, bool]:
-        """Append a message; with a repeated txn_id return the original and created=False."""
-        return await (await self.submit_post(room, author, text, txn_id))()
-
     async def submit_post(
-        self, room: RoomState, author: JSON, text: str, txn_id: str | None
-    ) -> Callable[[], Awaitable[tuple[JSON, bool]]]:
+        self, room: RoomState, author: User, text: str, txn_id: str | None
+    ) -> Callable[[], Awaitable[tuple[Message, bool]]]:
         """Queue a message for the next commit; returns what to await for (message, created).
         Messages submitted one after another get increasing seqs."""
         now = now_ms()
-        out: list[JSON] = []
+        out: list[Message] = []
 
         def publish(result: tuple[Row, bool]) -> None:
             row, created = result
@@ -252,18 +248,18 @@ class Store:
             lambda c: queries.insert_message(c, room.id, author["id"], text, txn_id, now), publish
         )
 
-        async def committed() -> tuple[JSON, bool]:
+        async def committed() -> tuple[Message, bool]:
             _, created = await pending.result()
             return out[0], created
 
         return committed
 
-    async def sent_message(self, room: RoomState, author: JSON, txn_id: str) -> JSON | None:
+    async def sent_message(self, room: RoomState, author: User, txn_id: str) -> Message | None:
         """The committed message `author` sent to `room` with `txn_id`, if there is one."""
         row = await self.readers.read(lambda c: queries.message_by_txn(c, room.id, author["id"], txn_id))
         return None if row is None else message_json(row, author)
 
-    async def messages(self, room: RoomState, first: int, last: int) -> list[JSON]:
+    async def messages(self, room: RoomState, first: int, last: int) -> list[Message]:
         """Messages first..last (inclusive, ascending) from memory when it holds them."""
         if first > last:
             return []
@@ -276,7 +272,7 @@ class Store:
         self._warm(room, messages)
         return messages
 
-    def _warm(self, room: RoomState, messages: list[JSON]) -> None:
+    def _warm(self, room: RoomState, messages: list[Message]) -> None:
         """Put messages read from disk in front of the recent cache when they join up with it."""
         joins_at = room.recent[0]["seq"] - 1 if room.recent else room.last_seq
         if not messages or messages[-1]["seq"] != joins_at:

@@ -115,7 +115,7 @@ class GroupCommitWriter:
             raise StoreClosed("the store is shutting down") from None
         return item
 
-    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         try:
             await self._commit_batches()
