@@ -10,7 +10,7 @@ from chat_trio.errors import APIError
 from chat_trio.http.router import Route
 from chat_trio.http.types import Request, Response, json_response, no_content
 from chat_trio.store.queries import Conflict
-from chat_trio.store.records import iso
+from chat_trio.store.records import Member, iso
 
 
 def routes(s: Context) -> list[Route]:
@@ -59,7 +59,7 @@ def routes(s: Context) -> list[Route]:
     async def members(request: Request) -> Response:
         user = await s.authenticate(request)
         room = s.member_room(request.params["room_id"], user)
-        listing = [
+        listing: list[Member] = [
             {"user": s.store.users[uid], "joined_at": iso(joined), "online": s.hub.is_online(uid)}
             for uid, joined in sorted(room.members.items(), key=lambda m: (m[1], m[0]))
         ]
