@@ -9,12 +9,12 @@ schema; the answers every operation can give (400 for malformed HTTP, 408, 413, 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args, get_type_hints, is_typeddict
 
 from chat_trio import __version__
 from chat_trio.api.shapes import MAX_ROOM_ID, Body, Query, Shapes
 from chat_trio.config import Config
-from chat_trio.store.records import JSON
+from chat_trio.store.records import JSON, Author, Member, Message, Room, User
 
 _DEFAULTS = Config()
 _SHAPES = Shapes(_DEFAULTS)
@@ -81,6 +81,48 @@ def _param(name: str, where: str, description: str, schema: JSON, *, required: b
             "description": description, "schema": schema}
 
 
+_PLAIN_TYPES: dict[Any, JSON] = {int: {"type": "integer"}, str: {"type": "string"},
+                                 bool: {"type": "boolean"}, type(None): {"type": "null"}}
+# Records that are components of their own: a property of one of these types is a $ref.
+_COMPONENTS = {User: "User", Room: "Room", Message: "Message", Member: "Member"}
+
+
+def _type_schema(hint: Any) -> JSON:
+    """The JSON Schema of a record field's Python type."""
+    if hint in _PLAIN_TYPES:
+        return dict(_PLAIN_TYPES[hint])
+    if hint in _COMPONENTS:
+        return _schema(_COMPONENTS[hint])
+    if is_typeddict(hint):
+        return _answer(hint)
+    options = get_args(hint)  # `str | None`
+    if options and all(option in _PLAIN_TYPES for option in options):
+        return {"type": [_PLAIN_TYPES[option]["type"] for option in options]}
+    raise TypeError(f"no JSON Schema for {hint!r}")
+
+
+def _answer(record: type, **refine: JSON) -> JSON:
+    """The schema of an object the server answers with, from its record type (store/records.py):
+    the record declares the properties, their types and that all are present; `refine` adds
+    limits, formats and descriptions to named properties (a name the record lacks is an error,
+    so the document cannot describe a field the server does not send)."""
+    hints = get_type_hints(record)
+    unknown = set(refine) - set(hints)
+    if unknown:
+        raise TypeError(f"{record.__name__} has no field {', '.join(sorted(unknown))}")
+    properties = {}
+    for name, hint in hints.items():
+        base = _type_schema(hint)
+        if "$ref" in base and name in refine:
+            raise TypeError(f"{record.__name__}.{name} is a component; refine it there")
+        if is_typeddict(hint) and name in refine:  # a nested record, refined by its own _answer
+            if refine[name]["properties"].keys() != base["properties"].keys():
+                raise TypeError(f"{record.__name__}.{name} is refined with other fields")
+            base = refine.pop(name)
+        properties[name] = {**base, **refine.get(name, {})}
+    return _obj(properties)
+
+
 def _op(
     op_id: str,
     tag: str,
@@ -137,31 +179,33 @@ SCHEMAS: JSON = {
             "field": {"type": "string", "description": "Only with 422: the offending field"},
         }, optional=("retry_after_ms", "field"))},
     ),
-    "User": _obj({"id": _ID, "username": _USERNAME, "created_at": _TIME}),
-    "Room": _obj({
-        "id": _ID,
-        "name": _string(1, _DEFAULTS.room_name_max),
-        "topic": _string(0, _DEFAULTS.topic_max),
-        "created_by": {**_ID, "description": "The creator's user id"},
-        "created_at": _TIME,
-        "member_count": _COUNT,
-        "last_seq": {**_COUNT, "description": "Seq of the room's newest message (0: none yet)"},
-    }),
-    "Message": _obj({
-        "id": _ID,
-        "room_id": _ID,
-        "seq": {**_ID, "description": "Dense per room (1, 2, 3, ...), assigned at commit: the only "
-                                      "order, paging cursor and resume point a client needs"},
-        "author": _obj({"id": _ID, "username": _USERNAME}),
-        "text": _string(1, _DEFAULTS.text_max),
-        "created_at": _TIME,
-        "txn_id": {"type": ["string", "null"], "minLength": 1, "maxLength": _DEFAULTS.txn_id_max},
-    }),
-    "Member": _obj({
-        "user": _schema("User"),
-        "joined_at": _TIME,
-        "online": {"type": "boolean", "description": "The user has an open websocket"},
-    }),
+    "User": _answer(User, id=_ID, username=_USERNAME, created_at=_TIME),
+    "Room": _answer(
+        Room,
+        id=_ID,
+        name=_string(1, _DEFAULTS.room_name_max),
+        topic=_string(0, _DEFAULTS.topic_max),
+        created_by={**_ID, "description": "The creator's user id"},
+        created_at=_TIME,
+        member_count=_COUNT,
+        last_seq={**_COUNT, "description": "Seq of the room's newest message (0: none yet)"},
+    ),
+    "Message": _answer(
+        Message,
+        id=_ID,
+        room_id=_ID,
+        seq={**_ID, "description": "Dense per room (1, 2, 3, ...), assigned at commit: the only "
+                                   "order, paging cursor and resume point a client needs"},
+        author=_answer(Author, id=_ID, username=_USERNAME),
+        text=_string(1, _DEFAULTS.text_max),
+        created_at=_TIME,
+        txn_id={"minLength": 1, "maxLength": _DEFAULTS.txn_id_max},
+    ),
+    "Member": _answer(
+        Member,
+        joined_at=_TIME,
+        online={"description": "The user has an open websocket"},
+    ),
 }
 
 _RETRY_AFTER = {"Retry-After": _header("Whole seconds to wait", {"type": "integer", "minimum": 1})}
