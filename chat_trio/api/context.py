@@ -11,7 +11,6 @@ from functools import partial
 
 import trio
 
-from chat_trio.api.shapes import shapes_for
 from chat_trio.config import Config
 from chat_trio.errors import APIError
 from chat_trio.http.types import Request
@@ -21,7 +20,7 @@ from chat_trio.security.logins import LoginGuard
 from chat_trio.security.passwords import Passwords
 from chat_trio.security.ratelimit import TokenBucket, WindowLimit
 from chat_trio.security.tokens import digest
-from chat_trio.store.records import JSON, Message, RoomState, User
+from chat_trio.store.records import Message, RoomState, User
 from chat_trio.store.store import Store
 from chat_trio.store.writer import StoreClosed
 
@@ -100,12 +99,10 @@ class Context:
             raise rate_limited(wait)
 
     async def submit_message(
-        self, user: User, room: RoomState, body: JSON
+        self, user: User, room: RoomState, text: str, txn_id: str | None
     ) -> Callable[[], Awaitable[tuple[Message, bool]]]:
-        """Validate one message, check the sender's rate, and queue it for commit (REST and the
-        websocket `send` frame alike); returns what to await for (message, created)."""
-        values = shapes_for(self.config).new_message.values(body)
-        text, txn_id = values["text"], values["txn_id"]
+        """Check the sender's rate and queue one (validated) message for commit, for REST and the
+        websocket `send` frame alike; returns what to await for (message, created)."""
         try:
             self.check_send_rate(user)
         except APIError:

@@ -30,8 +30,8 @@ def routes(s: Context) -> list[Route]:
     async def send(request: Request) -> Response:
         user = await s.authenticate(request)
         room = s.member_room(request.params["room_id"], user)
-        body = shapes.new_message.decode(request)
-        message, created = await (await s.submit_message(user, room, body))()
+        body = shapes.new_message.read(request)
+        message, created = await (await s.submit_message(user, room, body["text"], body["txn_id"]))()
         return json_response({"message": message}, 201 if created else 200)
 
     async def history(request: Request) -> Response:

@@ -104,11 +104,61 @@ class Str:
 
 
 @dataclass(frozen=True, slots=True)
+class Integer:
+    """An integer field (JSON booleans are not integers)."""
+
+    name: str
+    low: int
+    high: int
+    required: bool = True
+    description: str = ""
+
+    def parse(self, body: JSON) -> int | None:
+        value = body.get(self.name)
+        if value is None:
+            if self.required:
+                raise validate.invalid(self.name, "is required")
+            return None
+        if not isinstance(value, int) or isinstance(value, bool) or not self.low <= value <= self.high:
+            raise validate.invalid(self.name, f"must be an integer from {self.low} to {self.high}")
+        return value
+
+    def schema(self) -> JSON:
+        schema: JSON = {"type": "integer", "minimum": self.low, "maximum": self.high}
+        if self.description:
+            schema["description"] = self.description
+        return schema
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """A websocket frame's `ref`: echoed in its `ack` or `error`; a short string or an integer."""
+
+    name: str = "ref"
+    max_len: int = 64
+    required: bool = False
+
+    def parse(self, body: JSON) -> str | int | None:
+        value = body.get(self.name)
+        if value is None or (isinstance(value, str) and len(value) <= self.max_len) or (
+                isinstance(value, int) and not isinstance(value, bool)):
+            return value
+        raise validate.invalid(self.name,
+                               f"must be a string of at most {self.max_len} characters or an integer")
+
+    def schema(self) -> JSON:
+        return {"type": ["string", "integer"], "maxLength": self.max_len}
+
+
+Field = Str | Integer | Ref
+
+
+@dataclass(frozen=True, slots=True)
 class Body:
     """A JSON object body: these fields and no others. Without fields, a call that takes no
     body: it accepts an empty body or `{}` and refuses anything else like any other body."""
 
-    fields: tuple[Str, ...] = ()
+    fields: tuple[Field, ...] = ()
 
     def read(self, request: Request) -> JSON:
         """The declared fields' values (None for an absent optional one)."""
@@ -234,6 +284,15 @@ class Shapes:
                                                      "previous page)"),
             Int("limit", 1, 500, 100, "Page size"),
         ))
+        # Websocket frames (besides `type`): the same declarations, checked by api/websocket.py.
+        room_id = Integer("room_id", 1, MAX_ROOM_ID)
+        self.frames = {
+            "subscribe": Body((room_id, Integer("after", 0, MAX_CURSOR, required=False), Ref())),
+            "unsubscribe": Body((room_id, Ref())),
+            "send": Body((room_id, *self.new_message.fields, Ref())),
+            "typing": Body((room_id, Ref())),
+            "ping": Body((Ref(),)),
+        }
         self.history = Query((
             Int("before", 0, MAX_CURSOR, description="The newest `limit` messages with seq < before"),
             Int("after", 0, MAX_CURSOR, description="The oldest `limit` messages with seq > after"),

@@ -10,7 +10,6 @@ A session lives at most until its token expires (4001).
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import urlsplit
 
 import trio
@@ -18,6 +17,7 @@ from trio_websocket import wrap_server_stream
 
 from chat_trio.api import validate
 from chat_trio.api.context import Context, bearer_token, rate_limited
+from chat_trio.api.shapes import shapes_for
 from chat_trio.errors import APIError
 from chat_trio.http.router import Route
 from chat_trio.http.types import Request, Response
@@ -32,26 +32,13 @@ _INBOX = 16  # inbound messages trio-websocket may buffer before it stops readin
 _PONG = json_frame({"type": "pong"})
 
 
-def _room_id(frame: JSON) -> int:
-    room_id = frame.get("room_id")
-    if not isinstance(room_id, int) or isinstance(room_id, bool) or room_id < 1:
-        raise validate.invalid("room_id", "must be a positive integer")
-    return room_id
-
-
-def _check_ref(ref: Any) -> None:
-    if ref is not None and not (
-        (isinstance(ref, str) and len(ref) <= 64) or (isinstance(ref, int) and not isinstance(ref, bool))
-    ):
-        raise validate.invalid("ref", "must be a string of at most 64 characters or an integer")
-
-
 class Frames:
     """The client frames of the contract (subscribe, unsubscribe, send, typing, ping), for every
     session of one server."""
 
     def __init__(self, context: Context) -> None:
         self.s = context
+        self.shapes = shapes_for(context.config)
         self.typing = TokenBucket(context.config.ws_typing_rate, context.config.ws_typing_burst)  # per user
 
     async def authenticate(self, token: str) -> tuple[User, bytes, int] | None:
@@ -65,31 +52,26 @@ class Frames:
 
     async def handle(self, session: Session, frame: JSON) -> None:
         kind = frame.get("type")
-        ref = frame.get("ref")
-        _check_ref(ref)
+        shape = self.shapes.frames.get(kind) if isinstance(kind, str) else None
+        if shape is None:
+            raise APIError(400, "bad_request", "unknown frame type")
+        validate.only(frame, ("type", *(f.name for f in shape.fields)))
+        values = shape.values(frame)
         if kind == "subscribe":
-            validate.only(frame, ("type", "room_id", "after", "ref"))
-            room_id, after = _room_id(frame), frame.get("after")
-            if after is not None and (not isinstance(after, int) or isinstance(after, bool) or after < 0):
-                raise validate.invalid("after", "must be a non-negative integer")
-            await session.subscribe(self._member_room(session, room_id), after)
+            await session.subscribe(self._member_room(session, values["room_id"]), values["after"])
         elif kind == "unsubscribe":
-            validate.only(frame, ("type", "room_id", "ref"))
-            session.unsubscribe(_room_id(frame))
+            session.unsubscribe(values["room_id"])
         elif kind == "send":
-            validate.only(frame, ("type", "room_id", "text", "txn_id", "ref"))
-            room = self._member_room(session, _room_id(frame))
-            await session.pipeline(lambda: self.s.submit_message(session.user, room, frame), ref)
+            room = self._member_room(session, values["room_id"])
+            text, txn_id = values["text"], values["txn_id"]
+            await session.pipeline(lambda: self.s.submit_message(session.user, room, text, txn_id),
+                                   values["ref"])
         elif kind == "typing":
-            validate.only(frame, ("type", "room_id", "ref"))
-            room = self._member_room(session, _room_id(frame))
+            room = self._member_room(session, values["room_id"])
             if not self.typing.take(session.user_id):  # over the user's rate: dropped, as under pressure
                 self.s.hub.typing(room.id, session.user, session)
-        elif kind == "ping":
-            validate.only(frame, ("type", "ref"))
+        else:  # ping
             session.send(_PONG)
-        else:
-            raise APIError(400, "bad_request", "unknown frame type")
 
     def _member_room(self, session: Session, room_id: int) -> RoomState:
         room = self.s.room(room_id)
