@@ -148,8 +148,12 @@ async def test_commits_carried_to_another_server_reach_its_subscribers_only_thro
             token, user = await register_and_login(client, "ada")
             other, _ = await register_and_login(client, "bob")
             room = await make_room(client, other, "relay")
-            await join(client, token, room["id"])
-            await join(client, token, room["id"])  # a member joining again commits no change
+            joiners = [HTTPClient(a.port) for _ in range(2)]
+            async with trio.open_nursery() as joins:  # racing joins: the second changes nothing
+                for joiner in joiners:
+                    joins.start_soon(join, joiner, token, room["id"])
+            for joiner in joiners:
+                await joiner.aclose()
             async with ws_connect(b.port, token) as ws:
                 assert ws.hello["user"]["id"] == user["id"]
                 await ws.subscribe(room["id"])
