@@ -47,7 +47,7 @@ class App:
     async def _run(self, listeners: list[socket.socket], task_status: trio.TaskStatus[App]) -> None:
         passwords = await trio.to_thread.run_sync(Passwords, self.config)
         self.store = store = await open_store(self.config)
-        store.listeners.append(self.hub.publish)
+        store.feed.subscribe(self.hub.react)
         context = Context(self.config, store, self.hub, passwords)
         self.server = HTTPServer(self.config, Router(build_routes(context)), listeners)
         register_metrics(context.metrics, self.server, store, self.hub, passwords)

@@ -119,20 +119,14 @@ class Context:
         if wait:
             raise rate_limited(wait)
 
-    def tokens_revoked(self, digests: list[bytes]) -> None:
-        """Close the websockets of tokens that stopped working (4001), in one pass over them."""
-        gone = set(digests)
-        for token_digest in {sub.token_digest for sub in self.hub.connections} & gone:
-            self.hub.token_revoked(token_digest)
-
     async def purge_tokens(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Background task: every `token_purge_interval`, delete expired tokens (else each login's
-        row stays until the next start) and close their websockets."""
+        row stays until the next start); the feed closes their websockets."""
         task_status.started()
         while True:
             await trio.sleep(self.config.token_purge_interval)
             try:
-                self.tokens_revoked(await self.store.purge_expired_tokens())
+                await self.store.purge_expired_tokens()
             except StoreClosed:
                 return
             except Exception:

@@ -52,8 +52,7 @@ def routes(s: Context) -> list[Route]:
     async def leave(request: Request) -> Response:
         user = await s.authenticate(request)
         room = s.room(request.params["room_id"])
-        await s.store.leave(room, user["id"])
-        s.hub.user_left(room.id, user["id"])
+        await s.store.leave(room, user["id"])  # the feed ends the user's subscriptions to it
         return no_content()
 
     async def members(request: Request) -> Response:

@@ -1,5 +1,6 @@
-"""room → subscribers. Fed by the store's after-commit hook, so it only ever sees durable
-messages, once each, in seq order.
+"""room → subscribers. Fed by the change feed (store/feed.py, `react`), so it only ever sees
+durable messages, once each, in seq order, and learns of leaves and revoked tokens committed
+anywhere the feed reaches.
 
 Publishing never waits on a subscriber: each frame is serialised and framed once (see
 frames.py) and handed to every subscriber's `deliver`, which must not block: a websocket
@@ -16,6 +17,7 @@ from typing import Protocol
 import trio
 
 from chat_trio.rooms.frames import json_frame
+from chat_trio.store.changes import Commit, MemberLeft, MessageCommitted, TokensRevoked
 from chat_trio.store.records import Message, User
 
 CLOSE_GOING_AWAY = 1001
@@ -51,8 +53,19 @@ class Hub:
 
     # -- publishing ------------------------------------------------------------------------
 
+    def react(self, commit: Commit) -> None:
+        """The feed's reaction: called once per commit, after the state has taken it in."""
+        for change in commit.changes:
+            match change:
+                case MessageCommitted(message):
+                    self.publish(message)
+                case MemberLeft(room_id, user_id):
+                    self.user_left(room_id, user_id)
+                case TokensRevoked(digests):
+                    self.tokens_revoked(digests)
+
     def publish(self, message: Message) -> None:
-        """Called by the store right after the COMMIT that created `message`."""
+        """Deliver a message right after the COMMIT that created it; wake its long-polls."""
         room_id = message["room_id"]
         subscribers = self.rooms.get(room_id)
         if subscribers:
@@ -133,9 +146,11 @@ class Hub:
                 self.unsubscribe(room_id, sub)
                 sub.room_ended(room_id)
 
-    def token_revoked(self, digest: bytes) -> None:
+    def tokens_revoked(self, digests: tuple[bytes, ...]) -> None:
+        """Close the websockets of tokens that stopped working (4001), in one pass over them."""
+        gone = set(digests)
         for sub in list(self.connections):
-            if sub.token_digest == digest:
+            if sub.token_digest in gone:
                 sub.close(CLOSE_TOKEN_REVOKED, "token revoked")
 
     def shutdown(self) -> None:

@@ -1,7 +1,8 @@
 """Every SQL statement of the server. Plain functions on a connection; they run in threads.
 
 Write functions run inside the group-commit writer's transaction (see writer.py) and must not
-BEGIN or COMMIT themselves.
+BEGIN or COMMIT themselves. Those that change what the caches hold return (result, changes):
+the change records (changes.py) of what they actually changed, none when they changed nothing.
 """
 
 from __future__ import annotations
@@ -9,6 +10,19 @@ from __future__ import annotations
 import sqlite3
 import unicodedata
 from typing import Any
+
+from chat_trio.store.changes import (
+    NO_CHANGES,
+    Changes,
+    MemberJoined,
+    MemberLeft,
+    MessageCommitted,
+    RoomCreated,
+    TokenIssued,
+    TokensRevoked,
+    UserCreated,
+)
+from chat_trio.store.records import Author, Message, User, message_json
 
 Row = tuple[Any, ...]
 MESSAGE_COLUMNS = "id, room_id, seq, author_id, text, txn_id, created_at"
@@ -46,7 +60,7 @@ def delete_expired_tokens(conn: sqlite3.Connection, now: int) -> None:
 
 # -- accounts --------------------------------------------------------------------------------
 
-def insert_user(conn: sqlite3.Connection, username: str, password_hash: str, now: int) -> int:
+def insert_user(conn: sqlite3.Connection, username: str, password_hash: str, now: int) -> tuple[int, Changes]:
     try:
         cur = conn.execute(
             "INSERT INTO users (username, password_hash, created_at) VALUES (?, ?, ?)",
@@ -55,7 +69,7 @@ def insert_user(conn: sqlite3.Connection, username: str, password_hash: str, now
     except sqlite3.IntegrityError:
         raise Conflict("username_taken") from None
     assert cur.lastrowid is not None
-    return cur.lastrowid
+    return cur.lastrowid, (UserCreated(cur.lastrowid, username, now),)
 
 
 def password_hash(conn: sqlite3.Connection, username: str) -> Row | None:
@@ -71,21 +85,24 @@ def update_password_hash(conn: sqlite3.Connection, user_id: int, new_hash: str) 
 
 def insert_token(
     conn: sqlite3.Connection, digest: bytes, user_id: int, now: int, expires: int, keep: int
-) -> list[bytes]:
-    """Store a token; with `keep` > 0 also delete the user's oldest live tokens beyond the newest
-    `keep` (this one always stays). Returns the deleted tokens' hashes."""
+) -> tuple[None, Changes]:
+    """Store a token; with `keep` > 0 also revoke the user's oldest live tokens beyond the newest
+    `keep` (this one always stays)."""
     conn.execute(
         "INSERT INTO tokens (hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
         (digest, user_id, now, expires),
     )
+    issued = TokenIssued(digest, user_id, expires)
     if keep <= 0:
-        return []
+        return None, (issued,)
     rows = conn.execute(
         "DELETE FROM tokens WHERE hash IN (SELECT hash FROM tokens WHERE user_id = ? AND expires_at > ?"
         " ORDER BY hash = ? DESC, created_at DESC LIMIT -1 OFFSET ?) RETURNING hash",
         (user_id, now, digest, keep),
     ).fetchall()
-    return [row[0] for row in rows]
+    if not rows:
+        return None, (issued,)
+    return None, (issued, TokensRevoked(tuple(row[0] for row in rows)))
 
 
 def expired_tokens(conn: sqlite3.Connection, now: int, limit: int) -> list[bytes]:
@@ -94,12 +111,16 @@ def expired_tokens(conn: sqlite3.Connection, now: int, limit: int) -> list[bytes
     return [row[0] for row in rows]
 
 
-def delete_expired_tokens_by_hash(conn: sqlite3.Connection, digests: list[bytes], now: int) -> None:
+def delete_expired_tokens_by_hash(
+    conn: sqlite3.Connection, digests: list[bytes], now: int
+) -> tuple[None, Changes]:
     conn.executemany("DELETE FROM tokens WHERE hash = ? AND expires_at <= ?", [(d, now) for d in digests])
+    return None, (TokensRevoked(tuple(digests)),) if digests else NO_CHANGES
 
 
-def delete_token(conn: sqlite3.Connection, digest: bytes) -> None:
-    conn.execute("DELETE FROM tokens WHERE hash = ?", (digest,))
+def delete_token(conn: sqlite3.Connection, digest: bytes) -> tuple[None, Changes]:
+    cur = conn.execute("DELETE FROM tokens WHERE hash = ?", (digest,))
+    return None, (TokensRevoked((digest,)),) if cur.rowcount else NO_CHANGES
 
 
 def token_owner(conn: sqlite3.Connection, digest: bytes) -> Row | None:
@@ -111,7 +132,10 @@ def token_owner(conn: sqlite3.Connection, digest: bytes) -> Row | None:
 
 # -- rooms -----------------------------------------------------------------------------------
 
-def insert_room(conn: sqlite3.Connection, name: str, topic: str, user_id: int, now: int) -> int:
+def insert_room(
+    conn: sqlite3.Connection, name: str, topic: str, user_id: int, now: int
+) -> tuple[int, Changes]:
+    """Create a room; its creator is its first member."""
     try:
         cur = conn.execute(
             "INSERT INTO rooms (name, name_key, topic, created_by, created_at) VALUES (?, ?, ?, ?, ?)",
@@ -120,38 +144,39 @@ def insert_room(conn: sqlite3.Connection, name: str, topic: str, user_id: int, n
     except sqlite3.IntegrityError:
         raise Conflict("room_name_taken") from None
     assert cur.lastrowid is not None
+    room_id = cur.lastrowid
     conn.execute("INSERT INTO members (room_id, user_id, joined_at) VALUES (?, ?, ?)",
-                 (cur.lastrowid, user_id, now))
-    return cur.lastrowid
+                 (room_id, user_id, now))
+    return room_id, (RoomCreated(room_id, name, topic, user_id, now), MemberJoined(room_id, user_id, now))
 
 
-def insert_member(conn: sqlite3.Connection, room_id: int, user_id: int, now: int) -> int:
-    """Join (idempotent); returns when the user joined."""
-    conn.execute(
+def insert_member(conn: sqlite3.Connection, room_id: int, user_id: int, now: int) -> tuple[None, Changes]:
+    """Join (idempotent: a member joining again changes nothing)."""
+    cur = conn.execute(
         "INSERT OR IGNORE INTO members (room_id, user_id, joined_at) VALUES (?, ?, ?)",
         (room_id, user_id, now),
     )
-    joined: int = conn.execute(
-        "SELECT joined_at FROM members WHERE room_id = ? AND user_id = ?", (room_id, user_id)
-    ).fetchone()[0]
-    return joined
+    return None, (MemberJoined(room_id, user_id, now),) if cur.rowcount else NO_CHANGES
 
 
-def delete_member(conn: sqlite3.Connection, room_id: int, user_id: int) -> None:
-    conn.execute("DELETE FROM members WHERE room_id = ? AND user_id = ?", (room_id, user_id))
+def delete_member(conn: sqlite3.Connection, room_id: int, user_id: int) -> tuple[None, Changes]:
+    cur = conn.execute("DELETE FROM members WHERE room_id = ? AND user_id = ?", (room_id, user_id))
+    return None, (MemberLeft(room_id, user_id),) if cur.rowcount else NO_CHANGES
 
 
 # -- messages --------------------------------------------------------------------------------
 
 def insert_message(
-    conn: sqlite3.Connection, room_id: int, author_id: int, text: str, txn_id: str | None, now: int
-) -> tuple[Row, bool]:
-    """Append a message with the room's next seq. With a txn_id already used by this author in
-    this room, nothing is written and the original row comes back (created=False)."""
+    conn: sqlite3.Connection, room_id: int, author: User | Author, text: str, txn_id: str | None, now: int
+) -> tuple[tuple[Message, bool], Changes]:
+    """Append a message with the room's next seq; returns (message, created). With a txn_id
+    already used by this author in this room, nothing is written and the original comes back
+    (created=False)."""
+    author_id = author["id"]
     if txn_id is not None:
         row = message_by_txn(conn, room_id, author_id, txn_id)
         if row is not None:
-            return row, False
+            return (message_json(row, author), False), NO_CHANGES
     seq = conn.execute(
         "UPDATE rooms SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq", (room_id,)
     ).fetchone()[0]
@@ -160,7 +185,8 @@ def insert_message(
         " VALUES (?, ?, ?, ?, ?, ?)",
         (room_id, seq, author_id, text, txn_id, now),
     )
-    return (cur.lastrowid, room_id, seq, author_id, text, txn_id, now), True
+    message = message_json((cur.lastrowid, room_id, seq, author_id, text, txn_id, now), author)
+    return (message, True), (MessageCommitted(message),)
 
 
 def message_by_txn(conn: sqlite3.Connection, room_id: int, author_id: int, txn_id: str) -> Row | None:

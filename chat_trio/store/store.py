@@ -1,9 +1,10 @@
 """The async facade the handlers use: durable writes through the group-commit writer, hot
 reads from memory.
 
-Users, rooms, memberships, live tokens and each room's newest messages are kept in memory and
-changed only by after-commit hooks, so a read never sees what is not yet durable and the hot
-paths (token → user, membership, recent history) need no thread hop at all.
+Users, rooms, memberships, live tokens and each room's newest messages are kept in memory
+(`State`, state.py), which only the change feed (feed.py) updates from committed transactions,
+so a read never sees what is not yet durable and the hot paths (token → user, membership,
+recent history) need no thread hop at all. Each write returns once its commit has been applied.
 """
 
 from __future__ import annotations
@@ -15,16 +16,16 @@ import trio
 
 from chat_trio.config import Config
 from chat_trio.store import queries
-from chat_trio.store.queries import Conflict, Row
+from chat_trio.store.feed import Feed
+from chat_trio.store.queries import Conflict
 from chat_trio.store.readers import ReaderPool
-from chat_trio.store.records import Message, RoomState, User, message_json, now_ms, user_json
+from chat_trio.store.records import Message, RoomState, User, message_json, now_ms
 from chat_trio.store.schema import migrate
 from chat_trio.store.sqlite import connect
+from chat_trio.store.state import State
 from chat_trio.store.writer import GroupCommitWriter
 
 __all__ = ["Conflict", "Store"]
-
-MessageListener = Callable[[Message], None]
 
 
 class Store:
@@ -32,15 +33,12 @@ class Store:
         self.config = config
         self._conn = conn
         self.readers = readers
-        self.writer = GroupCommitWriter(conn, max_batch=config.write_batch, queue_size=config.write_queue)
-        self.users: dict[int, User] = {}
-        self.user_ids: dict[str, int] = {}  # lower-cased username → id
-        self.rooms: dict[int, RoomState] = {}
-        self.room_ids: dict[str, int] = {}  # queries.name_key(room name) → id
-        self._tokens: dict[bytes, tuple[int, int]] = {}  # sha256 → (user id, expires ms)
-        self._revocations = 0  # bumped by every logout; guards the token cache against races
-        self.listeners: list[MessageListener] = []  # told of each new message, in commit order
-        self.messages_committed = 0
+        self.state = State(config.recent_cache)
+        self.feed = Feed(self.state)
+        self.writer = GroupCommitWriter(conn, max_batch=config.write_batch, queue_size=config.write_queue,
+                                        on_commit=self.feed.apply)
+        self.users = self.state.users  # read-only views for the handlers
+        self.rooms = self.state.rooms
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -58,12 +56,13 @@ class Store:
         return await trio.to_thread.run_sync(setup)
 
     def _load(self, conn: sqlite3.Connection) -> None:
+        state = self.state
         for user_id, username, created_at in queries.load_users(conn):
-            self._add_user(user_id, username, created_at)
+            state.add_user(user_id, username, created_at)
         for room_id, name, topic, created_by, created_at, last_seq in queries.load_rooms(conn):
-            self._add_room(RoomState(room_id, name, topic, created_by, created_at, last_seq))
+            state.add_room(RoomState(room_id, name, topic, created_by, created_at, last_seq))
         for room_id, user_id, joined_at in queries.load_members(conn):
-            self.rooms[room_id].members[user_id] = joined_at
+            state.rooms[room_id].members[user_id] = joined_at
 
     async def close(self) -> None:
         def close_all() -> None:
@@ -73,36 +72,22 @@ class Store:
 
         await trio.to_thread.run_sync(close_all)
 
-    def _add_user(self, user_id: int, username: str, created_at: int) -> User:
-        user = user_json(user_id, username, created_at)
-        self.users[user_id] = user
-        self.user_ids[username.lower()] = user_id
-        return user
-
-    def _add_room(self, room: RoomState) -> None:
-        self.rooms[room.id] = room
-        # setdefault: of two rooms whose names came to collide (schema migration 2), the older
-        # one keeps the key.
-        self.room_ids.setdefault(queries.name_key(room.name), room.id)
+    @property
+    def messages_committed(self) -> int:
+        return self.state.messages_committed
 
     # -- accounts --------------------------------------------------------------------------
 
     def username_taken(self, username: str) -> bool:
-        return username.lower() in self.user_ids
+        return username.lower() in self.state.user_ids
 
     async def create_user(self, username: str, password_hash: str) -> User:
         now = now_ms()
-
-        def remember(user_id: int) -> None:
-            self._add_user(user_id, username, now)
-
-        user_id = await self.writer.write(
-            lambda c: queries.insert_user(c, username, password_hash, now), remember
-        )
-        return self.users[user_id]
+        user_id = await self.writer.change(lambda c: queries.insert_user(c, username, password_hash, now))
+        return self.state.users[user_id]
 
     async def password_hash(self, username: str) -> tuple[int, str] | None:
-        if username.lower() not in self.user_ids:
+        if username.lower() not in self.state.user_ids:
             return None
         row = await self.readers.read(lambda c: queries.password_hash(c, username))
         return None if row is None else (row[0], row[1])
@@ -110,28 +95,13 @@ class Store:
     async def rehash_password(self, user_id: int, new_hash: str) -> None:
         await self.writer.write(lambda c: queries.update_password_hash(c, user_id, new_hash))
 
-    async def create_token(
-        self, digest: bytes, user_id: int, ttl_ms: int, keep: int = 0
-    ) -> tuple[int, list[bytes]]:
+    async def create_token(self, digest: bytes, user_id: int, ttl_ms: int, keep: int = 0) -> int:
         """Store a token's hash and, with `keep` > 0, revoke the user's oldest live tokens beyond
-        the newest `keep`, in the same transaction. Returns its expiry (ms) and the revoked hashes."""
+        the newest `keep`, in the same transaction. Returns its expiry (ms)."""
         now = now_ms()
         expires = now + ttl_ms
-
-        def remember(revoked: list[bytes]) -> None:
-            self._tokens[digest] = (user_id, expires)
-            self._forget_tokens(revoked)
-
-        revoked = await self.writer.write(
-            lambda c: queries.insert_token(c, digest, user_id, now, expires, keep), remember
-        )
-        return expires, revoked
-
-    def _forget_tokens(self, digests: list[bytes]) -> None:
-        if digests:
-            self._revocations += 1
-            for digest in digests:
-                self._tokens.pop(digest, None)
+        await self.writer.change(lambda c: queries.insert_token(c, digest, user_id, now, expires, keep))
+        return expires
 
     async def purge_expired_tokens(self, chunk: int = 1000) -> list[bytes]:
         """Delete every expired token; returns their hashes. The table scan runs on a reader
@@ -145,77 +115,57 @@ class Store:
         now = now_ms()
         found = await self.readers.read(lambda c: queries.expired_tokens(c, now, chunk))
         if found:
-            await self.writer.write(lambda c: queries.delete_expired_tokens_by_hash(c, found, now),
-                                    lambda _: self._forget_tokens(found))
+            await self.writer.change(lambda c: queries.delete_expired_tokens_by_hash(c, found, now))
         return found
 
     async def revoke_token(self, digest: bytes) -> None:
-        def forget(_: None) -> None:
-            self._revocations += 1
-            self._tokens.pop(digest, None)
-
-        await self.writer.write(lambda c: queries.delete_token(c, digest), forget)
+        await self.writer.change(lambda c: queries.delete_token(c, digest))
 
     async def token_user(self, digest: bytes) -> User | None:
         """The user a token belongs to, or None if it is unknown, revoked or expired."""
-        entry = self._tokens.get(digest)
+        state = self.state
+        entry = state.tokens.get(digest)
         if entry is None:
-            revocations = self._revocations
+            revocations = state.revocations
             row = await self.readers.read(lambda c: queries.token_owner(c, digest))
             if row is None:
                 return None
             entry = (row[0], row[1])
-            if revocations == self._revocations:  # no logout raced with this read
-                self._tokens[digest] = entry
+            state.cache_token(digest, entry, revocations)
         user_id, expires = entry
         if expires <= now_ms():
-            self._tokens.pop(digest, None)
+            state.tokens.pop(digest, None)
             return None
-        return self.users.get(user_id)
+        return state.users.get(user_id)
 
     def token_expiry(self, digest: bytes) -> int | None:
         """When a token `token_user` found live expires (epoch ms); None once it is revoked."""
-        entry = self._tokens.get(digest)
+        entry = self.state.tokens.get(digest)
         return None if entry is None else entry[1]
 
     # -- rooms -----------------------------------------------------------------------------
 
     def room(self, room_id: int) -> RoomState | None:
-        return self.rooms.get(room_id)
+        return self.state.rooms.get(room_id)
 
     def room_name_taken(self, name: str) -> bool:
-        return queries.name_key(name) in self.room_ids
+        return queries.name_key(name) in self.state.room_ids
 
     async def create_room(self, user_id: int, name: str, topic: str) -> RoomState:
         now = now_ms()
-
-        def remember(room_id: int) -> None:
-            room = RoomState(room_id, name, topic, user_id, now, 0, {user_id: now})
-            self._add_room(room)
-
-        room_id = await self.writer.write(
-            lambda c: queries.insert_room(c, name, topic, user_id, now), remember
-        )
-        return self.rooms[room_id]
+        room_id = await self.writer.change(lambda c: queries.insert_room(c, name, topic, user_id, now))
+        return self.state.rooms[room_id]
 
     async def join(self, room: RoomState, user_id: int) -> None:
         if user_id in room.members:
             return
         now = now_ms()
-
-        def remember(joined_at: int) -> None:
-            room.members[user_id] = joined_at
-
-        await self.writer.write(lambda c: queries.insert_member(c, room.id, user_id, now), remember)
+        await self.writer.change(lambda c: queries.insert_member(c, room.id, user_id, now))
 
     async def leave(self, room: RoomState, user_id: int) -> None:
         if user_id not in room.members:
             return
-
-        def forget(_: None) -> None:
-            room.members.pop(user_id, None)
-
-        await self.writer.write(lambda c: queries.delete_member(c, room.id, user_id), forget)
+        await self.writer.change(lambda c: queries.delete_member(c, room.id, user_id))
 
     # -- messages --------------------------------------------------------------------------
 
@@ -225,34 +175,11 @@ class Store:
         """Queue a message for the next commit; returns what to await for (message, created).
         Messages submitted one after another get increasing seqs."""
         now = now_ms()
-        out: list[Message] = []
-
-        def publish(result: tuple[Row, bool]) -> None:
-            row, created = result
-            message = message_json(row, self.users.get(row[3], author))
-            out.append(message)
-            if not created:
-                return
-            room.last_seq = message["seq"]
-            self.messages_committed += 1
-            if room.recent and room.recent[-1]["seq"] == room.last_seq - 1:
-                room.recent.append(message)
-                if len(room.recent) > self.config.recent_cache:
-                    del room.recent[: len(room.recent) - self.config.recent_cache]
-            else:
-                room.recent = [message]
-            for listener in self.listeners:
-                listener(message)
-
-        pending = await self.writer.submit(
-            lambda c: queries.insert_message(c, room.id, author["id"], text, txn_id, now), publish
+        room_id = room.id
+        pending = await self.writer.submit_changes(
+            lambda c: queries.insert_message(c, room_id, author, text, txn_id, now)
         )
-
-        async def committed() -> tuple[Message, bool]:
-            _, created = await pending.result()
-            return out[0], created
-
-        return committed
+        return pending.result
 
     async def sent_message(self, room: RoomState, author: User, txn_id: str) -> Message | None:
         """The committed message `author` sent to `room` with `txn_id`, if there is one."""
@@ -268,13 +195,7 @@ class Store:
             base = recent[0]["seq"]
             return recent[first - base : last - base + 1]
         rows = await self.readers.read(lambda c: queries.messages_between(c, room.id, first, last))
-        messages = [message_json(row, self.users[row[3]]) for row in rows]
-        self._warm(room, messages)
+        users = self.state.users
+        messages = [message_json(row, users[row[3]]) for row in rows]
+        self.state.warm(room, messages)
         return messages
-
-    def _warm(self, room: RoomState, messages: list[Message]) -> None:
-        """Put messages read from disk in front of the recent cache when they join up with it."""
-        joins_at = room.recent[0]["seq"] - 1 if room.recent else room.last_seq
-        if not messages or messages[-1]["seq"] != joins_at:
-            return
-        room.recent = (messages + room.recent)[-self.config.recent_cache :]

@@ -6,9 +6,11 @@ write that is waiting (up to `max_batch`), runs them all in one worker-thread ho
 others, then wakes the callers. With N concurrent writers there is one fsync per batch instead
 of N, and one thread handoff instead of N.
 
-Each write may carry an `after_commit` callback. The writer runs those on the event loop in
-commit order, before waking anyone, so caches and live subscribers see changes in the order
-(and only once) they became durable.
+A write returns its result and the changes it made (store/changes.py); a failed write makes
+none. After COMMIT the writer hands the batch's changes, in commit order, to `on_commit` (the
+feed, store/feed.py) as one `Commit`, on the event loop and before waking anyone, so caches and
+live subscribers see changes in the order (and only once) they became durable, and a caller
+reads its own write as soon as it wakes.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import trio
 
 from chat_trio.errors import APIError
 from chat_trio.metrics import BATCH_BUCKETS, Histogram
+from chat_trio.store.changes import NO_CHANGES, Change, Changes, Commit
 
 log = logging.getLogger("chat_trio.store")
 T = TypeVar("T")
@@ -42,8 +45,7 @@ class Pending(Generic[T]):
     """A write handed to the writer; `await pending.result()` (from one task) once it has
     committed."""
 
-    run: Callable[[sqlite3.Connection], T]
-    after_commit: Callable[[T], None] | None
+    run: Callable[[sqlite3.Connection], tuple[T, Changes]]
     value: Any = None
     error: BaseException | None = None
     finished: bool = False
@@ -71,9 +73,21 @@ class Pending(Generic[T]):
             self._waiter = None
 
 
+def _unchanged(run: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], tuple[T, Changes]]:
+    return lambda conn: (run(conn), NO_CHANGES)
+
+
 class GroupCommitWriter:
-    def __init__(self, conn: sqlite3.Connection, *, max_batch: int, queue_size: int) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        max_batch: int,
+        queue_size: int,
+        on_commit: Callable[[Commit], None] | None = None,
+    ) -> None:
         self._conn = conn
+        self.on_commit = on_commit  # told of each transaction's changes, before anyone wakes
         self._max_batch = max_batch
         self._send, self._receive = trio.open_memory_channel[Pending[Any]](queue_size)
         self._taken: list[Pending[Any]] = []  # the batch being committed; `run` finishes what is left
@@ -88,24 +102,26 @@ class GroupCommitWriter:
     def queued(self) -> int:
         return self._send.statistics().current_buffer_used
 
-    async def write(
-        self,
-        run: Callable[[sqlite3.Connection], T],
-        after_commit: Callable[[T], None] | None = None,
-    ) -> T:
-        """Run `run(conn)` in the next transaction; return once it has COMMITted.
+    async def write(self, run: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `run(conn)`, a write that changes nothing the caches hold, in the next
+        transaction; return once it has COMMITted.
 
         If the caller is cancelled after handing the write over, the write still commits."""
-        return await (await self.submit(run, after_commit)).result()
+        return await (await self.submit(run)).result()
 
-    async def submit(
-        self,
-        run: Callable[[sqlite3.Connection], T],
-        after_commit: Callable[[T], None] | None = None,
-    ) -> Pending[T]:
+    async def submit(self, run: Callable[[sqlite3.Connection], T]) -> Pending[T]:
+        """Queue a write that changes nothing the caches hold, without waiting for its commit."""
+        return await self.submit_changes(_unchanged(run))
+
+    async def change(self, run: Callable[[sqlite3.Connection], tuple[T, Changes]]) -> T:
+        """Run `run(conn)`, which returns (result, changes made), in the next transaction; return
+        the result once it has COMMITted and its changes are applied."""
+        return await (await self.submit_changes(run)).result()
+
+    async def submit_changes(self, run: Callable[[sqlite3.Connection], tuple[T, Changes]]) -> Pending[T]:
         """Queue a write without waiting for its commit. Writes commit in the order they were
         submitted, so one caller can keep several in flight and still keep their order."""
-        item: Pending[T] = Pending(run, after_commit)
+        item: Pending[T] = Pending(run)
         try:
             try:
                 self._send.send_nowait(item)  # the common case: no scheduler pass of its own
@@ -148,37 +164,42 @@ class GroupCommitWriter:
                     batch.append(self._receive.receive_nowait())
                 except trio.WouldBlock:
                     break
-            committed = await trio.to_thread.run_sync(self._commit, batch, limiter=self.thread)
-            self.commits += committed
+            changes = await trio.to_thread.run_sync(self._commit, batch, limiter=self.thread)
+            if changes is not None:
+                self.commits += 1
+                if changes and self.on_commit is not None:
+                    try:
+                        self.on_commit(Commit(tuple(changes)))
+                    except Exception:
+                        log.exception("applying a commit failed")
             self.writes += len(batch)
             self.batch_sizes.observe(len(batch))
             for item in batch:
-                if item.error is None and item.after_commit is not None:
-                    try:
-                        item.after_commit(item.value)
-                    except Exception:
-                        log.exception("after-commit hook failed")
                 item.finish()
 
-    def _commit(self, batch: list[Pending[Any]]) -> int:
-        """Worker thread: one transaction for the whole batch. Returns 1 if it committed."""
+    def _commit(self, batch: list[Pending[Any]]) -> list[Change] | None:
+        """Worker thread: one transaction for the whole batch. Returns the changes of the writes
+        that succeeded, in order, or None if the transaction did not commit."""
         conn = self._conn
+        changes: list[Change] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             for item in batch:
                 conn.execute("SAVEPOINT w")
                 try:
-                    item.value = item.run(conn)
+                    item.value, made = item.run(conn)
                 except Exception as exc:
                     conn.execute("ROLLBACK TO w")
                     item.error = exc
+                else:
+                    changes += made
                 conn.execute("RELEASE w")
             conn.execute("COMMIT")
-            return 1
+            return changes
         except sqlite3.Error:
             log.exception("transaction failed; %d writes refused", len(batch))
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             for item in batch:
                 item.error = StoreClosed("the write could not be committed; retry later")
-            return 0
+            return None

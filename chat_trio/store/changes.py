@@ -1,0 +1,162 @@
+"""What a committed transaction changed, as small typed records that cross process boundaries.
+
+Every write the group-commit writer runs returns its result and the changes it made; after
+COMMIT the writer hands the batch's changes, in commit order, to the feed as one `Commit`
+(store/feed.py). `encode`/`decode` turn changes into orjson bytes and back without loss, so a
+supervisor can ship them to workers over a socket, or a PostgreSQL node over NOTIFY, and every
+process applies the same records the same way. Token digests travel as hex.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import orjson
+
+from chat_trio.store.records import Message
+
+
+@dataclass(frozen=True, slots=True)
+class UserCreated:
+    kind: ClassVar[str] = "user"
+    id: int
+    username: str
+    created_at: int  # epoch ms
+
+    def pack(self) -> list[Any]:
+        return [self.kind, self.id, self.username, self.created_at]
+
+    @classmethod
+    def unpack(cls, f: list[Any]) -> UserCreated:
+        return cls(f[1], f[2], f[3])
+
+
+@dataclass(frozen=True, slots=True)
+class RoomCreated:
+    """A new room (its creator joins it by a MemberJoined in the same commit)."""
+
+    kind: ClassVar[str] = "room"
+    id: int
+    name: str
+    topic: str
+    created_by: int
+    created_at: int  # epoch ms
+
+    def pack(self) -> list[Any]:
+        return [self.kind, self.id, self.name, self.topic, self.created_by, self.created_at]
+
+    @classmethod
+    def unpack(cls, f: list[Any]) -> RoomCreated:
+        return cls(f[1], f[2], f[3], f[4], f[5])
+
+
+@dataclass(frozen=True, slots=True)
+class MemberJoined:
+    kind: ClassVar[str] = "joined"
+    room_id: int
+    user_id: int
+    joined_at: int  # epoch ms
+
+    def pack(self) -> list[Any]:
+        return [self.kind, self.room_id, self.user_id, self.joined_at]
+
+    @classmethod
+    def unpack(cls, f: list[Any]) -> MemberJoined:
+        return cls(f[1], f[2], f[3])
+
+
+@dataclass(frozen=True, slots=True)
+class MemberLeft:
+    kind: ClassVar[str] = "left"
+    room_id: int
+    user_id: int
+
+    def pack(self) -> list[Any]:
+        return [self.kind, self.room_id, self.user_id]
+
+    @classmethod
+    def unpack(cls, f: list[Any]) -> MemberLeft:
+        return cls(f[1], f[2])
+
+
+@dataclass(frozen=True, slots=True)
+class MessageCommitted:
+    """A new message with its seq, in its API shape (built once, in the writer's thread)."""
+
+    kind: ClassVar[str] = "message"
+    message: Message
+
+    def pack(self) -> list[Any]:
+        return [self.kind, self.message]
+
+    @classmethod
+    def unpack(cls, f: list[Any]) -> MessageCommitted:
+        message: Message = f[1]
+        return cls(message)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenIssued:
+    kind: ClassVar[str] = "token"
+    digest: bytes  # sha256 of the token
+    user_id: int
+    expires_at: int  # epoch ms
+
+    def pack(self) -> list[Any]:
+        return [self.kind, self.digest.hex(), self.user_id, self.expires_at]
+
+    @classmethod
+    def unpack(cls, f: list[Any]) -> TokenIssued:
+        return cls(bytes.fromhex(f[1]), f[2], f[3])
+
+
+@dataclass(frozen=True, slots=True)
+class TokensRevoked:
+    """Tokens that stopped working: logout, the per-user cap, or the purge of expired ones."""
+
+    kind: ClassVar[str] = "revoked"
+    digests: tuple[bytes, ...]
+
+    def pack(self) -> list[Any]:
+        return [self.kind, [d.hex() for d in self.digests]]
+
+    @classmethod
+    def unpack(cls, f: list[Any]) -> TokensRevoked:
+        return cls(tuple(bytes.fromhex(d) for d in f[1]))
+
+
+Change = (UserCreated | RoomCreated | MemberJoined | MemberLeft | MessageCommitted | TokenIssued
+          | TokensRevoked)
+Changes = tuple[Change, ...]
+NO_CHANGES: Changes = ()
+
+_KINDS: dict[str, Callable[[list[Any]], Change]] = {
+    cls.kind: cls.unpack
+    for cls in (UserCreated, RoomCreated, MemberJoined, MemberLeft, MessageCommitted, TokenIssued,
+                TokensRevoked)
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """The changes of one committed transaction, in the order they were made."""
+
+    changes: Changes
+
+
+def encode(changes: Iterable[Change]) -> bytes:
+    """orjson bytes for a socket or a NOTIFY payload: a list of `[kind, fields...]`."""
+    return orjson.dumps([change.pack() for change in changes])
+
+
+def decode(data: bytes | str) -> list[Change]:
+    """The changes `encode` wrote. Raises ValueError on anything else."""
+    items = orjson.loads(data)
+    if not isinstance(items, list):
+        raise ValueError("a change list must be a JSON array")
+    try:
+        return [_KINDS[item[0]](item) for item in items]
+    except (KeyError, IndexError, TypeError) as exc:
+        raise ValueError(f"not a change record: {exc}") from None

@@ -1,0 +1,100 @@
+"""The server's hot, in-memory view of what is committed: users, rooms, memberships, live tokens
+and each room's newest messages.
+
+Committed changes reach it only through `apply` (called by the feed, store/feed.py, in commit
+order), so a read never sees what is not yet durable and every process fed the same commits
+holds the same view. The only other mutations fill it from what a reader found on disk (a token
+not yet cached, older messages that join up with the recent ones), guarded against racing
+commits.
+"""
+
+from __future__ import annotations
+
+from chat_trio.store.changes import (
+    Commit,
+    MemberJoined,
+    MemberLeft,
+    MessageCommitted,
+    RoomCreated,
+    TokenIssued,
+    TokensRevoked,
+    UserCreated,
+)
+from chat_trio.store.queries import name_key
+from chat_trio.store.records import Message, RoomState, User, user_json
+
+
+class State:
+    def __init__(self, recent_cache: int) -> None:
+        self.recent_cache = recent_cache
+        self.users: dict[int, User] = {}
+        self.user_ids: dict[str, int] = {}  # lower-cased username → id
+        self.rooms: dict[int, RoomState] = {}  # in id order: ids only grow, rooms arrive in commit order
+        self.room_ids: dict[str, int] = {}  # queries.name_key(room name) → id
+        self.tokens: dict[bytes, tuple[int, int]] = {}  # sha256 → (user id, expires ms)
+        self.revocations = 0  # bumped by every revocation; guards the token cache against races
+        self.messages_committed = 0
+
+    # -- the feed's consumer ---------------------------------------------------------------
+
+    def apply(self, commit: Commit) -> None:
+        """Take in one committed transaction's changes, in order."""
+        for change in commit.changes:
+            match change:
+                case MessageCommitted(message):
+                    self._add_message(message)
+                case UserCreated(user_id, username, created_at):
+                    self.add_user(user_id, username, created_at)
+                case RoomCreated(room_id, name, topic, created_by, created_at):
+                    self.add_room(RoomState(room_id, name, topic, created_by, created_at, 0))
+                case MemberJoined(room_id, user_id, joined_at):
+                    if (room := self.rooms.get(room_id)) is not None:
+                        room.members[user_id] = joined_at
+                case MemberLeft(room_id, user_id):
+                    if (room := self.rooms.get(room_id)) is not None:
+                        room.members.pop(user_id, None)
+                case TokenIssued(digest, user_id, expires_at):
+                    self.tokens[digest] = (user_id, expires_at)
+                case TokensRevoked(digests):
+                    self.revocations += 1
+                    for digest in digests:
+                        self.tokens.pop(digest, None)
+
+    def add_user(self, user_id: int, username: str, created_at: int) -> None:
+        self.users[user_id] = user_json(user_id, username, created_at)
+        self.user_ids[username.lower()] = user_id
+
+    def add_room(self, room: RoomState) -> None:
+        self.rooms[room.id] = room
+        # setdefault: of two rooms whose names came to collide (schema migration 2), the older
+        # one keeps the key.
+        self.room_ids.setdefault(name_key(room.name), room.id)
+
+    def _add_message(self, message: Message) -> None:
+        room = self.rooms.get(message["room_id"])
+        if room is None:
+            return
+        room.last_seq = seq = message["seq"]
+        self.messages_committed += 1
+        recent = room.recent
+        if recent and recent[-1]["seq"] == seq - 1:
+            recent.append(message)
+            if len(recent) > self.recent_cache:
+                del recent[: len(recent) - self.recent_cache]
+        else:
+            room.recent = [message]
+
+    # -- filled from reads -----------------------------------------------------------------
+
+    def cache_token(self, digest: bytes, entry: tuple[int, int], revocations: int) -> None:
+        """Remember a token a reader found, unless a revocation committed since the read began
+        (`revocations` is the counter's value then)."""
+        if revocations == self.revocations:
+            self.tokens[digest] = entry
+
+    def warm(self, room: RoomState, messages: list[Message]) -> None:
+        """Put messages read from disk in front of the recent cache when they join up with it."""
+        joins_at = room.recent[0]["seq"] - 1 if room.recent else room.last_seq
+        if not messages or messages[-1]["seq"] != joins_at:
+            return
+        room.recent = (messages + room.recent)[-self.recent_cache :]
