@@ -111,7 +111,7 @@ async def read_until_closed(stream: trio.abc.ReceiveStream, into: list[bytes]) -
             return
         if not chunk:
             return
-        into.append(chunk)
+        into.append(bytes(chunk))
 
 
 async def raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:

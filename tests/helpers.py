@@ -17,6 +17,8 @@ import trio
 
 from chat_trio.app import App
 from chat_trio.config import Config
+from chat_trio.http.server import HTTPServer
+from chat_trio.store.store import Store
 from tests.client import HTTPClient, Reply
 
 PASSWORD = "correct horse battery staple"
@@ -46,6 +48,18 @@ async def serve(config: Config) -> AsyncIterator[App]:
             yield app
         finally:
             app.shutdown()
+
+
+def server_of(app: App) -> HTTPServer:
+    """The HTTP server of a running App (typed: the attribute is None until it runs)."""
+    assert app.server is not None
+    return app.server
+
+
+def store_of(app: App) -> Store:
+    """The store of a running App (typed: the attribute is None until it runs)."""
+    assert app.store is not None
+    return app.store
 
 
 # -- clients ---------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import trio
 from chat_trio.app import App
 from tests.client import HTTPClient
 from tests.conftest import make_config
-from tests.helpers import Client, make_room, register_and_login, send, serve
+from tests.helpers import Client, make_room, register_and_login, send, serve, server_of
 from tests.rawhttp import exchange, get, only_error
 from tests.ws_client import connect, small_window_stream
 
@@ -21,7 +21,7 @@ SLOW_BODY = 100
 
 async def wait_for_connections(app: App, count: int) -> None:
     with trio.fail_after(20):
-        while app.server.open_connections < count:
+        while server_of(app).open_connections < count:
             await trio.sleep(0.01)
 
 
@@ -61,12 +61,12 @@ async def test_slow_clients_do_not_starve_a_normal_one(tmp_path: Path) -> None:
             await client.aclose()
             assert answered == 50
             # The slow clients were held open all along (none was dropped to make room).
-            assert app.server.open_connections >= SLOWLORIS + SLOW_BODY
+            assert server_of(app).open_connections >= SLOWLORIS + SLOW_BODY
         finally:
             for stream in streams:
                 await stream.aclose()
         with trio.fail_after(10):
-            while app.server.open_connections:
+            while server_of(app).open_connections:
                 await trio.sleep(0.01)
 
 
@@ -107,7 +107,7 @@ async def test_pipelining_client_that_never_reads_is_dropped_while_others_are_se
         # hold (a few MB on loopback) plus one read of the server: bounded, not "everything".
         assert pushed < 64 * 1024 * 1024, pushed
         with trio.fail_after(10):
-            while app.server.open_connections:
+            while server_of(app).open_connections:
                 await trio.sleep(0.01)
 
 
@@ -170,7 +170,7 @@ async def test_connection_flood_beyond_the_cap_is_refused_and_held_ones_keep_wor
                 assert (await client.get("/healthz")).status == 200
             for client in held:
                 await client.aclose()
-            while app.server.open_connections:
+            while server_of(app).open_connections:
                 await trio.sleep(0.01)
             fresh = HTTPClient(app.port)
             assert (await fresh.get("/healthz")).status == 200
@@ -215,5 +215,5 @@ async def test_one_address_flooding_connections_takes_only_its_own_allowance(tmp
             for client in held:
                 assert (await client.get("/healthz")).status == 200
                 await client.aclose()
-            while app.server.per_address:
+            while server_of(app).per_address:
                 await trio.sleep(0.01)

@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from chat_trio.store.sqlite import connect
-from chat_trio.store.writer import GroupCommitWriter, StoreClosed
+from chat_trio.store.writer import GroupCommitWriter, Pending, StoreClosed
 from tests.client import HTTPClient
 from tests.conftest import make_config
 from tests.helpers import assert_error, make_room, register_and_login, send, serve
@@ -131,8 +131,9 @@ async def test_a_failure_outside_any_write_refuses_its_batch_and_stops_the_write
 
     with trio.fail_after(10):
         # Queued before the writer starts, so the three are one batch.
-        pending = [await writer.submit(_insert(1)), await writer.submit(lose_connection),
-                   await writer.submit(_insert(2))]
+        pending: list[Pending[object]] = [
+            await writer.submit(_insert(1)), await writer.submit(lose_connection),
+            await writer.submit(_insert(2))]
         async with trio.open_nursery() as nursery:
             await nursery.start(writer.run)
             while not all(item.finished for item in pending):
