@@ -1,4 +1,5 @@
-"""Fixtures that start the real server on a loopback port with a real sqlite file."""
+"""Fixtures that start the real server on a loopback port with a real sqlite file, all through
+`tests.helpers.serve` / `start_app` (the one way a test runs an in-process server)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,7 @@ import trio
 from chat_trio.app import App
 from chat_trio.config import Config
 from tests.client import HTTPClient
-
-# Cheap password hashing so tests run fast; everything else keeps its default.
-TEST_CONFIG = dict(host="127.0.0.1", port=0, argon2_time_cost=1, argon2_memory_kib=1024,
-                   argon2_parallelism=1, log_level="warning")
-
-
-def make_config(tmp_path: Path, **overrides: object) -> Config:
-    return Config(**{"db": str(tmp_path / "chat.db"), **TEST_CONFIG, **overrides})  # type: ignore[arg-type]
+from tests.helpers import StartServer, make_config, serve, start_app
 
 
 @pytest.fixture
@@ -27,10 +21,9 @@ def config(tmp_path: Path) -> Config:
 
 
 @pytest.fixture
-async def app(nursery: trio.Nursery, config: Config) -> AsyncIterator[App]:
-    running: App = await nursery.start(App(config).run)
-    yield running
-    running.shutdown()
+async def app(config: Config) -> AsyncIterator[App]:
+    async with serve(config) as running:
+        yield running
 
 
 @pytest.fixture
@@ -38,3 +31,14 @@ async def client(app: App) -> AsyncIterator[HTTPClient]:
     c = HTTPClient(app.port)
     yield c
     await c.aclose()
+
+
+@pytest.fixture
+def start_server(nursery: trio.Nursery, tmp_path: Path) -> StartServer:
+    """For tests that want a server per call with their own settings, in the test's nursery (so
+    the test body needs no `async with`); the nursery's end at teardown stops them."""
+
+    async def start(**overrides: object) -> App:
+        return await start_app(nursery, make_config(tmp_path, **overrides))
+
+    return start

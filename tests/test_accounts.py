@@ -16,7 +16,6 @@ from chat_trio.app import App
 from chat_trio.security.logins import BACKOFF_MEMORY
 from chat_trio.security.ratelimit import Backoff
 from tests.client import Reply
-from tests.conftest import make_config
 from tests.helpers import (
     PASSWORD,
     USER_KEYS,
@@ -25,6 +24,7 @@ from tests.helpers import (
     assert_error,
     db_rows,
     login,
+    make_config,
     parse_time,
     register,
     register_and_login,

@@ -10,8 +10,7 @@ import trio
 
 from chat_trio.app import App
 from tests.client import HTTPClient
-from tests.conftest import make_config
-from tests.helpers import Client, make_room, register_and_login, send, serve, server_of
+from tests.helpers import Client, make_config, make_room, register_and_login, send, serve, server_of
 from tests.rawhttp import exchange, get, only_error
 from tests.ws_client import connect, small_window_stream
 

@@ -9,13 +9,17 @@ import pytest
 import trio
 
 from chat_trio.app import App
-from chat_trio.config import Config
-from chat_trio.http.messages import Request, Response, json_response
-from chat_trio.http.router import Route, Router
-from chat_trio.http.server import HTTPServer
 from tests.client import HTTPClient, raw_exchange, statuses
-from tests.conftest import make_config
-from tests.helpers import make_room, register_and_login
+from tests.helpers import (
+    Request,
+    Response,
+    Route,
+    json_response,
+    make_config,
+    make_room,
+    register_and_login,
+    start_routes,
+)
 from tests.rawhttp import RawConn, assert_error_body, exchange, get, only_error, parse_responses
 
 # A request that must never be answered: if a refused request's framing were believed, these
@@ -66,15 +70,10 @@ TEST_ROUTES = [
 ]
 
 
-async def start_test_server(nursery: trio.Nursery, config: Config) -> int:
-    server = HTTPServer(config, Router(TEST_ROUTES))
-    port: int = await nursery.start(server.serve)
-    return port
-
-
 @pytest.fixture
 async def port(nursery: trio.Nursery, tmp_path: Path) -> int:
-    return await start_test_server(nursery, make_config(tmp_path))
+    _, bound = await start_routes(nursery, make_config(tmp_path), TEST_ROUTES)
+    return bound
 
 
 # -- request smuggling and malformed framing ---------------------------------------------------

@@ -8,13 +8,19 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from chat_trio.app import App
-from chat_trio.http.messages import Request, Response
-from chat_trio.http.router import Route, Router
-from chat_trio.http.server import HTTPServer
 from chat_trio.metrics import Registry
 from tests.client import HTTPClient, raw_exchange, statuses
-from tests.conftest import make_config
-from tests.helpers import make_room, register_and_login, send, serve
+from tests.helpers import (
+    Request,
+    Response,
+    Route,
+    make_config,
+    make_room,
+    register_and_login,
+    send,
+    serve,
+    start_routes,
+)
 from tests.ws_client import connect
 
 
@@ -112,8 +118,7 @@ async def test_a_status_the_server_does_not_name_is_counted_by_its_class(
     async def odd(request: Request) -> Response:
         return Response(299, b"{}")
 
-    server = HTTPServer(make_config(tmp_path), Router([Route("GET", "/odd", odd)]))
-    port = await nursery.start(server.serve)
+    server, port = await start_routes(nursery, make_config(tmp_path), [Route("GET", "/odd", odd)])
     with trio.fail_after(10):
         raw = await raw_exchange(port, b"GET /odd HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
     assert statuses(raw) == [299]

@@ -12,13 +12,13 @@ import trio.testing
 
 from chat_trio.app import App
 from tests.client import HTTPClient, Reply
-from tests.conftest import make_config
 from tests.helpers import (
     ROOM_KEYS,
     USER_KEYS,
     assert_error,
     get_room,
     join,
+    make_config,
     make_room,
     parse_time,
     register_and_login,

@@ -15,8 +15,7 @@ import trio
 from chat_trio.store.sqlite import connect
 from chat_trio.store.writer import GroupCommitWriter, Pending, StoreClosed
 from tests.client import HTTPClient
-from tests.conftest import make_config
-from tests.helpers import assert_error, make_room, register_and_login, send, serve
+from tests.helpers import assert_error, make_config, make_room, register_and_login, send, serve
 from tests.ws_client import connect as ws_connect
 
 

@@ -16,13 +16,13 @@ from trio_websocket import open_websocket_url
 
 from chat_trio.app import App
 from tests.client import HTTPClient, read_until_closed
-from tests.conftest import make_config
 from tests.helpers import (
     all_messages,
     assert_error,
     assert_message_shape,
     join,
     login,
+    make_config,
     make_room,
     register_and_login,
     send,
