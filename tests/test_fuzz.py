@@ -22,8 +22,8 @@ import pytest
 import requests
 from hypothesis import strategies as st
 
-from tests.client import statuses
 from tests.helpers import PASSWORD
+from tests.rawhttp import statuses
 from tests.server_process import ServerProcess
 from tests.ws_client import client_frame, server_frames
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.client import HTTPClient, statuses
+from tests.client import HTTPClient
 from tests.helpers import Client, StartServer
-from tests.rawhttp import RawConn, assert_error_body, exchange, get, only_error, parse_responses
+from tests.rawhttp import RawConn, assert_error_body, exchange, get, only_error, parse_responses, statuses
 from tests.server_process import ServerProcess
 
 

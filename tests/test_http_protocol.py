@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from chat_trio.app import App
-from tests.client import HTTPClient, raw_exchange, statuses
+from tests.client import HTTPClient
 from tests.helpers import (
     Request,
     Response,
@@ -20,7 +20,7 @@ from tests.helpers import (
     register_and_login,
     start_routes,
 )
-from tests.rawhttp import RawConn, assert_error_body, exchange, get, only_error, parse_responses
+from tests.rawhttp import RawConn, assert_error_body, exchange, get, only_error, parse_responses, statuses
 
 # A request that must never be answered: if a refused request's framing were believed, these
 # bytes would be parsed as a second request and get a second answer.
@@ -151,7 +151,7 @@ async def test_smuggling_defences_on_the_real_app(app: App) -> None:
     """The same checks hold on the App's own router (not only the test router)."""
     data = (b"POST /healthz HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + SMUGGLED)
-    raw = await raw_exchange(app.port, data, timeout=3)
+    raw, _ = await exchange(app.port, data, timeout=3)
     assert statuses(raw) == [400]
 
 
@@ -201,9 +201,9 @@ async def test_bytes_after_a_closing_request_are_ignored(port: int, first: bytes
 
 
 async def test_bytes_after_a_closing_request_on_the_real_app(app: App) -> None:
-    raw = await raw_exchange(app.port, get("/healthz", "Connection: close") + get("/nope"), timeout=3)
+    raw, _ = await exchange(app.port, get("/healthz", "Connection: close") + get("/nope"), timeout=3)
     assert statuses(raw) == [200]
-    raw = await raw_exchange(app.port, get("/healthz", "Connection: close"), timeout=3)
+    raw, _ = await exchange(app.port, get("/healthz", "Connection: close"), timeout=3)
     assert statuses(raw) == [200]
 
 
@@ -228,7 +228,7 @@ async def test_upgrade_request_gets_the_stream_and_a_declined_one_keeps_serving(
 
 
 async def test_pipelined_requests_on_the_real_app(app: App) -> None:
-    raw = await raw_exchange(app.port, get("/healthz") + get("/nope", "Connection: close"))
+    raw, _ = await exchange(app.port, get("/healthz") + get("/nope", "Connection: close"))
     assert statuses(raw) == [200, 404]
 
 
@@ -375,7 +375,7 @@ async def test_head_has_no_body(port: int) -> None:
 
 
 async def test_head_on_the_real_app(app: App) -> None:
-    raw = await raw_exchange(app.port, get("/healthz", "Connection: close", method="HEAD"))
+    raw, _ = await exchange(app.port, get("/healthz", "Connection: close", method="HEAD"))
     head, _, body = raw.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 ")
     assert body == b""

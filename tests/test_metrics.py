@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chat_trio.app import App
 from chat_trio.metrics import Registry
-from tests.client import HTTPClient, raw_exchange, statuses
+from tests.client import HTTPClient
 from tests.helpers import (
     Request,
     Response,
@@ -21,6 +21,7 @@ from tests.helpers import (
     serve,
     start_routes,
 )
+from tests.rawhttp import exchange, statuses
 from tests.ws_client import connect
 
 
@@ -81,12 +82,12 @@ async def test_labels_come_from_fixed_sets_whatever_clients_send(app: App, clien
     before = len((await client.get("/metrics")).body)
     with trio.fail_after(30):
         for i in range(300):
-            raw = await raw_exchange(app.port, f"M{i:05d} /x{i} HTTP/1.1\r\nHost: t\r\n"
-                                                "Connection: close\r\n\r\n".encode())
+            raw, _ = await exchange(app.port, f"M{i:05d} /x{i} HTTP/1.1\r\nHost: t\r\n"
+                                             "Connection: close\r\n\r\n".encode())
             assert statuses(raw) == [404]
         for data in (b"GARBAGE\r\n\r\n", b"GET / HTTP/2.0\r\nHost: t\r\n\r\n",
                      b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999\r\n\r\n"):
-            await raw_exchange(app.port, data)
+            await exchange(app.port, data)
         after = await scrape(client)
     assert len((await client.get("/metrics")).body) - before < 2000
     requests = after["chat_trio_http_requests_total"]
@@ -120,7 +121,7 @@ async def test_a_status_the_server_does_not_name_is_counted_by_its_class(
 
     server, port = await start_routes(nursery, make_config(tmp_path), [Route("GET", "/odd", odd)])
     with trio.fail_after(10):
-        raw = await raw_exchange(port, b"GET /odd HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        raw, _ = await exchange(port, b"GET /odd HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
     assert statuses(raw) == [299]
     registry = Registry()
     registry.add(server.requests)

@@ -15,7 +15,7 @@ import trio
 from trio_websocket import open_websocket_url
 
 from chat_trio.app import App
-from tests.client import HTTPClient, read_until_closed
+from tests.client import HTTPClient
 from tests.helpers import (
     all_messages,
     assert_error,
@@ -28,6 +28,7 @@ from tests.helpers import (
     send,
     serve,
 )
+from tests.rawhttp import read_until_closed
 from tests.ws_client import (
     DEADLINE,
     WS,

@@ -17,9 +17,9 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 
 import chat_trio.api.websocket as websocket_api
 from chat_trio.app import App
-from tests.client import HTTPClient, read_until_closed
+from tests.client import HTTPClient
 from tests.helpers import join, login, make_config, make_room, register_and_login, serve
-from tests.rawhttp import exchange, get, only_error
+from tests.rawhttp import exchange, get, only_error, read_until_closed
 from tests.ws_client import DEADLINE, connect, raw_handshake, server_frames, ws_url
 
 KEY = base64.b64encode(os.urandom(16)).decode()
