@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import functools
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -13,6 +16,40 @@ from chat_trio.app import App
 from chat_trio.config import Config
 from tests.client import HTTPClient
 from tests.helpers import StartServer, make_config, serve, start_app
+
+# Every async test runs under trio.fail_after(TEST_DEADLINE) (as trio-websocket's tests do with
+# their decorator), so a test that waits for something that never comes fails instead of hanging
+# the suite; tests keep their own, tighter, deadlines. Mark one `@pytest.mark.deadline(seconds)`
+# to change it. A test on pytest-trio's mock_clock / autojump_clock is left to its own
+# fail_after, which must allow for the virtual time it jumps over. Synchronous tests (the
+# subprocess fuzz and schemathesis runs, the browser test) are bounded by their sockets' and
+# subprocesses' timeouts instead.
+TEST_DEADLINE = 60.0
+CLOCK_FIXTURES = {"mock_clock", "autojump_clock"}
+
+
+def _bounded(test: Callable[..., Awaitable[Any]], seconds: float) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(test)
+    async def run(**kwargs: Any) -> Any:
+        with trio.fail_after(seconds):
+            return await test(**kwargs)
+
+    return run
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "deadline(seconds): the fail_after bound of this async test")
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """Bound the test before pytest-trio wraps it to run under trio."""
+    test = getattr(item, "obj", None)
+    virtual_time = CLOCK_FIXTURES & set(getattr(item, "fixturenames", ()))
+    if test is not None and inspect.iscoroutinefunction(test) and not virtual_time:
+        marker = item.get_closest_marker("deadline")
+        item.obj = _bounded(test, float(marker.args[0]) if marker else TEST_DEADLINE)  # type: ignore[attr-defined]
+    yield
 
 
 @pytest.fixture
