@@ -323,9 +323,11 @@ async def test_reader_that_never_reads_is_closed_4008(tmp_path: Path) -> None:
         await slow.send({"type": "subscribe", "room_id": rid})  # and never read again
 
         slow_end: list[tuple[int, list[JSON]]] = []
+        slow_closed = trio.Event()
 
         async def read_slow() -> None:
             slow_end.append(await slow.closed())
+            slow_closed.set()
 
         text = "x" * config.text_max  # big frames fill the slow peer's TCP window quickly
         sent = 0
@@ -343,8 +345,7 @@ async def test_reader_that_never_reads_is_closed_4008(tmp_path: Path) -> None:
                 assert sent < 300, "the slow reader was never closed"
             for ws in fast:
                 await ws.barrier()
-            while not slow_end:
-                await trio.sleep(0.01)
+            await slow_closed.wait()
         code, frames = slow_end[0]
         assert code == 4008
         assert frames[0]["type"] == "subscribed"
