@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from trio.testing import MockClock
 
 from tests.client import HTTPClient
 from tests.helpers import Client, StartServer
@@ -142,16 +143,22 @@ async def test_huge_chunk_size_is_413_as_data_arrives(start_server: StartServer)
 
 
 # -- slow clients ------------------------------------------------------------------------------
+# The server's deadlines run on trio's clock and nothing here waits on a thread once the server
+# is up, so these run on virtual time (autojump_clock): each wait is as long as in real time,
+# but costs nothing. The client that does not read (below) needs the kernel's buffers to fill,
+# which they only do in real time.
 
 
-async def test_head_that_never_completes_is_408(start_server: StartServer) -> None:
+async def test_head_that_never_completes_is_408(start_server: StartServer, autojump_clock: MockClock) -> None:
     port = (await start_server(head_timeout=0.3)).port
     raw, closed = await exchange(port, b"GET /healthz HTTP/1.1\r\nHost: test\r\n", timeout=5)
     assert closed
     only_error(raw, 408, "request_timeout")
 
 
-async def test_head_trickled_byte_by_byte_is_408(start_server: StartServer) -> None:
+async def test_head_trickled_byte_by_byte_is_408(
+    start_server: StartServer, autojump_clock: MockClock
+) -> None:
     """The head deadline is for the whole head, not per read: a byte every 50 ms keeps every
     single read short but must not keep the connection forever."""
     port = (await start_server(head_timeout=0.3, max_head_bytes=100_000)).port
@@ -174,7 +181,7 @@ async def test_head_trickled_byte_by_byte_is_408(start_server: StartServer) -> N
     await conn.aclose()
 
 
-async def test_idle_body_is_408(start_server: StartServer) -> None:
+async def test_idle_body_is_408(start_server: StartServer, autojump_clock: MockClock) -> None:
     port = (await start_server(body_timeout=0.3, head_timeout=30)).port
     raw, closed = await exchange(
         port, b"POST /healthz HTTP/1.1\r\nHost: test\r\nContent-Length: 10\r\n\r\nabc", timeout=5)
@@ -182,7 +189,9 @@ async def test_idle_body_is_408(start_server: StartServer) -> None:
     only_error(raw, 408, "request_timeout")
 
 
-async def test_idle_keepalive_connection_is_closed_silently(start_server: StartServer) -> None:
+async def test_idle_keepalive_connection_is_closed_silently(
+    start_server: StartServer, autojump_clock: MockClock
+) -> None:
     port = (await start_server(keepalive_timeout=0.3)).port
     conn = await RawConn.open(port)
     await conn.send(get("/healthz"))
@@ -191,7 +200,9 @@ async def test_idle_keepalive_connection_is_closed_silently(start_server: StartS
     await conn.aclose()
 
 
-async def test_connection_that_never_sends_is_closed_silently(start_server: StartServer) -> None:
+async def test_connection_that_never_sends_is_closed_silently(
+    start_server: StartServer, autojump_clock: MockClock
+) -> None:
     port = (await start_server(keepalive_timeout=0.3)).port
     raw, closed = await exchange(port, b"", timeout=5)
     assert closed
@@ -416,7 +427,7 @@ async def _trickle(conn: RawConn, data: bytes, pause: float) -> None:
 
 
 async def test_body_slower_than_the_minimum_rate_is_408(
-    nursery: trio.Nursery, start_server: StartServer
+    nursery: trio.Nursery, start_server: StartServer, autojump_clock: MockClock
 ) -> None:
     """A byte every 0.2 s never trips the 1 s idle timeout, but 1000 bytes at 1000 B/s get
     1 + 1000/1000 = 2 s in all, not the 200 s the trickle would take."""
@@ -434,7 +445,7 @@ async def test_body_slower_than_the_minimum_rate_is_408(
 
 
 async def test_chunked_body_slower_than_the_minimum_rate_is_408(
-    nursery: trio.Nursery, start_server: StartServer
+    nursery: trio.Nursery, start_server: StartServer, autojump_clock: MockClock
 ) -> None:
     """Without a Content-Length the body earns time as it arrives: 1 s + what came / 1000 B/s."""
     port = (await start_server(body_timeout=1.0, min_body_rate=1000.0)).port
@@ -447,7 +458,7 @@ async def test_chunked_body_slower_than_the_minimum_rate_is_408(
     await conn.aclose()
 
 
-async def test_body_at_the_minimum_rate_is_read(start_server: StartServer) -> None:
+async def test_body_at_the_minimum_rate_is_read(start_server: StartServer, autojump_clock: MockClock) -> None:
     port = (await start_server(body_timeout=1.0, min_body_rate=1000.0)).port
     conn = await RawConn.open(port)
     await conn.send(b"POST /healthz HTTP/1.1\r\nHost: test\r\nContent-Length: 2000\r\n\r\n" + b"x" * 1000)
