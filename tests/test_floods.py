@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import trio
+from trio.testing import MockClock
 
 from chat_trio.app import App
 from tests.client import HTTPClient
@@ -110,34 +111,38 @@ async def test_pipelining_client_that_never_reads_is_dropped_while_others_are_se
                 await trio.sleep(0.01)
 
 
-async def test_websocket_frame_flood_is_rate_limited_and_the_socket_stays_open(tmp_path: Path) -> None:
+async def test_websocket_frame_flood_is_rate_limited_and_the_socket_stays_open(
+    tmp_path: Path, mock_clock: MockClock
+) -> None:
     """Frames beyond ws_rate (burst 2 x rate) answer `error` `rate_limited` and are not processed;
     the socket stays open and is served again once the bucket refills."""
-    async with serve(make_config(tmp_path, ws_rate=5.0)) as app:
-        client = HTTPClient(app.port)
-        token, _ = await register_and_login(client, "flooder")
-        room = await make_room(client, token, "flood")
-        async with connect(app.port, token) as ws:
-            for i in range(40):
-                await ws.send({"type": "send", "room_id": room["id"], "text": f"flood {i}", "ref": i})
-            kinds: dict[str, int] = {}
-            with trio.fail_after(10):
-                while sum(kinds.values()) < 40:
-                    frame = await ws.recv()
-                    kind = frame["type"] if frame["type"] != "error" else frame["code"]
-                    kinds[kind] = kinds.get(kind, 0) + 1
-            assert set(kinds) == {"ack", "rate_limited"}, kinds
-            assert 10 <= kinds["ack"] < 40, kinds  # the burst, plus what refilled meanwhile
-            # Only the acknowledged sends happened.
-            history = await client.get(f"/rooms/{room['id']}/messages?limit=100", token=token)
-            assert len(history.json["messages"]) == kinds["ack"]
-            with trio.fail_after(10):  # refilled: served again on the same socket
-                while True:
-                    await ws.send({"type": "ping"})
-                    if (await ws.recv())["type"] == "pong":
-                        break
-                    await trio.sleep(0.2)
-        await client.aclose()
+    mock_clock.rate = 1.0
+    with trio.fail_after(30 + 10):  # 30 s of real time, plus the jumps
+        async with serve(make_config(tmp_path, ws_rate=5.0)) as app:
+            client = HTTPClient(app.port)
+            token, _ = await register_and_login(client, "flooder")
+            room = await make_room(client, token, "flood")
+            async with connect(app.port, token) as ws:
+                for i in range(40):
+                    await ws.send({"type": "send", "room_id": room["id"], "text": f"flood {i}", "ref": i})
+                kinds: dict[str, int] = {}
+                with trio.fail_after(10):
+                    while sum(kinds.values()) < 40:
+                        frame = await ws.recv()
+                        kind = frame["type"] if frame["type"] != "error" else frame["code"]
+                        kinds[kind] = kinds.get(kind, 0) + 1
+                assert set(kinds) == {"ack", "rate_limited"}, kinds
+                assert 10 <= kinds["ack"] < 40, kinds  # the burst, plus what refilled meanwhile
+                # Only the acknowledged sends happened.
+                history = await client.get(f"/rooms/{room['id']}/messages?limit=100", token=token)
+                assert len(history.json["messages"]) == kinds["ack"]
+                with trio.fail_after(10):  # refilled: served again on the same socket
+                    while True:
+                        await ws.send({"type": "ping"})
+                        if (await ws.recv())["type"] == "pong":
+                            break
+                        mock_clock.jump(0.2)  # the bucket refills on the server's (trio's) clock
+            await client.aclose()
 
 
 async def test_connection_flood_beyond_the_cap_is_refused_and_held_ones_keep_working(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 import trio
+from trio.testing import MockClock
 from trio_websocket import open_websocket_url
 
 from chat_trio.app import App
@@ -133,7 +134,8 @@ async def test_first_frame_not_auth_closes_1008(app: App, first: Any) -> None:
         assert await ws.closed() == (1008, [])
 
 
-async def test_no_auth_frame_in_time_closes_1008(tmp_path: Path) -> None:
+async def test_no_auth_frame_in_time_closes_1008(tmp_path: Path, autojump_clock: MockClock) -> None:
+    """On virtual time: the server's deadline is on trio's clock and no thread is waited for."""
     async with serve(make_config(tmp_path, ws_auth_timeout=0.2)) as app, \
             connect(app.port, hello=False) as ws:
         assert await ws.closed() == (1008, [])
