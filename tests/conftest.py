@@ -23,9 +23,8 @@ from tests.helpers import StartServer, make_config, serve, start_app
 # to change it. A test on pytest-trio's mock_clock / autojump_clock is left to its own
 # fail_after (virtual time): it must allow for the time the test jumps over, and on
 # autojump_clock a deadline already pending while the App opens its database in a thread would
-# be jumped to at once. Synchronous tests (the
-# subprocess fuzz and schemathesis runs, the browser test) are bounded by their sockets' and
-# subprocesses' timeouts instead.
+# be jumped to at once. Synchronous tests (the subprocess fuzz and schemathesis runs, the
+# browser test) are bounded by their sockets' and subprocesses' timeouts instead.
 TEST_DEADLINE = 60.0
 CLOCK_FIXTURES = {"mock_clock", "autojump_clock"}
 
