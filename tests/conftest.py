@@ -19,12 +19,11 @@ from tests.helpers import StartServer, make_config, serve, start_app
 
 # Every async test runs under trio.fail_after(TEST_DEADLINE) (as trio-websocket's tests do with
 # their decorator), so a test that waits for something that never comes fails instead of hanging
-# the suite; tests keep their own, tighter, deadlines. Mark one `@pytest.mark.deadline(seconds)`
-# to change it. A test on pytest-trio's mock_clock / autojump_clock is left to its own
-# fail_after (virtual time): it must allow for the time the test jumps over, and on
-# autojump_clock a deadline already pending while the App opens its database in a thread would
-# be jumped to at once. Synchronous tests (the subprocess fuzz and schemathesis runs, the
-# browser test) are bounded by their sockets' and subprocesses' timeouts instead.
+# the suite; tests keep their own, tighter, deadlines. A test on pytest-trio's mock_clock or
+# autojump_clock is left to its own fail_after (virtual time): it must allow for the time the
+# test jumps over, and on autojump_clock a deadline already pending while the App opens its
+# database in a thread would be jumped to at once. Synchronous tests (the subprocess fuzz and
+# schemathesis runs, the browser test) are bounded by their sockets' and subprocesses' timeouts.
 TEST_DEADLINE = 60.0
 CLOCK_FIXTURES = {"mock_clock", "autojump_clock"}
 
@@ -38,18 +37,13 @@ def _bounded(test: Callable[..., Awaitable[Any]], seconds: float) -> Callable[..
     return run
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "deadline(seconds): the fail_after bound of this async test")
-
-
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     """Bound the test before pytest-trio wraps it to run under trio."""
     test = getattr(item, "obj", None)
     virtual_time = CLOCK_FIXTURES & set(getattr(item, "fixturenames", ()))
     if test is not None and inspect.iscoroutinefunction(test) and not virtual_time:
-        marker = item.get_closest_marker("deadline")
-        item.obj = _bounded(test, float(marker.args[0]) if marker else TEST_DEADLINE)  # type: ignore[attr-defined]
+        item.obj = _bounded(test, TEST_DEADLINE)  # type: ignore[attr-defined]
     yield
 
 
