@@ -1,4 +1,5 @@
-"""A small HTTP/1.1 client for tests: h11 over a real trio socket, keep-alive, raw access."""
+"""A small HTTP/1.1 client for tests: h11 over a real trio socket, keep-alive. Raw bytes on a
+socket (no h11 on our side) are tests/rawhttp.py's."""
 
 from __future__ import annotations
 
@@ -101,44 +102,3 @@ class HTTPClient:
         self.stream = None
         self.conn = None
 
-
-async def read_until_closed(stream: trio.abc.ReceiveStream, into: list[bytes]) -> None:
-    """Append what the server sends to `into` until it closes (or resets) the connection."""
-    while True:
-        try:
-            chunk = await stream.receive_some(65536)
-        except trio.BrokenResourceError:
-            return
-        if not chunk:
-            return
-        into.append(chunk)
-
-
-async def raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
-    """Send raw bytes, read until the server closes (or `timeout`), return all it sent."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    out: list[bytes] = []
-    with trio.move_on_after(timeout):
-        await stream.send_all(data)
-        await read_until_closed(stream, out)
-    await stream.aclose()
-    return b"".join(out)
-
-
-def statuses(raw: bytes) -> list[int]:
-    """Status codes of every response in a raw byte stream, in order. Responses are framed by
-    their Content-Length, so a body not ending in CRLF does not hide the next status line."""
-    out: list[int] = []
-    while raw.startswith(b"HTTP/1.1 "):
-        head, sep, rest = raw.partition(b"\r\n\r\n")
-        if not sep:
-            break
-        lines = head.split(b"\r\n")
-        out.append(int(lines[0].split()[1]))
-        length = 0
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        raw = rest[length:]
-    return out

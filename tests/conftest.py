@@ -1,9 +1,13 @@
-"""Fixtures that start the real server on a loopback port with a real sqlite file."""
+"""Fixtures that start the real server on a loopback port with a real sqlite file, all through
+`tests.helpers.serve` / `start_app` (the one way a test runs an in-process server)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import functools
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -11,14 +15,36 @@ import trio
 from chat_trio.app import App
 from chat_trio.config import Config
 from tests.client import HTTPClient
+from tests.helpers import StartServer, make_config, serve, start_app
 
-# Cheap password hashing so tests run fast; everything else keeps its default.
-TEST_CONFIG = dict(host="127.0.0.1", port=0, argon2_time_cost=1, argon2_memory_kib=1024,
-                   argon2_parallelism=1, log_level="warning")
+# Every async test runs under trio.fail_after(TEST_DEADLINE) (as trio-websocket's tests do with
+# their decorator), so a test that waits for something that never comes fails instead of hanging
+# the suite; tests keep their own, tighter, deadlines. A test on pytest-trio's mock_clock or
+# autojump_clock is left to its own fail_after (virtual time): it must allow for the time the
+# test jumps over, and on autojump_clock a deadline already pending while the App opens its
+# database in a thread would be jumped to at once. Synchronous tests (the subprocess fuzz and
+# schemathesis runs, the browser test) are bounded by their sockets' and subprocesses' timeouts.
+TEST_DEADLINE = 60.0
+CLOCK_FIXTURES = {"mock_clock", "autojump_clock"}
 
 
-def make_config(tmp_path: Path, **overrides: object) -> Config:
-    return Config(**{"db": str(tmp_path / "chat.db"), **TEST_CONFIG, **overrides})  # type: ignore[arg-type]
+def _bounded(test: Callable[..., Awaitable[Any]], seconds: float) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(test)
+    async def run(**kwargs: Any) -> Any:
+        with trio.fail_after(seconds):
+            return await test(**kwargs)
+
+    return run
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """Bound the test before pytest-trio wraps it to run under trio."""
+    test = getattr(item, "obj", None)
+    virtual_time = CLOCK_FIXTURES & set(getattr(item, "fixturenames", ()))
+    if test is not None and inspect.iscoroutinefunction(test) and not virtual_time:
+        item.obj = _bounded(test, TEST_DEADLINE)  # type: ignore[attr-defined]
+    yield
 
 
 @pytest.fixture
@@ -27,10 +53,9 @@ def config(tmp_path: Path) -> Config:
 
 
 @pytest.fixture
-async def app(nursery: trio.Nursery, config: Config) -> AsyncIterator[App]:
-    running: App = await nursery.start(App(config).run)
-    yield running
-    running.shutdown()
+async def app(config: Config) -> AsyncIterator[App]:
+    async with serve(config) as running:
+        yield running
 
 
 @pytest.fixture
@@ -38,3 +63,14 @@ async def client(app: App) -> AsyncIterator[HTTPClient]:
     c = HTTPClient(app.port)
     yield c
     await c.aclose()
+
+
+@pytest.fixture
+def start_server(nursery: trio.Nursery, tmp_path: Path) -> StartServer:
+    """For tests that want a server per call with their own settings, in the test's nursery (so
+    the test body needs no `async with`); the nursery's end at teardown stops them."""
+
+    async def start(**overrides: object) -> App:
+        return await start_app(nursery, make_config(tmp_path, **overrides))
+
+    return start

@@ -1,5 +1,6 @@
-"""Shared helpers for the REST tests: servers with custom settings, clients with a chosen source
-address or a record of every exchange, and the account / room / message calls the tests repeat."""
+"""Shared helpers for the tests: the one way to start an in-process server (with custom settings),
+clients with a chosen source address or a record of every exchange, and the account / room /
+message calls the tests repeat. The chat_trio modules the tests need are imported here."""
 
 from __future__ import annotations
 
@@ -7,16 +8,26 @@ import calendar
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import h11
 import trio
 
 from chat_trio.app import App
 from chat_trio.config import Config
+from chat_trio.http.router import Route as Route
+from chat_trio.http.router import Router
+from chat_trio.http.server import HTTPServer
+
+# Re-exported for the tests of the bare HTTP layer, so a renamed module is fixed here only.
+from chat_trio.http.types import Request as Request
+from chat_trio.http.types import Response as Response
+from chat_trio.http.types import json_response as json_response
+from chat_trio.store.store import Store
 from tests.client import HTTPClient, Reply
 
 PASSWORD = "correct horse battery staple"
@@ -36,16 +47,60 @@ def parse_time(value: str) -> float:
 
 # -- servers ---------------------------------------------------------------------------------
 
+# Cheap password hashing so tests run fast; everything else keeps its default.
+TEST_CONFIG = dict(host="127.0.0.1", port=0, argon2_time_cost=1, argon2_memory_kib=1024,
+                   argon2_parallelism=1, log_level="warning")
+
+
+def make_config(tmp_path: Path, **overrides: object) -> Config:
+    """The test settings (a fresh database under `tmp_path`, a free loopback port) with `overrides`."""
+    return Config(**{"db": str(tmp_path / "chat.db"), **TEST_CONFIG, **overrides})  # type: ignore[arg-type]
+
+
+async def start_app(nursery: trio.Nursery, config: Config) -> App:
+    """An App on `config`, running in `nursery` and listening (its `port` is known) when this returns."""
+    app: App = await nursery.start(App(config).run)
+    return app
+
+
+class StartServer(Protocol):
+    """The `start_server` fixture: `await start_server(**overrides)` is an App on the test
+    settings with `overrides`, running until the test ends."""
+
+    def __call__(self, **overrides: object) -> Awaitable[App]: ...
+
 
 @asynccontextmanager
 async def serve(config: Config) -> AsyncIterator[App]:
     """A running App on `config`; on exit it is shut down and has fully stopped (db closed)."""
     async with trio.open_nursery() as nursery:
-        app: App = await nursery.start(App(config).run)
+        app = await start_app(nursery, config)
         try:
             yield app
         finally:
             app.shutdown()
+
+
+async def start_routes(
+    nursery: trio.Nursery, config: Config, routes: Sequence[Route]
+) -> tuple[HTTPServer, int]:
+    """The bare HTTP layer with test-only routes (no App, no database), running in `nursery`:
+    the server and its port."""
+    server = HTTPServer(config, Router(list(routes)))
+    port: int = await nursery.start(server.serve)
+    return server, port
+
+
+def server_of(app: App) -> HTTPServer:
+    """The HTTP server of a running App (typed: the attribute is None until it runs)."""
+    assert app.server is not None
+    return app.server
+
+
+def store_of(app: App) -> Store:
+    """The store of a running App (typed: the attribute is None until it runs)."""
+    assert app.store is not None
+    return app.store
 
 
 # -- clients ---------------------------------------------------------------------------------

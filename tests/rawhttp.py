@@ -1,5 +1,5 @@
-"""Raw-socket helpers for the HTTP core tests: send bytes, see exactly what came back and whether
-the server closed the connection, and split a byte stream into responses."""
+"""Raw HTTP for the tests, the one module for it: send bytes on a plain socket, see exactly what
+came back and whether the server closed the connection, and split a byte stream into responses."""
 
 from __future__ import annotations
 
@@ -15,24 +15,44 @@ class RawResponse(Reply):
     raw_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
-def parse_one(raw: bytes, *, head_only: bool = False) -> tuple[RawResponse | None, bytes]:
-    """The first complete response in `raw` (framed by Content-Length, as this server does) and the
-    bytes after it; (None, raw) when no complete response is there yet."""
+def parse_head(raw: bytes) -> tuple[int, list[tuple[bytes, bytes]], int] | None:
+    """The status line and headers at the start of `raw`: (status, [(lowercased name, value)],
+    offset of the body); None when `raw` does not start with a complete response head."""
     head_end = raw.find(b"\r\n\r\n")
-    if head_end < 0:
-        return None, raw
+    if head_end < 0 or not raw.startswith(b"HTTP/1.1 "):
+        return None
     lines = raw[:head_end].split(b"\r\n")
-    status = int(lines[0].split()[1])
     raw_headers = []
     for line in lines[1:]:
         name, _, value = line.partition(b":")
         raw_headers.append((name.strip().lower(), value.strip()))
+    return int(lines[0].split()[1]), raw_headers, head_end + 4
+
+
+def parse_one(raw: bytes, *, head_only: bool = False) -> tuple[RawResponse | None, bytes]:
+    """The first complete response in `raw` (framed by Content-Length, as this server does) and the
+    bytes after it; (None, raw) when no complete response is there yet."""
+    parsed = parse_head(raw)
+    if parsed is None:
+        return None, raw
+    status, raw_headers, start = parsed
     headers = dict(raw_headers)
     length = 0 if head_only or status in (204, 304) else int(headers.get(b"content-length", b"0"))
-    start = head_end + 4
     if len(raw) < start + length:
         return None, raw
     return RawResponse(status, headers, raw[start:start + length], raw_headers), raw[start + length:]
+
+
+def statuses(raw: bytes) -> list[int]:
+    """Status codes of every response in a raw byte stream, in order. Responses are framed by
+    their Content-Length, so a body not ending in CRLF does not hide the next status line; a
+    last body cut short still counts its status."""
+    out: list[int] = []
+    while (parsed := parse_head(raw)) is not None:
+        status, raw_headers, start = parsed
+        out.append(status)
+        raw = raw[start + int(dict(raw_headers).get(b"content-length", b"0")):]
+    return out
 
 
 def parse_responses(raw: bytes, *, head_only: bool = False) -> tuple[list[RawResponse], bytes]:
@@ -91,6 +111,19 @@ class RawConn:
 
     async def aclose(self) -> None:
         await self.stream.aclose()
+
+
+async def read_until_closed(stream: trio.abc.ReceiveStream, into: list[bytes]) -> None:
+    """Append what the server sends to `into` until it closes (or resets) the connection (for a
+    stream that is not a RawConn, e.g. after a websocket handshake)."""
+    while True:
+        try:
+            chunk = await stream.receive_some(65536)
+        except trio.BrokenResourceError:
+            return
+        if not chunk:
+            return
+        into.append(bytes(chunk))
 
 
 async def exchange(port: int, data: bytes, timeout: float = 5.0) -> tuple[bytes, bool]:

@@ -26,7 +26,6 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 
 from chat_trio.app import App
 from tests.client import HTTPClient, Reply
-from tests.conftest import make_config
 from tests.helpers import (
     PASSWORD,
     Client,
@@ -34,6 +33,7 @@ from tests.helpers import (
     assert_error,
     join,
     login,
+    make_config,
     make_room,
     register_and_login,
     send,

@@ -14,8 +14,7 @@ import trio
 
 from chat_trio.cli import build_parser, parse_config
 from chat_trio.config import Config
-from tests.conftest import make_config
-from tests.helpers import serve
+from tests.helpers import make_config, serve
 from tests.server_process import ServerProcess
 
 

@@ -9,12 +9,12 @@ from typing import Any
 import trio
 
 from tests.client import HTTPClient
-from tests.conftest import make_config
 from tests.helpers import (
     all_messages,
     assert_dense,
     assert_message_shape,
     get_room,
+    make_config,
     seed_rooms,
     send,
     serve,

@@ -32,8 +32,7 @@ from chat_trio.store.records import Message
 from chat_trio.store.sqlite import connect
 from chat_trio.store.writer import GroupCommitWriter, Pending
 from tests.client import HTTPClient
-from tests.conftest import make_config
-from tests.helpers import join, make_room, register_and_login, send, serve
+from tests.helpers import join, make_config, make_room, register_and_login, send, serve, store_of
 from tests.ws_client import connect as ws_connect
 
 MESSAGE: Message = {
@@ -123,11 +122,10 @@ async def _forward(app: App, into: App, *, task_status: trio.TaskStatus[list[Com
         seen.append(commit)
         send_channel.send_nowait(encode(commit.changes))
 
-    assert app.store is not None and into.store is not None
-    app.store.feed.subscribe(ship)
+    store_of(app).feed.subscribe(ship)
     task_status.started(seen)
     async for data in receive_channel:
-        into.store.feed.apply_encoded(data)
+        store_of(into).feed.apply_encoded(data)
 
 
 async def test_commits_carried_to_another_server_reach_its_subscribers_only_through_the_feed(

@@ -7,11 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import trio
+from trio.testing import MockClock
 
 from chat_trio.app import App
 from tests.client import HTTPClient
-from tests.conftest import make_config
-from tests.helpers import Client, make_room, register_and_login, send, serve
+from tests.helpers import Client, make_config, make_room, register_and_login, send, serve, server_of
 from tests.rawhttp import exchange, get, only_error
 from tests.ws_client import connect, small_window_stream
 
@@ -21,7 +21,7 @@ SLOW_BODY = 100
 
 async def wait_for_connections(app: App, count: int) -> None:
     with trio.fail_after(20):
-        while app.server.open_connections < count:
+        while server_of(app).open_connections < count:
             await trio.sleep(0.01)
 
 
@@ -61,12 +61,12 @@ async def test_slow_clients_do_not_starve_a_normal_one(tmp_path: Path) -> None:
             await client.aclose()
             assert answered == 50
             # The slow clients were held open all along (none was dropped to make room).
-            assert app.server.open_connections >= SLOWLORIS + SLOW_BODY
+            assert server_of(app).open_connections >= SLOWLORIS + SLOW_BODY
         finally:
             for stream in streams:
                 await stream.aclose()
         with trio.fail_after(10):
-            while app.server.open_connections:
+            while server_of(app).open_connections:
                 await trio.sleep(0.01)
 
 
@@ -107,38 +107,42 @@ async def test_pipelining_client_that_never_reads_is_dropped_while_others_are_se
         # hold (a few MB on loopback) plus one read of the server: bounded, not "everything".
         assert pushed < 64 * 1024 * 1024, pushed
         with trio.fail_after(10):
-            while app.server.open_connections:
+            while server_of(app).open_connections:
                 await trio.sleep(0.01)
 
 
-async def test_websocket_frame_flood_is_rate_limited_and_the_socket_stays_open(tmp_path: Path) -> None:
+async def test_websocket_frame_flood_is_rate_limited_and_the_socket_stays_open(
+    tmp_path: Path, mock_clock: MockClock
+) -> None:
     """Frames beyond ws_rate (burst 2 x rate) answer `error` `rate_limited` and are not processed;
     the socket stays open and is served again once the bucket refills."""
-    async with serve(make_config(tmp_path, ws_rate=5.0)) as app:
-        client = HTTPClient(app.port)
-        token, _ = await register_and_login(client, "flooder")
-        room = await make_room(client, token, "flood")
-        async with connect(app.port, token) as ws:
-            for i in range(40):
-                await ws.send({"type": "send", "room_id": room["id"], "text": f"flood {i}", "ref": i})
-            kinds: dict[str, int] = {}
-            with trio.fail_after(10):
-                while sum(kinds.values()) < 40:
-                    frame = await ws.recv()
-                    kind = frame["type"] if frame["type"] != "error" else frame["code"]
-                    kinds[kind] = kinds.get(kind, 0) + 1
-            assert set(kinds) == {"ack", "rate_limited"}, kinds
-            assert 10 <= kinds["ack"] < 40, kinds  # the burst, plus what refilled meanwhile
-            # Only the acknowledged sends happened.
-            history = await client.get(f"/rooms/{room['id']}/messages?limit=100", token=token)
-            assert len(history.json["messages"]) == kinds["ack"]
-            with trio.fail_after(10):  # refilled: served again on the same socket
-                while True:
-                    await ws.send({"type": "ping"})
-                    if (await ws.recv())["type"] == "pong":
-                        break
-                    await trio.sleep(0.2)
-        await client.aclose()
+    mock_clock.rate = 1.0
+    with trio.fail_after(30 + 10):  # 30 s of real time, plus the jumps
+        async with serve(make_config(tmp_path, ws_rate=5.0)) as app:
+            client = HTTPClient(app.port)
+            token, _ = await register_and_login(client, "flooder")
+            room = await make_room(client, token, "flood")
+            async with connect(app.port, token) as ws:
+                for i in range(40):
+                    await ws.send({"type": "send", "room_id": room["id"], "text": f"flood {i}", "ref": i})
+                kinds: dict[str, int] = {}
+                with trio.fail_after(10):
+                    while sum(kinds.values()) < 40:
+                        frame = await ws.recv()
+                        kind = frame["type"] if frame["type"] != "error" else frame["code"]
+                        kinds[kind] = kinds.get(kind, 0) + 1
+                assert set(kinds) == {"ack", "rate_limited"}, kinds
+                assert 10 <= kinds["ack"] < 40, kinds  # the burst, plus what refilled meanwhile
+                # Only the acknowledged sends happened.
+                history = await client.get(f"/rooms/{room['id']}/messages?limit=100", token=token)
+                assert len(history.json["messages"]) == kinds["ack"]
+                with trio.fail_after(10):  # refilled: served again on the same socket
+                    while True:
+                        await ws.send({"type": "ping"})
+                        if (await ws.recv())["type"] == "pong":
+                            break
+                        mock_clock.jump(0.2)  # the bucket refills on the server's (trio's) clock
+            await client.aclose()
 
 
 async def test_connection_flood_beyond_the_cap_is_refused_and_held_ones_keep_working(tmp_path: Path) -> None:
@@ -170,7 +174,7 @@ async def test_connection_flood_beyond_the_cap_is_refused_and_held_ones_keep_wor
                 assert (await client.get("/healthz")).status == 200
             for client in held:
                 await client.aclose()
-            while app.server.open_connections:
+            while server_of(app).open_connections:
                 await trio.sleep(0.01)
             fresh = HTTPClient(app.port)
             assert (await fresh.get("/healthz")).status == 200
@@ -215,5 +219,5 @@ async def test_one_address_flooding_connections_takes_only_its_own_allowance(tmp
             for client in held:
                 assert (await client.get("/healthz")).status == 200
                 await client.aclose()
-            while app.server.per_address:
+            while server_of(app).per_address:
                 await trio.sleep(0.01)

@@ -6,11 +6,9 @@ failed", no traceback). Timeouts are short so a half-sent request costs little."
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import itertools
 import json
-import os
 import socket
 import struct
 import time
@@ -22,10 +20,10 @@ import pytest
 import requests
 from hypothesis import strategies as st
 
-from tests.client import statuses
 from tests.helpers import PASSWORD
+from tests.rawhttp import statuses
 from tests.server_process import ServerProcess
-from tests.ws_client import client_frame, server_frames
+from tests.ws_client import client_frame, raw_handshake_sync, server_frames
 
 IO_TIMEOUT = 5.0  # seconds any read may take
 
@@ -164,34 +162,11 @@ SERVER_FRAME_TYPES = {"hello", "pong", "error", "subscribed", "unsubscribed", "a
 
 def handshake(port: int, token: str) -> tuple[socket.socket, bytes]:
     sock = connect(port)
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                  f"Authorization: Bearer {token}\r\n\r\n").encode())
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, data
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
+    _, head, rest = raw_handshake_sync(sock, port, headers=[("Authorization", f"Bearer {token}")])
     assert head.startswith(b"HTTP/1.1 101 "), head
     while not server_frames(rest)[0]:  # the hello frame
         rest += sock.recv(65536)
     return sock, rest
-
-
-def raw_frame(opcode: int, payload: bytes, fin: bool, rsv: int) -> bytes:
-    """A masked client frame with any opcode, FIN and RSV bits (possibly invalid)."""
-    mask = os.urandom(4)
-    first = (0x80 if fin else 0) | (rsv << 4) | opcode
-    n = len(payload)
-    if n < 126:
-        head = struct.pack("!BB", first, 0x80 | n)
-    elif n < 65536:
-        head = struct.pack("!BBH", first, 0x80 | 126, n)
-    else:
-        head = struct.pack("!BBQ", first, 0x80 | 127, n)
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
 json_values = st.recursive(
@@ -210,7 +185,9 @@ ws_payloads = st.one_of(
     json_values.map(lambda v: json.dumps(v).encode()),
 )
 good_frames = ws_payloads.map(client_frame)
-odd_frames = st.builds(raw_frame, st.integers(0, 15), ws_payloads, st.booleans(), st.integers(0, 7))
+# Any opcode, FIN and RSV bits (possibly invalid).
+odd_frames = st.builds(lambda opcode, payload, fin, rsv: client_frame(payload, opcode, fin=fin, rsv=rsv),
+                       st.integers(0, 15), ws_payloads, st.booleans(), st.integers(0, 7))
 ws_streams = st.lists(st.one_of(good_frames, good_frames, odd_frames, st.binary(min_size=1, max_size=8)),
                       min_size=1, max_size=8).map(b"".join)
 

@@ -9,18 +9,12 @@ from pathlib import Path
 
 import pytest
 import trio
+from trio.testing import MockClock
 
-from chat_trio.app import App
-from tests.client import HTTPClient, statuses
-from tests.conftest import make_config
-from tests.helpers import Client
-from tests.rawhttp import RawConn, assert_error_body, exchange, get, only_error, parse_responses
+from tests.client import HTTPClient
+from tests.helpers import Client, StartServer
+from tests.rawhttp import RawConn, assert_error_body, exchange, get, only_error, parse_responses, statuses
 from tests.server_process import ServerProcess
-
-
-async def start(nursery: trio.Nursery, tmp_path: Path, **overrides: object) -> int:
-    app: App = await nursery.start(App(make_config(tmp_path, **overrides)).run)
-    return app.port
 
 
 def padded_head(size: int, *, complete: bool = True) -> bytes:
@@ -34,22 +28,22 @@ def padded_head(size: int, *, complete: bool = True) -> bytes:
 
 
 @pytest.mark.parametrize("size", [2048, 200_000])
-async def test_oversize_head_in_one_write_is_431(nursery: trio.Nursery, tmp_path: Path, size: int) -> None:
-    port = await start(nursery, tmp_path, max_head_bytes=1024)
+async def test_oversize_head_in_one_write_is_431(start_server: StartServer, size: int) -> None:
+    port = (await start_server(max_head_bytes=1024)).port
     head = padded_head(size)
     raw, closed = await exchange(port, head, timeout=3)  # one send_all of the whole head
     assert closed
     only_error(raw, 431, "headers_too_large")
 
 
-async def test_head_just_under_the_limit_is_served(nursery: trio.Nursery, tmp_path: Path) -> None:
-    port = await start(nursery, tmp_path, max_head_bytes=1024)
+async def test_head_just_under_the_limit_is_served(start_server: StartServer) -> None:
+    port = (await start_server(max_head_bytes=1024)).port
     raw, _ = await exchange(port, padded_head(900)[:-2] + b"Connection: close\r\n\r\n", timeout=3)
     assert statuses(raw) == [200]
 
 
-async def test_oversize_head_trickled_is_431(nursery: trio.Nursery, tmp_path: Path) -> None:
-    port = await start(nursery, tmp_path, max_head_bytes=1024, head_timeout=5)
+async def test_oversize_head_trickled_is_431(start_server: StartServer) -> None:
+    port = (await start_server(max_head_bytes=1024, head_timeout=5)).port
     head = padded_head(3000, complete=False)  # never finished: only the size can end it early
     conn = await RawConn.open(port)
     for i in range(0, len(head), 100):
@@ -69,9 +63,9 @@ async def test_oversize_head_trickled_is_431(nursery: trio.Nursery, tmp_path: Pa
 
 
 async def test_content_length_over_limit_is_413_before_the_body(
-    nursery: trio.Nursery, tmp_path: Path
+    start_server: StartServer
 ) -> None:
-    port = await start(nursery, tmp_path, max_body_bytes=100, body_timeout=30)
+    port = (await start_server(max_body_bytes=100, body_timeout=30)).port
     conn = await RawConn.open(port)
     await conn.send(b"POST /healthz HTTP/1.1\r\nHost: test\r\nContent-Length: 101\r\n"
                     b"Content-Type: application/json\r\n\r\n")
@@ -84,8 +78,8 @@ async def test_content_length_over_limit_is_413_before_the_body(
     await conn.aclose()
 
 
-async def test_content_length_over_limit_with_expect_continue(nursery: trio.Nursery, tmp_path: Path) -> None:
-    port = await start(nursery, tmp_path, max_body_bytes=100, body_timeout=30)
+async def test_content_length_over_limit_with_expect_continue(start_server: StartServer) -> None:
+    port = (await start_server(max_body_bytes=100, body_timeout=30)).port
     raw, closed = await exchange(
         port, b"POST /healthz HTTP/1.1\r\nHost: test\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n",
         timeout=5)
@@ -93,8 +87,8 @@ async def test_content_length_over_limit_with_expect_continue(nursery: trio.Nurs
     assert statuses(raw) == [413]  # no 100 Continue first
 
 
-async def test_expect_continue_within_the_limit(nursery: trio.Nursery, tmp_path: Path) -> None:
-    port = await start(nursery, tmp_path, max_body_bytes=100)
+async def test_expect_continue_within_the_limit(start_server: StartServer) -> None:
+    port = (await start_server(max_body_bytes=100)).port
     conn = await RawConn.open(port)
     await conn.send(b"GET /healthz HTTP/1.1\r\nHost: test\r\nContent-Length: 10\r\n"
                     b"Expect: 100-continue\r\n\r\n")
@@ -104,8 +98,8 @@ async def test_expect_continue_within_the_limit(nursery: trio.Nursery, tmp_path:
     await conn.aclose()
 
 
-async def test_body_at_the_limit_is_read(nursery: trio.Nursery, tmp_path: Path) -> None:
-    port = await start(nursery, tmp_path, max_body_bytes=100)
+async def test_body_at_the_limit_is_read(start_server: StartServer) -> None:
+    port = (await start_server(max_body_bytes=100)).port
     raw, _ = await exchange(port, b"GET /healthz HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n"
                                   b"Connection: close\r\n\r\n" + b"x" * 100, timeout=3)
     assert statuses(raw) == [200]
@@ -120,8 +114,8 @@ def _chunked(total: int, piece: int = 30) -> bytes:
     return out + b"0\r\n\r\n"
 
 
-async def test_chunked_body_over_limit_is_413(nursery: trio.Nursery, tmp_path: Path) -> None:
-    port = await start(nursery, tmp_path, max_body_bytes=100)
+async def test_chunked_body_over_limit_is_413(start_server: StartServer) -> None:
+    port = (await start_server(max_body_bytes=100)).port
     raw, closed = await exchange(
         port, b"GET /healthz HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n" + _chunked(130),
         timeout=3)
@@ -129,8 +123,8 @@ async def test_chunked_body_over_limit_is_413(nursery: trio.Nursery, tmp_path: P
     only_error(raw, 413, "payload_too_large")
 
 
-async def test_chunked_body_under_limit_is_read(nursery: trio.Nursery, tmp_path: Path) -> None:
-    port = await start(nursery, tmp_path, max_body_bytes=100)
+async def test_chunked_body_under_limit_is_read(start_server: StartServer) -> None:
+    port = (await start_server(max_body_bytes=100)).port
     raw, _ = await exchange(
         port,
         b"GET /healthz HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
@@ -138,8 +132,8 @@ async def test_chunked_body_under_limit_is_read(nursery: trio.Nursery, tmp_path:
     assert statuses(raw) == [200]
 
 
-async def test_huge_chunk_size_is_413_as_data_arrives(nursery: trio.Nursery, tmp_path: Path) -> None:
-    port = await start(nursery, tmp_path, max_body_bytes=100, body_timeout=30)
+async def test_huge_chunk_size_is_413_as_data_arrives(start_server: StartServer) -> None:
+    port = (await start_server(max_body_bytes=100, body_timeout=30)).port
     conn = await RawConn.open(port)
     await conn.send(b"GET /healthz HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n"
                     b"ffffffff\r\n" + b"x" * 200)
@@ -149,19 +143,25 @@ async def test_huge_chunk_size_is_413_as_data_arrives(nursery: trio.Nursery, tmp
 
 
 # -- slow clients ------------------------------------------------------------------------------
+# The server's deadlines run on trio's clock and nothing here waits on a thread once the server
+# is up, so these run on virtual time (autojump_clock): each wait is as long as in real time,
+# but costs nothing. The client that does not read (below) needs the kernel's buffers to fill,
+# which they only do in real time.
 
 
-async def test_head_that_never_completes_is_408(nursery: trio.Nursery, tmp_path: Path) -> None:
-    port = await start(nursery, tmp_path, head_timeout=0.3)
+async def test_head_that_never_completes_is_408(start_server: StartServer, autojump_clock: MockClock) -> None:
+    port = (await start_server(head_timeout=0.3)).port
     raw, closed = await exchange(port, b"GET /healthz HTTP/1.1\r\nHost: test\r\n", timeout=5)
     assert closed
     only_error(raw, 408, "request_timeout")
 
 
-async def test_head_trickled_byte_by_byte_is_408(nursery: trio.Nursery, tmp_path: Path) -> None:
+async def test_head_trickled_byte_by_byte_is_408(
+    start_server: StartServer, autojump_clock: MockClock
+) -> None:
     """The head deadline is for the whole head, not per read: a byte every 50 ms keeps every
     single read short but must not keep the connection forever."""
-    port = await start(nursery, tmp_path, head_timeout=0.3, max_head_bytes=100_000)
+    port = (await start_server(head_timeout=0.3, max_head_bytes=100_000)).port
     conn = await RawConn.open(port)
 
     async def trickle() -> None:
@@ -181,16 +181,18 @@ async def test_head_trickled_byte_by_byte_is_408(nursery: trio.Nursery, tmp_path
     await conn.aclose()
 
 
-async def test_idle_body_is_408(nursery: trio.Nursery, tmp_path: Path) -> None:
-    port = await start(nursery, tmp_path, body_timeout=0.3, head_timeout=30)
+async def test_idle_body_is_408(start_server: StartServer, autojump_clock: MockClock) -> None:
+    port = (await start_server(body_timeout=0.3, head_timeout=30)).port
     raw, closed = await exchange(
         port, b"POST /healthz HTTP/1.1\r\nHost: test\r\nContent-Length: 10\r\n\r\nabc", timeout=5)
     assert closed
     only_error(raw, 408, "request_timeout")
 
 
-async def test_idle_keepalive_connection_is_closed_silently(nursery: trio.Nursery, tmp_path: Path) -> None:
-    port = await start(nursery, tmp_path, keepalive_timeout=0.3)
+async def test_idle_keepalive_connection_is_closed_silently(
+    start_server: StartServer, autojump_clock: MockClock
+) -> None:
+    port = (await start_server(keepalive_timeout=0.3)).port
     conn = await RawConn.open(port)
     await conn.send(get("/healthz"))
     assert (await conn.read_response()).status == 200
@@ -198,17 +200,19 @@ async def test_idle_keepalive_connection_is_closed_silently(nursery: trio.Nurser
     await conn.aclose()
 
 
-async def test_connection_that_never_sends_is_closed_silently(nursery: trio.Nursery, tmp_path: Path) -> None:
-    port = await start(nursery, tmp_path, keepalive_timeout=0.3)
+async def test_connection_that_never_sends_is_closed_silently(
+    start_server: StartServer, autojump_clock: MockClock
+) -> None:
+    port = (await start_server(keepalive_timeout=0.3)).port
     raw, closed = await exchange(port, b"", timeout=5)
     assert closed
     assert raw == b""
 
 
-async def test_client_that_does_not_read_is_dropped(nursery: trio.Nursery, tmp_path: Path) -> None:
+async def test_client_that_does_not_read_is_dropped(start_server: StartServer) -> None:
     """A peer that pipelines requests but never reads the answers fills the socket buffers; the
     server gives up after send_timeout instead of holding the connection forever."""
-    port = await start(nursery, tmp_path, send_timeout=0.3, max_requests_per_connection=10**6)
+    port = (await start_server(send_timeout=0.3, max_requests_per_connection=10**6)).port
     conn = await RawConn.open(port)
     request = get("/does-not-exist/" + "x" * 2000)  # big 404 answers fill the buffers quickly
     with trio.fail_after(20):
@@ -226,8 +230,8 @@ async def test_client_that_does_not_read_is_dropped(nursery: trio.Nursery, tmp_p
 # -- per-connection and global caps ------------------------------------------------------------
 
 
-async def test_max_requests_per_connection(nursery: trio.Nursery, tmp_path: Path) -> None:
-    port = await start(nursery, tmp_path, max_requests_per_connection=3)
+async def test_max_requests_per_connection(start_server: StartServer) -> None:
+    port = (await start_server(max_requests_per_connection=3)).port
     raw, closed = await exchange(port, get("/healthz") * 5, timeout=5)
     assert closed
     responses, rest = parse_responses(raw)
@@ -236,8 +240,8 @@ async def test_max_requests_per_connection(nursery: trio.Nursery, tmp_path: Path
     assert [r.headers.get(b"connection") for r in responses] == [None, None, b"close"]
 
 
-async def test_max_requests_per_connection_one_at_a_time(nursery: trio.Nursery, tmp_path: Path) -> None:
-    port = await start(nursery, tmp_path, max_requests_per_connection=3)
+async def test_max_requests_per_connection_one_at_a_time(start_server: StartServer) -> None:
+    port = (await start_server(max_requests_per_connection=3)).port
     conn = await RawConn.open(port)
     for expected in (None, None, b"close"):
         await conn.send(get("/healthz"))
@@ -248,8 +252,8 @@ async def test_max_requests_per_connection_one_at_a_time(nursery: trio.Nursery, 
     await conn.aclose()
 
 
-async def test_max_connections(nursery: trio.Nursery, tmp_path: Path) -> None:
-    port = await start(nursery, tmp_path, max_connections=2)
+async def test_max_connections(start_server: StartServer) -> None:
+    port = (await start_server(max_connections=2)).port
     first, second = HTTPClient(port), HTTPClient(port)
     assert (await first.get("/healthz")).status == 200
     assert (await second.get("/healthz")).status == 200
@@ -280,8 +284,8 @@ async def test_max_connections(nursery: trio.Nursery, tmp_path: Path) -> None:
     await second.aclose()
 
 
-async def test_many_concurrent_keepalive_clients(nursery: trio.Nursery, tmp_path: Path) -> None:
-    port = await start(nursery, tmp_path)
+async def test_many_concurrent_keepalive_clients(start_server: StartServer) -> None:
+    port = (await start_server()).port
     answered = 0
 
     async def one(i: int) -> None:
@@ -422,10 +426,12 @@ async def _trickle(conn: RawConn, data: bytes, pause: float) -> None:
         pass
 
 
-async def test_body_slower_than_the_minimum_rate_is_408(nursery: trio.Nursery, tmp_path: Path) -> None:
+async def test_body_slower_than_the_minimum_rate_is_408(
+    nursery: trio.Nursery, start_server: StartServer, autojump_clock: MockClock
+) -> None:
     """A byte every 0.2 s never trips the 1 s idle timeout, but 1000 bytes at 1000 B/s get
     1 + 1000/1000 = 2 s in all, not the 200 s the trickle would take."""
-    port = await start(nursery, tmp_path, body_timeout=1.0, min_body_rate=1000.0)
+    port = (await start_server(body_timeout=1.0, min_body_rate=1000.0)).port
     conn = await RawConn.open(port)
     await conn.send(b"POST /healthz HTTP/1.1\r\nHost: test\r\nContent-Length: 1000\r\n\r\n")
     started = trio.current_time()
@@ -439,10 +445,10 @@ async def test_body_slower_than_the_minimum_rate_is_408(nursery: trio.Nursery, t
 
 
 async def test_chunked_body_slower_than_the_minimum_rate_is_408(
-    nursery: trio.Nursery, tmp_path: Path
+    nursery: trio.Nursery, start_server: StartServer, autojump_clock: MockClock
 ) -> None:
     """Without a Content-Length the body earns time as it arrives: 1 s + what came / 1000 B/s."""
-    port = await start(nursery, tmp_path, body_timeout=1.0, min_body_rate=1000.0)
+    port = (await start_server(body_timeout=1.0, min_body_rate=1000.0)).port
     conn = await RawConn.open(port)
     await conn.send(b"POST /healthz HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n")
     nursery.start_soon(_trickle, conn, b"1\r\nx\r\n" * 1000, 0.05)
@@ -452,8 +458,8 @@ async def test_chunked_body_slower_than_the_minimum_rate_is_408(
     await conn.aclose()
 
 
-async def test_body_at_the_minimum_rate_is_read(nursery: trio.Nursery, tmp_path: Path) -> None:
-    port = await start(nursery, tmp_path, body_timeout=1.0, min_body_rate=1000.0)
+async def test_body_at_the_minimum_rate_is_read(start_server: StartServer, autojump_clock: MockClock) -> None:
+    port = (await start_server(body_timeout=1.0, min_body_rate=1000.0)).port
     conn = await RawConn.open(port)
     await conn.send(b"POST /healthz HTTP/1.1\r\nHost: test\r\nContent-Length: 2000\r\n\r\n" + b"x" * 1000)
     await trio.sleep(0.8)  # 2000 bytes have 1 + 2 s; this one is well within
@@ -466,10 +472,10 @@ async def test_body_at_the_minimum_rate_is_read(nursery: trio.Nursery, tmp_path:
 # -- connections per client address ------------------------------------------------------------
 
 
-async def test_one_address_cannot_take_every_connection(nursery: trio.Nursery, tmp_path: Path) -> None:
+async def test_one_address_cannot_take_every_connection(start_server: StartServer) -> None:
     """An address holding its whole allowance gets 503 for one more; other addresses keep being
     served, and a slot it frees is its own again."""
-    port = await start(nursery, tmp_path, max_connections_per_address=3, keepalive_timeout=60.0)
+    port = (await start_server(max_connections_per_address=3, keepalive_timeout=60.0)).port
     held = [Client(port, local_address="127.0.0.1") for _ in range(3)]
     with trio.fail_after(10):
         for client in held:
@@ -494,12 +500,12 @@ async def test_one_address_cannot_take_every_connection(nursery: trio.Nursery, t
 
 
 async def test_connections_through_a_trusted_proxy_count_for_the_client_it_names(
-    nursery: trio.Nursery, tmp_path: Path
+    start_server: StartServer
 ) -> None:
     """Behind a proxy every connection comes from its address; the client its requests name in
     X-Forwarded-For is the one that holds the slot."""
-    port = await start(nursery, tmp_path, max_connections_per_address=2, trusted_proxies="127.0.0.1",
-                       keepalive_timeout=60.0)
+    port = (await start_server(max_connections_per_address=2, trusted_proxies="127.0.0.1",
+                       keepalive_timeout=60.0)).port
 
     def forwarded(client: str) -> bytes:
         return get("/healthz", f"X-Forwarded-For: 198.51.100.1, {client}")
@@ -521,9 +527,9 @@ async def test_connections_through_a_trusted_proxy_count_for_the_client_it_names
 
 
 async def test_over_cap_503_is_framed_and_counted_like_every_answer(
-    nursery: trio.Nursery, tmp_path: Path
+    start_server: StartServer
 ) -> None:
-    port = await start(nursery, tmp_path, max_connections=1)
+    port = (await start_server(max_connections=1)).port
     holder = HTTPClient(port)
     assert (await holder.get("/healthz")).status == 200
     raw, closed = await exchange(port, get("/healthz"), timeout=5)

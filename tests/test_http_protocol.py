@@ -9,14 +9,18 @@ import pytest
 import trio
 
 from chat_trio.app import App
-from chat_trio.config import Config
-from chat_trio.http.router import Route, Router
-from chat_trio.http.server import HTTPServer
-from chat_trio.http.types import Request, Response, json_response
-from tests.client import HTTPClient, raw_exchange, statuses
-from tests.conftest import make_config
-from tests.helpers import make_room, register_and_login
-from tests.rawhttp import RawConn, assert_error_body, exchange, get, only_error, parse_responses
+from tests.client import HTTPClient
+from tests.helpers import (
+    Request,
+    Response,
+    Route,
+    json_response,
+    make_config,
+    make_room,
+    register_and_login,
+    start_routes,
+)
+from tests.rawhttp import RawConn, assert_error_body, exchange, get, only_error, parse_responses, statuses
 
 # A request that must never be answered: if a refused request's framing were believed, these
 # bytes would be parsed as a second request and get a second answer.
@@ -66,15 +70,10 @@ TEST_ROUTES = [
 ]
 
 
-async def start_test_server(nursery: trio.Nursery, config: Config) -> int:
-    server = HTTPServer(config, Router(TEST_ROUTES))
-    port: int = await nursery.start(server.serve)
-    return port
-
-
 @pytest.fixture
 async def port(nursery: trio.Nursery, tmp_path: Path) -> int:
-    return await start_test_server(nursery, make_config(tmp_path))
+    _, bound = await start_routes(nursery, make_config(tmp_path), TEST_ROUTES)
+    return bound
 
 
 # -- request smuggling and malformed framing ---------------------------------------------------
@@ -152,7 +151,7 @@ async def test_smuggling_defences_on_the_real_app(app: App) -> None:
     """The same checks hold on the App's own router (not only the test router)."""
     data = (b"POST /healthz HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + SMUGGLED)
-    raw = await raw_exchange(app.port, data, timeout=3)
+    raw, _ = await exchange(app.port, data, timeout=3)
     assert statuses(raw) == [400]
 
 
@@ -202,9 +201,9 @@ async def test_bytes_after_a_closing_request_are_ignored(port: int, first: bytes
 
 
 async def test_bytes_after_a_closing_request_on_the_real_app(app: App) -> None:
-    raw = await raw_exchange(app.port, get("/healthz", "Connection: close") + get("/nope"), timeout=3)
+    raw, _ = await exchange(app.port, get("/healthz", "Connection: close") + get("/nope"), timeout=3)
     assert statuses(raw) == [200]
-    raw = await raw_exchange(app.port, get("/healthz", "Connection: close"), timeout=3)
+    raw, _ = await exchange(app.port, get("/healthz", "Connection: close"), timeout=3)
     assert statuses(raw) == [200]
 
 
@@ -229,7 +228,7 @@ async def test_upgrade_request_gets_the_stream_and_a_declined_one_keeps_serving(
 
 
 async def test_pipelined_requests_on_the_real_app(app: App) -> None:
-    raw = await raw_exchange(app.port, get("/healthz") + get("/nope", "Connection: close"))
+    raw, _ = await exchange(app.port, get("/healthz") + get("/nope", "Connection: close"))
     assert statuses(raw) == [200, 404]
 
 
@@ -376,7 +375,7 @@ async def test_head_has_no_body(port: int) -> None:
 
 
 async def test_head_on_the_real_app(app: App) -> None:
-    raw = await raw_exchange(app.port, get("/healthz", "Connection: close", method="HEAD"))
+    raw, _ = await exchange(app.port, get("/healthz", "Connection: close", method="HEAD"))
     head, _, body = raw.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 ")
     assert body == b""

@@ -14,7 +14,6 @@ import trio.testing
 from chat_trio.app import App
 from chat_trio.config import Config
 from tests.client import HTTPClient, Reply
-from tests.conftest import make_config
 from tests.helpers import (
     assert_error,
     assert_message_shape,
@@ -22,6 +21,7 @@ from tests.helpers import (
     get_room,
     history,
     join,
+    make_config,
     make_room,
     parse_time,
     register_and_login,

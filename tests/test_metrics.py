@@ -8,13 +8,20 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from chat_trio.app import App
-from chat_trio.http.router import Route, Router
-from chat_trio.http.server import HTTPServer
-from chat_trio.http.types import Request, Response
 from chat_trio.metrics import Registry
-from tests.client import HTTPClient, raw_exchange, statuses
-from tests.conftest import make_config
-from tests.helpers import make_room, register_and_login, send, serve
+from tests.client import HTTPClient
+from tests.helpers import (
+    Request,
+    Response,
+    Route,
+    make_config,
+    make_room,
+    register_and_login,
+    send,
+    serve,
+    start_routes,
+)
+from tests.rawhttp import exchange, statuses
 from tests.ws_client import connect
 
 
@@ -75,12 +82,12 @@ async def test_labels_come_from_fixed_sets_whatever_clients_send(app: App, clien
     before = len((await client.get("/metrics")).body)
     with trio.fail_after(30):
         for i in range(300):
-            raw = await raw_exchange(app.port, f"M{i:05d} /x{i} HTTP/1.1\r\nHost: t\r\n"
-                                                "Connection: close\r\n\r\n".encode())
+            raw, _ = await exchange(app.port, f"M{i:05d} /x{i} HTTP/1.1\r\nHost: t\r\n"
+                                             "Connection: close\r\n\r\n".encode())
             assert statuses(raw) == [404]
         for data in (b"GARBAGE\r\n\r\n", b"GET / HTTP/2.0\r\nHost: t\r\n\r\n",
                      b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999\r\n\r\n"):
-            await raw_exchange(app.port, data)
+            await exchange(app.port, data)
         after = await scrape(client)
     assert len((await client.get("/metrics")).body) - before < 2000
     requests = after["chat_trio_http_requests_total"]
@@ -112,10 +119,9 @@ async def test_a_status_the_server_does_not_name_is_counted_by_its_class(
     async def odd(request: Request) -> Response:
         return Response(299, b"{}")
 
-    server = HTTPServer(make_config(tmp_path), Router([Route("GET", "/odd", odd)]))
-    port = await nursery.start(server.serve)
+    server, port = await start_routes(nursery, make_config(tmp_path), [Route("GET", "/odd", odd)])
     with trio.fail_after(10):
-        raw = await raw_exchange(port, b"GET /odd HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        raw, _ = await exchange(port, b"GET /odd HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
     assert statuses(raw) == [299]
     registry = Registry()
     registry.add(server.requests)

@@ -12,7 +12,7 @@ from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 
 from chat_trio.config import Config
 from tests.client import HTTPClient, Reply
-from tests.conftest import make_config
+from tests.helpers import make_config
 
 JSON = dict[str, Any]
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")

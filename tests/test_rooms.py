@@ -12,18 +12,19 @@ import trio.testing
 
 from chat_trio.app import App
 from tests.client import HTTPClient, Reply
-from tests.conftest import make_config
 from tests.helpers import (
     ROOM_KEYS,
     USER_KEYS,
     assert_error,
     get_room,
     join,
+    make_config,
     make_room,
     parse_time,
     register_and_login,
     send,
     serve,
+    store_of,
 )
 
 
@@ -336,7 +337,8 @@ async def test_list_rooms_pages_by_id(app: App, client: HTTPClient) -> None:
     with trio.fail_after(20):
         _, alice_user = await register_and_login(client, "alice")
         bob, bob_user = await register_and_login(client, "bob")
-        ids = [(await app.store.create_room((alice_user if i % 2 else bob_user)["id"], f"room {i}", "")).id
+        store = store_of(app)
+        ids = [(await store.create_room((alice_user if i % 2 else bob_user)["id"], f"room {i}", "")).id
                for i in range(7)]
         seen: list[int] = []
         after = 0
@@ -367,7 +369,7 @@ async def test_list_rooms_default_page_is_100(app: App, client: HTTPClient) -> N
         token, user = await register_and_login(client, "alice")
         async with trio.open_nursery() as nursery:  # concurrent creates share commits
             for i in range(101):
-                nursery.start_soon(app.store.create_room, user["id"], f"r{i}", "")
+                nursery.start_soon(store_of(app).create_room, user["id"], f"r{i}", "")
         page = (await client.get("/rooms", token=token)).json
         assert len(page["rooms"]) == 100 and page["has_more"] is True
         rest = (await client.get(f"/rooms?after={page['rooms'][-1]['id']}", token=token)).json

@@ -7,12 +7,10 @@ from pathlib import Path
 
 import trio
 
-from chat_trio.app import App
 from chat_trio.config import Config
 from chat_trio.store.schema import MIGRATIONS
 from tests.client import HTTPClient
-from tests.conftest import make_config
-from tests.helpers import assert_error, register_and_login
+from tests.helpers import assert_error, make_config, register_and_login, serve
 
 FULLWIDTH = "\uff47\uff45\uff4e\uff45\uff52\uff41\uff4c"  # "general" in fullwidth letters
 
@@ -40,8 +38,7 @@ async def test_room_name_keys_become_nfkc_casefold_and_old_collisions_keep_both_
     config: Config = make_config(tmp_path)
     version_1_database(Path(config.db), ["general", FULLWIDTH, "Stra\u00dfe", "\ufb01le"])
     with trio.fail_after(20):
-        async with trio.open_nursery() as nursery:
-            app: App = await nursery.start(App(config).run)
+        async with serve(config) as app:
             client = HTTPClient(app.port)
             try:
                 token, _ = await register_and_login(client, "alice")
@@ -53,7 +50,6 @@ async def test_room_name_keys_become_nfkc_casefold_and_old_collisions_keep_both_
                 assert (await client.post("/rooms", {"name": "generals"}, token=token)).status == 201
             finally:
                 await client.aclose()
-                app.shutdown()
     conn = sqlite3.connect(config.db)
     try:
         assert conn.execute("SELECT version FROM schema_version").fetchone() == (len(MIGRATIONS),)

@@ -13,10 +13,9 @@ import pytest
 import trio
 
 from chat_trio.store.sqlite import connect
-from chat_trio.store.writer import GroupCommitWriter, StoreClosed
+from chat_trio.store.writer import GroupCommitWriter, Pending, StoreClosed
 from tests.client import HTTPClient
-from tests.conftest import make_config
-from tests.helpers import assert_error, make_room, register_and_login, send, serve
+from tests.helpers import assert_error, make_config, make_room, register_and_login, send, serve
 from tests.ws_client import connect as ws_connect
 
 
@@ -39,12 +38,17 @@ def open_writer(
 
 async def test_waiting_writes_share_one_transaction_and_failures_stay_isolated(tmp_path: Path) -> None:
     conn, writer = open_writer(tmp_path, max_batch=64, queue_size=64)
-    gate = threading.Event()
+    gate, entered = threading.Event(), threading.Event()
+
+    def busy(c: sqlite3.Connection) -> bool:
+        entered.set()
+        return gate.wait(10)
+
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             await nursery.start(writer.run)
-            first = await writer.submit(lambda c: gate.wait(10))
-            await trio.sleep(0.05)  # the writer's thread is busy with `first`: the rest queue up
+            first = await writer.submit(busy)
+            await in_thread(entered)  # the writer's thread is busy with `first`: the rest queue up
             pending = [await writer.submit(_insert(v)) for v in (1, 2, 1, 3)]  # the second 1 fails
             gate.set()
             await first.result()
@@ -58,6 +62,11 @@ async def test_waiting_writes_share_one_transaction_and_failures_stay_isolated(t
     assert results == [1, 2, "conflict", 3]
     assert [r[0] for r in conn.execute("SELECT v FROM t ORDER BY v")] == [1, 2, 3]
     assert (writer.commits, writer.writes) == (2, 5)  # the four waiting writes: one transaction
+
+
+async def in_thread(entered: threading.Event) -> None:
+    """Wait until the writer's thread has entered a write that sets `entered`."""
+    assert await trio.to_thread.run_sync(entered.wait, 10)
 
 
 async def release_after(gate: threading.Event, seconds: float) -> None:
@@ -98,7 +107,10 @@ async def test_a_stopped_writer_refuses_queued_and_new_writes(tmp_path: Path) ->
     conn, writer = open_writer(tmp_path, max_batch=1, queue_size=16)
     gate = threading.Event()
 
+    entered = threading.Event()
+
     def blocked(c: sqlite3.Connection) -> int:
+        entered.set()
         gate.wait(10)
         return 0
 
@@ -106,7 +118,7 @@ async def test_a_stopped_writer_refuses_queued_and_new_writes(tmp_path: Path) ->
         async with trio.open_nursery() as nursery:
             await nursery.start(writer.run)
             first = await writer.submit(blocked)
-            await trio.sleep(0.05)  # the writer's thread is now inside `blocked`
+            await in_thread(entered)  # the writer's thread is now inside `blocked`
             queued = [await writer.submit(_insert(v)) for v in (1, 2)]
             nursery.cancel_scope.cancel()  # the app stops while the first batch commits
             gate.set()
@@ -131,8 +143,9 @@ async def test_a_failure_outside_any_write_refuses_its_batch_and_stops_the_write
 
     with trio.fail_after(10):
         # Queued before the writer starts, so the three are one batch.
-        pending = [await writer.submit(_insert(1)), await writer.submit(lose_connection),
-                   await writer.submit(_insert(2))]
+        pending: list[Pending[object]] = [
+            await writer.submit(_insert(1)), await writer.submit(lose_connection),
+            await writer.submit(_insert(2))]
         async with trio.open_nursery() as nursery:
             await nursery.start(writer.run)
             while not all(item.finished for item in pending):

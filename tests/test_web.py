@@ -24,6 +24,7 @@ import trio
 from chat_trio.api.web import CSP
 from chat_trio.app import App
 from tests.client import HTTPClient
+from tests.helpers import store_of
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -337,7 +338,7 @@ async def test_room_list_pages_through_every_room(app: App, client: HTTPClient) 
         owner = reply.json["user"]["id"]
         async with trio.open_nursery() as nursery:  # concurrent creates share commits
             for i in range(503):
-                nursery.start_soon(app.store.create_room, owner, f"room {i:03}", "")
+                nursery.start_soon(store_of(app).create_room, owner, f"room {i:03}", "")
         await trio.to_thread.run_sync(_room_list_scenario, f"http://127.0.0.1:{app.port}")
 
 

@@ -12,22 +12,24 @@ from typing import Any
 import orjson
 import pytest
 import trio
+from trio.testing import MockClock
 from trio_websocket import open_websocket_url
 
 from chat_trio.app import App
-from tests.client import HTTPClient, read_until_closed
-from tests.conftest import make_config
+from tests.client import HTTPClient
 from tests.helpers import (
     all_messages,
     assert_error,
     assert_message_shape,
     join,
     login,
+    make_config,
     make_room,
     register_and_login,
     send,
     serve,
 )
+from tests.rawhttp import read_until_closed
 from tests.ws_client import (
     DEADLINE,
     WS,
@@ -132,7 +134,8 @@ async def test_first_frame_not_auth_closes_1008(app: App, first: Any) -> None:
         assert await ws.closed() == (1008, [])
 
 
-async def test_no_auth_frame_in_time_closes_1008(tmp_path: Path) -> None:
+async def test_no_auth_frame_in_time_closes_1008(tmp_path: Path, autojump_clock: MockClock) -> None:
+    """On virtual time: the server's deadline is on trio's clock and no thread is waited for."""
     async with serve(make_config(tmp_path, ws_auth_timeout=0.2)) as app, \
             connect(app.port, hello=False) as ws:
         assert await ws.closed() == (1008, [])
@@ -322,9 +325,11 @@ async def test_reader_that_never_reads_is_closed_4008(tmp_path: Path) -> None:
         await slow.send({"type": "subscribe", "room_id": rid})  # and never read again
 
         slow_end: list[tuple[int, list[JSON]]] = []
+        slow_closed = trio.Event()
 
         async def read_slow() -> None:
             slow_end.append(await slow.closed())
+            slow_closed.set()
 
         text = "x" * config.text_max  # big frames fill the slow peer's TCP window quickly
         sent = 0
@@ -342,8 +347,7 @@ async def test_reader_that_never_reads_is_closed_4008(tmp_path: Path) -> None:
                 assert sent < 300, "the slow reader was never closed"
             for ws in fast:
                 await ws.barrier()
-            while not slow_end:
-                await trio.sleep(0.01)
+            await slow_closed.wait()
         code, frames = slow_end[0]
         assert code == 4008
         assert frames[0]["type"] == "subscribed"

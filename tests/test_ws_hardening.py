@@ -17,24 +17,10 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 
 from chat_trio.app import App
 from chat_trio.rooms.session import Session
-from tests.client import HTTPClient, read_until_closed
-from tests.conftest import make_config
-from tests.helpers import join, login, make_room, register_and_login, serve
-from tests.rawhttp import exchange, get, only_error
-from tests.ws_client import DEADLINE, connect, raw_handshake, server_frames, ws_url
-
-KEY = base64.b64encode(os.urandom(16)).decode()
-
-
-def upgrade(port: int, *, version: str = "1.1", drop: tuple[str, ...] = (),
-            extra: tuple[tuple[str, str], ...] = ()) -> bytes:
-    """A websocket upgrade request, without the headers named in `drop`, plus `extra`."""
-    headers = [("Host", f"127.0.0.1:{port}"), ("Upgrade", "websocket"), ("Connection", "Upgrade"),
-               ("Sec-WebSocket-Key", KEY), ("Sec-WebSocket-Version", "13")]
-    lines = [f"GET /ws HTTP/{version}"]
-    lines += [f"{name}: {value}" for name, value in headers if name not in drop]
-    lines += [f"{name}: {value}" for name, value in extra]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+from tests.client import HTTPClient
+from tests.helpers import join, login, make_config, make_room, register_and_login, serve
+from tests.rawhttp import exchange, get, only_error, read_until_closed
+from tests.ws_client import DEADLINE, connect, raw_handshake, server_frames, upgrade_request, ws_url
 
 
 def b64(n: int) -> str:
@@ -42,7 +28,7 @@ def b64(n: int) -> str:
 
 
 def replacing(name: str, value: str) -> dict[str, Any]:
-    return dict(drop=(name,), extra=((name, value),))
+    return dict(drop=(name,), headers=((name, value),))
 
 
 # name → (request changes, status, code, a word of the message)
@@ -50,24 +36,24 @@ REFUSALS: dict[str, tuple[dict[str, Any], int, str, str]] = {
     "key not base64": (replacing("Sec-WebSocket-Key", "no base64"), 400, "bad_request", "Sec-WebSocket-Key"),
     "key of 15 bytes": (replacing("Sec-WebSocket-Key", b64(15)), 400, "bad_request", "Sec-WebSocket-Key"),
     "key of 17 bytes": (replacing("Sec-WebSocket-Key", b64(17)), 400, "bad_request", "Sec-WebSocket-Key"),
-    "two keys": (dict(extra=(("Sec-WebSocket-Key", b64(16)),)), 400, "bad_request", "Sec-WebSocket-Key"),
+    "two keys": (dict(headers=(("Sec-WebSocket-Key", b64(16)),)), 400, "bad_request", "Sec-WebSocket-Key"),
     "no key": (dict(drop=("Sec-WebSocket-Key",)), 400, "bad_request", "Sec-WebSocket-Key"),
     "version 8": (replacing("Sec-WebSocket-Version", "8"), 400, "bad_request", "version"),
     "no version": (dict(drop=("Sec-WebSocket-Version",)), 400, "bad_request", "version"),
     "HTTP/1.0": (dict(version="1.0"), 400, "bad_request", "HTTP/1.1"),
     "Upgrade: h2c": (replacing("Upgrade", "h2c"), 400, "bad_request", "upgrade"),
     "no Connection: Upgrade": (dict(drop=("Connection",)), 400, "bad_request", "upgrade"),
-    "Origin of another scheme": (dict(extra=(("Origin", "https://127.0.0.1:{port}"),)),
+    "Origin of another scheme": (dict(headers=(("Origin", "https://127.0.0.1:{port}"),)),
                                  403, "forbidden", "origin"),
-    "Origin of another port": (dict(extra=(("Origin", "http://127.0.0.1"),)), 403, "forbidden", "origin"),
-    "Origin null": (dict(extra=(("Origin", "null"),)), 403, "forbidden", "origin"),
+    "Origin of another port": (dict(headers=(("Origin", "http://127.0.0.1"),)), 403, "forbidden", "origin"),
+    "Origin null": (dict(headers=(("Origin", "null"),)), 403, "forbidden", "origin"),
 }
 
 
 def refused_request(port: int, name: str) -> bytes:
     changes = dict(REFUSALS[name][0])
-    changes["extra"] = tuple((k, v.format(port=port)) for k, v in changes.get("extra", ()))
-    return upgrade(port, **changes)
+    changes["headers"] = tuple((k, v.format(port=port)) for k, v in changes.get("headers", ()))
+    return upgrade_request(port, **changes)
 
 
 @pytest.mark.parametrize("name", list(REFUSALS))

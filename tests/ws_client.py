@@ -8,7 +8,7 @@ import base64
 import os
 import socket
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -135,12 +135,31 @@ async def open_slow(nursery: trio.Nursery, port: int, token: str) -> WS:
 # -- raw websocket over TCP ----------------------------------------------------------------------
 
 
-def upgrade_request(port: int, *, path: str = "/ws", headers: list[tuple[str, str]] | None = None) -> bytes:
+def upgrade_request(
+    port: int,
+    *,
+    path: str = "/ws",
+    version: str = "1.1",
+    drop: Collection[str] = (),
+    headers: Iterable[tuple[str, str]] = (),
+) -> bytes:
+    """The bytes of a websocket upgrade request (a fresh key), without the standard headers named
+    in `drop`, plus `headers`: the one builder for every hand-made handshake, good or broken."""
     key = base64.b64encode(os.urandom(16)).decode()
-    lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Upgrade: websocket",
-             "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
-    lines += [f"{name}: {value}" for name, value in headers or []]
+    standard = [("Host", f"127.0.0.1:{port}"), ("Upgrade", "websocket"), ("Connection", "Upgrade"),
+                ("Sec-WebSocket-Key", key), ("Sec-WebSocket-Version", "13")]
+    lines = [f"GET {path} HTTP/{version}"]
+    lines += [f"{name}: {value}" for name, value in standard if name not in drop]
+    lines += [f"{name}: {value}" for name, value in headers]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def split_handshake_reply(data: bytes) -> tuple[int, bytes, bytes]:
+    """(status, response head, bytes after it) of what a server answered an upgrade request;
+    status 0 when it is not an HTTP/1.1 response."""
+    head, _, rest = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/1.1 ") else 0
+    return status, head, rest
 
 
 async def raw_handshake(
@@ -150,27 +169,41 @@ async def raw_handshake(
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     data = b""
     with trio.fail_after(timeout):
-        await stream.send_all(upgrade_request(port, headers=headers))
+        await stream.send_all(upgrade_request(port, headers=headers or ()))
         while b"\r\n\r\n" not in data:
             chunk = await stream.receive_some(65536)
             if not chunk:
                 break
             data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/1.1 ") else 0
-    return stream, status, head, rest
+    return stream, *split_handshake_reply(data)
 
 
-def client_frame(payload: bytes, opcode: int = 0x1) -> bytes:
-    """One final, masked client frame."""
+def raw_handshake_sync(
+    sock: socket.socket, port: int, *, headers: list[tuple[str, str]] | None = None
+) -> tuple[int, bytes, bytes]:
+    """`raw_handshake` on a connected blocking socket (for the synchronous fuzz tests; the
+    socket's own timeout bounds each read): (status, response head, bytes after it)."""
+    sock.sendall(upgrade_request(port, headers=headers or ()))
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return split_handshake_reply(data)
+
+
+def client_frame(payload: bytes, opcode: int = 0x1, *, fin: bool = True, rsv: int = 0) -> bytes:
+    """One masked client frame: final and without RSV bits unless told (the fuzz sends any)."""
     mask = os.urandom(4)
+    first = (0x80 if fin else 0) | (rsv << 4) | opcode
     n = len(payload)
     if n < 126:
-        head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
+        head = struct.pack("!BB", first, 0x80 | n)
     elif n < 65536:
-        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
+        head = struct.pack("!BBH", first, 0x80 | 126, n)
     else:
-        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
+        head = struct.pack("!BBQ", first, 0x80 | 127, n)
     return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
