@@ -49,7 +49,9 @@ def routes(s: Context) -> list[Route]:
             raise APIError(401, "invalid_credentials", "wrong username or password",
                             headers=[WWW_AUTHENTICATE])
         user_id, stored = found
-        s.logins.succeeded(name_key, request.client)
+        wait = s.logins.succeeded(name_key, request.client)
+        if wait:
+            raise rate_limited(wait)
         if s.passwords.needs_rehash(stored):
             await s.store.rehash_password(user_id, await s.passwords.hash(password))
         token = new_token()

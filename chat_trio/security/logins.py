@@ -51,7 +51,12 @@ class LoginGuard:
         if not self.known(username, address):
             self.backoff.fail(username)
 
-    def succeeded(self, username: str, address: str) -> None:
+    def succeeded(self, username: str, address: str) -> float:
+        """Record a right password; returns the seconds to wait (429) instead when parallel logins
+        used up the user's successes while this one was hashing (`check` ran before the hash)."""
+        wait = self.successes.retry_after(username)
+        if wait:
+            return wait
         self.pair_failures.reset((username, address))
         self.backoff.reset(username)
         self.successes.add(username)
@@ -60,6 +65,7 @@ class LoginGuard:
         known[address] = None
         if len(known) > KNOWN_ADDRESSES:
             del known[next(iter(known))]
+        return 0.0
 
     def known(self, username: str, address: str) -> bool:
         return address in self._known.get(username, ())
