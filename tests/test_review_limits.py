@@ -31,3 +31,41 @@ async def test_parallel_logins_of_one_user_cannot_pass_the_per_user_limit(tmp_pa
                 for n in range(8):
                     nursery.start_soon(attempt, n)
     assert sorted(statuses) == [200, 200] + [429] * 6, statuses
+
+
+async def test_one_address_logging_in_in_parallel_does_not_queue_everyone_else_behind_it(
+    tmp_path: Path,
+) -> None:
+    """Each login costs a password hash on a few threads. Logins one address sends at once (all
+    within its burst, all with the right password) take their turns one after another, so a
+    login from another address waits for at most one of them, not for all of them."""
+    config = make_config(tmp_path, argon2_time_cost=2, argon2_memory_kib=65536, hash_threads=1,
+                         login_user_limit=0)
+    with trio.fail_after(60):
+        async with serve(config) as app:
+            await register(Client(app.port), "yuri")
+            await register(Client(app.port), "zora")
+            other = Client(app.port, local_address="127.0.0.3")
+
+            async def timed_login() -> float:
+                started = trio.current_time()
+                reply = await other.post("/login", {"username": "zora", "password": PASSWORD})
+                assert reply.status == 200, reply.body
+                return trio.current_time() - started
+
+            alone = min([await timed_login() for _ in range(3)])
+
+            async def flood_login() -> None:
+                client = Client(app.port, local_address="127.0.0.2")
+                reply = await client.post("/login", {"username": "yuri", "password": PASSWORD})
+                assert reply.status == 200, reply.body
+                await client.aclose()
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(16):
+                    nursery.start_soon(flood_login)
+                await trio.sleep(alone)  # the flood's logins are all waiting for the hash thread
+                crowded = await timed_login()
+            await other.aclose()
+    # Behind the whole flood it would be about 16 hashes; its own turn costs about 2.
+    assert crowded < 6 * alone, (crowded, alone)

@@ -29,7 +29,7 @@ def routes(s: Context) -> list[Route]:
         if wait:
             raise rate_limited(wait)
         s.registrations.add(request.client)
-        hashed = await s.passwords.hash(password)
+        hashed = await s.passwords.hash(password, request.client)
         try:
             user = await s.store.create_user(username, hashed)
         except Conflict:
@@ -43,7 +43,7 @@ def routes(s: Context) -> list[Route]:
         if wait:
             raise rate_limited(wait)
         found = await s.store.password_hash(username)
-        ok = await s.passwords.verify(found[1] if found else None, password)
+        ok = await s.passwords.verify(found[1] if found else None, password, request.client)
         if not ok or found is None:
             s.logins.failed(name_key, request.client)
             raise APIError(401, "invalid_credentials", "wrong username or password",
@@ -53,7 +53,7 @@ def routes(s: Context) -> list[Route]:
         if wait:
             raise rate_limited(wait)
         if s.passwords.needs_rehash(stored):
-            await s.store.rehash_password(user_id, await s.passwords.hash(password))
+            await s.store.rehash_password(user_id, await s.passwords.hash(password, request.client))
         token = new_token()
         expires, revoked = await s.store.create_token(digest(token), user_id, int(c.token_ttl * 1000),
                                                       keep=c.max_tokens_per_user)

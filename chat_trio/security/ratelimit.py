@@ -8,7 +8,8 @@ in memory: entries that no longer limit anything are pruned as new keys come in.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import AsyncIterator, Hashable
+from contextlib import asynccontextmanager
 
 import trio
 
@@ -122,3 +123,26 @@ class Backoff:
 
     def reset(self, key: Key) -> None:
         self._state.pop(key, None)
+
+
+class OneAtATime:
+    """At most one holder per key; the others wait their turn, in order. A key takes memory only
+    while someone holds or waits for it, so it cannot grow with the number of keys ever seen."""
+
+    def __init__(self) -> None:
+        self._locks: dict[Key, tuple[trio.StrictFIFOLock, list[int]]] = {}  # key → (lock, [users])
+
+    @asynccontextmanager
+    async def turn(self, key: Key) -> AsyncIterator[None]:
+        lock, users = self._locks.setdefault(key, (trio.StrictFIFOLock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._locks[key]
+
+    def __len__(self) -> int:
+        return len(self._locks)
