@@ -69,3 +69,22 @@ async def test_one_address_logging_in_in_parallel_does_not_queue_everyone_else_b
             await other.aclose()
     # Behind the whole flood it would be about 16 hashes; its own turn costs about 2.
     assert crowded < 6 * alone, (crowded, alone)
+
+
+async def test_guessing_usernames_that_do_not_exist_takes_no_backoff_memory(tmp_path: Path) -> None:
+    """The per-username backoff protects accounts, and remembers each username for a day. Were
+    usernames that name no account counted too, every address could add about 14,000 entries a
+    day (50 failures per 300 s, each a new name), without bound as addresses are added. A name
+    with no account is never backed off (its existence is no secret: /register says 409)."""
+    config = make_config(tmp_path, login_backoff_after=1)
+    with trio.fail_after(30):
+        async with serve(config) as app:
+            await register(Client(app.port), "anna")
+            statuses: dict[str, list[int]] = {"anna": [], "nobody-here": []}
+            for n in range(3):  # each guess from an address of its own
+                for i, (name, seen) in enumerate(statuses.items()):
+                    client = Client(app.port, local_address=f"127.0.{n + 1}.{i + 1}")
+                    seen.append((await client.post("/login", {"username": name,
+                                                              "password": "wrong-one"})).status)
+                    await client.aclose()
+    assert statuses == {"anna": [401, 401, 429], "nobody-here": [401, 401, 401]}, statuses

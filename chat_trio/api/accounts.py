@@ -45,7 +45,7 @@ def routes(s: Context) -> list[Route]:
         found = await s.store.password_hash(username)
         ok = await s.passwords.verify(found[1] if found else None, password, request.client)
         if not ok or found is None:
-            s.logins.failed(name_key, request.client)
+            s.logins.failed(name_key, request.client, account=found is not None)
             raise APIError(401, "invalid_credentials", "wrong username or password",
                             headers=[WWW_AUTHENTICATE])
         user_id, stored = found
