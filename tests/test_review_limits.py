@@ -3,12 +3,15 @@ parallel request can pass too."""
 
 from __future__ import annotations
 
+import math
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import trio
 
 from tests.conftest import make_config
-from tests.helpers import PASSWORD, Client, register, serve
+from tests.helpers import PASSWORD, Client, register, register_and_login, serve
 
 
 async def test_parallel_logins_of_one_user_cannot_pass_the_per_user_limit(tmp_path: Path) -> None:
@@ -88,3 +91,38 @@ async def test_guessing_usernames_that_do_not_exist_takes_no_backoff_memory(tmp_
                                                               "password": "wrong-one"})).status)
                     await client.aclose()
     assert statuses == {"anna": [401, 401, 429], "nobody-here": [401, 401, 401]}, statuses
+
+
+async def test_a_late_page_of_rooms_costs_what_an_early_one_does(tmp_path: Path) -> None:
+    """GET /rooms is paged so one answer stays small; the page must also be found without walking
+    every room before it on the event loop, or paging through N rooms costs N²/limit and each late
+    page (or `joined=true` for a user in few rooms) stalls every other client for a scan."""
+    config = make_config(tmp_path)
+    rooms = 200_000
+    with trio.fail_after(120):
+        async with serve(config) as app:
+            client = Client(app.port)
+            token, user = await register_and_login(client, "boris")
+            await client.aclose()
+        with closing(sqlite3.connect(config.db)) as db:
+            db.executemany("INSERT INTO rooms (name, name_key, created_by, created_at) VALUES (?, ?, ?, 0)",
+                           ((f"r{n}", f"r{n}", user["id"]) for n in range(rooms)))
+            db.execute("INSERT INTO members VALUES (?, ?, 0)", (rooms, user["id"]))
+            db.commit()
+        async with serve(config) as app:
+            client = Client(app.port)
+
+            async def page(query: str) -> float:
+                best = math.inf
+                for _ in range(5):
+                    started = trio.current_time()
+                    reply = await client.get(f"/rooms?{query}", token=token)
+                    assert reply.status == 200 and reply.json["rooms"], reply.body
+                    best = min(best, trio.current_time() - started)
+                return best
+
+            first = await page("limit=10")
+            last = await page(f"after={rooms - 10}&limit=10")
+            joined = await page("joined=true&limit=10")
+            await client.aclose()
+    assert last < 5 * first and joined < 5 * first, (first, last, joined)

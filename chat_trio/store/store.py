@@ -9,6 +9,7 @@ paths (token → user, membership, recent history) need no thread hop at all.
 from __future__ import annotations
 
 import sqlite3
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -37,6 +38,10 @@ class Store:
         self.user_ids: dict[str, int] = {}  # lower-cased username → id
         self.rooms: dict[int, RoomState] = {}
         self.room_ids: dict[str, int] = {}  # queries.name_key(room name) → id
+        # Room ids in order, all and per member, so a page of GET /rooms is found by bisection
+        # instead of a walk over every room before it (rooms are never deleted).
+        self._room_order: list[int] = []
+        self._joined: dict[int, list[int]] = {}  # user id → ids of the rooms they are in
         self._tokens: dict[bytes, tuple[int, int]] = {}  # sha256 → (user id, expires ms)
         self._revocations = 0  # bumped by every logout; guards the token cache against races
         self.listeners: list[MessageListener] = []  # told of each new message, in commit order
@@ -63,7 +68,7 @@ class Store:
         for room_id, name, topic, created_by, created_at, last_seq in queries.load_rooms(conn):
             self._add_room(RoomState(room_id, name, topic, created_by, created_at, last_seq))
         for room_id, user_id, joined_at in queries.load_members(conn):
-            self.rooms[room_id].members[user_id] = joined_at
+            self._member_added(self.rooms[room_id], user_id, joined_at)
 
     async def close(self) -> None:
         def close_all() -> None:
@@ -81,6 +86,9 @@ class Store:
 
     def _add_room(self, room: RoomState) -> None:
         self.rooms[room.id] = room
+        insort(self._room_order, room.id)
+        for user_id in room.members:
+            insort(self._joined.setdefault(user_id, []), room.id)
         # setdefault: of two rooms whose names came to collide (schema migration 2), the older
         # one keeps the key.
         self.room_ids.setdefault(queries.name_key(room.name), room.id)
@@ -183,6 +191,18 @@ class Store:
     def room(self, room_id: int) -> RoomState | None:
         return self.rooms.get(room_id)
 
+    def rooms_page(self, after: int, limit: int, member: int | None = None) -> tuple[list[RoomState], bool]:
+        """Up to `limit` rooms with id > `after` in id order (only `member`'s, if given), and
+        whether more follow."""
+        ids = self._room_order if member is None else self._joined.get(member, [])
+        start = bisect_right(ids, after)
+        return [self.rooms[i] for i in ids[start:start + limit]], len(ids) > start + limit
+
+    def _member_added(self, room: RoomState, user_id: int, joined_at: int) -> None:
+        if user_id not in room.members:
+            insort(self._joined.setdefault(user_id, []), room.id)
+        room.members[user_id] = joined_at
+
     def room_name_taken(self, name: str) -> bool:
         return queries.name_key(name) in self.room_ids
 
@@ -204,7 +224,7 @@ class Store:
         now = now_ms()
 
         def remember(joined_at: int) -> None:
-            room.members[user_id] = joined_at
+            self._member_added(room, user_id, joined_at)
 
         await self.writer.write(lambda c: queries.insert_member(c, room.id, user_id, now), remember)
 
@@ -213,7 +233,11 @@ class Store:
             return
 
         def forget(_: None) -> None:
-            room.members.pop(user_id, None)
+            if room.members.pop(user_id, None) is not None:
+                rooms = self._joined[user_id]
+                del rooms[bisect_left(rooms, room.id)]
+                if not rooms:
+                    del self._joined[user_id]
 
         await self.writer.write(lambda c: queries.delete_member(c, room.id, user_id), forget)
 
