@@ -126,3 +126,31 @@ async def test_a_late_page_of_rooms_costs_what_an_early_one_does(tmp_path: Path)
             joined = await page("joined=true&limit=10")
             await client.aclose()
     assert last < 5 * first and joined < 5 * first, (first, last, joined)
+
+
+async def test_per_address_limits_count_an_ipv6_client_by_its_64_network(tmp_path: Path) -> None:
+    """An IPv6 host is given a /64 (or more) and may use any address in it, so counted per
+    address it would get a fresh allowance (connections, registrations, logins) per request.
+    Per-address limits count IPv6 clients by their /64, IPv4 ones by their address."""
+    config = make_config(tmp_path, register_limit=1, max_connections_per_address=1,
+                         trusted_proxies="127.0.0.2")
+    with trio.fail_after(30):
+        async with serve(config) as app:
+            def via_proxy() -> Client:
+                return Client(app.port, local_address="127.0.0.2")
+
+            async def register_from(client: Client, name: str, forwarded: str) -> int:
+                reply = await client.post("/register", {"username": name, "password": PASSWORD},
+                                          headers=[("x-forwarded-for", forwarded)])
+                return reply.status
+
+            first, second, third = via_proxy(), via_proxy(), via_proxy()
+            assert await register_from(first, "ines", "2001:db8::1") == 201
+            # `first` keeps its connection open, holding 2001:db8::/64's one slot.
+            assert await register_from(second, "joan", "2001:db8::2") == 503
+            assert await register_from(third, "kira", "2001:db8:0:1::1") == 201  # another /64
+            await first.aclose()
+            await trio.sleep(0.1)  # the server notices the close and frees the slot
+            assert await register_from(via_proxy(), "lena", "2001:db8::ffff") == 429
+            for client in (second, third):
+                await client.aclose()

@@ -7,6 +7,7 @@ in memory: entries that no longer limit anything are pruned as new keys come in.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import deque
 from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
@@ -15,6 +16,21 @@ import trio
 
 _PRUNE_EVERY = 1024
 Key = Hashable  # an address, a username, a user id, or a tuple of them
+
+
+def client_network(address: str) -> str:
+    """What per-address limits count a client as: an IPv4 address as it is, an IPv6 one by its
+    /64. An IPv6 host is given at least a /64 and may send from any address in it, so counted
+    address by address it would get a fresh allowance for every request."""
+    if ":" not in address:
+        return address
+    try:
+        ip = ipaddress.IPv6Address(address)
+    except ValueError:
+        return address
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return f"{ipaddress.IPv6Address(int(ip) >> 64 << 64)}/64"
 
 
 class WindowLimit:
