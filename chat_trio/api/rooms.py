@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from itertools import islice
-
 from chat_trio.api.context import Context
 from chat_trio.api.shapes import bodyless, shapes_for
 from chat_trio.errors import APIError
@@ -32,12 +30,9 @@ def routes(s: Context) -> list[Route]:
     async def list_rooms(request: Request) -> Response:
         user = await s.authenticate(request)
         query = shapes.list_rooms.read(request)
-        after, limit = query["after"] or 0, query["limit"]
-        # The store keeps rooms in id order (ids only grow, and rooms are added in commit order).
-        page = list(islice((room for room in s.store.rooms.values() if room.id > after
-                            and (not query["joined"] or user["id"] in room.members)), limit + 1))
-        return json_response({"rooms": [room.json() for room in page[:limit]],
-                              "has_more": len(page) > limit})
+        page, has_more = s.store.rooms_page(query["after"] or 0, query["limit"],
+                                            user["id"] if query["joined"] else None)
+        return json_response({"rooms": [room.json() for room in page], "has_more": has_more})
 
     async def show(request: Request) -> Response:
         await s.authenticate(request)

@@ -32,6 +32,7 @@ import trio
 
 from chat_trio.http.types import Headers, Request, Response, Upgrade, error_response, reason
 from chat_trio.http.upgrade import SWITCHED
+from chat_trio.security.ratelimit import client_network
 
 if TYPE_CHECKING:
     from chat_trio.http.server import HTTPServer
@@ -133,7 +134,7 @@ class HTTPConnection:
         self.config = server.config
         self.client = client
         self.behind_proxy = client in server.trusted_proxies
-        self.address: str | None = None  # the address whose connection slot this holds (server.claim)
+        self.address: str | None = None  # the client_network whose connection slot this holds
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self.config.max_head_bytes)
         self.served = 0
         self._timer = trio.CancelScope()
@@ -199,12 +200,13 @@ class HTTPConnection:
     def _hold(self, client: str | None) -> None:
         """Count a trusted proxy's connection against the client its request names (None: it
         names none), so one client behind the proxy cannot take every slot either."""
-        if client == self.address:
+        key = None if client is None else client_network(client)
+        if key == self.address:
             return
-        if not self.server.claim(client):
+        if not self.server.claim(key):
             raise _Refuse(TOO_MANY_FROM_ADDRESS)
         self.server.release(self.address)
-        self.address = client
+        self.address = key
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from chat_trio.http.connection import TOO_MANY_FROM_ADDRESS, HTTPConnection
 from chat_trio.http.router import Router
 from chat_trio.http.types import Request, Response, error_answer, error_response, reason
 from chat_trio.metrics import LATENCY_BUCKETS, Counter, Histogram, method_label
+from chat_trio.security.ratelimit import client_network
 
 log = logging.getLogger("chat_trio.http")
 access_log = logging.getLogger("chat_trio.access")
@@ -92,7 +93,7 @@ class HTTPServer:
         self.router = router
         self.listeners = listeners or []  # bound by the caller (the App binds before it opens the db)
         self.open_connections = 0
-        self.per_address: dict[str, int] = {}  # open connections by client address
+        self.per_address: dict[str, int] = {}  # open connections by client_network(address)
         self.trusted_proxies = config.proxies()
         self.draining = False
         self.idle: set[trio.CancelScope] = set()
@@ -142,8 +143,8 @@ class HTTPServer:
         return self._date[1]
 
     def claim(self, address: str | None) -> bool:
-        """Take one of `address`'s connection slots (None: an address not limited, a trusted
-        proxy's own). False when it holds all of them."""
+        """Take one of `address`'s connection slots (a `client_network`; None: not limited, a
+        trusted proxy's own). False when it holds all of them."""
         if address is None:
             return True
         held = self.per_address.get(address, 0)
@@ -223,7 +224,7 @@ class HTTPServer:
             return
         # Counted by the peer's address; a trusted proxy's connections are counted by the client
         # its requests name, from the first request on (HTTPConnection.hold).
-        held = None if connection.behind_proxy else client
+        held = None if connection.behind_proxy else client_network(client)
         if not self.claim(held):
             await connection.refuse(TOO_MANY_FROM_ADDRESS)
             return

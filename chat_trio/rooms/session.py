@@ -138,6 +138,8 @@ class Session:
         try:
             with self._scope:
                 await self._authenticate(header_token)
+                if self.hub.closing:  # shutdown began while it authenticated: it missed the 1001
+                    raise CloseSocket(CLOSE_GOING_AWAY, "server shutting down")
                 if self.hub.sockets_of(self.user_id) >= self.config.max_websockets_per_user:
                     raise CloseSocket(CLOSE_POLICY, "too many websockets")
                 self.hub.connect(self)  # no checkpoint since the count: the cap holds

@@ -9,7 +9,9 @@ Lockout"): throttle guessing without letting a stranger lock the owner out.
 - Failures per username alone (a guesser with many addresses) only lead to exponential backoff,
   never to a fixed lock, and only for addresses that never signed in to the account: the owner
   keeps signing in from the addresses they used before (OWASP's "trusted device" idea, with the
-  address standing in for a device cookie, which an API client may not keep).
+  address standing in for a device cookie, which an API client may not keep). Only usernames
+  that have an account are counted: a name without one protects nothing, and remembering every
+  name guessed (for a day) would grow with the guessers' addresses.
 - Successful logins per user are limited too: each issues a token row.
 
 A success clears the failures of that (username, address) and the username's backoff, and
@@ -45,13 +47,20 @@ class LoginGuard:
         )
         return wait or self.attempts.take(address)
 
-    def failed(self, username: str, address: str) -> None:
+    def failed(self, username: str, address: str, *, account: bool) -> None:
+        """A wrong password, or (`account` False) a username with no account: the per-username
+        backoff only counts names that have one, or each name guessed would be kept a day."""
         self.pair_failures.add((username, address))
         self.address_failures.add(address)
-        if not self.known(username, address):
+        if account and not self.known(username, address):
             self.backoff.fail(username)
 
-    def succeeded(self, username: str, address: str) -> None:
+    def succeeded(self, username: str, address: str) -> float:
+        """Record a right password; returns the seconds to wait (429) instead when parallel logins
+        used up the user's successes while this one was hashing (`check` ran before the hash)."""
+        wait = self.successes.retry_after(username)
+        if wait:
+            return wait
         self.pair_failures.reset((username, address))
         self.backoff.reset(username)
         self.successes.add(username)
@@ -60,6 +69,7 @@ class LoginGuard:
         known[address] = None
         if len(known) > KNOWN_ADDRESSES:
             del known[next(iter(known))]
+        return 0.0
 
     def known(self, username: str, address: str) -> bool:
         return address in self._known.get(username, ())

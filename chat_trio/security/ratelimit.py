@@ -7,13 +7,30 @@ in memory: entries that no longer limit anything are pruned as new keys come in.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import AsyncIterator, Hashable
+from contextlib import asynccontextmanager
 
 import trio
 
 _PRUNE_EVERY = 1024
 Key = Hashable  # an address, a username, a user id, or a tuple of them
+
+
+def client_network(address: str) -> str:
+    """What per-address limits count a client as: an IPv4 address as it is, an IPv6 one by its
+    /64. An IPv6 host is given at least a /64 and may send from any address in it, so counted
+    address by address it would get a fresh allowance for every request."""
+    if ":" not in address:
+        return address
+    try:
+        ip = ipaddress.IPv6Address(address)
+    except ValueError:
+        return address
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return f"{ipaddress.IPv6Address(int(ip) >> 64 << 64)}/64"
 
 
 class WindowLimit:
@@ -122,3 +139,26 @@ class Backoff:
 
     def reset(self, key: Key) -> None:
         self._state.pop(key, None)
+
+
+class OneAtATime:
+    """At most one holder per key; the others wait their turn, in order. A key takes memory only
+    while someone holds or waits for it, so it cannot grow with the number of keys ever seen."""
+
+    def __init__(self) -> None:
+        self._locks: dict[Key, tuple[trio.StrictFIFOLock, list[int]]] = {}  # key → (lock, [users])
+
+    @asynccontextmanager
+    async def turn(self, key: Key) -> AsyncIterator[None]:
+        lock, users = self._locks.setdefault(key, (trio.StrictFIFOLock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._locks[key]
+
+    def __len__(self) -> int:
+        return len(self._locks)

@@ -10,6 +10,7 @@ recent history) need no thread hop at all. Each write returns once its commit ha
 from __future__ import annotations
 
 import sqlite3
+from bisect import bisect_right
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -62,7 +63,7 @@ class Store:
         for room_id, name, topic, created_by, created_at, last_seq in queries.load_rooms(conn):
             state.add_room(RoomState(room_id, name, topic, created_by, created_at, last_seq))
         for room_id, user_id, joined_at in queries.load_members(conn):
-            state.rooms[room_id].members[user_id] = joined_at
+            state.add_member(state.rooms[room_id], user_id, joined_at)
 
     async def close(self) -> None:
         def close_all() -> None:
@@ -147,6 +148,14 @@ class Store:
 
     def room(self, room_id: int) -> RoomState | None:
         return self.state.rooms.get(room_id)
+
+    def rooms_page(self, after: int, limit: int, member: int | None = None) -> tuple[list[RoomState], bool]:
+        """Up to `limit` rooms with id > `after` in id order (only `member`'s, if given), and
+        whether more follow: found by bisection, so a late page costs what an early one does."""
+        state = self.state
+        ids = state.room_order if member is None else state.joined.get(member, [])
+        start = bisect_right(ids, after)
+        return [state.rooms[i] for i in ids[start:start + limit]], len(ids) > start + limit
 
     def room_name_taken(self, name: str) -> bool:
         return queries.name_key(name) in self.state.room_ids
