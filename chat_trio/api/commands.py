@@ -40,6 +40,10 @@ def room_name_taken() -> APIError:
     return APIError(409, "room_name_taken", "a room with that name exists")
 
 
+def no_such_room() -> APIError:
+    return APIError(404, "not_found", "no such room")
+
+
 class Commands(Protocol):
     """Writes and server-wide limits. `client` is the caller's address as the per-address limits
     count it (`security.ratelimit.client_network`). Each call returns once the commit it made is
@@ -182,7 +186,7 @@ class LocalCommands:
     def _room(self, room_id: int) -> RoomState:
         room = self.store.room(room_id)
         if room is None:
-            raise APIError(404, "not_found", "no such room")
+            raise no_such_room()
         return room
 
     def _user(self, user_id: int) -> User:

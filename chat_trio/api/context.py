@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from chat_trio.api.commands import Commands
+from chat_trio.api.commands import Commands, no_such_room
 from chat_trio.config import Config
 from chat_trio.errors import APIError
 from chat_trio.http.types import Request
@@ -59,7 +59,7 @@ class Context:
     def room(self, room_id: int) -> RoomState:
         room = self.store.room(room_id)
         if room is None:
-            raise APIError(404, "not_found", "no such room")
+            raise no_such_room()
         return room
 
     def member_room(self, room_id: int, user: User) -> RoomState:
