@@ -11,6 +11,7 @@ import sqlite3
 import trio
 
 from chat_trio.api import build_routes
+from chat_trio.api.commands import LocalCommands
 from chat_trio.api.context import Context
 from chat_trio.config import Config
 from chat_trio.http.router import Router
@@ -48,7 +49,7 @@ class App:
         passwords = await trio.to_thread.run_sync(Passwords, self.config)
         self.store = store = await open_store(self.config)
         store.feed.subscribe(self.hub.react)
-        context = Context(self.config, store, self.hub, passwords)
+        context = Context(self.config, store, self.hub, passwords, LocalCommands(self.config, store))
         self.server = HTTPServer(self.config, Router(build_routes(context)), listeners)
         register_metrics(context.metrics, self.server, store, self.hub, passwords)
         try:

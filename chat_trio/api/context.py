@@ -1,26 +1,23 @@
-"""What the handlers share: the store, the hub, password hashing, rate limits, and the checks
-every authenticated or room-scoped call starts with."""
+"""What the handlers share: the store, the hub, password hashing, the commands (every write and
+server-wide limit, api/commands.py), and the checks every authenticated or room-scoped call
+starts with."""
 
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from functools import partial
 
 import trio
 
+from chat_trio.api.commands import Commands, no_such_room
 from chat_trio.config import Config
 from chat_trio.errors import APIError
 from chat_trio.http.types import Request
 from chat_trio.metrics import Registry
 from chat_trio.rooms.hub import Hub
-from chat_trio.security.logins import LoginGuard
 from chat_trio.security.passwords import Passwords
-from chat_trio.security.ratelimit import TokenBucket, WindowLimit
 from chat_trio.security.tokens import digest
-from chat_trio.store.records import Message, RoomState, User
+from chat_trio.store.records import RoomState, User
 from chat_trio.store.store import Store
 from chat_trio.store.writer import StoreClosed
 
@@ -28,17 +25,6 @@ log = logging.getLogger("chat_trio")
 _BEARER = b"bearer "
 # Every 401 names the scheme (RFC 9110 §11.6.1), the login's included.
 WWW_AUTHENTICATE = (b"www-authenticate", b'Bearer realm="chat_trio"')
-
-
-def rate_limited(seconds: float) -> APIError:
-    millis = max(1, math.ceil(seconds * 1000))
-    return APIError(429, "rate_limited", "too many requests; retry later",
-                     headers=[(b"retry-after", str(math.ceil(millis / 1000)).encode())],
-                     extra={"retry_after_ms": millis})
-
-
-async def _replayed(message: Message) -> tuple[Message, bool]:
-    return message, False
 
 
 def bearer_token(request: Request) -> str | None:
@@ -54,18 +40,8 @@ class Context:
     store: Store
     hub: Hub
     passwords: Passwords
+    commands: Commands
     metrics: Registry = field(default_factory=Registry)
-    logins: LoginGuard = field(init=False)
-    registrations: WindowLimit = field(init=False)
-    sends: TokenBucket = field(init=False)
-    room_creates: TokenBucket = field(init=False)
-
-    def __post_init__(self) -> None:
-        c = self.config
-        self.logins = LoginGuard(c)
-        self.registrations = WindowLimit(c.register_limit, c.register_window)  # per client address
-        self.sends = TokenBucket(c.send_rate, c.send_burst)
-        self.room_creates = TokenBucket(c.room_create_rate, c.room_create_burst)  # per user
 
     async def user_for_token(self, token: str | None) -> User | None:
         if not token or len(token) > 256:
@@ -83,7 +59,7 @@ class Context:
     def room(self, room_id: int) -> RoomState:
         room = self.store.room(room_id)
         if room is None:
-            raise APIError(404, "not_found", "no such room")
+            raise no_such_room()
         return room
 
     def member_room(self, room_id: int, user: User) -> RoomState:
@@ -92,32 +68,6 @@ class Context:
         if user["id"] not in room.members:
             raise APIError(403, "forbidden", "you are not a member of this room")
         return room
-
-    def check_send_rate(self, user: User) -> None:
-        wait = self.sends.take(user["id"])
-        if wait:
-            raise rate_limited(wait)
-
-    async def submit_message(
-        self, user: User, room: RoomState, text: str, txn_id: str | None
-    ) -> Callable[[], Awaitable[tuple[Message, bool]]]:
-        """Check the sender's rate and queue one (validated) message for commit, for REST and the
-        websocket `send` frame alike; returns what to await for (message, created)."""
-        try:
-            self.check_send_rate(user)
-        except APIError:
-            # A retry of a send that already committed writes nothing, so the limit does not
-            # apply: it gets its original message, as it would have without the limit.
-            original = None if txn_id is None else await self.store.sent_message(room, user, txn_id)
-            if original is None:
-                raise
-            return partial(_replayed, original)
-        return await self.store.submit_post(room, user, text, txn_id)
-
-    def check_room_create_rate(self, user: User) -> None:
-        wait = self.room_creates.take(user["id"])
-        if wait:
-            raise rate_limited(wait)
 
     async def purge_tokens(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Background task: every `token_purge_interval`, delete expired tokens (else each login's

@@ -31,7 +31,8 @@ def routes(s: Context) -> list[Route]:
         user = await s.authenticate(request)
         room = s.member_room(request.params["room_id"], user)
         body = shapes.new_message.read(request)
-        message, created = await (await s.submit_message(user, room, body["text"], body["txn_id"]))()
+        committed = await s.commands.submit_message(user["id"], room.id, body["text"], body["txn_id"])
+        message, created = await committed()
         return json_response({"message": message}, 201 if created else 200)
 
     async def history(request: Request) -> Response:

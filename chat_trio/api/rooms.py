@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+from chat_trio.api.commands import room_name_taken
 from chat_trio.api.context import Context
 from chat_trio.api.shapes import bodyless, shapes_for
-from chat_trio.errors import APIError
 from chat_trio.http.router import Route
 from chat_trio.http.types import Request, Response, json_response, no_content
-from chat_trio.store.queries import Conflict
 from chat_trio.store.records import Member, iso
 
 
@@ -19,13 +18,9 @@ def routes(s: Context) -> list[Route]:
         body = shapes.new_room.read(request)
         name, topic = body["name"], body["topic"] or ""
         if s.store.room_name_taken(name):
-            raise APIError(409, "room_name_taken", "a room with that name exists")
-        s.check_room_create_rate(user)  # valid and free: only rooms that would be created count
-        try:
-            room = await s.store.create_room(user["id"], name, topic)
-        except Conflict:
-            raise APIError(409, "room_name_taken", "a room with that name exists") from None
-        return json_response({"room": room.json()}, 201)
+            raise room_name_taken()
+        room_id = await s.commands.create_room(user["id"], name, topic)
+        return json_response({"room": s.room(room_id).json()}, 201)
 
     async def list_rooms(request: Request) -> Response:
         user = await s.authenticate(request)
@@ -41,13 +36,13 @@ def routes(s: Context) -> list[Route]:
     async def join(request: Request) -> Response:
         user = await s.authenticate(request)
         room = s.room(request.params["room_id"])
-        await s.store.join(room, user["id"])
+        await s.commands.join(room.id, user["id"])
         return json_response({"room": room.json()})
 
     async def leave(request: Request) -> Response:
         user = await s.authenticate(request)
         room = s.room(request.params["room_id"])
-        await s.store.leave(room, user["id"])  # the feed ends the user's subscriptions to it
+        await s.commands.leave(room.id, user["id"])  # the feed ends the user's subscriptions to it
         return no_content()
 
     async def members(request: Request) -> Response:

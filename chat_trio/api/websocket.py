@@ -16,7 +16,8 @@ import trio
 from trio_websocket import wrap_server_stream
 
 from chat_trio.api import validate
-from chat_trio.api.context import Context, bearer_token, rate_limited
+from chat_trio.api.commands import rate_limited
+from chat_trio.api.context import Context, bearer_token
 from chat_trio.api.shapes import shapes_for
 from chat_trio.errors import APIError
 from chat_trio.http.router import Route
@@ -64,8 +65,8 @@ class Frames:
         elif kind == "send":
             room = self._member_room(session, values["room_id"])
             text, txn_id = values["text"], values["txn_id"]
-            await session.pipeline(lambda: self.s.submit_message(session.user, room, text, txn_id),
-                                   values["ref"])
+            await session.pipeline(
+                lambda: self.s.commands.submit_message(session.user_id, room.id, text, txn_id), values["ref"])
         elif kind == "typing":
             room = self._member_room(session, values["room_id"])
             if not self.typing.take(session.user_id):  # over the user's rate: dropped, as under pressure

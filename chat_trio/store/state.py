@@ -3,15 +3,18 @@ and each room's newest messages.
 
 Committed changes reach it only through `apply` (called by the feed, store/feed.py, in commit
 order), so a read never sees what is not yet durable and every process fed the same commits
-holds the same view. The only other mutations fill it from what a reader found on disk (a token
-not yet cached, older messages that join up with the recent ones), guarded against racing
-commits.
+holds the same view. `apply` is idempotent: a worker loads its state from sqlite and then applies
+the commits buffered since it subscribed, some of which the load already saw. The only other
+mutations fill it from what a reader found on disk (a token not yet cached, older messages that
+join up with the recent ones), guarded against racing commits.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from bisect import bisect_left, insort
 
+from chat_trio.store import queries
 from chat_trio.store.changes import (
     Commit,
     MemberJoined,
@@ -41,10 +44,20 @@ class State:
         self.revocations = 0  # bumped by every revocation; guards the token cache against races
         self.messages_committed = 0
 
+    def load(self, conn: sqlite3.Connection) -> None:
+        """Fill an empty state with the users, rooms and memberships committed in the database."""
+        for user_id, username, created_at in queries.load_users(conn):
+            self.add_user(user_id, username, created_at)
+        for room_id, name, topic, created_by, created_at, last_seq in queries.load_rooms(conn):
+            self.add_room(RoomState(room_id, name, topic, created_by, created_at, last_seq))
+        for room_id, user_id, joined_at in queries.load_members(conn):
+            self.add_member(self.rooms[room_id], user_id, joined_at)
+
     # -- the feed's consumer ---------------------------------------------------------------
 
     def apply(self, commit: Commit) -> None:
-        """Take in one committed transaction's changes, in order."""
+        """Take in one committed transaction's changes, in order. A change the state already has
+        (a room it knows, a message at or below its room's last seq) changes nothing."""
         for change in commit.changes:
             match change:
                 case MessageCommitted(message):
@@ -52,7 +65,8 @@ class State:
                 case UserCreated(user_id, username, created_at):
                     self.add_user(user_id, username, created_at)
                 case RoomCreated(room_id, name, topic, created_by, created_at):
-                    self.add_room(RoomState(room_id, name, topic, created_by, created_at, 0))
+                    if room_id not in self.rooms:
+                        self.add_room(RoomState(room_id, name, topic, created_by, created_at, 0))
                 case MemberJoined(room_id, user_id, joined_at):
                     if (room := self.rooms.get(room_id)) is not None:
                         self.add_member(room, user_id, joined_at)
@@ -93,9 +107,10 @@ class State:
 
     def _add_message(self, message: Message) -> None:
         room = self.rooms.get(message["room_id"])
-        if room is None:
+        seq = message["seq"]
+        if room is None or seq <= room.last_seq:
             return
-        room.last_seq = seq = message["seq"]
+        room.last_seq = seq
         self.messages_committed += 1
         recent = room.recent
         if recent and recent[-1]["seq"] == seq - 1:

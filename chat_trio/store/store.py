@@ -51,19 +51,10 @@ class Store:
             migrate(conn)
             queries.delete_expired_tokens(conn, now_ms())
             store = cls(config, conn, ReaderPool(config.db, config.readers))
-            store._load(conn)
+            store.state.load(conn)
             return store
 
         return await trio.to_thread.run_sync(setup)
-
-    def _load(self, conn: sqlite3.Connection) -> None:
-        state = self.state
-        for user_id, username, created_at in queries.load_users(conn):
-            state.add_user(user_id, username, created_at)
-        for room_id, name, topic, created_by, created_at, last_seq in queries.load_rooms(conn):
-            state.add_room(RoomState(room_id, name, topic, created_by, created_at, last_seq))
-        for room_id, user_id, joined_at in queries.load_members(conn):
-            state.add_member(state.rooms[room_id], user_id, joined_at)
 
     async def close(self) -> None:
         def close_all() -> None:

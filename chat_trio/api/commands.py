@@ -1,0 +1,196 @@
+"""Every write and every server-wide limit decision, behind one interface.
+
+Handlers and websocket frames check what they can from local state (auth, membership, names
+taken) and then call `context.commands` for what must be decided in one place: writes, the send /
+room-create / registration rate limits and the login policy. One process uses `LocalCommands`
+directly; with `--workers` the supervisor runs one for all its workers and each worker's
+`RemoteCommands` forwards the same calls to it. So every argument and result is plain data
+(ids, strings, User/Message dicts, token digests as bytes, which travel as hex), and passwords
+never cross: the caller hashes them in its own process.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Protocol
+
+from chat_trio.config import Config
+from chat_trio.errors import APIError
+from chat_trio.security.logins import LoginGuard
+from chat_trio.security.ratelimit import TokenBucket, WindowLimit
+from chat_trio.store.queries import Conflict
+from chat_trio.store.records import Message, RoomState, User
+from chat_trio.store.store import Store
+
+
+def rate_limited(seconds: float) -> APIError:
+    millis = max(1, math.ceil(seconds * 1000))
+    return APIError(429, "rate_limited", "too many requests; retry later",
+                     headers=[(b"retry-after", str(math.ceil(millis / 1000)).encode())],
+                     extra={"retry_after_ms": millis})
+
+
+def username_taken() -> APIError:
+    return APIError(409, "username_taken", "that username is taken")
+
+
+def room_name_taken() -> APIError:
+    return APIError(409, "room_name_taken", "a room with that name exists")
+
+
+def no_such_room() -> APIError:
+    return APIError(404, "not_found", "no such room")
+
+
+class Commands(Protocol):
+    """Writes and server-wide limits. `client` is the caller's address as the per-address limits
+    count it (`security.ratelimit.client_network`). Each call returns once the commit it made is
+    in the caller's state (read-your-writes)."""
+
+    async def allow_registration(self, client: str) -> None:
+        """Count one registration (it costs a password hash) from `client`; APIError 429 when over."""
+        ...
+
+    async def create_user(self, username: str, password_hash: str) -> User:
+        """APIError 409 username_taken."""
+        ...
+
+    async def login_allowed(self, username: str, client: str) -> None:
+        """Before the password is verified; APIError 429 when the attempt must wait."""
+        ...
+
+    async def login_failed(self, username: str, client: str, has_account: bool) -> None: ...
+
+    async def login_succeeded(self, username: str, client: str) -> None:
+        """APIError 429 if parallel logins used up the user's limit while this one was hashing."""
+        ...
+
+    async def rehash_password(self, user_id: int, password_hash: str) -> None: ...
+
+    async def create_token(self, digest: bytes, user_id: int) -> int:
+        """Store a token's hash (revoking the user's oldest beyond the cap); its expiry, epoch ms."""
+        ...
+
+    async def revoke_token(self, digest: bytes) -> None: ...
+
+    async def create_room(self, user_id: int, name: str, topic: str) -> int:
+        """The new room's id; APIError 429 over the user's rate, 409 room_name_taken."""
+        ...
+
+    async def join(self, room_id: int, user_id: int) -> None: ...
+
+    async def leave(self, room_id: int, user_id: int) -> None: ...
+
+    async def submit_message(self, user_id: int, room_id: int, text: str,
+                             txn_id: str | None) -> Callable[[], Awaitable[tuple[Message, bool]]]:
+        """Queue a message for commit (APIError 429 over the send rate); returns what to await for
+        (message, created)."""
+        ...
+
+
+async def _replayed(message: Message) -> tuple[Message, bool]:
+    return message, False
+
+
+class LocalCommands:
+    """The commands done in this process: the store's writes and the limits kept in memory."""
+
+    def __init__(self, config: Config, store: Store) -> None:
+        c = config
+        self.config = config
+        self.store = store
+        self.logins = LoginGuard(c)  # the policy: chat_trio/security/logins.py
+        self.registrations = WindowLimit(c.register_limit, c.register_window)  # per client address
+        self.sends = TokenBucket(c.send_rate, c.send_burst)  # per user
+        self.room_creates = TokenBucket(c.room_create_rate, c.room_create_burst)  # per user
+
+    # -- accounts --------------------------------------------------------------------------
+
+    async def allow_registration(self, client: str) -> None:
+        wait = self.registrations.retry_after(client)
+        if wait:
+            raise rate_limited(wait)
+        self.registrations.add(client)
+
+    async def create_user(self, username: str, password_hash: str) -> User:
+        try:
+            return await self.store.create_user(username, password_hash)
+        except Conflict:
+            raise username_taken() from None
+
+    async def login_allowed(self, username: str, client: str) -> None:
+        wait = self.logins.check(username.lower(), client)
+        if wait:
+            raise rate_limited(wait)
+
+    async def login_failed(self, username: str, client: str, has_account: bool) -> None:
+        self.logins.failed(username.lower(), client, account=has_account)
+
+    async def login_succeeded(self, username: str, client: str) -> None:
+        wait = self.logins.succeeded(username.lower(), client)
+        if wait:
+            raise rate_limited(wait)
+
+    async def rehash_password(self, user_id: int, password_hash: str) -> None:
+        await self.store.rehash_password(user_id, password_hash)
+
+    async def create_token(self, digest: bytes, user_id: int) -> int:
+        c = self.config
+        return await self.store.create_token(digest, user_id, int(c.token_ttl * 1000),
+                                             keep=c.max_tokens_per_user)
+
+    async def revoke_token(self, digest: bytes) -> None:
+        await self.store.revoke_token(digest)  # the feed closes its websockets (4001)
+
+    # -- rooms -----------------------------------------------------------------------------
+
+    async def create_room(self, user_id: int, name: str, topic: str) -> int:
+        if self.store.room_name_taken(name):
+            raise room_name_taken()
+        wait = self.room_creates.take(user_id)  # valid and free: only rooms that would be created count
+        if wait:
+            raise rate_limited(wait)
+        try:
+            room = await self.store.create_room(user_id, name, topic)
+        except Conflict:
+            raise room_name_taken() from None
+        return room.id
+
+    async def join(self, room_id: int, user_id: int) -> None:
+        await self.store.join(self._room(room_id), user_id)
+
+    async def leave(self, room_id: int, user_id: int) -> None:
+        await self.store.leave(self._room(room_id), user_id)  # the feed ends the user's subscriptions
+
+    # -- messages --------------------------------------------------------------------------
+
+    async def submit_message(self, user_id: int, room_id: int, text: str,
+                             txn_id: str | None) -> Callable[[], Awaitable[tuple[Message, bool]]]:
+        room, user = self._room(room_id), self._user(user_id)
+        if user_id not in room.members:
+            raise APIError(403, "forbidden", "you are not a member of this room")
+        wait = self.sends.take(user_id)
+        if wait:
+            # A retry of a send that already committed writes nothing, so the limit does not
+            # apply: it gets its original message, as it would have without the limit.
+            original = None if txn_id is None else await self.store.sent_message(room, user, txn_id)
+            if original is None:
+                raise rate_limited(wait)
+            return partial(_replayed, original)
+        return await self.store.submit_post(room, user, text, txn_id)
+
+    # -- lookups: a caller checked these already, but a worker's view may lag ------------------
+
+    def _room(self, room_id: int) -> RoomState:
+        room = self.store.room(room_id)
+        if room is None:
+            raise no_such_room()
+        return room
+
+    def _user(self, user_id: int) -> User:
+        user = self.store.users.get(user_id)
+        if user is None:
+            raise APIError(404, "not_found", "no such user")
+        return user

@@ -1,0 +1,136 @@
+"""The Commands seam (chat_trio/api/commands.py): the in-process implementation has exactly the
+Protocol's methods and signatures, every argument and result is plain data that can cross a
+process boundary, and it does not trust its caller's view of rooms and memberships."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from chat_trio.api.commands import Commands, LocalCommands
+from chat_trio.errors import APIError
+from chat_trio.store.changes import Commit
+from chat_trio.store.records import Message, User
+from chat_trio.store.store import Store
+from tests.helpers import make_config
+
+COMMANDS = {"allow_registration", "create_user", "login_allowed", "login_failed", "login_succeeded",
+            "rehash_password", "create_token", "revoke_token", "create_room", "join", "leave",
+            "submit_message"}
+# What may cross a process boundary: JSON values, User/Message dicts, digests (as hex).
+PLAIN: set[Any] = {int, str, bool, bytes, str | None, User, Message, type(None)}
+SUBMITTED = Callable[[], Awaitable[tuple[Message, bool]]]  # submit_message's two-step result
+
+
+def protocol_mismatches(implementation: type) -> list[str]:
+    """How `implementation`'s public methods differ from the Commands Protocol (empty: none).
+    Annotations are compared resolved, so an implementation in another module is checked too."""
+    problems = []
+    public = {name for name in dir(implementation)
+              if not name.startswith("_") and callable(getattr(implementation, name))}
+    if public != COMMANDS:
+        problems.append(f"public methods differ: {sorted(public ^ COMMANDS)}")
+    for name in sorted(COMMANDS & public):
+        method = getattr(implementation, name)
+        if not inspect.iscoroutinefunction(method):
+            problems.append(f"{name} is not async")
+        want = inspect.signature(getattr(Commands, name), eval_str=True)
+        got = inspect.signature(method, eval_str=True)
+        if got != want:
+            problems.append(f"{name}{got} != {name}{want}")
+    return problems
+
+
+def test_the_protocol_has_the_designed_commands_with_plain_data_only() -> None:
+    methods = {name for name, value in vars(Commands).items() if inspect.iscoroutinefunction(value)}
+    assert methods == COMMANDS
+    for name in COMMANDS:
+        hints = typing.get_type_hints(getattr(Commands, name))
+        result = hints.pop("return")
+        assert set(hints.values()) <= PLAIN, name
+        assert result in PLAIN or (name == "submit_message" and result == SUBMITTED), name
+
+
+def test_local_commands_match_the_protocol_exactly() -> None:
+    assert protocol_mismatches(LocalCommands) == []
+
+
+def _as_commands(local: LocalCommands) -> Commands:
+    return local  # mypy checks the structural match too
+
+
+class _Drifted(LocalCommands):
+    async def join(self, room_id: int, user_id: int, quietly: bool = False) -> None: ...
+
+    def extra(self) -> None: ...
+
+
+def test_a_drifted_implementation_is_named() -> None:
+    problems = protocol_mismatches(_Drifted)
+    assert problems == ["public methods differ: ['extra']",
+                        "join(self, room_id: int, user_id: int, quietly: bool = False) -> None"
+                        " != join(self, room_id: int, user_id: int) -> None"]
+
+
+@asynccontextmanager
+async def running_store(tmp_path: Path, **overrides: object) -> AsyncIterator[tuple[Store, list[Commit]]]:
+    """A Store on a fresh database with its writer running, and the commits its feed applied."""
+    store = await Store.open(make_config(tmp_path, **overrides))
+    commits: list[Commit] = []
+    store.feed.subscribe(commits.append)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(store.writer.run)
+            yield store, commits
+            nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await store.close()
+
+
+async def test_local_commands_check_rooms_and_membership_themselves(tmp_path: Path) -> None:
+    """The supervisor serves workers whose view may lag: an unknown room is 404 and a sender who
+    is not a member is 403, whatever the caller checked; nothing is written."""
+    with trio.fail_after(20):
+        async with running_store(tmp_path) as (store, commits):
+            commands = LocalCommands(store.config, store)
+            owner = await commands.create_user("owner", "hash")
+            stranger = await commands.create_user("stranger", "hash")
+            room_id = await commands.create_room(owner["id"], "lobby", "")
+            before = len(commits)
+            for call in (commands.join(room_id + 1, stranger["id"]), commands.leave(room_id + 1, owner["id"]),
+                         commands.submit_message(owner["id"], room_id + 1, "hi", None)):
+                with pytest.raises(APIError) as missing:
+                    await call
+                assert (missing.value.status, missing.value.code) == (404, "not_found")
+            with pytest.raises(APIError) as refused:
+                await commands.submit_message(stranger["id"], room_id, "hi", None)
+            assert (refused.value.status, refused.value.code) == (403, "forbidden")
+            assert len(commits) == before
+            message, created = await (await commands.submit_message(owner["id"], room_id, "hi", "t1"))()
+            assert created and message["seq"] == 1 and message["author"] == {"id": owner["id"],
+                                                                             "username": "owner"}
+
+
+async def test_a_retried_send_over_the_rate_gets_its_original_and_a_new_one_is_refused(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(20):
+        async with running_store(tmp_path, send_rate=0.001, send_burst=1) as (store, _):
+            commands = LocalCommands(store.config, store)
+            user = await commands.create_user("ann", "hash")
+            room_id = await commands.create_room(user["id"], "lobby", "")
+            first, created = await (await commands.submit_message(user["id"], room_id, "one", "t1"))()
+            assert created
+            again, created = await (await commands.submit_message(user["id"], room_id, "one", "t1"))()
+            assert (again, created) == (first, False)
+            with pytest.raises(APIError) as limited:
+                await commands.submit_message(user["id"], room_id, "two", "t2")
+            assert limited.value.status == 429
