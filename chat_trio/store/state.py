@@ -44,14 +44,15 @@ class State:
     # -- the feed's consumer ---------------------------------------------------------------
 
     def apply(self, commit: Commit) -> None:
-        """Take in one committed transaction's changes, in order."""
+        """Take in one committed transaction's changes, in order. A commit already taken in (a
+        worker's load from sqlite saw it before its feed frame was applied) changes nothing."""
         for change in commit.changes:
             match change:
                 case MessageCommitted(message):
                     self._add_message(message)
                 case UserCreated(user_id, username, created_at):
                     self.add_user(user_id, username, created_at)
-                case RoomCreated(room_id, name, topic, created_by, created_at):
+                case RoomCreated(room_id, name, topic, created_by, created_at) if room_id not in self.rooms:
                     self.add_room(RoomState(room_id, name, topic, created_by, created_at, 0))
                 case MemberJoined(room_id, user_id, joined_at):
                     if (room := self.rooms.get(room_id)) is not None:
@@ -93,7 +94,7 @@ class State:
 
     def _add_message(self, message: Message) -> None:
         room = self.rooms.get(message["room_id"])
-        if room is None:
+        if room is None or message["seq"] <= room.last_seq:  # a worker's load already saw it
             return
         room.last_seq = seq = message["seq"]
         self.messages_committed += 1
