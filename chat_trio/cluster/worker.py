@@ -28,7 +28,7 @@ import trio
 from chat_trio.api import build_routes
 from chat_trio.api.context import Context
 from chat_trio.app import _startup_failure, register_metrics
-from chat_trio.cluster.remote import RemoteCommands
+from chat_trio.cluster.remote import RemoteCommands, unavailable
 from chat_trio.config import Config
 from chat_trio.http.router import Router
 from chat_trio.http.server import HTTPServer, open_listeners
@@ -97,8 +97,12 @@ class Link:
         self._out, self._queue = trio.open_memory_channel[bytes](OUTBOX)
 
     async def send(self, obj: JSON) -> None:
-        """Queue a frame, waiting while the queue is full (calls: backpressure, order kept)."""
-        await self._out.send(json_frame(obj))
+        """Queue a frame, waiting while the queue is full (calls: backpressure, order kept);
+        503 once the link is down."""
+        try:
+            await self._out.send(json_frame(obj))
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise unavailable() from None
 
     def send_nowait(self, obj: JSON) -> bool:
         """Queue a frame if there is room (relays from the hub, which must not block)."""
@@ -109,9 +113,14 @@ class Link:
         return True
 
     async def run(self) -> None:
+        """Write the queued frames. A broken socket ends it quietly: the reader task sees the
+        same end and shuts the worker down; frames still queued are dropped."""
         async with self._queue:
-            async for data in self._queue:
-                await self._stream.send_all(data)
+            try:
+                async for data in self._queue:
+                    await self._stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                log.warning("the supervisor link broke while sending (%s)", exc)
 
 
 class HubRelay:
