@@ -218,6 +218,9 @@ async def test_worker_serves_the_supervisors_commits_and_exits_with_it(
             # Committed by the supervisor, delivered by the worker through its C frame.
             assert (await send(main, bob[0], room, "hi from elsewhere")).status == 201
             [message] = await ws.messages_until(1)
+            stand_in.send({"metrics": 7})
+            scrape = await stand_in.events.receive()
+            assert scrape["metrics_reply"] == 7 and "chat_trio_open_websockets 1.0" in scrape["text"]
             assert message["text"] == "hi from elsewhere"
             assert (await w.get(f"/rooms/{room}/messages")).json["messages"] == [message]
             # A user created after the worker loaded arrives by the feed too.
@@ -258,6 +261,12 @@ async def test_rest_send_through_a_worker_is_committed_by_the_supervisor(
             assert reply.status == 201 and reply.headers[b"x-chat-worker"] == b"1"
             assert (await ws.messages_until(1))[0]["text"] == "through the worker"
             assert app.store.room(room).last_seq == 1  # type: ignore[union-attr]
+            # Pipelined websocket sends keep their order through the supervisor.
+            for i in range(10):
+                await ws.send({"type": "send", "room_id": room, "text": f"p{i}"})
+            frames = [f for f in [await ws.recv() for _ in range(20)] if f["type"] == "message"]
+            assert [f["message"]["text"] for f in frames] == [f"p{i}" for i in range(10)]
+            assert [f["message"]["seq"] for f in frames] == list(range(2, 12))
             proc.send_signal(signal.SIGTERM)
             assert (await ws.closed())[0] == 1001
         assert await wait_exit(proc) == 0
