@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sqlite3
 import struct
 import sys
 from collections.abc import AsyncIterator
@@ -31,7 +32,7 @@ from chat_trio.app import _startup_failure, register_metrics
 from chat_trio.cluster.remote import RemoteCommands, unavailable
 from chat_trio.config import Config
 from chat_trio.http.router import Router
-from chat_trio.http.server import HTTPServer, open_listeners
+from chat_trio.http.server import HTTPServer, StartupError, open_listeners
 from chat_trio.logs import setup_logging
 from chat_trio.rooms.hub import Hub
 from chat_trio.security.passwords import Passwords
@@ -169,7 +170,7 @@ class Worker:
                 else:
                     raise FrameError(f"unknown frame kind {kind!r}")
             log.warning("the supervisor closed the connection: shutting down")
-        except (FrameError, orjson.JSONDecodeError, trio.BrokenResourceError, ValueError) as exc:
+        except (FrameError, trio.BrokenResourceError, ValueError, KeyError, TypeError) as exc:
             log.error("the supervisor link broke (%s): shutting down", exc)
         finally:
             self.commands.connection_lost()
@@ -236,14 +237,21 @@ class Worker:
 
 
 async def run_worker(config: Config, worker_id: int, socket_path: str) -> None:
-    store = await Store.open_remote(config)
     try:
-        stream = await trio.open_unix_socket(socket_path)
+        store = await Store.open_remote(config)
+    except sqlite3.Error as exc:
+        raise StartupError(f"cannot open the database {config.db}: {exc}") from None
+    try:
+        try:
+            stream = await trio.open_unix_socket(socket_path)
+        except OSError as exc:
+            raise StartupError(f"cannot reach the supervisor at {socket_path}: "
+                               f"{exc.strerror or exc}") from None
         async with stream, trio.open_nursery() as nursery:
             worker = Worker(config, worker_id, store, stream)
             nursery.start_soon(worker.link.run)
             nursery.start_soon(worker.read_loop, nursery.cancel_scope)
-            nursery.start_soon(_signals, worker)
+            nursery.start_soon(_signals, worker, nursery.cancel_scope)
             await worker.start()
             await nursery.start(_serve_then_stop, worker, nursery.cancel_scope)
     finally:
@@ -258,11 +266,14 @@ async def _serve_then_stop(worker: Worker, stop: trio.CancelScope,
     stop.cancel()
 
 
-async def _signals(worker: Worker) -> None:
+async def _signals(worker: Worker, stop: trio.CancelScope) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             log.info("%s: shutting down", signal.Signals(signum).name)
-            worker.shutdown()
+            if worker.server is None:  # still starting: nothing to drain
+                stop.cancel()
+            else:
+                worker.shutdown()
             return
 
 
