@@ -91,7 +91,8 @@ def register_metrics(
 ) -> None:
     registry.add(server.requests)
     registry.add(server.latency)
-    registry.add(store.writer.batch_sizes)
+    if not store.remote:  # a worker's store has no writer: the supervisor reports its own
+        register_writer_metrics(registry, store)
     for metric in (
         Sampled("chat_trio_open_connections", "open HTTP connections (websockets included)",
                 lambda: server.open_connections),
@@ -100,17 +101,22 @@ def register_metrics(
                 lambda: store.messages_committed, "counter"),
         Sampled("chat_trio_ws_frames_delivered", "message frames queued to websockets",
                 lambda: hub.delivered, "counter"),
-        Sampled("chat_trio_store_commits", "transactions committed by the writer",
-                lambda: store.writer.commits, "counter"),
-        Sampled("chat_trio_store_queue_depth", "writes waiting for the writer",
-                lambda: store.writer.queued),
         Sampled("chat_trio_thread_limiter_borrowed", "worker threads in use, by limiter", lambda: {
             (("limiter", "store_readers"),): store.readers.limiter.borrowed_tokens,
-            (("limiter", "store_writer"),): store.writer.thread.borrowed_tokens,
+            **({} if store.remote else {(("limiter", "store_writer"),): store.writer.thread.borrowed_tokens}),
             (("limiter", "passwords"),): passwords.limiter.borrowed_tokens,
         }),
     ):
         registry.add(metric)
+
+
+def register_writer_metrics(registry: Registry, store: Store) -> None:
+    """The writer's metrics: the single process's, or the supervisor's in workers mode."""
+    registry.add(store.writer.batch_sizes)
+    registry.add(Sampled("chat_trio_store_commits", "transactions committed by the writer",
+                         lambda: store.writer.commits, "counter"))
+    registry.add(Sampled("chat_trio_store_queue_depth", "writes waiting for the writer",
+                         lambda: store.writer.queued))
 
 
 async def main(config: Config) -> None:
