@@ -316,7 +316,8 @@ class HTTPConnection:
         """The response's bytes on the wire, framed by h11 (which also tracks keep-alive)."""
         if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return b""
-        headers = [(b"date", self.server.date_header()), (b"server", b"chat_trio"), *response.headers]
+        headers = [(b"date", self.server.date_header()), (b"server", b"chat_trio"),
+                   *self.server.answer_headers, *response.headers]
         if response.content_type is not None:
             headers.append((b"content-type", response.content_type))
         if response.status != 204:
