@@ -9,7 +9,7 @@ A frame is a 4-byte big-endian length (of what follows), one kind byte and a pay
 from __future__ import annotations
 
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import orjson
@@ -49,7 +49,7 @@ async def send_json(stream: trio.abc.SendStream, obj: Any) -> None:
     await stream.send_all(json_frame(obj))
 
 
-async def read_frames(stream: trio.abc.ReceiveStream) -> AsyncIterator[tuple[bytes, bytes]]:
+async def read_frames(stream: trio.abc.ReceiveStream) -> AsyncGenerator[tuple[bytes, bytes]]:
     """Yield (kind, payload) until the peer closes cleanly between frames. FrameError for an
     oversize frame, an unknown kind, or a close in the middle of one."""
     buffer = bytearray()
