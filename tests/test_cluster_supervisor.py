@@ -3,17 +3,27 @@ on real sockets: one reserved port, calls and the feed, presence, merged metrics
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import stat
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import orjson
+import pytest
 import trio
 
-from chat_trio.cluster.supervisor import merge_expositions
+import chat_trio.cluster.supervisor as supervisor_module
+from chat_trio.cluster import ipc
+from chat_trio.cluster.supervisor import Supervisor, merge_expositions
+from chat_trio.store.changes import Commit, UserCreated, decode
+from tests.cluster_standin import StandInCommands
+from tests.helpers import make_config
 from tests.rawhttp import RawConn, RawResponse, get
 from tests.server_process import LISTENING
 
@@ -165,3 +175,99 @@ def test_merged_metrics_name_their_worker() -> None:
     assert 'hits_total{route="/a",worker="1"} 1.0' in text
     assert 'hits_total{route="/a",worker="2"} 3.0' in text
     assert 'up{worker="supervisor"} 1.0' in text and 'up{worker="1"} 1.0' in text
+
+
+# -- in process: the supervisor's side of the socket, with the test playing worker 1 ---------------
+
+
+@contextlib.asynccontextmanager
+async def _supervisor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Supervisor]:
+    """A Supervisor of one worker whose process never connects (it sleeps), so the test can
+    connect as that worker itself."""
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    monkeypatch.setattr(supervisor_module, "WORKER_ARGV", sleeper)
+    sup = Supervisor(make_config(tmp_path, workers=1), commands=StandInCommands)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sup.run)
+        while not (sup.socket_path and os.path.exists(sup.socket_path)):
+            await trio.sleep(0.01)
+        try:
+            yield sup
+        finally:
+            sup.stop()
+
+
+async def _hello(sup: Supervisor, worker_id: int = 1) -> tuple[trio.SocketStream, Any]:
+    stream = await trio.open_unix_socket(sup.socket_path)
+    await ipc.send_json(stream, {"hello": worker_id})
+    frames = ipc.read_frames(stream)
+    kind, payload = await anext(frames)
+    assert kind == ipc.JSON and ipc.decode_json(payload) == {"ready": True, "online": []}
+    return stream, frames
+
+
+async def _closed(frames: Any) -> None:
+    """Read until the supervisor closes the connection."""
+    with contextlib.suppress(ipc.FrameError, trio.BrokenResourceError):
+        async for _ in frames:
+            pass
+
+
+async def test_the_ipc_socket_is_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with trio.fail_after(20):
+        async with _supervisor(tmp_path, monkeypatch) as sup:
+            assert stat.S_IMODE(os.stat(sup.socket_path).st_mode) == 0o600
+            assert stat.S_IMODE(os.stat(os.path.dirname(sup.socket_path)).st_mode) == 0o700
+
+
+async def test_a_worker_that_does_not_read_is_cut_off_not_waited_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(supervisor_module, "OUTBOUND_BYTES", 4 * 1024 * 1024)
+    with trio.fail_after(20):
+        async with _supervisor(tmp_path, monkeypatch) as sup:
+            stream, frames = await _hello(sup)
+            big = Commit((UserCreated(1, "x" * 1024 * 1024, 0),))
+            for _ in range(40):  # 40 MiB at once: the writer never waits for the socket
+                sup.broadcast(big)
+            await _closed(frames)
+            await stream.aclose()
+            assert "worker 1 is" in caplog.text and "bytes behind; disconnecting it" in caplog.text
+            while sup.links:
+                await trio.sleep(0.01)
+            # The worker may come back (as a respawned one would).
+            stream, frames = await _hello(sup)
+            await stream.aclose()
+
+
+async def test_a_worker_that_breaks_the_protocol_loses_only_its_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with trio.fail_after(20):
+        async with _supervisor(tmp_path, monkeypatch) as sup:
+            for hello in ({"hello": 2}, {"hello": "1"}, {"nope": 1}):  # not one of its workers
+                stream = await trio.open_unix_socket(sup.socket_path)
+                await ipc.send_json(stream, hello)
+                await _closed(ipc.read_frames(stream))
+                await stream.aclose()
+            stream, frames = await _hello(sup)
+            twin = await trio.open_unix_socket(sup.socket_path)  # the same id twice
+            await ipc.send_json(twin, {"hello": 1})
+            await _closed(ipc.read_frames(twin))
+            # An unknown operation, or a digest that is not hex, is an error reply, not a crash.
+            await ipc.send_json(stream, {"call": 1, "op": "__init__", "args": {}})
+            await ipc.send_json(stream, {"call": 2, "op": "revoke_token", "args": {"digest": "zz"}})
+            for call_id in (1, 2):
+                _, payload = await anext(frames)
+                assert ipc.decode_json(payload) == {"reply": call_id, "error": supervisor_module.INTERNAL}
+            await ipc.send_json(stream, {"presence": "not a user", "online": True})
+            await _closed(frames)
+            await stream.aclose()
+            stream, frames = await _hello(sup)  # and the supervisor still serves
+            await ipc.send_json(stream, {"call": 3, "op": "create_user",
+                                         "args": {"username": "dora", "password_hash": "h"}})
+            kind, payload = await anext(frames)
+            assert kind == ipc.COMMIT and decode(payload)[0] == UserCreated(1, "dora", ANY)
+            _, payload = await anext(frames)
+            assert ipc.decode_json(payload)["ok"]["username"] == "dora"
+            await stream.aclose()

@@ -24,6 +24,7 @@ import dataclasses
 import importlib
 import itertools
 import logging
+import math
 import os
 import shutil
 import signal
@@ -59,7 +60,7 @@ ENV_CONFIG = "CHAT_TRIO_WORKER_CONFIG"
 ENV_ID = "CHAT_TRIO_WORKER_ID"
 ENV_SOCKET = "CHAT_TRIO_WORKER_SOCKET"
 
-OUTBOUND_FRAMES = 65536  # frames queued to one worker before it is cut off
+OUTBOUND_BYTES = 64 * 1024 * 1024  # bytes queued to one worker before it is cut off
 HELLO_TIMEOUT = 10.0
 METRICS_TIMEOUT = 2.0
 RESPAWN_FIRST, RESPAWN_MAX = 0.1, 5.0
@@ -97,21 +98,29 @@ class WorkerLink:
     def __init__(self, worker_id: int, stream: trio.SocketStream) -> None:
         self.id = worker_id
         self.stream = stream
-        self.outbox, self._outbox_out = trio.open_memory_channel[bytes](OUTBOUND_FRAMES)
+        # Bounded by bytes queued (checked in `offer`), not by frames: a commit may be large.
+        self.outbox, self._outbox_out = trio.open_memory_channel[bytes](math.inf)
+        self.queued = 0
+        self.cut_off = False
         self.online: set[int] = set()
         self.scope = trio.CancelScope()
         self.scrapes: dict[int, trio.MemorySendChannel[str]] = {}
 
     def offer(self, data: bytes) -> None:
         """Queue a frame without waiting; a worker that cannot keep up is disconnected."""
+        if self.cut_off:
+            return
+        if self.queued + len(data) > OUTBOUND_BYTES:
+            log.warning("worker %d is %d bytes behind; disconnecting it (it restarts and its "
+                        "clients resume)", self.id, self.queued)
+            self.cut_off = True
+            self.scope.cancel()
+            return
         try:
             self.outbox.send_nowait(data)
-        except trio.WouldBlock:
-            log.warning("worker %d is %d frames behind; disconnecting it (it restarts and its "
-                        "clients resume)", self.id, OUTBOUND_FRAMES)
-            self.scope.cancel()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+            return
+        self.queued += len(data)
 
     def send(self, obj: Any) -> None:
         self.offer(ipc.json_frame(obj))
@@ -120,6 +129,7 @@ class WorkerLink:
         """Write the queue to the socket, in order."""
         async for data in self._outbox_out:
             await self.stream.send_all(data)
+            self.queued -= len(data)
 
 
 class Supervisor:
@@ -200,6 +210,7 @@ class Supervisor:
         """Drain: the workers stop serving and exit, then the writer stops and the store closes."""
         self.stopping = True
         self._stop.set()
+        self._ready.set()  # stop waiting for workers that have not said hello yet
 
     # -- workers -----------------------------------------------------------------------------
 
@@ -266,6 +277,9 @@ class Supervisor:
             log.error("worker connection dropped: %s", exc or "closed before its hello")
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
+        except Exception:
+            # A worker that breaks the protocol loses its connection, never the supervisor.
+            log.exception("worker %s: connection failed", "?" if link is None else link.id)
         finally:
             if link is not None:
                 self._leave(link)
