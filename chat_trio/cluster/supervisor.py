@@ -184,12 +184,25 @@ class Supervisor:
                     nursery.start_soon(self._keep_worker, worker_id)
                 with trio.move_on_after(HELLO_TIMEOUT * 3):
                     await self._ready.wait()
+                    await self._answering(reserved[0].getsockname())
                 for sock in reserved:
                     log.info("listening on http://%s (%d workers)", _where(sock.family, sock.getsockname()),
                              self.config.workers)
                 task_status.started(self)
                 await self._stopped()
                 nursery.cancel_scope.cancel()
+
+    async def _answering(self, address: Any) -> None:
+        """Wait until some worker accepts on the port: "listening on" means connectable."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(address[0], address[0])
+        while not self.stopping:
+            try:
+                probe = await trio.open_tcp_stream(host, address[1])
+            except OSError:
+                await trio.sleep(0.02)
+                continue
+            await probe.aclose()
+            return
 
     async def _stopped(self) -> None:
         """Wait for `stop()`, then for the workers to drain (SIGKILL past the grace period)."""
