@@ -257,14 +257,15 @@ async def test_a_worker_that_breaks_the_protocol_loses_only_its_connection(
             # An unknown operation, or a digest that is not hex, is an error reply, not a crash.
             await ipc.send_json(stream, {"call": 1, "op": "__init__", "args": {}})
             await ipc.send_json(stream, {"call": 2, "op": "revoke_token", "args": {"digest": "zz"}})
-            for call_id in (1, 2):
+            await ipc.send_json(stream, {"call": 3, "op": "join", "args": {}})  # not served here
+            for call_id in (1, 2, 3):
                 _, payload = await anext(frames)
                 assert ipc.decode_json(payload) == {"reply": call_id, "error": supervisor_module.INTERNAL}
             await ipc.send_json(stream, {"presence": "not a user", "online": True})
             await _closed(frames)
             await stream.aclose()
             stream, frames = await _hello(sup)  # and the supervisor still serves
-            await ipc.send_json(stream, {"call": 3, "op": "create_user",
+            await ipc.send_json(stream, {"call": 4, "op": "create_user",
                                          "args": {"username": "dora", "password_hash": "h"}})
             kind, payload = await anext(frames)
             assert kind == ipc.COMMIT and decode(payload)[0] == UserCreated(1, "dora", ANY)

@@ -367,7 +367,11 @@ class Supervisor:
                 log.error("worker %d called %s with a digest that is not hex", link.id, op)
                 link.send({"reply": call_id, "error": INTERNAL})
                 return
-        method = getattr(self.commands, str(op))
+        method = getattr(self.commands, str(op), None)
+        if method is None:
+            log.error("worker %d called %s, which this supervisor does not serve", link.id, op)
+            link.send({"reply": call_id, "error": INTERNAL})
+            return
         if op == "submit_message":
             try:
                 waiter = await method(**args)
