@@ -142,7 +142,7 @@ class Supervisor:
         self.online_count: dict[int, int] = {}  # user id → number of workers they are online on
         self.processes: dict[int, trio.Process] = {}
         self.stopping = False
-        self.socket_path = ""
+        self.socket_path = ""  # set once its workers can connect to it
         self._ready = trio.Event()
         self._stop = trio.Event()
         self._seen: set[int] = set()
@@ -164,20 +164,21 @@ class Supervisor:
                 self._register_metrics(context)
                 directory = await trio.to_thread.run_sync(tempfile.mkdtemp, None, "chat_trio-")
                 try:
-                    self.socket_path = os.path.join(directory, "ipc.sock")
-                    await self._serve(reserved, task_status)
+                    await self._serve(os.path.join(directory, "ipc.sock"), reserved, task_status)
                 finally:
                     await trio.to_thread.run_sync(shutil.rmtree, directory, True)
         finally:
             for sock in reserved:
                 sock.close()
 
-    async def _serve(self, reserved: list[socket.socket], task_status: trio.TaskStatus[Supervisor]) -> None:
+    async def _serve(self, path: str, reserved: list[socket.socket],
+                     task_status: trio.TaskStatus[Supervisor]) -> None:
         listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         with listener:
-            await listener.bind(self.socket_path)
-            os.chmod(self.socket_path, 0o600)
+            await listener.bind(path)
+            os.chmod(path, 0o600)
             listener.listen(256)
+            self.socket_path = path
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._accept, listener, nursery)
                 for worker_id in range(1, self.config.workers + 1):
