@@ -7,6 +7,8 @@ import os
 import signal
 import socket
 import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import trio
 
@@ -46,25 +48,16 @@ class App:
                 sock.close()
 
     async def _run(self, listeners: list[socket.socket], task_status: trio.TaskStatus[App]) -> None:
-        passwords = await trio.to_thread.run_sync(Passwords, self.config)
-        self.store = store = await open_store(self.config)
-        store.feed.subscribe(self.hub.react)
-        context = Context(self.config, store, self.hub, passwords, LocalCommands(self.config, store))
-        self.server = HTTPServer(self.config, Router(build_routes(context)), listeners)
-        register_metrics(context.metrics, self.server, store, self.hub, passwords)
-        try:
-            async with trio.open_nursery() as background:
-                await background.start(store.writer.run)
-                await background.start(context.purge_tokens)
-                # The listener drains its connections before returning; only then does the
-                # writer stop, so every request that was answered has committed.
-                async with trio.open_nursery() as front:
-                    self.port = await front.start(self.server.serve)
-                    task_status.started(self)
-                background.cancel_scope.cancel()
-        finally:
-            with trio.CancelScope(shield=True):
-                await store.close()
+        async with running_store(self.config, self.hub) as context:
+            self.store = store = context.store
+            store.feed.subscribe(self.hub.react)
+            self.server = HTTPServer(self.config, Router(build_routes(context)), listeners)
+            register_metrics(context.metrics, self.server, store, self.hub, context.passwords)
+            # The listener drains its connections before returning; only then does the
+            # writer stop, so every request that was answered has committed.
+            async with trio.open_nursery() as front:
+                self.port = await front.start(self.server.serve)
+                task_status.started(self)
 
     def shutdown(self) -> None:
         """Stop accepting, close websockets (1001), let in-flight requests finish."""
@@ -84,6 +77,25 @@ async def open_store(config: Config) -> Store:
         elif not os.path.isdir(os.path.dirname(os.path.abspath(config.db))):
             reason = "its directory does not exist"
         raise StartupError(f"cannot open the database {config.db}: {reason}") from None
+
+
+@asynccontextmanager
+async def running_store(config: Config, hub: Hub) -> AsyncIterator[Context]:
+    """The store opened, its writer and the token purge running, for the single process and the
+    `--workers` supervisor alike. On exit the writer stops (what was acknowledged has committed)
+    and the database closes."""
+    passwords = await trio.to_thread.run_sync(Passwords, config)
+    store = await open_store(config)
+    context = Context(config, store, hub, passwords, LocalCommands(config, store))
+    try:
+        async with trio.open_nursery() as background:
+            await background.start(store.writer.run)
+            await background.start(context.purge_tokens)
+            yield context
+            background.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await store.close()
 
 
 def register_metrics(
@@ -140,10 +152,18 @@ def _startup_failure(exc: BaseException) -> StartupError | None:
 
 def run(config: Config) -> None:
     """Run until a signal stops it. A server that cannot start says why in one log line and
-    exits with status 1, without a traceback: the cause is the setup, not the code."""
-    setup_logging(config.log_level, config.log_format)
+    exits with status 1, without a traceback: the cause is the setup, not the code.
+    With more than one worker this process is their supervisor (cluster/supervisor.py)."""
+    if config.workers > 1:
+        import chat_trio.cluster.supervisor as supervisor
+
+        setup_logging(config.log_level, config.log_format, "supervisor")
+        entry = supervisor.main
+    else:
+        setup_logging(config.log_level, config.log_format)
+        entry = main
     try:
-        trio.run(main, config)
+        trio.run(entry, config)
     except BaseException as exc:
         failure = _startup_failure(exc)
         if failure is None:

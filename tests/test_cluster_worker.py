@@ -20,8 +20,9 @@ import trio
 
 from chat_trio.api.context import Context
 from chat_trio.app import App
+from chat_trio.cluster.ipc import COMMIT, commit_frame, json_frame, read_frames
 from chat_trio.cluster.remote import RemoteCommands, begin_call
-from chat_trio.cluster.worker import COMMIT, Link, commit_frame, json_frame, read_frames
+from chat_trio.cluster.worker import Link
 from chat_trio.errors import APIError
 from chat_trio.http.server import open_listeners
 from chat_trio.store.changes import Commit, encode

@@ -192,7 +192,10 @@ async def begin_call(commands: Commands, frame: JSON) -> Callable[[], Awaitable[
         error = encode_error(_internal())
         log.error("a worker sent an unknown call: %.200r", frame)
         return _constant({"reply": call_id, "error": error})
-    method = getattr(commands, op)
+    method = getattr(commands, op, None)
+    if method is None:
+        log.error("a worker called %s, which this supervisor does not serve", op)
+        return _constant({"reply": call_id, "error": encode_error(_internal())})
     try:
         decoded = _decode_args(args)
         if op == "submit_message":

@@ -18,9 +18,7 @@ import logging
 import os
 import signal
 import sqlite3
-import struct
 import sys
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -29,6 +27,7 @@ import trio
 from chat_trio.api import build_routes
 from chat_trio.api.context import Context
 from chat_trio.app import _startup_failure, register_metrics
+from chat_trio.cluster import ipc
 from chat_trio.cluster.remote import RemoteCommands, unavailable
 from chat_trio.config import Config
 from chat_trio.http.router import Router
@@ -41,51 +40,11 @@ from chat_trio.store.store import Store
 
 log = logging.getLogger("chat_trio.cluster")
 
+# How the supervisor hands a worker its settings (the Config as JSON), its id and its IPC socket.
+ENV_CONFIG = "CHAT_TRIO_WORKER_CONFIG"
+ENV_ID = "CHAT_TRIO_WORKER_ID"
+ENV_SOCKET = "CHAT_TRIO_WORKER_SOCKET"
 OUTBOX = 4096  # frames queued for the supervisor; calls wait when it is full, relays drop
-
-
-# -- framing ----------------------------------------------------------------------------------
-# TODO(merge): a private copy of chat_trio/cluster/ipc.py's framing (4-byte big-endian length of
-# kind + payload, 1 kind byte, payload); use ipc.py's functions instead once it is merged.
-
-COMMIT = b"C"
-JSON_KIND = b"J"
-MAX_FRAME = 16 * 1024 * 1024
-_HEAD = struct.Struct(">I")
-
-
-class FrameError(Exception):
-    """The peer sent something that is not a frame: the connection cannot be trusted further."""
-
-
-def json_frame(obj: Any) -> bytes:
-    payload = orjson.dumps(obj)
-    return _HEAD.pack(len(payload) + 1) + JSON_KIND + payload
-
-
-def commit_frame(encoded: bytes) -> bytes:
-    return _HEAD.pack(len(encoded) + 1) + COMMIT + encoded
-
-
-async def read_frames(stream: trio.abc.ReceiveStream) -> AsyncIterator[tuple[bytes, bytes]]:
-    """(kind, payload) until the peer closes between frames; FrameError otherwise."""
-    buffer = bytearray()
-    while True:
-        while len(buffer) >= _HEAD.size:
-            (size,) = _HEAD.unpack_from(buffer)
-            if size == 0 or size > MAX_FRAME:
-                raise FrameError(f"a frame of {size} bytes")
-            if len(buffer) < _HEAD.size + size:
-                break
-            kind, payload = bytes(buffer[4:5]), bytes(buffer[5 : _HEAD.size + size])
-            del buffer[: _HEAD.size + size]
-            yield kind, payload
-        data = await stream.receive_some(64 * 1024)
-        if not data:
-            if buffer:
-                raise FrameError("the connection closed in the middle of a frame")
-            return
-        buffer += data
 
 
 # -- the link to the supervisor -----------------------------------------------------------------
@@ -101,14 +60,14 @@ class Link:
         """Queue a frame, waiting while the queue is full (calls: backpressure, order kept);
         503 once the link is down."""
         try:
-            await self._out.send(json_frame(obj))
+            await self._out.send(ipc.json_frame(obj))
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise unavailable() from None
 
     def send_nowait(self, obj: JSON) -> bool:
         """Queue a frame if there is room (relays from the hub, which must not block)."""
         try:
-            self._out.send_nowait(json_frame(obj))
+            self._out.send_nowait(ipc.json_frame(obj))
         except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
             return False
         return True
@@ -162,15 +121,15 @@ class Worker:
     async def read_loop(self, cancel: trio.CancelScope) -> None:
         """Apply commits in order and route the J frames; on EOF shut down."""
         try:
-            async for kind, payload in read_frames(self.stream):
-                if kind == COMMIT:
+            async for kind, payload in ipc.read_frames(self.stream):
+                if kind == ipc.COMMIT:
                     self._commit(payload)
-                elif kind == JSON_KIND:
+                elif kind == ipc.JSON:
                     self._message(orjson.loads(payload))
                 else:
-                    raise FrameError(f"unknown frame kind {kind!r}")
+                    raise ipc.FrameError(f"unknown frame kind {kind!r}")
             log.warning("the supervisor closed the connection: shutting down")
-        except (FrameError, trio.BrokenResourceError, ValueError, KeyError, TypeError) as exc:
+        except (ipc.FrameError, trio.BrokenResourceError, ValueError, KeyError, TypeError) as exc:
             log.error("the supervisor link broke (%s): shutting down", exc)
         finally:
             self.commands.connection_lost()
@@ -187,7 +146,7 @@ class Worker:
 
     def _message(self, frame: Any) -> None:
         if not isinstance(frame, dict):
-            raise FrameError("a J frame must hold a JSON object")
+            raise ipc.FrameError("a J frame must hold a JSON object")
         if "reply" in frame:
             self.commands.on_reply(frame)
         elif "presence" in frame:
@@ -276,11 +235,10 @@ async def _signals(worker: Worker, stop: trio.CancelScope) -> None:
 
 
 def main() -> None:
-    config = Config(**orjson.loads(os.environ["CHAT_TRIO_WORKER_CONFIG"]))
-    worker_id = int(os.environ["CHAT_TRIO_WORKER_ID"])
-    socket_path = os.environ["CHAT_TRIO_WORKER_SOCKET"]
-    # TODO(merge): setup_logging(..., process_name=f"worker {worker_id}") from the logs.py change.
-    setup_logging(config.log_level, config.log_format)
+    config = Config(**orjson.loads(os.environ[ENV_CONFIG]))
+    worker_id = int(os.environ[ENV_ID])
+    socket_path = os.environ[ENV_SOCKET]
+    setup_logging(config.log_level, config.log_format, f"worker {worker_id}")
     try:
         trio.run(run_worker, config, worker_id, socket_path)
     except BaseException as exc:
