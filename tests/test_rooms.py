@@ -402,3 +402,17 @@ async def test_room_creation_is_rate_limited_per_user(
             assert [r["name"] for r in (await client.get("/rooms", token=token)).json["rooms"]] == [
                 "one", "two", "three", "four"]
             await client.aclose()
+
+
+async def test_unknown_query_parameters_are_refused_like_unknown_fields(client: HTTPClient) -> None:
+    """A misspelt cursor must not silently answer another page: an unknown query parameter of a
+    call that takes a query is 422 naming it, as an unknown body field is."""
+    with trio.fail_after(10):
+        token, _ = await register_and_login(client, "quinn")
+        rid = (await make_room(client, token, "queries"))["id"]
+        for path in ("/rooms?befor=3", f"/rooms/{rid}/messages?befor=3", f"/rooms/{rid}/messages?=1",
+                     "/rooms?limit=10&%233I4%7C=null"):
+            reply = await client.get(path, token=token)
+            assert_error(reply, 422, "validation_failed")
+        assert (await client.get(f"/rooms/{rid}/messages?before=3&limit=5", token=token)).status == 200
+        assert (await client.get("/rooms?joined=true&after=0&limit=5", token=token)).status == 200

@@ -229,12 +229,16 @@ class Flag:
 
 @dataclass(frozen=True, slots=True)
 class Query:
-    """A query string's parameters (each optional; unknown ones are ignored)."""
+    """A query string's parameters, each optional; an unknown one is refused like an unknown body
+    field (422 naming it), so a misspelt `befor=` is not silently a different page."""
 
     params: tuple[Int | Seconds | Flag, ...]
 
     def read(self, request: Request) -> JSON:
         query = request.query
+        for name in query:
+            if not any(p.name == name for p in self.params):
+                raise validate.invalid(name[:64], "unknown query parameter")
         return {p.name: p.parse(query) for p in self.params}
 
     def parameters(self) -> list[JSON]:
