@@ -14,6 +14,7 @@ shuts down and exits; SIGTERM drains like the single process.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import signal
@@ -44,6 +45,7 @@ log = logging.getLogger("chat_trio.cluster")
 ENV_CONFIG = "CHAT_TRIO_WORKER_CONFIG"
 ENV_ID = "CHAT_TRIO_WORKER_ID"
 ENV_SOCKET = "CHAT_TRIO_WORKER_SOCKET"
+SCRAPE_TIMEOUT = 5.0  # seconds GET /metrics waits for the supervisor's merge (it asks each worker for 2)
 OUTBOX = 4096  # frames queued for the supervisor; calls wait when it is full, relays drop
 
 
@@ -114,6 +116,8 @@ class Worker:
         self.ready = trio.Event()
         self._buffered: list[bytes] | None = []  # commits that arrive before the state is loaded
         self._online_at_start: list[int] = []
+        self._scrapes: dict[int, trio.MemorySendChannel[str]] = {}  # GET /metrics waiting for the merge
+        self._scrape_ids = itertools.count(1)
         self.port = 0
 
     # -- frames from the supervisor -------------------------------------------------------
@@ -138,6 +142,21 @@ class Worker:
             else:
                 self.shutdown()
 
+    async def scrape_all(self) -> bytes:
+        """GET /metrics on a worker: the supervisor's merge of every process's exposition (this
+        worker's own alone if the supervisor does not answer in time)."""
+        send, receive = trio.open_memory_channel[str](1)
+        scrape_id = next(self._scrape_ids)
+        self._scrapes[scrape_id] = send
+        try:
+            await self.link.send({"metrics": scrape_id})
+            with trio.move_on_after(SCRAPE_TIMEOUT):
+                return (await receive.receive()).encode()
+        finally:
+            self._scrapes.pop(scrape_id, None)
+        assert self.context is not None
+        return self.context.metrics.render()
+
     def _commit(self, payload: bytes) -> None:
         if self._buffered is not None:
             self._buffered.append(payload)
@@ -153,6 +172,10 @@ class Worker:
             self.hub.set_online_elsewhere(int(frame["presence"]), bool(frame.get("online")))
         elif "typing" in frame:
             self.hub.remote_typing(int(frame["typing"]), frame["user"])
+        elif "metrics_reply" in frame:
+            waiting = self._scrapes.pop(frame["metrics_reply"], None)
+            if waiting is not None:
+                waiting.send_nowait(str(frame.get("text", "")))
         elif "metrics" in frame:
             text = b"" if self.context is None else self.context.metrics.render()
             self.link.send_nowait({"metrics_reply": frame["metrics"], "text": text.decode()})
@@ -180,7 +203,8 @@ class Worker:
         """The HTTP stack, as App runs it, until `shutdown()` has drained it."""
         listeners = await open_listeners(self.config.host, self.config.port, reuse_port=True)
         passwords = await trio.to_thread.run_sync(Passwords, self.config)
-        self.context = context = Context(self.config, self.store, self.hub, passwords, self.commands)
+        self.context = context = Context(self.config, self.store, self.hub, passwords, self.commands,
+                                         scrape_all=self.scrape_all)
         self.server = HTTPServer(self.config, Router(build_routes(context)), listeners,
                                  worker_id=self.worker_id)
         register_metrics(context.metrics, self.server, self.store, self.hub, passwords)
