@@ -110,6 +110,24 @@ def _flags(config: Config) -> list[str]:
     return flags
 
 
+async def wait_workers_ready(port: int, workers: int, timeout: float = 20.0) -> None:
+    """Until every worker has answered /healthz (each answer names its worker in x-chat-worker):
+    the supervisor may log "listening" before its last worker listens."""
+    wanted = {str(n).encode() for n in range(1, workers + 1)} if workers > 1 else {None}
+    seen: set[bytes | None] = set()
+    with trio.fail_after(timeout):
+        while not wanted <= seen:
+            c = HTTPClient(port)
+            try:
+                reply = await c.get("/healthz")
+                if reply.status == 200:
+                    seen.add(reply.headers.get(b"x-chat-worker"))
+            except (OSError, h11.ProtocolError):
+                await trio.sleep(0.05)  # not listening yet
+            finally:
+                await c.aclose()
+
+
 @asynccontextmanager
 async def serve_workers(config: Config, workers: int) -> AsyncIterator[WorkersServer]:
     """A subprocess server on `config` (its database, its settings) with `workers` workers; on exit
@@ -119,6 +137,7 @@ async def serve_workers(config: Config, workers: int) -> AsyncIterator[WorkersSe
                             log_name="workers.log")
     try:
         server = WorkersServer(await process.start(), config, process)
+        await wait_workers_ready(server.port, workers)
         yield server
         assert not process.errors(), process.log()
     finally:

@@ -26,7 +26,17 @@ import trio
 from trio_websocket import ConnectionClosed, HandshakeError
 
 from tests.client import HTTPClient, Reply
-from tests.helpers import all_messages, assert_dense, assert_error, join, login, make_room, register, send
+from tests.helpers import (
+    all_messages,
+    assert_dense,
+    assert_error,
+    join,
+    login,
+    make_room,
+    register,
+    send,
+    wait_workers_ready,
+)
 from tests.server_process import ServerProcess, has_workers_flag, pid_running, worker_pids, workers_args
 from tests.ws_client import WS, connect
 
@@ -104,9 +114,7 @@ async def running(tmp_path: Path, workers: int, *args: str, log_name: str = "ser
     With `quiet`, its log must show no server-side error."""
     server = ServerProcess(tmp_path, *workers_args(workers), *OPEN, *args, log_name=log_name)
     try:
-        await server.start()
-        for worker in worker_ids(workers):
-            await (await client_on(server.port, worker)).aclose()
+        await wait_workers_ready(await server.start(), workers)
         yield server
         if quiet:
             assert not server.errors(), server.log()
