@@ -275,7 +275,8 @@ class HTTPConnection:
         # MIGHT_SWITCH_PROTOCOL says so; next_event() is also PAUSED for a plain request that has
         # a pipelined one behind it, which must not be handed the raw stream.
         if self.h11.their_state is h11.MIGHT_SWITCH_PROTOCOL:  # type: ignore[attr-defined]  # documented, not in __all__
-            request.upgrade = Upgrade(self.stream, self.sock, self.h11.trailing_data[0], event.http_version)
+            request.upgrade = Upgrade(self.stream, self.sock, self.h11.trailing_data[0], event.http_version,
+                                      self.server.answer_headers)
         return request
 
     async def _read_body(self, length: int | None) -> bytes:
