@@ -7,6 +7,8 @@ import os
 import signal
 import socket
 import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import trio
 
@@ -46,25 +48,16 @@ class App:
                 sock.close()
 
     async def _run(self, listeners: list[socket.socket], task_status: trio.TaskStatus[App]) -> None:
-        passwords = await trio.to_thread.run_sync(Passwords, self.config)
-        self.store = store = await open_store(self.config)
-        store.feed.subscribe(self.hub.react)
-        context = Context(self.config, store, self.hub, passwords, LocalCommands(self.config, store))
-        self.server = HTTPServer(self.config, Router(build_routes(context)), listeners)
-        register_metrics(context.metrics, self.server, store, self.hub, passwords)
-        try:
-            async with trio.open_nursery() as background:
-                await background.start(store.writer.run)
-                await background.start(context.purge_tokens)
-                # The listener drains its connections before returning; only then does the
-                # writer stop, so every request that was answered has committed.
-                async with trio.open_nursery() as front:
-                    self.port = await front.start(self.server.serve)
-                    task_status.started(self)
-                background.cancel_scope.cancel()
-        finally:
-            with trio.CancelScope(shield=True):
-                await store.close()
+        async with running_store(self.config, self.hub) as context:
+            self.store = store = context.store
+            store.feed.subscribe(self.hub.react)
+            self.server = HTTPServer(self.config, Router(build_routes(context)), listeners)
+            register_metrics(context.metrics, self.server, store, self.hub, context.passwords)
+            # The listener drains its connections before returning; only then does the
+            # writer stop, so every request that was answered has committed.
+            async with trio.open_nursery() as front:
+                self.port = await front.start(self.server.serve)
+                task_status.started(self)
 
     def shutdown(self) -> None:
         """Stop accepting, close websockets (1001), let in-flight requests finish."""
@@ -86,12 +79,32 @@ async def open_store(config: Config) -> Store:
         raise StartupError(f"cannot open the database {config.db}: {reason}") from None
 
 
+@asynccontextmanager
+async def running_store(config: Config, hub: Hub) -> AsyncIterator[Context]:
+    """The store opened, its writer and the token purge running, for the single process and the
+    `--workers` supervisor alike. On exit the writer stops (what was acknowledged has committed)
+    and the database closes."""
+    passwords = await trio.to_thread.run_sync(Passwords, config)
+    store = await open_store(config)
+    context = Context(config, store, hub, passwords, LocalCommands(config, store))
+    try:
+        async with trio.open_nursery() as background:
+            await background.start(store.writer.run)
+            await background.start(context.purge_tokens)
+            yield context
+            background.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await store.close()
+
+
 def register_metrics(
     registry: Registry, server: HTTPServer, store: Store, hub: Hub, passwords: Passwords
 ) -> None:
     registry.add(server.requests)
     registry.add(server.latency)
-    registry.add(store.writer.batch_sizes)
+    if not store.remote:  # a worker's store has no writer: the supervisor reports its own
+        register_writer_metrics(registry, store)
     for metric in (
         Sampled("chat_trio_open_connections", "open HTTP connections (websockets included)",
                 lambda: server.open_connections),
@@ -100,17 +113,22 @@ def register_metrics(
                 lambda: store.messages_committed, "counter"),
         Sampled("chat_trio_ws_frames_delivered", "message frames queued to websockets",
                 lambda: hub.delivered, "counter"),
-        Sampled("chat_trio_store_commits", "transactions committed by the writer",
-                lambda: store.writer.commits, "counter"),
-        Sampled("chat_trio_store_queue_depth", "writes waiting for the writer",
-                lambda: store.writer.queued),
         Sampled("chat_trio_thread_limiter_borrowed", "worker threads in use, by limiter", lambda: {
             (("limiter", "store_readers"),): store.readers.limiter.borrowed_tokens,
-            (("limiter", "store_writer"),): store.writer.thread.borrowed_tokens,
+            **({} if store.remote else {(("limiter", "store_writer"),): store.writer.thread.borrowed_tokens}),
             (("limiter", "passwords"),): passwords.limiter.borrowed_tokens,
         }),
     ):
         registry.add(metric)
+
+
+def register_writer_metrics(registry: Registry, store: Store) -> None:
+    """The writer's metrics: the single process's, or the supervisor's in workers mode."""
+    registry.add(store.writer.batch_sizes)
+    registry.add(Sampled("chat_trio_store_commits", "transactions committed by the writer",
+                         lambda: store.writer.commits, "counter"))
+    registry.add(Sampled("chat_trio_store_queue_depth", "writes waiting for the writer",
+                         lambda: store.writer.queued))
 
 
 async def main(config: Config) -> None:
@@ -134,10 +152,18 @@ def _startup_failure(exc: BaseException) -> StartupError | None:
 
 def run(config: Config) -> None:
     """Run until a signal stops it. A server that cannot start says why in one log line and
-    exits with status 1, without a traceback: the cause is the setup, not the code."""
-    setup_logging(config.log_level, config.log_format)
+    exits with status 1, without a traceback: the cause is the setup, not the code.
+    With more than one worker this process is their supervisor (cluster/supervisor.py)."""
+    if config.workers > 1:
+        import chat_trio.cluster.supervisor as supervisor
+
+        setup_logging(config.log_level, config.log_format, "supervisor")
+        entry = supervisor.main
+    else:
+        setup_logging(config.log_level, config.log_format)
+        entry = main
     try:
-        trio.run(main, config)
+        trio.run(entry, config)
     except BaseException as exc:
         failure = _startup_failure(exc)
         if failure is None:

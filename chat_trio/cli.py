@@ -17,7 +17,7 @@ def _from_env(parser: argparse.ArgumentParser, f: dataclasses.Field[object], raw
     usage error (exit 2), not a traceback or a silently accepted value."""
     name = ENV_PREFIX + f.name.upper()
     kind = type(f.default)
-    convert: Callable[[str], object] = kind
+    convert: Callable[[str], object] = f.metadata.get("parse", kind)
     try:
         value = convert(raw)
     except ValueError:
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         parser.add_argument(
             "--" + f.name.replace("_", "-"),
             dest=f.name,
-            type=kind,
+            type=f.metadata.get("parse", kind),
             default=None,
             choices=f.metadata.get("choices"),
             help=f"{f.metadata['help']} (default {f.default!r}; env {ENV_PREFIX}{f.name.upper()})",

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
     return field(default=default, metadata={"help": help, **extra})
+
+
+def parse_workers(raw: str) -> int:
+    """`--workers`: a count, or `auto` for one per CPU."""
+    if raw.strip().lower() == "auto":
+        return os.cpu_count() or 1
+    return int(raw)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +36,8 @@ class Config:
         "normal: survives a process crash but not a power loss",
         choices=("full", "normal"),
     )
+    workers: int = _opt(1, "worker processes serving HTTP on the same port; more than 1 adds a supervisor "
+                           "that owns the database writer (auto: one per CPU)", parse=parse_workers)
 
     # HTTP limits
     max_head_bytes: int = _opt(16 * 1024, "largest request head (431 beyond)")

@@ -26,12 +26,29 @@ class JSONFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
-def setup_logging(level: str, fmt: str) -> None:
+class ProcessName(logging.Filter):
+    """Names the process of a `--workers` server on every line ("worker 2", "supervisor"), so
+    the interleaved logs of its processes can be told apart."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.process_name = name
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.process_name = self.process_name
+        return True
+
+
+def setup_logging(level: str, fmt: str, process_name: str = "") -> None:
+    """Log to stderr; `process_name` (workers mode only) goes on every line."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JSONFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        where = "[%(process_name)s] " if process_name else ""
+        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s {where}%(name)s: %(message)s"))
+    if process_name:
+        handler.addFilter(ProcessName(process_name))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

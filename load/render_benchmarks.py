@@ -1,11 +1,16 @@
 """Write BENCHMARKS.md from one load/run.sh run, keeping the hand-written analysis section.
 
     python load/render_benchmarks.py --run DIR [--out BENCHMARKS.md]
+    python load/render_benchmarks.py --workers DIR [--out BENCHMARKS.md]
 
 DIR holds meta.json (machine, versions, commands; written by load/run.sh), bench/results.tsv
 (load/bench.sh) and fanout/{1-100subs,2-1000subs,3-idle}.json (load/fanout.sh). Everything
 outside the ANALYSIS markers is regenerated; the text between them is copied from the existing
-file (a placeholder the first time).
+file (a placeholder the first time), and so is the `--workers` section.
+
+With --workers, DIR is a `load/run.sh --workers 1,2,...` run (workers-meta.json and
+workers/workers.tsv from load/workers.sh): only the section between the WORKERS markers is
+rewritten (added at the end the first time).
 """
 
 from __future__ import annotations
@@ -18,6 +23,13 @@ from typing import Any
 BEGIN = "<!-- BEGIN ANALYSIS: hand-written; load/run.sh keeps everything between these markers -->"
 END = "<!-- END ANALYSIS -->"
 PLACEHOLDER = "_(no analysis yet: write it here after a run; the runner keeps this section)_\n"
+
+WORKERS_BEGIN = "<!-- BEGIN WORKERS: written by load/run.sh --workers; a full run keeps it -->"
+WORKERS_END = "<!-- END WORKERS -->"
+ONE_CORE_RPS = 0.85  # issue 13 on one core: --workers 2 reaches this share of --workers 1's req/s
+ONE_CORE_CPU = 1.15  # ... and spends at most this much CPU per request or delivered frame
+WORKER_SCENARIOS = {"healthz": "GET /healthz", "send": "POST messages (durable)",
+                    "history": "GET messages?limit=50", "fanout": "websocket deliveries (fan-out)"}
 
 FANOUT_TARGET = 40_000  # delivered messages/s at 1000 subscribers
 P99_TARGET_MS = 100.0
@@ -212,6 +224,107 @@ def analysis(out: Path) -> str:
     return PLACEHOLDER
 
 
+def between(text: str, begin: str, end: str) -> str | None:
+    if begin in text and end in text:
+        return text.split(begin, 1)[1].split(end, 1)[0]
+    return None
+
+
+def kept_workers(out: Path) -> str:
+    """The workers section of the existing file, markers included (empty if there is none)."""
+    inner = between(out.read_text(), WORKERS_BEGIN, WORKERS_END) if out.exists() else None
+    return "" if inner is None else f"{WORKERS_BEGIN}{inner}{WORKERS_END}\n\n"
+
+
+def load_workers_tsv(path: Path) -> dict[tuple[int, str], dict[str, str]]:
+    cols = ["workers", "scenario", "rate", "p99", "ops", "cpu_us"]
+    rows = {}
+    for line in path.read_text().splitlines():
+        row = dict(zip(cols, line.split("\t"), strict=False))
+        rows[(int(row["workers"]), row["scenario"])] = row
+    return rows
+
+
+def ratio_cell(value: float | None, base: float | None) -> str:
+    return "-" if value is None or not base else f"{value / base:.2f}"
+
+
+def workers_table(rows: dict[tuple[int, str], dict[str, str]]) -> str:
+    lines = ["| workers | scenario | req/s or deliveries/s | x 1 worker | p99 ms | server CPU-µs each "
+             "| x 1 worker |", "|---:|---|---:|---:|---:|---:|---:|"]
+    order = list(WORKER_SCENARIOS)
+    for (n, scenario), row in sorted(rows.items(), key=lambda kv: (
+            order.index(kv[0][1]) if kv[0][1] in order else len(order), kv[0][0])):
+        one = rows.get((1, scenario), {})
+        rate, cpu = num(row.get("rate")), num(row.get("cpu_us"))
+        lines.append(f"| {n} | {WORKER_SCENARIOS.get(scenario, scenario)} | {fmt_int(rate)} | "
+                     f"{ratio_cell(rate, num(one.get('rate')))} | {row.get('p99') or '-'} | "
+                     f"{row.get('cpu_us') or '-'} | {ratio_cell(cpu, num(one.get('cpu_us')))} |")
+    return "\n".join(lines)
+
+
+def one_core_verdict(rows: dict[tuple[int, str], dict[str, str]]) -> str:
+    """Issue 13's one-core target, for --workers 2 against --workers 1 of the same run."""
+    out = []
+    for scenario, label in WORKER_SCENARIOS.items():
+        one, two = rows.get((1, scenario)), rows.get((2, scenario))
+        if one is None or two is None:
+            continue
+        rate = [num(one.get("rate")), num(two.get("rate"))]
+        cpu = [num(one.get("cpu_us")), num(two.get("cpu_us"))]
+        checks = []
+        if scenario != "fanout" and rate[0] and rate[1] is not None:
+            share = rate[1] / rate[0]
+            checks.append(f"req/s {share:.2f}x (target ≥ {ONE_CORE_RPS}) {mark(share >= ONE_CORE_RPS)}")
+        if cpu[0] and cpu[1] is not None:
+            cost = cpu[1] / cpu[0]
+            checks.append(f"CPU-µs {cost:.2f}x (target ≤ {ONE_CORE_CPU}) {mark(cost <= ONE_CORE_CPU)}")
+        if checks:
+            out.append(f"- {label}: " + "; ".join(checks))
+    return "\n".join(out) or "- (needs a run with both 1 and 2 workers)"
+
+
+def render_workers(run: Path) -> str:
+    meta = json.loads((run / "workers-meta.json").read_text())
+    rows = load_workers_tsv(run / "workers" / "workers.tsv")
+    cmds = "\n".join(f"    {c}" for c in meta["commands"])
+    return f"""{WORKERS_BEGIN}
+## Worker counts (`--workers N`)
+
+Generated on {meta["date"]} at commit `{meta["commit"]}`: {meta["cpu"]}, {meta["nproc"]} cores.
+{meta["pinning"]}
+
+{cmds}
+
+Per count a fresh server (1 = the single process, no `--workers` flag) gets the same load:
+wrk (one thread, {meta["duration"]} s, {meta["conns"]} connections) on `GET /healthz`, durable sends and the
+newest history page, then the fan-out tool (1 sender → {meta["fanout_subs"]} subscribers at
+{meta["fanout_rate"]} msgs/s). Server CPU is utime+stime summed over the supervisor and all its workers
+(`load/cpu.py`, from /proc) around each wrk run, or over the fan-out tool's sending window; divided by
+the requests answered or the frames delivered (a delivered frame's figure includes its share of the send).
+
+{workers_table(rows)}
+
+With the server confined to one core, `--workers 2` against `--workers 1` (issue 13's overhead target):
+
+{one_core_verdict(rows)}
+
+{WORKERS_END}
+"""
+
+
+def write_workers(run: Path, out: Path) -> None:
+    """Replace (or add) the workers section of `out`, leaving the rest as it is."""
+    section = render_workers(run).rstrip("\n")
+    text = out.read_text() if out.exists() else "# chat_trio benchmarks\n"
+    inner = between(text, WORKERS_BEGIN, WORKERS_END)
+    if inner is None:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    else:
+        text = text.replace(f"{WORKERS_BEGIN}{inner}{WORKERS_END}", section)
+    out.write_text(text)
+
+
 def render(run: Path, out: Path) -> str:
     meta = json.loads((run / "meta.json").read_text())
     rows = load_tsv(run / "bench" / "results.tsv") if (run / "bench" / "results.tsv").exists() else {}
@@ -282,7 +395,7 @@ Reproduce with one command from the repository root (prerequisites: `apt-get ins
 
 {targets(rows, fan[1], idle)}
 
-## Analysis
+{kept_workers(out)}## Analysis
 
 {BEGIN}
 {analysis(out)}{END}
@@ -291,11 +404,15 @@ Reproduce with one command from the repository root (prerequisites: `apt-get ins
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--run", required=True, type=Path, help="the load/run.sh output directory")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--run", type=Path, help="the load/run.sh output directory")
+    what.add_argument("--workers", type=Path, help="the load/run.sh --workers output directory")
     p.add_argument("--out", default=Path("BENCHMARKS.md"), type=Path)
     a = p.parse_args()
-    text = render(a.run, a.out)
-    a.out.write_text(text)
+    if a.workers is not None:
+        write_workers(a.workers, a.out)
+    else:
+        a.out.write_text(render(a.run, a.out))
     print(f"wrote {a.out}")
     return 0
 

@@ -15,7 +15,8 @@ import trio
 from chat_trio.app import App
 from chat_trio.config import Config
 from tests.client import HTTPClient
-from tests.helpers import StartServer, make_config, serve, start_app
+from tests.helpers import Served, StartServer, make_config, serve, serve_workers, start_app
+from tests.server_process import has_workers_flag
 
 # Every async test runs under trio.fail_after(TEST_DEADLINE) (as trio-websocket's tests do with
 # their decorator), so a test that waits for something that never comes fails instead of hanging
@@ -47,19 +48,41 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     yield
 
 
+# The contract suites run once more against `python -m chat_trio --workers 2`: a test marked
+# `@pytest.mark.workers` that takes `app` (or `client`, which takes it) runs with `app` an in-process
+# App and then a subprocess with two workers (same settings, same database path). Such a test may
+# use only what both offer (`Served`: the port and the settings), never the store.
+IN_PROCESS, WORKERS_2 = "in-process", "workers-2"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "workers: also run the test against a --workers 2 server")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("workers") and "app" in metafunc.fixturenames:
+        metafunc.parametrize("app", [IN_PROCESS, WORKERS_2], indirect=True)
+
+
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
     return make_config(tmp_path)
 
 
 @pytest.fixture
-async def app(config: Config) -> AsyncIterator[App]:
-    async with serve(config) as running:
-        yield running
+async def app(request: pytest.FixtureRequest, config: Config) -> AsyncIterator[Served]:
+    if getattr(request, "param", IN_PROCESS) == IN_PROCESS:
+        async with serve(config) as running:
+            yield running
+        return
+    if not has_workers_flag():
+        pytest.skip("this chat_trio has no --workers flag")
+    async with serve_workers(config, 2) as server:
+        yield server
 
 
 @pytest.fixture
-async def client(app: App) -> AsyncIterator[HTTPClient]:
+async def client(app: Served) -> AsyncIterator[HTTPClient]:
     c = HTTPClient(app.port)
     yield c
     await c.aclose()

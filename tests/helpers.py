@@ -5,6 +5,7 @@ message calls the tests repeat. The chat_trio modules the tests need are importe
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import re
 import sqlite3
 import time
@@ -29,6 +30,7 @@ from chat_trio.http.types import Response as Response
 from chat_trio.http.types import json_response as json_response
 from chat_trio.store.store import Store
 from tests.client import HTTPClient, Reply
+from tests.server_process import ServerProcess, workers_args
 
 PASSWORD = "correct horse battery staple"
 # RFC 3339 UTC with milliseconds, as the contract fixes it.
@@ -79,6 +81,67 @@ async def serve(config: Config) -> AsyncIterator[App]:
             yield app
         finally:
             app.shutdown()
+
+
+class Served(Protocol):
+    """What a test of the contract needs of a running server, in-process App or subprocess."""
+
+    port: int
+    config: Config
+
+
+@dataclass
+class WorkersServer:
+    """`python -m chat_trio --workers N` as a `Served`."""
+
+    port: int
+    config: Config
+    process: ServerProcess
+
+
+def _flags(config: Config) -> list[str]:
+    """`config` as command-line flags (the settings that differ from the defaults)."""
+    defaults = Config()
+    flags = []
+    for name in (f.name for f in dataclasses.fields(config)):
+        value = getattr(config, name)
+        if name not in ("host", "port", "db", "log_level") and value != getattr(defaults, name):
+            flags += ["--" + name.replace("_", "-"), str(value)]
+    return flags
+
+
+async def wait_workers_ready(port: int, workers: int, timeout: float = 20.0) -> None:
+    """Until every worker has answered /healthz (each answer names its worker in x-chat-worker):
+    the supervisor may log "listening" before its last worker listens."""
+    wanted = {str(n).encode() for n in range(1, workers + 1)} if workers > 1 else {None}
+    seen: set[bytes | None] = set()
+    with trio.fail_after(timeout):
+        while not wanted <= seen:
+            c = HTTPClient(port)
+            try:
+                reply = await c.get("/healthz")
+                if reply.status == 200:
+                    seen.add(reply.headers.get(b"x-chat-worker"))
+            except (OSError, h11.ProtocolError):
+                await trio.sleep(0.05)  # not listening yet
+            finally:
+                await c.aclose()
+
+
+@asynccontextmanager
+async def serve_workers(config: Config, workers: int) -> AsyncIterator[WorkersServer]:
+    """A subprocess server on `config` (its database, its settings) with `workers` workers; on exit
+    it is stopped, and its log must show no server-side error."""
+    tmp = Path(config.db).parent
+    process = ServerProcess(tmp, *workers_args(workers), *_flags(config), db=Path(config.db),
+                            log_name="workers.log")
+    try:
+        server = WorkersServer(await process.start(), config, process)
+        await wait_workers_ready(server.port, workers)
+        yield server
+        assert not process.errors(), process.log()
+    finally:
+        process.stop()
 
 
 async def start_routes(

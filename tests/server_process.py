@@ -8,6 +8,7 @@ Cheap argon2 parameters unless the caller passes others (a later flag wins)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import signal
@@ -111,3 +112,50 @@ class ServerProcess:
             self.proc.kill()
             self.proc.wait()
         self._log_file.close()
+
+
+# -- --workers N: a supervisor and its worker processes ------------------------------------------
+
+
+@functools.cache
+def has_workers_flag() -> bool:
+    """Whether this chat_trio knows `--workers` (asked once per test run)."""
+    out = subprocess.run([sys.executable, "-m", "chat_trio", "--help"], capture_output=True,
+                         text=True, timeout=30, check=False)
+    return "--workers" in out.stdout
+
+
+def workers_args(workers: int) -> tuple[str, ...]:
+    """The flags for `workers` processes: none for one (today's single process, unchanged)."""
+    return ("--workers", str(workers)) if workers > 1 else ()
+
+
+def worker_pids(supervisor: int) -> dict[str, int]:
+    """The worker processes of a supervisor, by their CHAT_TRIO_WORKER_ID (the id that their
+    answers' x-chat-worker header names): its children, read from /proc."""
+    found: dict[str, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue  # gone meanwhile, or not ours
+        # Fields after the command name (which may hold spaces): state, ppid, ...
+        state, ppid = stat.rpartition(")")[2].split()[:2]
+        if int(ppid) != supervisor or state == "Z":
+            continue
+        for var in environ.split(b"\0"):
+            if var.startswith(b"CHAT_TRIO_WORKER_ID="):
+                found[var.partition(b"=")[2].decode()] = int(entry.name)
+    return found
+
+
+def pid_running(pid: int) -> bool:
+    """Whether `pid` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"

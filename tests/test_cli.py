@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import socket
 import subprocess
 import sys
@@ -194,3 +195,13 @@ async def test_every_resolved_address_is_listened_on(tmp_path: Path) -> None:
                     await stream.aclose()
     finally:
         trio.socket.set_custom_hostname_resolver(None)
+
+
+def test_workers_auto_means_one_per_cpu() -> None:
+    cpus = os.cpu_count() or 1
+    assert parse_config(["--workers", "auto"], {}).workers == cpus
+    assert parse_config([], {"CHAT_TRIO_WORKERS": "auto"}).workers == cpus
+    assert parse_config(["--workers", "3"], {"CHAT_TRIO_WORKERS": "auto"}).workers == 3
+    assert parse_config([], {}).workers == 1
+    with pytest.raises(SystemExit):
+        parse_config(["--workers", "0"], {})

@@ -15,6 +15,7 @@ import pytest
 import trio
 
 from chat_trio.api.commands import Commands, LocalCommands
+from chat_trio.cluster.remote import RemoteCommands
 from chat_trio.errors import APIError
 from chat_trio.store.changes import Commit
 from chat_trio.store.records import Message, User
@@ -29,12 +30,13 @@ PLAIN: set[Any] = {int, str, bool, bytes, str | None, User, Message, type(None)}
 SUBMITTED = Callable[[], Awaitable[tuple[Message, bool]]]  # submit_message's two-step result
 
 
-def protocol_mismatches(implementation: type) -> list[str]:
-    """How `implementation`'s public methods differ from the Commands Protocol (empty: none).
-    Annotations are compared resolved, so an implementation in another module is checked too."""
+def protocol_mismatches(implementation: type, plumbing: frozenset[str] = frozenset()) -> list[str]:
+    """How `implementation`'s public methods differ from the Commands Protocol (empty: none);
+    `plumbing` names public methods it may have besides. Annotations are compared resolved, so an
+    implementation in another module is checked too."""
     problems = []
     public = {name for name in dir(implementation)
-              if not name.startswith("_") and callable(getattr(implementation, name))}
+              if not name.startswith("_") and callable(getattr(implementation, name))} - plumbing
     if public != COMMANDS:
         problems.append(f"public methods differ: {sorted(public ^ COMMANDS)}")
     for name in sorted(COMMANDS & public):
@@ -60,6 +62,12 @@ def test_the_protocol_has_the_designed_commands_with_plain_data_only() -> None:
 
 def test_local_commands_match_the_protocol_exactly() -> None:
     assert protocol_mismatches(LocalCommands) == []
+
+
+def test_remote_commands_match_the_protocol_exactly() -> None:
+    """A worker's commands take the same arguments and give the same results as the
+    supervisor's LocalCommands that carry them out."""
+    assert protocol_mismatches(RemoteCommands, frozenset({"on_reply", "connection_lost"})) == []
 
 
 def _as_commands(local: LocalCommands) -> Commands:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
+import pytest
+
+from chat_trio.logs import setup_logging
 from tests.rawhttp import RawConn, get
 from tests.server_process import ServerProcess
 
@@ -40,3 +44,22 @@ async def test_text_access_log(tmp_path: Path) -> None:
         await server.wait_for_log(r"chat_trio\.access: GET /healthz 200 [0-9.]+ms")
     finally:
         server.kill()
+
+
+def test_a_process_name_goes_on_every_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """In workers mode each line says which process wrote it, as text and as JSON."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        for fmt in ("text", "json"):
+            setup_logging("info", fmt, "worker 2")
+            logging.getLogger("chat_trio").info("hello")
+            line = capsys.readouterr().err.strip()
+            assert ("[worker 2] chat_trio: hello" in line if fmt == "text"
+                    else json.loads(line)["process_name"] == "worker 2")
+        setup_logging("info", "text")
+        logging.getLogger("chat_trio").info("plain")
+        assert "[" not in capsys.readouterr().err
+    finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])

@@ -11,10 +11,10 @@ import pytest
 import trio
 import trio.testing
 
-from chat_trio.app import App
 from chat_trio.config import Config
 from tests.client import HTTPClient, Reply
 from tests.helpers import (
+    Served,
     assert_error,
     assert_message_shape,
     db_rows,
@@ -45,6 +45,7 @@ def txn_rows(config: Config, room_id: int, txn_id: str) -> int:
 # -- sending --------------------------------------------------------------------------------
 
 
+@pytest.mark.workers
 async def test_send_answers_201_with_the_message(client: HTTPClient) -> None:
     token, user, room = await setup_room(client)
     before = time.time()
@@ -63,6 +64,7 @@ async def test_send_answers_201_with_the_message(client: HTTPClient) -> None:
     assert page == {"messages": [message, second], "has_more": False}
 
 
+@pytest.mark.workers
 async def test_text_validation(client: HTTPClient) -> None:
     token, _, room = await setup_room(client)
     rid = room["id"]
@@ -88,6 +90,7 @@ async def test_text_validation(client: HTTPClient) -> None:
     assert (await get_room(client, token, rid))["last_seq"] == len(accepted)
 
 
+@pytest.mark.workers
 async def test_txn_id_validation(client: HTTPClient) -> None:
     token, _, room = await setup_room(client)
     assert (await send(client, token, room["id"], "a", "t" * 64)).json["message"]["txn_id"] == "t" * 64
@@ -99,6 +102,7 @@ async def test_txn_id_validation(client: HTTPClient) -> None:
     assert (await get_room(client, token, room["id"]))["last_seq"] == 2
 
 
+@pytest.mark.workers
 async def test_repeated_txn_id_creates_nothing(client: HTTPClient, config: Config) -> None:
     token, _, room = await setup_room(client)
     rid = room["id"]
@@ -116,7 +120,9 @@ async def test_repeated_txn_id_creates_nothing(client: HTTPClient, config: Confi
     assert following.status == 201 and following.json["message"]["seq"] == 2  # seq did not skip
 
 
-async def test_concurrent_duplicates_create_one_message(app: App, client: HTTPClient, config: Config) -> None:
+@pytest.mark.workers
+async def test_concurrent_duplicates_create_one_message(app: Served, client: HTTPClient,
+                                                        config: Config) -> None:
     token, _, room = await setup_room(client)
     rid = room["id"]
     clients = [HTTPClient(app.port, token) for _ in range(20)]
@@ -143,6 +149,7 @@ async def test_concurrent_duplicates_create_one_message(app: App, client: HTTPCl
         await c.aclose()
 
 
+@pytest.mark.workers
 async def test_same_txn_id_from_another_user_or_room_is_a_new_message(client: HTTPClient) -> None:
     alice, _, room = await setup_room(client)
     bob, _ = await register_and_login(client, "bob")
@@ -246,6 +253,7 @@ async def test_paging(tmp_path: Path, recent_cache: int) -> None:
         await client.aclose()
 
 
+@pytest.mark.workers
 async def test_empty_room_history(client: HTTPClient) -> None:
     token, _, room = await setup_room(client)
     for query in ({}, {"after": 0}, {"before": 1}, {"limit": 1}):
@@ -256,7 +264,8 @@ async def test_empty_room_history(client: HTTPClient) -> None:
 # -- long-poll ------------------------------------------------------------------------------
 
 
-async def test_long_poll_is_woken_by_a_send(app: App, client: HTTPClient) -> None:
+@pytest.mark.workers
+async def test_long_poll_is_woken_by_a_send(app: Served, client: HTTPClient) -> None:
     alice, _, room = await setup_room(client)
     bob, _ = await register_and_login(client, "bob")
     await join(client, bob, room["id"])
@@ -280,7 +289,8 @@ async def test_long_poll_is_woken_by_a_send(app: App, client: HTTPClient) -> Non
     await poller.aclose()
 
 
-async def test_long_poll_of_a_member_who_left_meanwhile_is_403(app: App, client: HTTPClient) -> None:
+@pytest.mark.workers
+async def test_long_poll_of_a_member_who_left_meanwhile_is_403(app: Served, client: HTTPClient) -> None:
     alice, _, room = await setup_room(client)
     bob, _ = await register_and_login(client, "bob")
     await join(client, bob, room["id"])
@@ -301,6 +311,7 @@ async def test_long_poll_of_a_member_who_left_meanwhile_is_403(app: App, client:
     await poller.aclose()
 
 
+@pytest.mark.workers
 async def test_long_poll_answers_at_once_when_newer_messages_exist(client: HTTPClient) -> None:
     token, _, room = await setup_room(client)
     first = (await send(client, token, room["id"], "already here")).json["message"]
@@ -318,6 +329,7 @@ async def test_long_poll_times_out_with_no_messages(client: HTTPClient) -> None:
     assert reply.status == 200 and reply.json == {"messages": [], "has_more": False}
 
 
+@pytest.mark.workers
 async def test_wait_validation(client: HTTPClient) -> None:
     token, _, room = await setup_room(client)
     for query in ({"wait": 1}, {"wait": 1, "before": 5}):
@@ -356,7 +368,8 @@ async def test_send_rate_limit(tmp_path: Path) -> None:
         await client.aclose()
 
 
-async def test_websocket_send_follows_the_same_rules(app: App, client: HTTPClient) -> None:
+@pytest.mark.workers
+async def test_websocket_send_follows_the_same_rules(app: Served, client: HTTPClient) -> None:
     """The `send` frame is checked by the same declarations as POST .../messages: printable ASCII
     txn_id, text stored NFC."""
     with trio.fail_after(10):

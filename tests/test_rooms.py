@@ -15,6 +15,7 @@ from tests.client import HTTPClient, Reply
 from tests.helpers import (
     ROOM_KEYS,
     USER_KEYS,
+    Served,
     assert_error,
     get_room,
     join,
@@ -28,6 +29,7 @@ from tests.helpers import (
 )
 
 
+@pytest.mark.workers
 async def test_create_room(client: HTTPClient) -> None:
     token, user = await register_and_login(client, "alice")
     before = time.time()
@@ -72,7 +74,8 @@ async def test_room_name_taken_ignoring_case(client: HTTPClient, first: str, sec
     assert [r["name"] for r in rooms] == [first]
 
 
-async def test_racing_creates_of_one_name_make_one_room(app: App, client: HTTPClient) -> None:
+@pytest.mark.workers
+async def test_racing_creates_of_one_name_make_one_room(app: Served, client: HTTPClient) -> None:
     token, _ = await register_and_login(client, "alice")
     clients = [HTTPClient(app.port, token) for _ in range(8)]
     replies: list[Reply] = []
@@ -121,6 +124,7 @@ async def test_create_room_body_errors(client: HTTPClient) -> None:
     assert_error(reply, 415, "unsupported_media_type")
 
 
+@pytest.mark.workers
 async def test_list_rooms(client: HTTPClient) -> None:
     alice, _ = await register_and_login(client, "alice")
     bob, _ = await register_and_login(client, "bob")
@@ -143,6 +147,7 @@ async def test_list_rooms(client: HTTPClient) -> None:
         assert_error(await client.get(f"/rooms?joined={bad}", token=bob), 422, "validation_failed", "joined")
 
 
+@pytest.mark.workers
 async def test_show_room(client: HTTPClient) -> None:
     token, _ = await register_and_login(client, "alice")
     other, _ = await register_and_login(client, "bob")
@@ -153,6 +158,7 @@ async def test_show_room(client: HTTPClient) -> None:
     assert_error(await client.get("/rooms/abc", token=token), 404, "not_found")
 
 
+@pytest.mark.workers
 async def test_join_is_idempotent(client: HTTPClient) -> None:
     alice, _ = await register_and_login(client, "alice")
     bob, _ = await register_and_login(client, "bob")
@@ -167,6 +173,7 @@ async def test_join_is_idempotent(client: HTTPClient) -> None:
     assert len(members) == 2
 
 
+@pytest.mark.workers
 async def test_leave_is_idempotent(client: HTTPClient) -> None:
     alice, _ = await register_and_login(client, "alice")
     bob, _ = await register_and_login(client, "bob")
@@ -185,6 +192,7 @@ async def test_leave_is_idempotent(client: HTTPClient) -> None:
     assert (await join(client, bob, room["id"]))["member_count"] == 2
 
 
+@pytest.mark.workers
 async def test_members(client: HTTPClient) -> None:
     alice, alice_user = await register_and_login(client, "alice")
     bob, bob_user = await register_and_login(client, "bob")
@@ -203,6 +211,7 @@ async def test_members(client: HTTPClient) -> None:
     assert_error(await client.get(f"/rooms/{room['id']}/members", token=carol), 403, "forbidden")
 
 
+@pytest.mark.workers
 async def test_non_member_is_forbidden_on_every_room_scoped_call(client: HTTPClient) -> None:
     alice, _ = await register_and_login(client, "alice")
     eve, _ = await register_and_login(client, "eve")
@@ -237,6 +246,7 @@ AUTHENTICATED: list[tuple[str, str, Any]] = [
 ]
 
 
+@pytest.mark.workers
 async def test_room_that_does_not_exist_is_404(client: HTTPClient) -> None:
     token, _ = await register_and_login(client, "alice")
     room = await make_room(client, token, "real")
@@ -323,6 +333,7 @@ async def test_room_names_collide_by_nfkc_casefold(client: HTTPClient, first: st
         assert_error(await client.post("/rooms", {"name": second}, token=token), 409, "room_name_taken")
 
 
+@pytest.mark.workers
 async def test_messages_are_stored_nfc(client: HTTPClient) -> None:
     with trio.fail_after(10):
         token, _ = await register_and_login(client, "alice")

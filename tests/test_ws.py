@@ -18,6 +18,7 @@ from trio_websocket import open_websocket_url
 from chat_trio.app import App
 from tests.client import HTTPClient
 from tests.helpers import (
+    Served,
     all_messages,
     assert_error,
     assert_message_shape,
@@ -110,8 +111,9 @@ def seqs(messages: list[JSON]) -> list[int]:
 # -- authentication and hello --------------------------------------------------------------------
 
 
+@pytest.mark.workers
 @pytest.mark.parametrize("auth", ["header", "frame"])
-async def test_hello_after_auth(app: App, client: HTTPClient, auth: str) -> None:
+async def test_hello_after_auth(app: Served, client: HTTPClient, auth: str) -> None:
     token, user = await register_and_login(client, "alice")
     async with connect(app.port, token, auth=auth) as ws:
         assert ws.hello == {"type": "hello", "user": user, "heartbeat_s": app.config.heartbeat_s}
@@ -144,14 +146,16 @@ async def test_no_auth_frame_in_time_closes_1008(tmp_path: Path, autojump_clock:
 # -- frames --------------------------------------------------------------------------------------
 
 
-async def test_ping_pong(app: App, client: HTTPClient) -> None:
+@pytest.mark.workers
+async def test_ping_pong(app: Served, client: HTTPClient) -> None:
     token, _ = await register_and_login(client, "alice")
     async with connect(app.port, token) as ws:
         await ws.send({"type": "ping"})
         assert await ws.recv() == {"type": "pong"}
 
 
-async def test_subscribe_and_unsubscribe(app: App, client: HTTPClient) -> None:
+@pytest.mark.workers
+async def test_subscribe_and_unsubscribe(app: Served, client: HTTPClient) -> None:
     room, [(token, _)] = await room_with(client, "alice")
     rid = room["id"]
     for i in range(2):
@@ -176,7 +180,8 @@ async def test_subscribe_and_unsubscribe(app: App, client: HTTPClient) -> None:
         await ws.barrier()
 
 
-async def test_send_ack_after_commit_and_txn_id(app: App, client: HTTPClient) -> None:
+@pytest.mark.workers
+async def test_send_ack_after_commit_and_txn_id(app: Served, client: HTTPClient) -> None:
     room, [(ta, alice), (tb, _)] = await room_with(client, "alice", "bobby")
     rid = room["id"]
     async with connect(app.port, ta) as a, connect(app.port, tb) as b:
@@ -203,7 +208,8 @@ async def test_send_ack_after_commit_and_txn_id(app: App, client: HTTPClient) ->
         assert reply.status == 200 and reply.json["message"] == message
 
 
-async def test_typing_reaches_others_not_sender(app: App, client: HTTPClient) -> None:
+@pytest.mark.workers
+async def test_typing_reaches_others_not_sender(app: Served, client: HTTPClient) -> None:
     room, [(ta, alice), (tb, _)] = await room_with(client, "alice", "bobby")
     rid = room["id"]
     async with connect(app.port, ta) as a, connect(app.port, tb) as b:
@@ -280,7 +286,8 @@ async def test_frame_too_big_closes_1009(tmp_path: Path) -> None:
         await client.aclose()
 
 
-async def test_logout_closes_that_tokens_sockets_4001(app: App, client: HTTPClient) -> None:
+@pytest.mark.workers
+async def test_logout_closes_that_tokens_sockets_4001(app: Served, client: HTTPClient) -> None:
     room, [(t1, alice)] = await room_with(client, "alice")
     t2 = await login(client, "alice")
     async with connect(app.port, t1) as ws1, connect(app.port, t1, auth="frame") as ws1b, \
@@ -377,7 +384,8 @@ async def test_online_while_a_socket_is_open(app: App, client: HTTPClient) -> No
     await wait_online(client, ta, rid, bobby["id"], False)
 
 
-async def test_leaving_ends_the_subscription(app: App, client: HTTPClient) -> None:
+@pytest.mark.workers
+async def test_leaving_ends_the_subscription(app: Served, client: HTTPClient) -> None:
     room, [(ta, _), (tb, _)] = await room_with(client, "alice", "bobby")
     other = await make_room(client, tb, "other")
     rid = room["id"]
@@ -485,7 +493,8 @@ async def collect(ws: WS, messages: int, acks: int) -> tuple[list[JSON], list[JS
     return got["message"], got["ack"]
 
 
-async def test_two_clients_see_each_others_messages_in_order(app: App, client: HTTPClient) -> None:
+@pytest.mark.workers
+async def test_two_clients_see_each_others_messages_in_order(app: Served, client: HTTPClient) -> None:
     room, [(ta, _), (tb, _)] = await room_with(client, "alice", "bobby")
     rid = room["id"]
     async with connect(app.port, ta) as a, connect(app.port, tb) as b:

@@ -9,7 +9,7 @@ from chat_trio.http.router import Route
 
 def build_routes(context: Context) -> list[Route]:
     return [
-        *system.routes(context.metrics),
+        *system.routes(context.scrape),
         *accounts.routes(context),
         *rooms.routes(context),
         *messages.routes(context),

@@ -5,6 +5,7 @@ starts with."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -42,6 +43,14 @@ class Context:
     passwords: Passwords
     commands: Commands
     metrics: Registry = field(default_factory=Registry)
+    # What GET /metrics shows; a --workers worker sets it to the supervisor's merged scrape.
+    scrape_all: Callable[[], Awaitable[bytes]] | None = None
+
+    async def scrape(self) -> bytes:
+        """The Prometheus exposition: every process's with --workers, else this one's."""
+        if self.scrape_all is not None:
+            return await self.scrape_all()
+        return self.metrics.render()
 
     async def user_for_token(self, token: str | None) -> User | None:
         if not token or len(token) > 256:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from chat_trio.api.openapi import document
 from chat_trio.http.router import Route
 from chat_trio.http.types import Request, Response, json_response
-from chat_trio.metrics import Registry
 
 PROMETHEUS_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
@@ -16,14 +17,16 @@ async def healthz(request: Request) -> Response:
     return _HEALTH
 
 
-def routes(metrics: Registry) -> list[Route]:
+def routes(scrape: Callable[[], Awaitable[bytes]]) -> list[Route]:
+    """`scrape` gives the exposition: this process's registry, or with --workers every
+    process's, merged by the supervisor."""
     spec = json_response(document())
 
     async def openapi(request: Request) -> Response:
         return spec
 
     async def prometheus(request: Request) -> Response:
-        return Response(200, metrics.render(), content_type=PROMETHEUS_TYPE)
+        return Response(200, await scrape(), content_type=PROMETHEUS_TYPE)
 
     return [
         Route("GET", "/healthz", healthz),

@@ -149,7 +149,7 @@ def routes(s: Context) -> list[Route]:
                     nursery, stream, message_queue_size=_INBOX,
                     max_message_size=s.config.ws_max_frame,
                 )
-                ws = await ws_request.accept()
+                ws = await ws_request.accept(extra_headers=stream.answer_headers)
             if not handshake.cancelled_caught:
                 session = Session(ws, stream, config=s.config, hub=s.hub, store=s.store,
                                   authenticate=frames.authenticate, frames=frames)

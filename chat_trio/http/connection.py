@@ -275,7 +275,8 @@ class HTTPConnection:
         # MIGHT_SWITCH_PROTOCOL says so; next_event() is also PAUSED for a plain request that has
         # a pipelined one behind it, which must not be handed the raw stream.
         if self.h11.their_state is h11.MIGHT_SWITCH_PROTOCOL:  # type: ignore[attr-defined]  # documented, not in __all__
-            request.upgrade = Upgrade(self.stream, self.sock, self.h11.trailing_data[0], event.http_version)
+            request.upgrade = Upgrade(self.stream, self.sock, self.h11.trailing_data[0], event.http_version,
+                                      self.server.answer_headers)
         return request
 
     async def _read_body(self, length: int | None) -> bytes:
@@ -316,7 +317,8 @@ class HTTPConnection:
         """The response's bytes on the wire, framed by h11 (which also tracks keep-alive)."""
         if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return b""
-        headers = [(b"date", self.server.date_header()), (b"server", b"chat_trio"), *response.headers]
+        headers = [(b"date", self.server.date_header()), (b"server", b"chat_trio"),
+                   *self.server.answer_headers, *response.headers]
         if response.content_type is not None:
             headers.append((b"content-type", response.content_type))
         if response.status != 204:

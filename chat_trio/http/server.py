@@ -42,14 +42,18 @@ class StartupError(Exception):
     """The server cannot start. The message names what (an address, a file) and why, in one line."""
 
 
-def _bind(family: int, kind: int, proto: int, address: Any) -> socket.socket:
+def _bind(family: int, kind: int, proto: int, address: Any, *, reuse_port: bool = False,
+          listen: bool = True) -> socket.socket:
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:  # --workers: each worker its own listener on one port, the kernel balancing
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:  # as trio: "::" means IPv6 only; IPv4 gets its own socket
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(address)
-        sock.listen(_BACKLOG)
+        if listen:
+            sock.listen(_BACKLOG)
         sock.setblocking(False)
     except BaseException:
         sock.close()
@@ -62,10 +66,13 @@ def _where(family: int, address: Any) -> str:
     return f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
 
 
-async def open_listeners(host: str, port: int) -> list[socket.socket]:
+async def open_listeners(host: str, port: int, *, reuse_port: bool = False,
+                         listen: bool = True) -> list[socket.socket]:
     """Listening sockets on every address `host` resolves to, as trio's `open_tcp_listeners`
     (resolved in a worker thread, never on the event loop). With port 0 the first socket picks
-    a free port and the others take the same one. StartupError names the address that failed."""
+    a free port and the others take the same one. StartupError names the address that failed.
+    `reuse_port` lets other processes bind the same port (SO_REUSEPORT); with `listen` False
+    the sockets are only bound, which reserves the port for them (the supervisor's)."""
     try:
         infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except OSError as exc:
@@ -76,7 +83,7 @@ async def open_listeners(host: str, port: int) -> list[socket.socket]:
             if listeners and port == 0:
                 address = (address[0], listeners[0].getsockname()[1], *address[2:])
             try:
-                listeners.append(_bind(family, kind, proto, address))
+                listeners.append(_bind(family, kind, proto, address, reuse_port=reuse_port, listen=listen))
             except OSError as exc:
                 raise StartupError(f"cannot listen on {_where(family, address)}: "
                                    f"{exc.strerror or exc}") from None
@@ -88,8 +95,12 @@ async def open_listeners(host: str, port: int) -> list[socket.socket]:
 
 
 class HTTPServer:
-    def __init__(self, config: Config, router: Router, listeners: list[socket.socket] | None = None) -> None:
+    def __init__(self, config: Config, router: Router, listeners: list[socket.socket] | None = None,
+                 *, worker_id: int | None = None) -> None:
         self.config = config
+        # In workers mode every answer names the worker that gave it (x-chat-worker).
+        self.answer_headers = [] if worker_id is None else [(b"x-chat-worker", b"%d" % worker_id)]
+        self.reuse_port = worker_id is not None
         self.router = router
         self.listeners = listeners or []  # bound by the caller (the App binds before it opens the db)
         self.open_connections = 0
@@ -168,7 +179,8 @@ class HTTPServer:
         """Listen; report the bound port through `task_status`; return after `shutdown()` once
         the last connection has finished (or the grace period has cancelled it)."""
         if not self.listeners:
-            self.listeners = await open_listeners(self.config.host, self.config.port)
+            self.listeners = await open_listeners(self.config.host, self.config.port,
+                                                  reuse_port=self.reuse_port)
         port = self.listeners[0].getsockname()[1]
         for sock in self.listeners:
             log.info("listening on http://%s", _where(sock.family, sock.getsockname()))

@@ -33,6 +33,7 @@ class Upgrade:
     sock: socket.socket  # the same non-blocking socket the stream wraps
     leftover: bytes  # what the client sent after the request head
     http_version: bytes  # as the request line said it ("1.1", "1.0")
+    answer_headers: Headers  # what every answer of this server carries (x-chat-worker), for the 101
 
 
 def split_target(target: str) -> tuple[str | None, str]:

@@ -31,6 +31,7 @@ class ReplayStream(trio.abc.Stream):
         self._stream = upgrade.stream
         self._sock = upgrade.sock
         self._prefix = prefix
+        self.answer_headers = upgrade.answer_headers  # for the 101 the new protocol writes
         self.lock = trio.StrictFIFOLock()  # held by every send_all; write_now needs it free
         self.unsent = b""  # the tail of a `write_now` that did not fit in the socket buffer
 

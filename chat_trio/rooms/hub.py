@@ -7,6 +7,11 @@ frames.py) and handed to every subscriber's `deliver`, which must not block: a w
 session writes it straight to an idle socket or queues it in its bounded outbox, and closes
 itself (4008) when that is full (rooms/outbox.py, rooms/session.py). Long-poll requests wait on
 a per-room event.
+
+In `--workers` mode a `Relay` (set by the worker) tells the supervisor when a user's first
+websocket on this worker opens or its last closes, and passes typing on; presence is then the
+union of this worker's users and those the supervisor reports online elsewhere, and typing from
+other workers reaches this worker's subscribers through `remote_typing`. One process: no relay.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import trio
 
 from chat_trio.rooms.frames import json_frame
 from chat_trio.store.changes import Commit, MemberLeft, MessageCommitted, TokensRevoked
-from chat_trio.store.records import Message, User
+from chat_trio.store.records import JSON, Message, User
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_TOKEN_REVOKED = 4001
@@ -41,8 +46,18 @@ class Subscriber(Protocol):
         """The subscriber's user left the room: stop its subscription."""
 
 
+class Relay(Protocol):
+    """Where a worker's hub sends what other workers must hear (never blocks)."""
+
+    def presence(self, user_id: int, online: bool) -> None: ...
+
+    def typing(self, room_id: int, user: JSON) -> None: ...
+
+
 class Hub:
     def __init__(self) -> None:
+        self.relay: Relay | None = None
+        self._online_elsewhere: set[int] = set()  # reported by the supervisor (workers mode)
         self.rooms: dict[int, set[Subscriber]] = defaultdict(set)
         self.connections: set[Subscriber] = set()
         self._subscribed: dict[Subscriber, set[int]] = defaultdict(set)  # subscriber → its rooms
@@ -79,9 +94,21 @@ class Hub:
             waiter.set()
 
     def typing(self, room_id: int, user: User, sender: Subscriber) -> None:
-        frame = json_frame({"type": "typing", "room_id": room_id,
-                            "user": {"id": user["id"], "username": user["username"]}})
-        for sub in list(self.rooms.get(room_id, ())):
+        who: JSON = {"id": user["id"], "username": user["username"]}
+        self._deliver_typing(room_id, who, sender)
+        if self.relay is not None:
+            self.relay.typing(room_id, who)
+
+    def remote_typing(self, room_id: int, user: JSON) -> None:
+        """Typing relayed from another worker: for every local subscriber of the room."""
+        self._deliver_typing(room_id, user, None)
+
+    def _deliver_typing(self, room_id: int, user: JSON, sender: Subscriber | None) -> None:
+        subscribers = self.rooms.get(room_id)
+        if not subscribers:
+            return
+        frame = json_frame({"type": "typing", "room_id": room_id, "user": user})
+        for sub in list(subscribers):
             if sub is not sender:
                 sub.deliver_ephemeral(frame)
 
@@ -99,6 +126,8 @@ class Hub:
     def connect(self, sub: Subscriber) -> None:
         self.connections.add(sub)
         self._online[sub.user_id] += 1
+        if self._online[sub.user_id] == 1 and self.relay is not None:
+            self.relay.presence(sub.user_id, True)
 
     def disconnect(self, sub: Subscriber) -> None:
         if sub not in self.connections:
@@ -107,6 +136,8 @@ class Hub:
         self._online[sub.user_id] -= 1
         if self._online[sub.user_id] <= 0:
             del self._online[sub.user_id]
+            if self.relay is not None:
+                self.relay.presence(sub.user_id, False)
         for room_id in list(self._subscribed.get(sub, ())):
             self.unsubscribe(room_id, sub)
         self._subscribed.pop(sub, None)
@@ -128,7 +159,14 @@ class Hub:
             rooms.discard(room_id)
 
     def is_online(self, user_id: int) -> bool:
-        return user_id in self._online
+        return user_id in self._online or user_id in self._online_elsewhere
+
+    def set_online_elsewhere(self, user_id: int, online: bool) -> None:
+        """The supervisor's word on a user's server-wide presence (workers mode)."""
+        if online:
+            self._online_elsewhere.add(user_id)
+        else:
+            self._online_elsewhere.discard(user_id)
 
     def sockets_of(self, user_id: int) -> int:
         """The user's open (authenticated) websockets."""

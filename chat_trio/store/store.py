@@ -26,20 +26,36 @@ from chat_trio.store.sqlite import connect
 from chat_trio.store.state import State
 from chat_trio.store.writer import GroupCommitWriter
 
-__all__ = ["Conflict", "Store"]
+__all__ = ["Conflict", "ReadOnlyStore", "Store"]
+
+
+class ReadOnlyStore(RuntimeError):
+    """A write on a worker's store: in `--workers` mode every write goes to the supervisor
+    through `context.commands`, never to sqlite from a worker."""
 
 
 class Store:
-    def __init__(self, config: Config, conn: sqlite3.Connection, readers: ReaderPool) -> None:
+    def __init__(self, config: Config, conn: sqlite3.Connection | None, readers: ReaderPool) -> None:
         self.config = config
         self._conn = conn
         self.readers = readers
         self.state = State(config.recent_cache)
         self.feed = Feed(self.state)
-        self.writer = GroupCommitWriter(conn, max_batch=config.write_batch, queue_size=config.write_queue,
-                                        on_commit=self.feed.apply)
+        self._writer = None if conn is None else GroupCommitWriter(
+            conn, max_batch=config.write_batch, queue_size=config.write_queue, on_commit=self.feed.apply)
         self.users = self.state.users  # read-only views for the handlers
         self.rooms = self.state.rooms
+
+    @property
+    def writer(self) -> GroupCommitWriter:
+        """The group-commit writer; ReadOnlyStore on a remote (worker) store, which has none."""
+        if self._writer is None:
+            raise ReadOnlyStore("a worker's store is read-only: writes go through context.commands")
+        return self._writer
+
+    @property
+    def remote(self) -> bool:
+        return self._writer is None
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -56,11 +72,33 @@ class Store:
 
         return await trio.to_thread.run_sync(setup)
 
+    @classmethod
+    async def open_remote(cls, config: Config) -> Store:
+        """A worker's store: read-only connections to a database the supervisor has migrated and
+        writes; no writer, no purge. Its state is loaded (one snapshot) by `load_remote`, after
+        the worker has subscribed to the supervisor's feed, and then kept current by
+        `feed.apply_encoded` with every commit the supervisor sends."""
+        return cls(config, None, await trio.to_thread.run_sync(ReaderPool, config.db, config.readers))
+
+    async def load_remote(self) -> None:
+        """Fill the state from sqlite in one read transaction (so rooms and memberships agree).
+        Commits that arrived meanwhile are applied after it: `State.apply` skips what it saw."""
+
+        def load(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN")
+            try:
+                self.state.load(conn)
+            finally:
+                conn.execute("COMMIT")
+
+        await self.readers.read(load)
+
     async def close(self) -> None:
         def close_all() -> None:
             self.readers.close()
-            self._conn.execute("PRAGMA optimize")
-            self._conn.close()
+            if self._conn is not None:
+                self._conn.execute("PRAGMA optimize")
+                self._conn.close()
 
         await trio.to_thread.run_sync(close_all)
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
-import os
 import resource
 import time
 from dataclasses import dataclass
 
-_TICK = os.sysconf("SC_CLK_TCK")
+from load.cpu import tree_cpu_seconds
 
 
 def percentiles_ms(values_ns: list[int], points: tuple[float, ...] = (50, 90, 99)) -> dict[str, float]:
@@ -26,17 +25,6 @@ def percentiles_ms(values_ns: list[int], points: tuple[float, ...] = (50, 90, 99
         out[f"p{p:g}"] = round(values_ns[index] / 1e6, 3)
     out["max"] = round(values_ns[-1] / 1e6, 3)
     return out
-
-
-def proc_cpu_seconds(pid: int) -> float | None:
-    """utime + stime of a process, in seconds; None if it cannot be read."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    fields = raw.rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK  # fields 14 and 15 of stat(5)
 
 
 def self_cpu_seconds() -> float:
@@ -64,7 +52,8 @@ class CpuSample:
 
     @classmethod
     def take(cls, server_pid: int | None) -> CpuSample:
-        return cls(time.monotonic(), self_cpu_seconds(), proc_cpu_seconds(server_pid) if server_pid else None)
+        """The server's CPU is summed over its processes (a --workers supervisor and its workers)."""
+        return cls(time.monotonic(), self_cpu_seconds(), tree_cpu_seconds(server_pid) if server_pid else None)
 
     def pct_since(self, earlier: CpuSample) -> tuple[float, float | None]:
         """(tool %, server %) of one core between two samples."""

@@ -1,0 +1,1 @@
+"""`--workers N`: a supervisor that owns the sqlite writer, and N worker processes that serve."""

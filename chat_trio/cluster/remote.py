@@ -1,0 +1,235 @@
+"""`RemoteCommands`: a worker's `context.commands`, each call a J frame to the supervisor.
+
+A call is `{"call": id, "op": name, "args": {...}}` (token digests as hex); the answer is
+`{"reply": id, "ok": result}` or `{"reply": id, "error": {status, code, message, headers,
+extra}}`, re-raised here as the same APIError. The supervisor sends the commit a write made (a C
+frame) before its reply on the same ordered stream, so when a call returns its effect is already
+in this worker's state (read-your-writes). Calls still waiting when the connection drops fail
+with 503 unavailable.
+
+The supervisor's side of the same encoding is `begin_call`: it starts one call in arrival order
+and returns what to await for its reply frame.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import trio
+
+from chat_trio.api.commands import Commands
+from chat_trio.errors import APIError
+from chat_trio.store.records import JSON, Message, User
+
+log = logging.getLogger("chat_trio.cluster")
+
+Finish = Callable[[], Awaitable[tuple[Message, bool]]]
+
+
+class Sender(Protocol):
+    async def send(self, obj: JSON) -> None:
+        """Queue one J frame for the supervisor, in call order (waits while the queue is full)."""
+
+
+def unavailable() -> APIError:
+    return APIError(503, "unavailable", "the server is restarting; retry",
+                    headers=[(b"retry-after", b"1")])
+
+
+# -- errors and results across the socket ---------------------------------------------------
+
+def encode_error(exc: APIError) -> JSON:
+    return {"status": exc.status, "code": exc.code, "message": exc.message,
+            "headers": [[n.decode("latin-1"), v.decode("latin-1")] for n, v in exc.headers],
+            "extra": exc.extra}
+
+
+def decode_error(err: Any) -> APIError:
+    if not isinstance(err, dict) or not isinstance(err.get("status"), int):
+        log.error("the supervisor sent a malformed error: %.200r", err)
+        return APIError(500, "internal", "internal server error")
+    headers = [(str(n).encode("latin-1"), str(v).encode("latin-1")) for n, v in err.get("headers") or []]
+    return APIError(err["status"], err.get("code"), err.get("message") or "", headers, err.get("extra") or {})
+
+
+_DIGEST_ARGS = frozenset({"digest"})
+
+
+def _decode_args(args: JSON) -> JSON:
+    return {k: bytes.fromhex(v) if k in _DIGEST_ARGS else v for k, v in args.items()}
+
+
+def _encode_args(args: JSON) -> JSON:
+    return {k: v.hex() if isinstance(v, bytes) else v for k, v in args.items()}
+
+
+# -- the worker's side ------------------------------------------------------------------------
+
+class _Call:
+    __slots__ = ("done", "error", "value")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.value: Any = None
+        self.error: APIError | None = None
+
+
+class RemoteCommands:
+    """Commands carried out by the supervisor. `on_reply` is fed by the worker's reader task."""
+
+    def __init__(self, sender: Sender) -> None:
+        self._sender = sender
+        self._ids = itertools.count(1)
+        self._pending: dict[int, _Call] = {}
+        self._lost = False
+
+    async def _send(self, op: str, args: JSON) -> _Call:
+        if self._lost:
+            raise unavailable()
+        call_id = next(self._ids)
+        call = self._pending[call_id] = _Call()
+        try:
+            await self._sender.send({"call": call_id, "op": op, "args": _encode_args(args)})
+        except BaseException:
+            self._pending.pop(call_id, None)
+            raise
+        return call
+
+    async def _result(self, call: _Call) -> Any:
+        await call.done.wait()
+        if call.error is not None:
+            raise call.error
+        return call.value
+
+    async def _call(self, op: str, **args: Any) -> Any:
+        return await self._result(await self._send(op, args))
+
+    def on_reply(self, frame: JSON) -> None:
+        call = self._pending.pop(frame.get("reply"), None)  # type: ignore[arg-type]
+        if call is None:
+            log.warning("a reply to no pending call: %.200r", frame)
+            return
+        if "error" in frame:
+            call.error = decode_error(frame["error"])
+        else:
+            call.value = frame.get("ok")
+        call.done.set()
+
+    def connection_lost(self) -> None:
+        """The supervisor is gone: every waiting call, and every later one, fails with 503."""
+        self._lost = True
+        pending, self._pending = self._pending, {}
+        for call in pending.values():
+            call.error = unavailable()
+            call.done.set()
+
+    # -- the Commands protocol ------------------------------------------------------------
+
+    async def allow_registration(self, client: str) -> None:
+        await self._call("allow_registration", client=client)
+
+    async def create_user(self, username: str, password_hash: str) -> User:
+        user: User = await self._call("create_user", username=username, password_hash=password_hash)
+        return user
+
+    async def login_allowed(self, username: str, client: str) -> None:
+        await self._call("login_allowed", username=username, client=client)
+
+    async def login_failed(self, username: str, client: str, has_account: bool) -> None:
+        await self._call("login_failed", username=username, client=client, has_account=has_account)
+
+    async def login_succeeded(self, username: str, client: str) -> None:
+        await self._call("login_succeeded", username=username, client=client)
+
+    async def rehash_password(self, user_id: int, password_hash: str) -> None:
+        await self._call("rehash_password", user_id=user_id, password_hash=password_hash)
+
+    async def create_token(self, digest: bytes, user_id: int) -> int:
+        return int(await self._call("create_token", digest=digest, user_id=user_id))
+
+    async def revoke_token(self, digest: bytes) -> None:
+        await self._call("revoke_token", digest=digest)
+
+    async def create_room(self, user_id: int, name: str, topic: str) -> int:
+        return int(await self._call("create_room", user_id=user_id, name=name, topic=topic))
+
+    async def join(self, room_id: int, user_id: int) -> None:
+        await self._call("join", room_id=room_id, user_id=user_id)
+
+    async def leave(self, room_id: int, user_id: int) -> None:
+        await self._call("leave", room_id=room_id, user_id=user_id)
+
+    async def submit_message(self, user_id: int, room_id: int, text: str, txn_id: str | None) -> Finish:
+        """Returns as soon as the call is queued, so a websocket's pipelined sends reach the
+        supervisor (and get their seqs) in the order they were made."""
+        call = await self._send("submit_message",
+                                {"user_id": user_id, "room_id": room_id, "text": text, "txn_id": txn_id})
+
+        async def finish() -> tuple[Message, bool]:
+            message, created = await self._result(call)
+            return message, bool(created)
+
+        return finish
+
+
+# -- the supervisor's side --------------------------------------------------------------------
+
+_OPS = frozenset({"allow_registration", "create_user", "login_allowed", "login_failed",
+                  "login_succeeded", "rehash_password", "create_token", "revoke_token",
+                  "create_room", "join", "leave", "submit_message"})
+
+
+async def begin_call(commands: Commands, frame: JSON) -> Callable[[], Awaitable[JSON]]:
+    """Start one call from a worker, in the order calls arrive, and return what to await for its
+    reply frame. Only a `submit_message` does work here (it is queued to the writer, so sends
+    keep their order); every other op runs when the returned function is awaited, so a slow one
+    does not hold up the calls behind it."""
+    call_id, op, args = frame.get("call"), frame.get("op"), frame.get("args")
+    if op not in _OPS or not isinstance(args, dict):
+        error = encode_error(_internal())
+        log.error("a worker sent an unknown call: %.200r", frame)
+        return _constant({"reply": call_id, "error": error})
+    method = getattr(commands, op, None)
+    if method is None:
+        log.error("a worker called %s, which this supervisor does not serve", op)
+        return _constant({"reply": call_id, "error": encode_error(_internal())})
+    try:
+        decoded = _decode_args(args)
+        if op == "submit_message":
+            finish = await method(**decoded)
+        else:
+            async def finish() -> Any:
+                return await method(**decoded)
+    except APIError as exc:
+        return _constant({"reply": call_id, "error": encode_error(exc)})
+    except (TypeError, ValueError):
+        log.exception("a worker's call had bad arguments: %.200r", frame)
+        return _constant({"reply": call_id, "error": encode_error(_internal())})
+
+    async def reply() -> JSON:
+        try:
+            result = await finish()
+        except APIError as exc:
+            return {"reply": call_id, "error": encode_error(exc)}
+        except Exception:
+            log.exception("a worker's %s call failed", op)
+            return {"reply": call_id, "error": encode_error(_internal())}
+        if isinstance(result, tuple):
+            result = list(result)
+        return {"reply": call_id, "ok": result}
+
+    return reply
+
+
+def _internal() -> APIError:
+    return APIError(500, "internal", "internal server error")
+
+
+def _constant(reply: JSON) -> Callable[[], Awaitable[JSON]]:
+    async def answer() -> JSON:
+        return reply
+
+    return answer

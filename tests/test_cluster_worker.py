@@ -1,0 +1,384 @@
+"""The worker of `--workers N`, as a real `python -m chat_trio.cluster.worker` process, against a
+stand-in supervisor that speaks the IPC protocol of DESIGN-workers.md over a real Unix socket
+and carries calls out on the store of an in-process single-process App (the only writer)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import trio
+
+from chat_trio.api.context import Context
+from chat_trio.app import App
+from chat_trio.cluster.ipc import COMMIT, commit_frame, json_frame, read_frames
+from chat_trio.cluster.remote import RemoteCommands, begin_call
+from chat_trio.cluster.worker import Link
+from chat_trio.errors import APIError
+from chat_trio.http.server import open_listeners
+from chat_trio.store.changes import Commit, encode
+from chat_trio.store.records import Message, User
+from chat_trio.store.store import ReadOnlyStore, Store
+from tests.client import HTTPClient
+from tests.helpers import StartServer, join, make_room, register_and_login, send
+from tests.ws_client import connect
+
+JSON = dict[str, Any]
+
+
+class StoreCommands:
+    """The calls a worker makes, carried out on a single-process store (no limits)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def create_user(self, username: str, password_hash: str) -> User:
+        return await self.store.create_user(username, password_hash)
+
+    async def create_token(self, digest: bytes, user_id: int) -> int:
+        return await self.store.create_token(digest, user_id, 3_600_000)
+
+    async def create_room(self, user_id: int, name: str, topic: str) -> int:
+        if name == "limited":
+            raise APIError(429, "rate_limited", "too many requests; retry later",
+                           headers=[(b"retry-after", b"3")], extra={"retry_after_ms": 2500})
+        return (await self.store.create_room(user_id, name, topic)).id
+
+    async def join(self, room_id: int, user_id: int) -> None:
+        if room_id < 0:
+            await trio.sleep_forever()  # a call the supervisor never answers
+        room = self.store.room(room_id)
+        assert room is not None
+        await self.store.join(room, user_id)
+
+    async def submit_message(self, user_id: int, room_id: int, text: str, txn_id: str | None) -> Any:
+        room = self.store.room(room_id)
+        assert room is not None
+        return await self.store.submit_post(room, self.store.users[user_id], text, txn_id)
+
+    async def login_allowed(self, username: str, client: str) -> None:
+        return None
+
+    async def login_succeeded(self, username: str, client: str) -> None:
+        return None
+
+    async def login_failed(self, username: str, client: str, has_account: bool) -> None:
+        return None
+
+    async def allow_registration(self, client: str) -> None:
+        return None
+
+    async def rehash_password(self, user_id: int, password_hash: str) -> None:
+        return None
+
+    async def revoke_token(self, digest: bytes) -> None:
+        await self.store.revoke_token(digest)
+
+    async def leave(self, room_id: int, user_id: int) -> None:
+        room = self.store.room(room_id)
+        assert room is not None
+        await self.store.leave(room, user_id)
+
+
+class StandIn:
+    """One worker's supervisor: commits as C frames (each before the replies of its calls,
+    through one ordered queue), hello → ready, calls answered, presence and typing recorded."""
+
+    def __init__(self, store: Store, online_elsewhere: list[int]) -> None:
+        self.commands = StoreCommands(store)
+        self.online_elsewhere = online_elsewhere
+        self.out: trio.MemorySendChannel[bytes] | None = None
+        self.events_in, self.events = trio.open_memory_channel[JSON](100)
+        self.hello: JSON | None = None
+        self.scope = trio.CancelScope()
+        store.feed.subscribe(self._commit)
+
+    def _commit(self, commit: Commit) -> None:
+        if self.out is not None:
+            self.out.send_nowait(commit_frame(encode(commit.changes)))
+
+    def send(self, obj: JSON) -> None:
+        assert self.out is not None
+        self.out.send_nowait(json_frame(obj))
+
+    async def serve(self, path: str, *,
+                    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        listener = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+        await listener.bind(path)
+        listener.listen()
+        task_status.started()
+        with listener:
+            conn, _ = await listener.accept()
+        stream = trio.SocketStream(conn)
+        self.out, outbox = trio.open_memory_channel[bytes](10_000)
+        with self.scope:
+            async with stream, trio.open_nursery() as nursery:
+                nursery.start_soon(self._write, stream, outbox)
+                async for _kind, payload in read_frames(stream):
+                    await self._receive(orjson.loads(payload), nursery)
+                nursery.cancel_scope.cancel()
+        self.out = None
+
+    async def _write(self, stream: trio.SocketStream, outbox: trio.MemoryReceiveChannel[bytes]) -> None:
+        async for data in outbox:
+            await stream.send_all(data)
+
+    async def _receive(self, frame: JSON, nursery: trio.Nursery) -> None:
+        if "hello" in frame:
+            self.hello = frame
+            self.send({"ready": True, "online": self.online_elsewhere})
+        elif "call" in frame:
+            reply = await begin_call(self.commands, frame)
+
+            async def answer() -> None:
+                self.send(await reply())
+
+            nursery.start_soon(answer)
+        else:
+            self.events_in.send_nowait(frame)
+
+    def disconnect(self) -> None:
+        self.scope.cancel()
+
+
+@asynccontextmanager
+async def worker_process(tmp_path: Path, app: App, nursery: trio.Nursery, stand_in: StandIn,
+                         worker_id: int = 1) -> AsyncIterator[tuple[subprocess.Popen[bytes], int]]:
+    """A worker process on a port reserved as the supervisor does (bound, not listening)."""
+    path = str(tmp_path / f"w{worker_id}.sock")
+    await nursery.start(stand_in.serve, path)
+    reserved = await open_listeners("127.0.0.1", 0, reuse_port=True, listen=False)
+    port = reserved[0].getsockname()[1]
+    config = dataclasses.replace(app.config, port=port, log_level="info")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_TRIO_")}
+    env.update(CHAT_TRIO_WORKER_CONFIG=orjson.dumps(dataclasses.asdict(config)).decode(),
+               CHAT_TRIO_WORKER_ID=str(worker_id), CHAT_TRIO_WORKER_SOCKET=path)
+    log = (tmp_path / f"worker{worker_id}.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "chat_trio.cluster.worker"], env=env, cwd=tmp_path,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        with trio.fail_after(20):
+            while True:
+                try:
+                    stream = await trio.open_tcp_stream("127.0.0.1", port)
+                except OSError:
+                    assert proc.poll() is None, (tmp_path / f"worker{worker_id}.log").read_text()
+                    await trio.sleep(0.05)
+                    continue
+                await stream.aclose()
+                break
+        yield proc, port
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        log.close()
+        for sock in reserved:
+            sock.close()
+
+
+async def wait_exit(proc: subprocess.Popen[bytes], seconds: float = 10) -> int:
+    with trio.fail_after(seconds):
+        while proc.poll() is None:
+            await trio.sleep(0.05)
+    return proc.returncode
+
+
+async def test_worker_serves_the_supervisors_commits_and_exits_with_it(
+        start_server: StartServer, nursery: trio.Nursery, tmp_path: Path) -> None:
+    app = await start_server()
+    main = HTTPClient(app.port)
+    alice = await register_and_login(main, "alice")
+    bob = await register_and_login(main, "bob")
+    room = (await make_room(main, alice[0], "lobby"))["id"]
+    await join(main, bob[0], room)
+    stand_in = StandIn(app.store, online_elsewhere=[bob[1]["id"]])  # type: ignore[arg-type]
+
+    async with worker_process(tmp_path, app, nursery, stand_in) as (proc, port):
+        assert stand_in.hello == {"hello": 1}
+        w = HTTPClient(port, alice[0])
+        health = await w.get("/healthz")
+        assert health.status == 200 and health.headers[b"x-chat-worker"] == b"1"
+        # State loaded from sqlite (the room, its members, alice's token); bob is online elsewhere.
+        listed = (await w.get(f"/rooms/{room}/members")).json["members"]
+        members = {m["user"]["username"]: m["online"] for m in listed}
+        assert members == {"alice": False, "bob": True}
+
+        async with connect(port, alice[0]) as ws:
+            assert await stand_in.events.receive() == {"presence": alice[1]["id"], "online": True}
+            await ws.subscribe(room)
+            # Committed by the supervisor, delivered by the worker through its C frame.
+            assert (await send(main, bob[0], room, "hi from elsewhere")).status == 201
+            [message] = await ws.messages_until(1)
+            stand_in.send({"metrics": 7})
+            scrape = await stand_in.events.receive()
+            assert scrape["metrics_reply"] == 7 and "chat_trio_open_websockets 1.0" in scrape["text"]
+            assert message["text"] == "hi from elsewhere"
+            assert (await w.get(f"/rooms/{room}/messages")).json["messages"] == [message]
+            # A user created after the worker loaded arrives by the feed too.
+            carol = await register_and_login(main, "carol")
+            assert (await w.get("/rooms", token=carol[0])).status == 200
+
+            # Typing, both ways.
+            stand_in.send({"typing": room, "user": {"id": bob[1]["id"], "username": "bob"}, "from": 2})
+            typing = await ws.expect("typing")
+            assert typing["user"] == {"id": bob[1]["id"], "username": "bob"}
+            await ws.send({"type": "typing", "room_id": room})
+            assert await stand_in.events.receive() == {
+                "typing": room, "user": {"id": alice[1]["id"], "username": "alice"}}
+
+            # The supervisor goes away: the worker closes its websockets and exits.
+            stand_in.disconnect()
+            code, _ = await ws.closed()
+            assert code == 1001
+        assert await wait_exit(proc) == 0
+        await w.aclose()
+    await main.aclose()
+
+
+@pytest.mark.skipif("commands" not in getattr(Context, "__dataclass_fields__", {}),
+                    reason="the handlers do not call context.commands on this branch yet")
+async def test_rest_send_through_a_worker_is_committed_by_the_supervisor(
+        start_server: StartServer, nursery: trio.Nursery, tmp_path: Path) -> None:
+    app = await start_server()
+    main = HTTPClient(app.port)
+    alice = await register_and_login(main, "alice")
+    room = (await make_room(main, alice[0], "lobby"))["id"]
+    stand_in = StandIn(app.store, online_elsewhere=[])  # type: ignore[arg-type]
+    async with worker_process(tmp_path, app, nursery, stand_in) as (proc, port):
+        w = HTTPClient(port, alice[0])
+        async with connect(port, alice[0]) as ws:
+            await ws.subscribe(room)
+            reply = await send(w, alice[0], room, "through the worker")
+            assert reply.status == 201 and reply.headers[b"x-chat-worker"] == b"1"
+            assert (await ws.messages_until(1))[0]["text"] == "through the worker"
+            assert app.store.room(room).last_seq == 1  # type: ignore[union-attr]
+            # Pipelined websocket sends keep their order through the supervisor.
+            for i in range(10):
+                await ws.send({"type": "send", "room_id": room, "text": f"p{i}"})
+            frames = [f for f in [await ws.recv() for _ in range(20)] if f["type"] == "message"]
+            assert [f["message"]["text"] for f in frames] == [f"p{i}" for i in range(10)]
+            assert [f["message"]["seq"] for f in frames] == list(range(2, 12))
+            proc.send_signal(signal.SIGTERM)
+            assert (await ws.closed())[0] == 1001
+        assert await wait_exit(proc) == 0
+        await w.aclose()
+    await main.aclose()
+
+
+async def test_worker_drains_on_sigterm(
+        start_server: StartServer, nursery: trio.Nursery, tmp_path: Path) -> None:
+    app = await start_server()
+    main = HTTPClient(app.port)
+    alice = await register_and_login(main, "alice")
+    stand_in = StandIn(app.store, online_elsewhere=[])  # type: ignore[arg-type]
+    async with worker_process(tmp_path, app, nursery, stand_in) as (proc, port):
+        async with connect(port, alice[0]) as ws:
+            assert (await stand_in.events.receive())["online"] is True
+            proc.send_signal(signal.SIGTERM)
+            assert (await ws.closed())[0] == 1001
+            assert await stand_in.events.receive() == {"presence": alice[1]["id"], "online": False}
+        assert await wait_exit(proc) == 0
+    await main.aclose()
+
+
+async def test_remote_commands_over_a_socket(
+        start_server: StartServer, nursery: trio.Nursery, tmp_path: Path) -> None:
+    """Calls in order (pipelined sends get increasing seqs), errors re-raised as the same
+    APIError, results only after their commit, and 503 for calls the supervisor never answers."""
+    app = await start_server()
+    main = HTTPClient(app.port)
+    alice = await register_and_login(main, "alice")
+    alice_id = alice[1]["id"]
+    stand_in = StandIn(app.store, online_elsewhere=[])  # type: ignore[arg-type]
+    path = str(tmp_path / "r.sock")
+    await nursery.start(stand_in.serve, path)
+    stream = await trio.open_unix_socket(path)
+    link = Link(stream)
+    commands = RemoteCommands(link)
+    commits: list[bytes] = []
+
+    async def read() -> None:
+        async for kind, payload in read_frames(stream):
+            if kind == COMMIT:
+                commits.append(payload)
+            else:
+                commands.on_reply(orjson.loads(payload))
+        commands.connection_lost()
+
+    nursery.start_soon(link.run)
+    nursery.start_soon(read)
+
+    room = await commands.create_room(alice_id, "pipelined", "")
+    assert len(commits) == 1  # the commit came before the reply
+    finishes = [await commands.submit_message(alice_id, room, f"m{i}", None) for i in range(20)]
+    results: list[tuple[Message, bool]] = [await finish() for finish in finishes]
+    assert [m["seq"] for m, _ in results] == list(range(1, 21))
+    assert [m["text"] for m, _ in results] == [f"m{i}" for i in range(20)]
+    assert all(created for _, created in results)
+    again = await (await commands.submit_message(alice_id, room, "x", "t1"))()
+    assert (await (await commands.submit_message(alice_id, room, "x", "t1"))())[0] == again[0]
+
+    with pytest.raises(APIError) as limited:
+        await commands.create_room(alice_id, "limited", "")
+    error = limited.value
+    assert (error.status, error.code, error.headers, error.extra) == (
+        429, "rate_limited", [(b"retry-after", b"3")], {"retry_after_ms": 2500})
+
+    async def disconnect_soon() -> None:
+        await trio.sleep(0.2)
+        stand_in.disconnect()
+
+    nursery.start_soon(disconnect_soon)
+    with pytest.raises(APIError) as gone:
+        await commands.join(-1, alice_id)
+    assert (gone.value.status, gone.value.code) == (503, "unavailable")
+    with pytest.raises(APIError):
+        await commands.join(room, alice_id)  # and every later call
+    await stream.aclose()
+    await main.aclose()
+
+
+async def test_remote_store_loads_then_applies_buffered_commits_once(
+        start_server: StartServer, tmp_path: Path) -> None:
+    """A worker subscribes before it loads, so commits its load already saw arrive again: they
+    must change nothing (no room reset to no members, no seq going back, no message counted
+    twice); and a worker's store cannot write."""
+    app = await start_server()
+    store = app.store
+    assert store is not None
+    seen: list[bytes] = []
+    store.feed.subscribe(lambda commit: seen.append(encode(commit.changes)))
+    main = HTTPClient(app.port)
+    alice = await register_and_login(main, "alice")
+    bob = await register_and_login(main, "bob")
+    room = (await make_room(main, alice[0], "lobby"))["id"]
+    await join(main, bob[0], room)
+    for i in range(3):
+        await send(main, alice[0], room, f"m{i}")
+
+    remote = await Store.open_remote(app.config)
+    try:
+        await remote.load_remote()
+        for payload in seen:
+            remote.feed.apply_encoded(payload)
+        loaded = remote.room(room)
+        assert loaded is not None
+        assert set(loaded.members) == {alice[1]["id"], bob[1]["id"]} and loaded.last_seq == 3
+        assert remote.state.room_order == store.state.room_order
+        assert remote.messages_committed == 0
+        assert [m["text"] for m in await remote.messages(loaded, 1, 3)] == ["m0", "m1", "m2"]
+        with pytest.raises(ReadOnlyStore):
+            await remote.create_room(alice[1]["id"], "nope", "")
+    finally:
+        await remote.close()
+    await main.aclose()
