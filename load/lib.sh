@@ -34,6 +34,15 @@ start_chat() {
     wait_ready "http://$HOST:$port/healthz" "$CHAT_PID" || { echo "see $log" >&2; return 1; }
 }
 
+# stop_chat PID: stop a server this script started, by its pid: SIGTERM (a supervisor stops its
+# workers and commits what was acknowledged), SIGKILL if it is still there after 15 s.
+stop_chat() {
+    kill "$1" 2>/dev/null || true
+    for _ in $(seq 150); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+
 # api_post API PATH JSON [TOKEN]: prints the status; the body is kept in $LAST_BODY.
 LAST_BODY=${LAST_BODY:-$(mktemp /tmp/chat_trio_body.XXXXXX)}
 api_post() {

@@ -51,14 +51,8 @@ API="http://$HOST:$PORT"
 SERVER_PID=""
 DATA=""
 stop_server() {
-    # Only the server this script started, by its pid: SIGTERM (it stops its workers), then SIGKILL.
-    if [[ -n $SERVER_PID ]]; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        for _ in $(seq 150); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-        SERVER_PID=""
-    fi
+    [[ -n $SERVER_PID ]] && stop_chat "$SERVER_PID"
+    SERVER_PID=""
     [[ -n $DATA ]] && rm -rf "$DATA"
     DATA=""
 }

@@ -19,6 +19,13 @@ SLOWLORIS = 200
 SLOW_BODY = 100
 
 
+
+async def refused_503(port: int) -> None:
+    """One connection over a cap: answered 503 `unavailable` in the API format, then closed."""
+    raw, closed = await exchange(port, get("/healthz"), timeout=10)
+    assert closed, raw[:200]
+    only_error(raw, 503, "unavailable")
+
 async def wait_for_connections(app: App, count: int) -> None:
     with trio.fail_after(20):
         while server_of(app).open_connections < count:
@@ -159,9 +166,7 @@ async def test_connection_flood_beyond_the_cap_is_refused_and_held_ones_keep_wor
 
         async def intruder() -> None:
             nonlocal refused
-            raw, closed = await exchange(app.port, get("/healthz"), timeout=10)
-            assert closed, raw[:200]
-            only_error(raw, 503, "unavailable")
+            await refused_503(app.port)
             refused += 1
 
         with trio.fail_after(30):
@@ -196,9 +201,7 @@ async def test_one_address_flooding_connections_takes_only_its_own_allowance(tmp
 
         async def intruder() -> None:
             nonlocal refused
-            raw, closed = await exchange(app.port, get("/healthz"), timeout=10)
-            assert closed, raw[:200]
-            only_error(raw, 503, "unavailable")
+            await refused_503(app.port)
             refused += 1
 
         async def bystander() -> None:
