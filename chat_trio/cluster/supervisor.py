@@ -106,10 +106,11 @@ class WorkerLink:
         self.offer(ipc.json_frame(obj))
 
     async def pump(self) -> None:
-        """Write the queue to the socket, in order."""
+        """Write the queue to the socket, in order: whatever is queued goes out in one write."""
         async for data in self._outbox_out:
-            await self.stream.send_all(data)
-            self.queued -= len(data)
+            batch = ipc.drain(data, self._outbox_out)
+            await self.stream.send_all(batch)
+            self.queued -= len(batch)
 
 
 class Supervisor:

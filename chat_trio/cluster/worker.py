@@ -75,12 +75,13 @@ class Link:
         return True
 
     async def run(self) -> None:
-        """Write the queued frames. A broken socket ends it quietly: the reader task sees the
-        same end and shuts the worker down; frames still queued are dropped."""
+        """Write the queued frames (all that wait, in one write). A broken socket ends it
+        quietly: the reader task sees the same end and shuts the worker down; frames still
+        queued are dropped."""
         async with self._queue:
             try:
                 async for data in self._queue:
-                    await self._stream.send_all(data)
+                    await self._stream.send_all(ipc.drain(data, self._queue))
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 log.warning("the supervisor link broke while sending (%s)", exc)
 
