@@ -61,8 +61,12 @@ class Link:
     async def send(self, obj: JSON) -> None:
         """Queue a frame, waiting while the queue is full (calls: backpressure, order kept);
         503 once the link is down."""
+        data = ipc.json_frame(obj)
         try:
-            await self._out.send(ipc.json_frame(obj))
+            try:
+                self._out.send_nowait(data)  # the common case: no scheduler pass of its own
+            except trio.WouldBlock:
+                await self._out.send(data)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise unavailable() from None
 
