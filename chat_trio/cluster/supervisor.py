@@ -59,6 +59,7 @@ log = logging.getLogger("chat_trio.supervisor")
 WORKER_ARGV = [sys.executable, "-m", "chat_trio.cluster.worker"]
 
 OUTBOUND_BYTES = 64 * 1024 * 1024  # bytes queued to one worker before it is cut off
+SENDS_IN_FLIGHT = 4096  # a worker's sends awaiting their commit before its calls wait
 HELLO_TIMEOUT = 10.0
 METRICS_TIMEOUT = 2.0
 RESPAWN_FIRST, RESPAWN_MAX = 0.1, 5.0
@@ -85,6 +86,8 @@ class WorkerLink:
         self.online: set[int] = set()
         self.scope = trio.CancelScope()
         self.scrapes: dict[int, trio.MemorySendChannel[str]] = {}
+        # Replies to sends, awaited in order by one task (they finish in the order queued).
+        self.sends, self.answers = trio.open_memory_channel[Callable[[], Awaitable[Any]]](SENDS_IN_FLIGHT)
 
     def offer(self, data: bytes) -> None:
         """Queue a frame without waiting; a worker that cannot keep up is disconnected."""
@@ -106,10 +109,11 @@ class WorkerLink:
         self.offer(ipc.json_frame(obj))
 
     async def pump(self) -> None:
-        """Write the queue to the socket, in order."""
+        """Write the queue to the socket, in order: whatever is queued goes out in one write."""
         async for data in self._outbox_out:
-            await self.stream.send_all(data)
-            self.queued -= len(data)
+            batch = ipc.drain(data, self._outbox_out)
+            await self.stream.send_all(batch)
+            self.queued -= len(batch)
 
 
 class Supervisor:
@@ -265,6 +269,7 @@ class Supervisor:
                 with link.scope:
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(link.pump)
+                        nursery.start_soon(self._answer_sends, link)
                         await self._read(link, frames, nursery)
                         nursery.cancel_scope.cancel()
         except (ipc.FrameError, trio.TooSlowError, StopAsyncIteration) as exc:
@@ -339,11 +344,32 @@ class Supervisor:
         own task and queued behind the commit that made it."""
         assert self.commands is not None  # set before any worker is accepted
         reply = await begin_call(self.commands, msg)
-        nursery.start_soon(self._answer, link, reply)
+        if msg.get("op") == "submit_message":
+            # Sends commit in the order they were queued, so one task answers them in that
+            # order, without a task of its own each (the queue is bounded: the read waits). No
+            # scheduler pass while there is room, so the writer takes every send read so far
+            # as one batch.
+            try:
+                link.sends.send_nowait(reply)
+            except trio.WouldBlock:
+                await link.sends.send(reply)
+        else:
+            nursery.start_soon(self._answer, link, reply)
 
     @staticmethod
     async def _answer(link: WorkerLink, reply: Callable[[], Awaitable[dict[str, Any]]]) -> None:
         link.send(await reply())
+
+    @staticmethod
+    async def _answer_sends(link: WorkerLink) -> None:
+        async for reply in link.answers:
+            link.send(await reply())
+            while True:  # the rest of the batch, without a scheduler pass each
+                try:
+                    reply = link.answers.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+                link.send(await reply())
 
     # -- presence ----------------------------------------------------------------------------
 

@@ -61,8 +61,12 @@ class Link:
     async def send(self, obj: JSON) -> None:
         """Queue a frame, waiting while the queue is full (calls: backpressure, order kept);
         503 once the link is down."""
+        data = ipc.json_frame(obj)
         try:
-            await self._out.send(ipc.json_frame(obj))
+            try:
+                self._out.send_nowait(data)  # the common case: no scheduler pass of its own
+            except trio.WouldBlock:
+                await self._out.send(data)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise unavailable() from None
 
@@ -75,12 +79,13 @@ class Link:
         return True
 
     async def run(self) -> None:
-        """Write the queued frames. A broken socket ends it quietly: the reader task sees the
-        same end and shuts the worker down; frames still queued are dropped."""
+        """Write the queued frames (all that wait, in one write). A broken socket ends it
+        quietly: the reader task sees the same end and shuts the worker down; frames still
+        queued are dropped."""
         async with self._queue:
             try:
                 async for data in self._queue:
-                    await self._stream.send_all(data)
+                    await self._stream.send_all(ipc.drain(data, self._queue))
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 log.warning("the supervisor link broke while sending (%s)", exc)
 
