@@ -8,7 +8,7 @@ HOST=127.0.0.1
 # user or single address into 429s and refused connections: the load scripts lift them (every
 # load tool connects from 127.0.0.1, up to 10,000 sockets at once).
 LOAD_FLAGS=(--send-rate 0 --register-limit 0 --login-rate 0 --login-user-limit 0
-            --room-create-rate 0 --max-connections-per-address 65536)
+            --room-create-rate 0 --max-connections-per-address 65536 --max-websockets-per-user 65536)
 
 [[ -x $PY ]] || { echo "missing $PY: create the venv first (see README.md), or set PY" >&2; exit 2; }
 
