@@ -28,7 +28,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-source load/lib.sh   # PY, HOST, start_chat
+source load/lib.sh   # PY, HOST, start_fresh, stop_fresh
 DUR=${1:-10}
 PORT=${PORT:-18095}
 SERVER_CPU=${SERVER_CPU:-0}
@@ -53,15 +53,7 @@ $PY -c 'import matplotlib' 2>/dev/null || { echo "missing matplotlib: $PY -m pip
 OUT=${OUT:-$(mktemp -d /tmp/chat_trio_fanout.XXXXXX)}
 mkdir -p "$OUT"
 
-SERVER_PID=""
-DATA=""
-stop_server() {
-    [[ -n $SERVER_PID ]] && stop_chat "$SERVER_PID"
-    SERVER_PID=""
-    [[ -n $DATA ]] && rm -rf "$DATA"
-    DATA=""
-}
-trap stop_server EXIT
+trap stop_fresh EXIT
 
 wait_for_quiet() {
     # Other benchmarks on this machine would disturb the figures (and ours theirs): wait them out.
@@ -78,11 +70,7 @@ wait_for_quiet() {
 }
 
 start_server() {
-    local name=$1
-    DATA=$(mktemp -d /tmp/chat_trio_fanout_db.XXXXXX)
-    ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-    start_chat "$PORT" "$SERVER_CPU" "$OUT/$name.server.log" "$DATA/chat.db" $SERVER_FLAGS $SERVER_EXTRA || exit 1
-    SERVER_PID=$CHAT_PID
+    start_fresh "$PORT" "$SERVER_CPU" "$OUT/$1.server.log" $SERVER_FLAGS $SERVER_EXTRA || exit 1
 }
 
 run_tool() {
@@ -93,7 +81,7 @@ run_tool() {
     echo "== $name" >&2
     timeout 300 taskset -c "$CLIENT_CPU" "$PY" -m load.fanout --url "http://$HOST:$PORT" \
         --server-pid "$SERVER_PID" --json "$OUT/$name.json" "$@" | tee "$OUT/$name.txt"
-    stop_server
+    stop_fresh
 }
 
 run_tool 1-100subs --subscribers 100 --rooms 1 --senders 1 --rate 400 --duration "$DUR" --drain "$DRAIN" \

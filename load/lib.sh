@@ -43,6 +43,24 @@ stop_chat() {
     wait "$1" 2>/dev/null || true
 }
 
+# One server at a time on a fresh database: start_fresh PORT CPU LOG [FLAGS...] sets SERVER_PID
+# and DATA (its temporary directory; the fd limit is raised for thousands of sockets);
+# stop_fresh stops it and removes DATA (safe to call twice, as from an EXIT trap).
+SERVER_PID=""
+DATA=""
+start_fresh() {
+    DATA=$(mktemp -d /tmp/chat_trio_db.XXXXXX)
+    ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+    start_chat "$1" "$2" "$3" "$DATA/chat.db" "${@:4}" || return 1
+    SERVER_PID=$CHAT_PID
+}
+stop_fresh() {
+    [[ -n $SERVER_PID ]] && stop_chat "$SERVER_PID"
+    SERVER_PID=""
+    [[ -n $DATA ]] && rm -rf "$DATA"
+    DATA=""
+}
+
 # api_post API PATH JSON [TOKEN]: prints the status; the body is kept in $LAST_BODY.
 LAST_BODY=${LAST_BODY:-$(mktemp /tmp/chat_trio_body.XXXXXX)}
 api_post() {

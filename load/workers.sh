@@ -23,7 +23,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-source load/lib.sh   # PY, HOST, LOAD_FLAGS, start_chat, seed_user_room
+source load/lib.sh   # PY, HOST, LOAD_FLAGS, start_fresh, stop_fresh, seed_user_room
 COUNTS=${1:?usage: load/workers.sh COUNTS [duration], e.g. 1,2,4,8}
 DUR=${2:-10}
 PORT=${PORT:-18097}
@@ -48,26 +48,14 @@ mkdir -p "$OUT"
 : >"$OUT/workers.tsv"
 API="http://$HOST:$PORT"
 
-SERVER_PID=""
-DATA=""
-stop_server() {
-    [[ -n $SERVER_PID ]] && stop_chat "$SERVER_PID"
-    SERVER_PID=""
-    [[ -n $DATA ]] && rm -rf "$DATA"
-    DATA=""
-}
-trap stop_server EXIT
+trap stop_fresh EXIT
 trap 'exit 130' INT TERM
 
 # start N NAME: a fresh server with N workers on core(s) SERVER_CPU.
 start() {
     local n=$1 name=$2 flags=()
     (( n > 1 )) && flags=(--workers "$n")
-    DATA=$(mktemp -d /tmp/chat_trio_workers_db.XXXXXX)
-    ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-    start_chat "$PORT" "$SERVER_CPU" "$OUT/$name.server.log" "$DATA/chat.db" "${CHEAP[@]}" "${flags[@]}" \
-        || exit 1
-    SERVER_PID=$CHAT_PID
+    start_fresh "$PORT" "$SERVER_CPU" "$OUT/$name.server.log" "${CHEAP[@]}" "${flags[@]}" || exit 1
     sleep 1   # every worker listening (the first answer may come before the last one is up)
 }
 
@@ -102,14 +90,14 @@ for n in ${COUNTS//,/ }; do
     wrk_run "$n" healthz healthz.lua
     wrk_run "$n" send send.lua
     wrk_run "$n" history history.lua
-    stop_server
+    stop_fresh
 
     echo "== $n worker(s): fan-out" >&2
     start "$n" "$n-fanout"
     timeout 300 taskset -c "$CLIENT_CPU" "$PY" -m load.fanout --url "$API" --server-pid "$SERVER_PID" \
         --subscribers "$FANOUT_SUBS" --rooms 1 --senders 1 --rate "$FANOUT_RATE" --duration "$DUR" \
         --drain 5 --quiet --json "$OUT/$n-fanout.json" >"$OUT/$n-fanout.txt" 2>&1 || true
-    stop_server
+    stop_fresh
     # The tool's own window: deliveries/s, p99 and the server's CPU % (all its processes) while sending.
     read -r dps p99 frames cpu < <("$PY" - "$OUT/$n-fanout.json" "$DUR" <<'PYEOF' || echo "   "
 import json, sys
