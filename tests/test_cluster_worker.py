@@ -327,6 +327,12 @@ async def test_remote_commands_over_a_socket(
     assert all(created for _, created in results)
     again = await (await commands.submit_message(alice_id, room, "x", "t1"))()
     assert (await (await commands.submit_message(alice_id, room, "x", "t1"))())[0] == again[0]
+    # A wait cancelled before its answer stops waiting; the answer is kept for a later wait.
+    late = await commands.submit_message(alice_id, room, "late", None)
+    with trio.move_on_after(0) as cancelled:
+        await late()
+    assert cancelled.cancelled_caught
+    assert (await late())[0]["text"] == "late"
 
     with pytest.raises(APIError) as limited:
         await commands.create_room(alice_id, "limited", "")

@@ -13,6 +13,7 @@ import pytest
 import trio
 
 from chat_trio.app import App
+from chat_trio.rooms.frames import json_frame
 from chat_trio.store.changes import (
     NO_CHANGES,
     Change,
@@ -58,12 +59,19 @@ def test_every_change_kind_survives_encode_and_decode() -> None:
     decoded = decode(data)
     assert decoded == EVERY_KIND
     assert [type(c) for c in decoded] == [type(c) for c in EVERY_KIND]
-    assert decode(data.decode()) == EVERY_KIND  # a NOTIFY payload arrives as text
+    # Each message arrives with its websocket frame, the bytes a hub would have built for it.
+    frames = [c.frame for c in decoded if isinstance(c, MessageCommitted)]
+    assert frames == [json_frame({"type": "message", "message": c.message})
+                      for c in EVERY_KIND if isinstance(c, MessageCommitted)]
+    bare = data[data.index(b'[["user"'):]  # the list alone, without the frames before it
+    assert decode(bare) == EVERY_KIND
+    assert decode(bare.decode()) == EVERY_KIND  # a NOTIFY payload arrives as text
     assert decode(encode([])) == []
 
 
 @pytest.mark.parametrize("data", [b"", b"{}", b'[["nope", 1]]', b"[[]]", b'[["user", 1]]', b"[1]",
-                                  b'[["token", "zz", 1, 2]]'])
+                                  b'[["token", "zz", 1, 2]]', b"\x81\x09{}[]", b"\x81\x02{}[]",
+                                  b"\x81", b"\x81\x02{}"])
 def test_decode_refuses_what_encode_cannot_have_written(data: bytes) -> None:
     with pytest.raises(ValueError):
         decode(data)

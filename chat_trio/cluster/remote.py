@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Protocol
 
 import trio
@@ -59,22 +60,49 @@ _DIGEST_ARGS = frozenset({"digest"})
 
 
 def _decode_args(args: JSON) -> JSON:
+    if _DIGEST_ARGS.isdisjoint(args):  # most calls: nothing to convert, no copy
+        return args
     return {k: bytes.fromhex(v) if k in _DIGEST_ARGS else v for k, v in args.items()}
 
 
 def _encode_args(args: JSON) -> JSON:
+    if _DIGEST_ARGS.isdisjoint(args):
+        return args
     return {k: v.hex() if isinstance(v, bytes) else v for k, v in args.items()}
 
 
 # -- the worker's side ------------------------------------------------------------------------
 
 class _Call:
-    __slots__ = ("done", "error", "value")
+    """One call's answer. Its caller parks on it directly (no Event and parking lot per call):
+    `finish` wakes the task waiting, if any; a cancelled wait just stops waiting, and the
+    answer, when it comes, is kept for no one."""
+
+    __slots__ = ("done", "error", "task", "value")
 
     def __init__(self) -> None:
-        self.done = trio.Event()
+        self.done = False
         self.value: Any = None
         self.error: APIError | None = None
+        self.task: trio.lowlevel.Task | None = None
+
+    def finish(self, value: Any, error: APIError | None) -> None:
+        self.value, self.error, self.done = value, error, True
+        task, self.task = self.task, None
+        if task is not None:
+            trio.lowlevel.reschedule(task)
+
+    async def wait(self) -> None:
+        if self.done:
+            await trio.lowlevel.checkpoint()
+            return
+        self.task = trio.lowlevel.current_task()
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            self.task = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
 
 
 class RemoteCommands:
@@ -99,7 +127,7 @@ class RemoteCommands:
         return call
 
     async def _result(self, call: _Call) -> Any:
-        await call.done.wait()
+        await call.wait()
         if call.error is not None:
             raise call.error
         return call.value
@@ -113,18 +141,16 @@ class RemoteCommands:
             log.warning("a reply to no pending call: %.200r", frame)
             return
         if "error" in frame:
-            call.error = decode_error(frame["error"])
+            call.finish(None, decode_error(frame["error"]))
         else:
-            call.value = frame.get("ok")
-        call.done.set()
+            call.finish(frame.get("ok"), None)
 
     def connection_lost(self) -> None:
         """The supervisor is gone: every waiting call, and every later one, fails with 503."""
         self._lost = True
         pending, self._pending = self._pending, {}
         for call in pending.values():
-            call.error = unavailable()
-            call.done.set()
+            call.finish(None, unavailable())
 
     # -- the Commands protocol ------------------------------------------------------------
 
@@ -201,8 +227,7 @@ async def begin_call(commands: Commands, frame: JSON) -> Callable[[], Awaitable[
         if op == "submit_message":
             finish = await method(**decoded)
         else:
-            async def finish() -> Any:
-                return await method(**decoded)
+            finish = partial(method, **decoded)  # runs when the reply is awaited
     except APIError as exc:
         return _constant({"reply": call_id, "error": encode_error(exc)})
     except (TypeError, ValueError):

@@ -21,7 +21,7 @@ from typing import Protocol
 
 import trio
 
-from chat_trio.rooms.frames import json_frame
+from chat_trio.rooms.frames import json_frame, message_frame
 from chat_trio.store.changes import Commit, MemberLeft, MessageCommitted, TokensRevoked
 from chat_trio.store.records import JSON, Message, User
 
@@ -72,19 +72,21 @@ class Hub:
         """The feed's reaction: called once per commit, after the state has taken it in."""
         for change in commit.changes:
             match change:
-                case MessageCommitted(message):
-                    self.publish(message)
+                case MessageCommitted(message, frame):
+                    self.publish(message, frame)
                 case MemberLeft(room_id, user_id):
                     self.user_left(room_id, user_id)
                 case TokensRevoked(digests):
                     self.tokens_revoked(digests)
 
-    def publish(self, message: Message) -> None:
-        """Deliver a message right after the COMMIT that created it; wake its long-polls."""
+    def publish(self, message: Message, frame: bytes | None = None) -> None:
+        """Deliver a message right after the COMMIT that created it; wake its long-polls.
+        `frame`: its websocket frame, when the commit arrived with it already encoded."""
         room_id = message["room_id"]
         subscribers = self.rooms.get(room_id)
         if subscribers:
-            frame = json_frame({"type": "message", "message": message})
+            if frame is None:
+                frame = message_frame(message)
             seq = message["seq"]
             for sub in list(subscribers):
                 sub.deliver(room_id, seq, frame)

@@ -9,12 +9,14 @@ process applies the same records the same way. Token digests travel as hex.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import orjson
 
+from chat_trio.rooms.frames import message_frame_from, split_text_frame
 from chat_trio.store.records import Message
 
 
@@ -83,10 +85,13 @@ class MemberLeft:
 
 @dataclass(frozen=True, slots=True)
 class MessageCommitted:
-    """A new message with its seq, in its API shape (built once, in the writer's thread)."""
+    """A new message with its seq, in its API shape (built once, in the writer's thread), and,
+    once it has crossed a socket, its websocket frame as the sender encoded it (so a worker's
+    hub sends those bytes rather than serialising the message again)."""
 
     kind: ClassVar[str] = "message"
     message: Message
+    frame: bytes | None = field(default=None, compare=False, repr=False)
 
     def pack(self) -> list[Any]:
         return [self.kind, self.message]
@@ -147,16 +152,45 @@ class Commit:
 
 
 def encode(changes: Iterable[Change]) -> bytes:
-    """orjson bytes for a socket or a NOTIFY payload: a list of `[kind, fields...]`."""
-    return orjson.dumps([change.pack() for change in changes])
+    """Bytes for a socket: the websocket frame of each new message, in order, then the orjson
+    list of `[kind, fields...]`. Each message is serialised once, for its frame, and that
+    encoding is spliced into the list, so the receiver parses it and sends the frame as is."""
+    frames: list[bytes] = []
+    packed: list[Any] = []
+    for change in changes:
+        if isinstance(change, MessageCommitted):
+            encoded = orjson.dumps(change.message)
+            frames.append(message_frame_from(encoded))
+            packed.append([change.kind, orjson.Fragment(encoded)])
+        else:
+            packed.append(change.pack())
+    frames.append(orjson.dumps(packed))
+    return b"".join(frames)
 
 
 def decode(data: bytes | str) -> list[Change]:
-    """The changes `encode` wrote. Raises ValueError on anything else."""
-    items = orjson.loads(data)
+    """The changes `encode` wrote (or a bare JSON list of them, e.g. a NOTIFY payload), each
+    message with its frame. Raises ValueError on anything else."""
+    frames: list[bytes] = []
+    at = 0
+    if isinstance(data, bytes):
+        try:
+            while data[at] != 0x5B:  # "[": the frames end where the list starts
+                frame, at = split_text_frame(data, at)
+                frames.append(frame)
+        except (IndexError, struct.error) as exc:
+            raise ValueError(f"not a commit: {exc}") from None
+    items = orjson.loads(data[at:] if at else data)
     if not isinstance(items, list):
         raise ValueError("a change list must be a JSON array")
     try:
-        return [_KINDS[item[0]](item) for item in items]
+        changes = [_KINDS[item[0]](item) for item in items]
     except (KeyError, IndexError, TypeError) as exc:
         raise ValueError(f"not a change record: {exc}") from None
+    if frames:
+        messages = [i for i, c in enumerate(changes) if isinstance(c, MessageCommitted)]
+        if len(messages) != len(frames):
+            raise ValueError("a commit's message frames do not match its messages")
+        for i, frame in zip(messages, frames, strict=True):
+            changes[i] = MessageCommitted(changes[i].message, frame)  # type: ignore[union-attr]
+    return changes
