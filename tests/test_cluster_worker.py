@@ -1,6 +1,7 @@
 """The worker of `--workers N`, as a real `python -m chat_trio.cluster.worker` process, against a
-stand-in supervisor that speaks the IPC protocol of DESIGN-workers.md over a real Unix socket
-and carries calls out on the store of an in-process single-process App (the only writer)."""
+stand-in supervisor that speaks the IPC protocol (cluster/ipc.py, cluster/supervisor.py) over a
+real Unix socket and carries calls out on the store of an in-process single-process App (the
+only writer)."""
 
 from __future__ import annotations
 
