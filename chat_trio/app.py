@@ -51,8 +51,7 @@ class App:
         async with running_store(self.config, self.hub) as context:
             self.store = store = context.store
             store.feed.subscribe(self.hub.react)
-            self.server = HTTPServer(self.config, Router(build_routes(context)), listeners)
-            register_metrics(context.metrics, self.server, store, self.hub, context.passwords)
+            self.server = http_server(context, listeners)
             # The listener drains its connections before returning; only then does the
             # writer stop, so every request that was answered has committed.
             async with trio.open_nursery() as front:
@@ -64,6 +63,14 @@ class App:
         self.hub.shutdown()
         if self.server is not None:
             self.server.shutdown()
+
+
+def http_server(context: Context, listeners: list[socket.socket], worker_id: int | None = None) -> HTTPServer:
+    """The HTTP stack over `context` (routes, listeners, their metrics), for the single process
+    and a `--workers` worker alike."""
+    server = HTTPServer(context.config, Router(build_routes(context)), listeners, worker_id=worker_id)
+    register_metrics(context.metrics, server, context.store, context.hub, context.passwords)
+    return server
 
 
 async def open_store(config: Config) -> Store:

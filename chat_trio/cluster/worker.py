@@ -25,13 +25,11 @@ from typing import Any
 import orjson
 import trio
 
-from chat_trio.api import build_routes
 from chat_trio.api.context import Context
-from chat_trio.app import _startup_failure, register_metrics
+from chat_trio.app import _startup_failure, http_server
 from chat_trio.cluster import ipc
 from chat_trio.cluster.remote import RemoteCommands, unavailable
 from chat_trio.config import Config
-from chat_trio.http.router import Router
 from chat_trio.http.server import HTTPServer, StartupError, open_listeners
 from chat_trio.logs import setup_logging
 from chat_trio.rooms.hub import Hub
@@ -210,9 +208,7 @@ class Worker:
         passwords = await trio.to_thread.run_sync(Passwords, self.config)
         self.context = context = Context(self.config, self.store, self.hub, passwords, self.commands,
                                          scrape_all=self.scrape_all)
-        self.server = HTTPServer(self.config, Router(build_routes(context)), listeners,
-                                 worker_id=self.worker_id)
-        register_metrics(context.metrics, self.server, self.store, self.hub, passwords)
+        self.server = http_server(context, listeners, self.worker_id)
         await self.server.serve(task_status=task_status)
 
     def shutdown(self) -> None:
