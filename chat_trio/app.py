@@ -96,7 +96,7 @@ async def running_store(config: Config, hub: Hub) -> AsyncIterator[Context]:
     context = Context(config, store, hub, passwords, LocalCommands(config, store))
     try:
         async with trio.open_nursery() as background:
-            await background.start(store.writer.run)
+            await background.start(store.run)
             await background.start(context.purge_tokens)
             yield context
             background.cancel_scope.cancel()

@@ -22,10 +22,12 @@ from chat_trio.store.changes import (
     TokensRevoked,
     UserCreated,
 )
+from chat_trio.store.db import Connection
 from chat_trio.store.records import Author, Message, User, message_json
 
 Row = tuple[Any, ...]
 MESSAGE_COLUMNS = "id, room_id, seq, author_id, text, txn_id, created_at"
+ALL_ROWS = 2**62  # a LIMIT that takes every row (sqlite's LIMIT -1 is not portable)
 
 
 class Conflict(Exception):
@@ -40,51 +42,50 @@ def name_key(name: str) -> str:
 
 # -- loading the in-memory state at start ---------------------------------------------------
 
-def load_users(conn: sqlite3.Connection) -> list[Row]:
+def load_users(conn: Connection) -> list[Row]:
     return conn.execute("SELECT id, username, created_at FROM users").fetchall()
 
 
-def load_rooms(conn: sqlite3.Connection) -> list[Row]:
+def load_rooms(conn: Connection) -> list[Row]:
     return conn.execute(
         "SELECT id, name, topic, created_by, created_at, last_seq FROM rooms ORDER BY id"
     ).fetchall()
 
 
-def load_members(conn: sqlite3.Connection) -> list[Row]:
+def load_members(conn: Connection) -> list[Row]:
     return conn.execute("SELECT room_id, user_id, joined_at FROM members").fetchall()
 
 
-def delete_expired_tokens(conn: sqlite3.Connection, now: int) -> None:
+def delete_expired_tokens(conn: Connection, now: int) -> None:
     conn.execute("DELETE FROM tokens WHERE expires_at <= ?", (now,))
 
 
 # -- accounts --------------------------------------------------------------------------------
 
-def insert_user(conn: sqlite3.Connection, username: str, password_hash: str, now: int) -> tuple[int, Changes]:
+def insert_user(conn: Connection, username: str, password_hash: str, now: int) -> tuple[int, Changes]:
     try:
-        cur = conn.execute(
-            "INSERT INTO users (username, password_hash, created_at) VALUES (?, ?, ?)",
+        user_id: int = conn.execute(
+            "INSERT INTO users (username, password_hash, created_at) VALUES (?, ?, ?) RETURNING id",
             (username, password_hash, now),
-        )
+        ).fetchone()[0]
     except sqlite3.IntegrityError:
         raise Conflict("username_taken") from None
-    assert cur.lastrowid is not None
-    return cur.lastrowid, (UserCreated(cur.lastrowid, username, now),)
+    return user_id, (UserCreated(user_id, username, now),)
 
 
-def password_hash(conn: sqlite3.Connection, username: str) -> Row | None:
+def password_hash(conn: Connection, username: str) -> Row | None:
     row: Row | None = conn.execute(
         "SELECT id, password_hash FROM users WHERE username = ?", (username,)
     ).fetchone()
     return row
 
 
-def update_password_hash(conn: sqlite3.Connection, user_id: int, new_hash: str) -> None:
+def update_password_hash(conn: Connection, user_id: int, new_hash: str) -> None:
     conn.execute("UPDATE users SET password_hash = ? WHERE id = ?", (new_hash, user_id))
 
 
 def insert_token(
-    conn: sqlite3.Connection, digest: bytes, user_id: int, now: int, expires: int, keep: int
+    conn: Connection, digest: bytes, user_id: int, now: int, expires: int, keep: int
 ) -> tuple[None, Changes]:
     """Store a token; with `keep` > 0 also revoke the user's oldest live tokens beyond the newest
     `keep` (this one always stays)."""
@@ -97,33 +98,33 @@ def insert_token(
         return None, (issued,)
     rows = conn.execute(
         "DELETE FROM tokens WHERE hash IN (SELECT hash FROM tokens WHERE user_id = ? AND expires_at > ?"
-        " ORDER BY hash = ? DESC, created_at DESC LIMIT -1 OFFSET ?) RETURNING hash",
-        (user_id, now, digest, keep),
+        " ORDER BY hash = ? DESC, created_at DESC LIMIT ? OFFSET ?) RETURNING hash",
+        (user_id, now, digest, ALL_ROWS, keep),
     ).fetchall()
     if not rows:
         return None, (issued,)
     return None, (issued, TokensRevoked(tuple(row[0] for row in rows)))
 
 
-def expired_tokens(conn: sqlite3.Connection, now: int, limit: int) -> list[bytes]:
+def expired_tokens(conn: Connection, now: int, limit: int) -> list[bytes]:
     """Up to `limit` hashes of tokens expired by `now` (read-only: the scan runs on a reader)."""
     rows = conn.execute("SELECT hash FROM tokens WHERE expires_at <= ? LIMIT ?", (now, limit)).fetchall()
     return [row[0] for row in rows]
 
 
 def delete_expired_tokens_by_hash(
-    conn: sqlite3.Connection, digests: list[bytes], now: int
+    conn: Connection, digests: list[bytes], now: int
 ) -> tuple[None, Changes]:
     conn.executemany("DELETE FROM tokens WHERE hash = ? AND expires_at <= ?", [(d, now) for d in digests])
     return None, (TokensRevoked(tuple(digests)),) if digests else NO_CHANGES
 
 
-def delete_token(conn: sqlite3.Connection, digest: bytes) -> tuple[None, Changes]:
+def delete_token(conn: Connection, digest: bytes) -> tuple[None, Changes]:
     cur = conn.execute("DELETE FROM tokens WHERE hash = ?", (digest,))
     return None, (TokensRevoked((digest,)),) if cur.rowcount else NO_CHANGES
 
 
-def token_owner(conn: sqlite3.Connection, digest: bytes) -> Row | None:
+def token_owner(conn: Connection, digest: bytes) -> Row | None:
     row: Row | None = conn.execute(
         "SELECT user_id, expires_at FROM tokens WHERE hash = ?", (digest,)
     ).fetchone()
@@ -133,33 +134,32 @@ def token_owner(conn: sqlite3.Connection, digest: bytes) -> Row | None:
 # -- rooms -----------------------------------------------------------------------------------
 
 def insert_room(
-    conn: sqlite3.Connection, name: str, topic: str, user_id: int, now: int
+    conn: Connection, name: str, topic: str, user_id: int, now: int
 ) -> tuple[int, Changes]:
     """Create a room; its creator is its first member."""
     try:
-        cur = conn.execute(
-            "INSERT INTO rooms (name, name_key, topic, created_by, created_at) VALUES (?, ?, ?, ?, ?)",
+        room_id: int = conn.execute(
+            "INSERT INTO rooms (name, name_key, topic, created_by, created_at) VALUES (?, ?, ?, ?, ?)"
+            " RETURNING id",
             (name, name_key(name), topic, user_id, now),
-        )
+        ).fetchone()[0]
     except sqlite3.IntegrityError:
         raise Conflict("room_name_taken") from None
-    assert cur.lastrowid is not None
-    room_id = cur.lastrowid
     conn.execute("INSERT INTO members (room_id, user_id, joined_at) VALUES (?, ?, ?)",
                  (room_id, user_id, now))
     return room_id, (RoomCreated(room_id, name, topic, user_id, now), MemberJoined(room_id, user_id, now))
 
 
-def insert_member(conn: sqlite3.Connection, room_id: int, user_id: int, now: int) -> tuple[None, Changes]:
+def insert_member(conn: Connection, room_id: int, user_id: int, now: int) -> tuple[None, Changes]:
     """Join (idempotent: a member joining again changes nothing)."""
     cur = conn.execute(
-        "INSERT OR IGNORE INTO members (room_id, user_id, joined_at) VALUES (?, ?, ?)",
+        "INSERT INTO members (room_id, user_id, joined_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
         (room_id, user_id, now),
     )
     return None, (MemberJoined(room_id, user_id, now),) if cur.rowcount else NO_CHANGES
 
 
-def delete_member(conn: sqlite3.Connection, room_id: int, user_id: int) -> tuple[None, Changes]:
+def delete_member(conn: Connection, room_id: int, user_id: int) -> tuple[None, Changes]:
     cur = conn.execute("DELETE FROM members WHERE room_id = ? AND user_id = ?", (room_id, user_id))
     return None, (MemberLeft(room_id, user_id),) if cur.rowcount else NO_CHANGES
 
@@ -167,7 +167,7 @@ def delete_member(conn: sqlite3.Connection, room_id: int, user_id: int) -> tuple
 # -- messages --------------------------------------------------------------------------------
 
 def insert_message(
-    conn: sqlite3.Connection, room_id: int, author: User | Author, text: str, txn_id: str | None, now: int
+    conn: Connection, room_id: int, author: User | Author, text: str, txn_id: str | None, now: int
 ) -> tuple[tuple[Message, bool], Changes]:
     """Append a message with the room's next seq; returns (message, created). With a txn_id
     already used by this author in this room, nothing is written and the original comes back
@@ -180,16 +180,16 @@ def insert_message(
     seq = conn.execute(
         "UPDATE rooms SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq", (room_id,)
     ).fetchone()[0]
-    cur = conn.execute(
+    message_id = conn.execute(
         "INSERT INTO messages (room_id, seq, author_id, text, txn_id, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
         (room_id, seq, author_id, text, txn_id, now),
-    )
-    message = message_json((cur.lastrowid, room_id, seq, author_id, text, txn_id, now), author)
+    ).fetchone()[0]
+    message = message_json((message_id, room_id, seq, author_id, text, txn_id, now), author)
     return (message, True), (MessageCommitted(message),)
 
 
-def message_by_txn(conn: sqlite3.Connection, room_id: int, author_id: int, txn_id: str) -> Row | None:
+def message_by_txn(conn: Connection, room_id: int, author_id: int, txn_id: str) -> Row | None:
     """The author's message with this txn_id in this room, if any."""
     row: Row | None = conn.execute(
         f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = ? AND author_id = ? AND txn_id = ?",
@@ -198,10 +198,21 @@ def message_by_txn(conn: sqlite3.Connection, room_id: int, author_id: int, txn_i
     return row
 
 
-def messages_between(conn: sqlite3.Connection, room_id: int, first: int, last: int) -> list[Row]:
+def messages_between(conn: Connection, room_id: int, first: int, last: int) -> list[Row]:
     """Messages with first <= seq <= last, ascending."""
     return conn.execute(
         f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = ? AND seq BETWEEN ? AND ?"
         " ORDER BY seq",
+        (room_id, first, last),
+    ).fetchall()
+
+
+def messages_with_authors(conn: Connection, room_id: int, first: int, last: int) -> list[Row]:
+    """Messages first..last with their author's username last in each row, ascending: for a
+    node filling a gap in its feed, which may not know every author yet."""
+    return conn.execute(
+        "SELECT m.id, m.room_id, m.seq, m.author_id, m.text, m.txn_id, m.created_at, u.username"
+        " FROM messages m JOIN users u ON u.id = m.author_id"
+        " WHERE m.room_id = ? AND m.seq BETWEEN ? AND ? ORDER BY m.seq",
         (room_id, first, last),
     ).fetchall()

@@ -11,7 +11,6 @@ join up with the recent ones), guarded against racing commits.
 
 from __future__ import annotations
 
-import sqlite3
 from bisect import bisect_left, insort
 
 from chat_trio.store import queries
@@ -25,6 +24,7 @@ from chat_trio.store.changes import (
     TokensRevoked,
     UserCreated,
 )
+from chat_trio.store.db import Connection
 from chat_trio.store.queries import name_key
 from chat_trio.store.records import Message, RoomState, User, user_json
 
@@ -44,7 +44,7 @@ class State:
         self.revocations = 0  # bumped by every revocation; guards the token cache against races
         self.messages_committed = 0
 
-    def load(self, conn: sqlite3.Connection) -> None:
+    def load(self, conn: Connection) -> None:
         """Fill an empty state with the users, rooms and memberships committed in the database."""
         for user_id, username, created_at in queries.load_users(conn):
             self.add_user(user_id, username, created_at)

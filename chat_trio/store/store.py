@@ -12,11 +12,13 @@ from __future__ import annotations
 import sqlite3
 from bisect import bisect_right
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import trio
 
 from chat_trio.config import Config
 from chat_trio.store import queries
+from chat_trio.store.db import Connection, Readers
 from chat_trio.store.feed import Feed
 from chat_trio.store.queries import Conflict
 from chat_trio.store.readers import ReaderPool
@@ -25,6 +27,9 @@ from chat_trio.store.schema import migrate
 from chat_trio.store.sqlite import connect
 from chat_trio.store.state import State
 from chat_trio.store.writer import GroupCommitWriter
+
+if TYPE_CHECKING:
+    from chat_trio.store.pgstore import PgNode
 
 __all__ = ["Conflict", "ReadOnlyStore", "Store"]
 
@@ -35,7 +40,7 @@ class ReadOnlyStore(RuntimeError):
 
 
 class Store:
-    def __init__(self, config: Config, conn: sqlite3.Connection | None, readers: ReaderPool) -> None:
+    def __init__(self, config: Config, conn: sqlite3.Connection | None, readers: Readers) -> None:
         self.config = config
         self._conn = conn
         self.readers = readers
@@ -43,6 +48,8 @@ class Store:
         self.feed = Feed(self.state)
         self._writer = None if conn is None else GroupCommitWriter(
             conn, max_batch=config.write_batch, queue_size=config.write_queue, on_commit=self.feed.apply)
+        # PostgreSQL (store/pgstore.py): the feed between nodes, when this node writes.
+        self.node: PgNode | None = None
         self.users = self.state.users  # read-only views for the handlers
         self.rooms = self.state.rooms
 
@@ -61,6 +68,11 @@ class Store:
 
     @classmethod
     async def open(cls, config: Config) -> Store:
+        if config.postgres:
+            from chat_trio.store.pgstore import open_node
+
+            return await open_node(cls, config)
+
         def setup() -> Store:
             conn = connect(config.db, durability=config.durability,
                            wal_autocheckpoint=config.wal_autocheckpoint)
@@ -78,14 +90,18 @@ class Store:
         writes; no writer, no purge. Its state is loaded (one snapshot) by `load_remote`, after
         the worker has subscribed to the supervisor's feed, and then kept current by
         `feed.apply_encoded` with every commit the supervisor sends."""
+        if config.postgres:
+            from chat_trio.store.pg import PgReaderPool
+
+            return cls(config, None, PgReaderPool(config.database, config.readers))
         return cls(config, None, await trio.to_thread.run_sync(ReaderPool, config.db, config.readers))
 
     async def load_remote(self) -> None:
         """Fill the state from sqlite in one read transaction (so rooms and memberships agree).
         Commits that arrived meanwhile are applied after it: `State.apply` skips what it saw."""
 
-        def load(conn: sqlite3.Connection) -> None:
-            conn.execute("BEGIN")
+        def load(conn: Connection) -> None:
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ" if self.config.postgres else "BEGIN")
             try:
                 self.state.load(conn)
             finally:
@@ -93,9 +109,20 @@ class Store:
 
         await self.readers.read(load)
 
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Background: the writer and, on a PostgreSQL node, the feed from the other nodes
+        (`started` once this node listens to it)."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.writer.run)
+            if self.node is not None:
+                await nursery.start(self.node.run)
+            task_status.started()
+
     async def close(self) -> None:
         def close_all() -> None:
             self.readers.close()
+            if self.node is not None:
+                self.node.close()
             if self._conn is not None:
                 self._conn.execute("PRAGMA optimize")
                 self._conn.close()
@@ -215,7 +242,7 @@ class Store:
         now = now_ms()
         room_id = room.id
         pending = await self.writer.submit_changes(
-            lambda c: queries.insert_message(c, room_id, author, text, txn_id, now)
+            lambda c: queries.insert_message(c, room_id, author, text, txn_id, now), room_id
         )
         return pending.result
 

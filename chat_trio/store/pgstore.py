@@ -1,0 +1,68 @@
+"""Opening the store on PostgreSQL (`--database postgresql://…`): one node of possibly several.
+
+The same `Store`, `State`, `Feed` and queries as on sqlite; what differs is the writer's
+transaction (pgwriter.py), the reader pool (pg.py) and `PgNode`: the listener that brings the
+other nodes' commits and the ordered entrance every commit passes through (pgfeed.py).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import trio
+
+from chat_trio.config import Config
+from chat_trio.store import queries
+from chat_trio.store.pg import PgConnection, PgReaderPool, schema_key
+from chat_trio.store.pgfeed import Listener, OrderedFeed, channel
+from chat_trio.store.pgschema import migrate
+from chat_trio.store.pgwriter import PgWriter
+from chat_trio.store.records import now_ms
+
+if TYPE_CHECKING:
+    from chat_trio.store.store import Store
+
+
+class PgNode:
+    """This node's part of the feed between nodes."""
+
+    def __init__(self, store: Store, key: int, writer: PgWriter) -> None:
+        self.writer = writer
+        self.ordered = OrderedFeed(store.feed, store.readers)  # type: ignore[arg-type]
+        self.listener = Listener(store.config.database, key, self.ordered, lambda: writer.pid)
+        writer.on_commit = self.ordered.apply
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.ordered.run)
+            await nursery.start(self.listener.run)
+            task_status.started()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def open_node(cls: type[Store], config: Config) -> Store:
+    """Migrate (once across nodes), purge expired tokens, load the state; the listener started by
+    `Store.run` resyncs whatever commits after this load."""
+    dsn = config.database
+
+    def setup() -> tuple[Store, int]:
+        conn = PgConnection.connect(dsn)
+        try:
+            migrate(conn)
+            _, key = schema_key(conn)
+            queries.delete_expired_tokens(conn, now_ms())
+            store = cls(config, None, PgReaderPool(dsn, config.readers))
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            store.state.load(conn)
+            conn.execute("COMMIT")
+            return store, key
+        finally:
+            conn.close()
+
+    store, key = await trio.to_thread.run_sync(setup)
+    writer = PgWriter(dsn, channel(key), max_batch=config.write_batch, queue_size=config.write_queue)
+    store._writer = writer
+    store.node = PgNode(store, key, writer)
+    return store
