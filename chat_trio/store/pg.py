@@ -107,11 +107,17 @@ class PgReaderPool:
             return query(PgConnection(conn))
 
     async def read(self, query: Callable[[Any], T]) -> T:
+        """Run `query` on a pooled connection. A connection the server dropped (a restart) is
+        found by its failure, not by a check before each use: the pool discards it and the
+        query runs once more on another."""
         async with self.limiter:
-            try:
-                return await trio.to_thread.run_sync(self._run, query)
-            except psycopg.OperationalError:
-                raise StoreClosed("the database is unreachable; retry later") from None
+            for attempt in (1, 2):
+                try:
+                    return await trio.to_thread.run_sync(self._run, query)
+                except psycopg.OperationalError:
+                    if attempt == 2:
+                        raise StoreClosed("the database is unreachable; retry later") from None
+            raise AssertionError("unreachable")
 
     def close(self) -> None:
         self._pool.close()

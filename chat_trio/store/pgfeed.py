@@ -42,6 +42,7 @@ from chat_trio.store.changes import (
 from chat_trio.store.feed import Feed
 from chat_trio.store.pg import PgConnection, PgReaderPool
 from chat_trio.store.records import message_json
+from chat_trio.store.writer import StoreClosed
 
 log = logging.getLogger("chat_trio.store")
 
@@ -181,9 +182,11 @@ class OrderedFeed:
             for room_id in due:
                 try:
                     await self.catch_up(room_id)
+                except StoreClosed:
+                    log.warning("could not read room %d's missing messages; retrying", room_id)
+                    self._due[room_id] = trio.current_time() + GAP_WAIT
                 except Exception:
-                    log.warning("could not read room %d's missing messages; retrying", room_id,
-                                exc_info=True)
+                    log.exception("could not read room %d's missing messages; retrying", room_id)
                     self._due[room_id] = trio.current_time() + RECONNECT_MAX
                     await trio.sleep(0)
 
@@ -283,7 +286,7 @@ class Listener:
                     started = True
                     task_status.started()
                 await self._drain(conn)
-            except (psycopg.Error, OSError) as exc:
+            except (psycopg.Error, OSError, StoreClosed) as exc:
                 self.reconnects += 1
                 log.warning("lost the connection that listens for other nodes' commits (%s); "
                             "reconnecting", str(exc).strip() or type(exc).__name__)

@@ -26,7 +26,6 @@ import trio
 from chat_trio.errors import APIError
 from chat_trio.metrics import BATCH_BUCKETS, Histogram
 from chat_trio.store.changes import NO_CHANGES, Change, Changes, Commit
-from chat_trio.store.db import Connection
 
 log = logging.getLogger("chat_trio.store")
 T = TypeVar("T")
@@ -75,7 +74,7 @@ class Pending(Generic[T]):
             self._waiter = None
 
 
-def _unchanged(run: Callable[[Connection], T]) -> Callable[[Connection], tuple[T, Changes]]:
+def _unchanged(run: Callable[[Any], T]) -> Callable[[Any], tuple[T, Changes]]:
     return lambda conn: (run(conn), NO_CHANGES)
 
 
@@ -104,18 +103,18 @@ class GroupCommitWriter:
     def queued(self) -> int:
         return self._send.statistics().current_buffer_used
 
-    async def write(self, run: Callable[[Connection], T]) -> T:
+    async def write(self, run: Callable[[Any], T]) -> T:
         """Run `run(conn)`, a write that changes nothing the caches hold, in the next
         transaction; return once it has COMMITted.
 
         If the caller is cancelled after handing the write over, the write still commits."""
         return await (await self.submit(run)).result()
 
-    async def submit(self, run: Callable[[Connection], T]) -> Pending[T]:
+    async def submit(self, run: Callable[[Any], T]) -> Pending[T]:
         """Queue a write that changes nothing the caches hold, without waiting for its commit."""
         return await self.submit_changes(_unchanged(run))
 
-    async def change(self, run: Callable[[Connection], tuple[T, Changes]]) -> T:
+    async def change(self, run: Callable[[Any], tuple[T, Changes]]) -> T:
         """Run `run(conn)`, which returns (result, changes made), in the next transaction; return
         the result once it has COMMITted and its changes are applied."""
         return await (await self.submit_changes(run)).result()

@@ -1,0 +1,294 @@
+"""Several nodes on one PostgreSQL: two server processes on two ports sharing one schema must keep
+every guarantee of the contract across nodes: each seq once and in order on every socket wherever
+it was sent, nothing acknowledged lost when a node is killed or PostgreSQL restarts (503 while it
+is down, then a resync), one message for a txn_id retried on both nodes at once, and logout
+closing the token's websockets on every node (4001)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from tests.client import HTTPClient
+from tests.helpers import all_messages, assert_dense, join, login, make_room, register, send
+from tests.pg import fresh_schema, query, require_pg
+from tests.server_process import ServerProcess
+from tests.test_workers import GONE, OPEN
+from tests.ws_client import connect
+
+JSON = dict[str, Any]
+
+
+@asynccontextmanager
+async def node(tmp_path: Path, dsn: str, name: str, *args: str,
+               quiet: bool = True) -> AsyncIterator[ServerProcess]:
+    """`python -m chat_trio --database dsn` (its own --db file, unused), stopped on exit; with
+    `quiet`, its log must show no server-side error."""
+    server = ServerProcess(tmp_path, "--database", dsn, *OPEN, "--send-rate", "0", *args,
+                           log_name=f"{name}.log")
+    try:
+        await server.start()
+        yield server
+        if quiet:
+            assert not server.errors(), server.log()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def dsn() -> AsyncIterator[str]:
+    async with fresh_schema() as url:
+        yield url
+
+
+async def people_in_room(ports: list[int], names: list[str]) -> tuple[int, list[tuple[str, JSON]]]:
+    """`names` registered and logged in (through the first port); the first made a room the others
+    joined; returns once every node has taken all of it in (another node's view lags by one
+    notification)."""
+    c = HTTPClient(ports[0])
+    people = []
+    for name in names:
+        user = await register(c, name)
+        people.append((await login(c, name), user))
+    room_id = int((await make_room(c, people[0][0], "room"))["id"])
+    for token, _ in people[1:]:
+        await join(c, token, room_id)
+    await c.aclose()
+    with trio.fail_after(5):
+        for port in ports:
+            c = HTTPClient(port, people[0][0])
+            while (reply := await c.get(f"/rooms/{room_id}")).status != 200 or \
+                    reply.json["room"]["member_count"] != len(names):
+                await trio.sleep(0.01)
+            await c.aclose()
+    return room_id, people
+
+
+def assert_dense_in_db(dsn: str) -> None:
+    for room_id, last_seq in query(dsn, "SELECT id, last_seq FROM rooms"):
+        rows = query(dsn, "SELECT seq FROM messages WHERE room_id = %s ORDER BY seq", room_id)
+        assert [seq for (seq,) in rows] == list(range(1, last_seq + 1))
+
+
+# -- ordering across nodes -----------------------------------------------------------------------
+
+SENDS = 40  # per sender
+
+
+async def test_every_subscriber_on_either_node_sees_each_seq_once_in_order(tmp_path: Path, dsn: str) -> None:
+    async with node(tmp_path, dsn, "a") as a, node(tmp_path, dsn, "b") as b:
+        room_id, people = await people_in_room([a.port, b.port], ["sender", "alice", "bobby"])
+        sender = people[0][0]
+        ports = [a.port, b.port]
+        total = 2 * len(ports) * SENDS
+        received: list[list[JSON]] = []
+
+        async def subscriber(port: int, token: str, ready: trio.Event) -> None:
+            async with connect(port, token) as ws:
+                await ws.subscribe(room_id)
+                ready.set()
+                received.append(await ws.messages_until(total, timeout=40))
+
+        async def rest_sender(port: int, name: str) -> None:
+            c = HTTPClient(port, sender)
+            for i in range(SENDS):
+                reply = await send(c, sender, room_id, f"{name} {i}")
+                assert reply.status == 201, reply.body
+            await c.aclose()
+
+        async def ws_sender(port: int, name: str) -> None:
+            async with connect(port, sender) as ws:
+                for i in range(SENDS):
+                    await ws.send({"type": "send", "room_id": room_id, "text": f"{name} {i}", "ref": i})
+                for i in range(SENDS):
+                    assert (await ws.expect("ack", timeout=20))["ref"] == i
+
+        async with trio.open_nursery() as nursery:
+            for port in ports:
+                for token, _ in people[1:]:
+                    ready = trio.Event()
+                    nursery.start_soon(subscriber, port, token, ready)
+                    await ready.wait()
+            for n, port in enumerate(ports):
+                nursery.start_soon(rest_sender, port, f"rest{n}")
+                nursery.start_soon(ws_sender, port, f"ws{n}")
+
+        texts = {f"{kind}{n} {i}" for kind in ("rest", "ws") for n in range(2) for i in range(SENDS)}
+        assert len(received) == 2 * len(ports)
+        for messages in received:
+            assert_dense(messages, total)
+            assert {m["text"] for m in messages} == texts
+        assert_dense_in_db(dsn)
+
+
+async def test_racing_retries_of_one_txn_id_on_two_nodes_create_one_message(tmp_path: Path, dsn: str) -> None:
+    async with node(tmp_path, dsn, "a") as a, node(tmp_path, dsn, "b") as b:
+        room_id, [(token, _)] = await people_in_room([a.port, b.port], ["alice"])
+        clients = [HTTPClient(a.port, token), HTTPClient(b.port, token)]
+        for i in range(30):
+            replies: list[Any] = [None, None]
+
+            async def attempt(n: int, txn: str = f"t{i}") -> None:
+                replies[n] = await send(clients[n], token, room_id, "once", txn)  # noqa: B023
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(attempt, 0)
+                nursery.start_soon(attempt, 1)
+            assert sorted(r.status for r in replies) == [200, 201], [r.body for r in replies]
+            assert replies[0].json["message"] == replies[1].json["message"]
+        for c in clients:
+            await c.aclose()
+        stored = query(dsn, "SELECT txn_id, seq FROM messages ORDER BY seq")
+        assert [txn for txn, _ in stored] == [f"t{i}" for i in range(30)]
+        assert [seq for _, seq in stored] == list(range(1, 31))  # no seq burnt by the losing retry
+
+
+async def test_logout_on_one_node_closes_the_socket_on_the_other_4001(tmp_path: Path, dsn: str) -> None:
+    async with node(tmp_path, dsn, "a") as a, node(tmp_path, dsn, "b") as b:
+        _, [(token, _)] = await people_in_room([a.port, b.port], ["alice"])
+        async with connect(b.port, token) as ws:
+            c = HTTPClient(a.port, token)
+            assert (await c.post("/logout", token=token)).status == 204
+            await c.aclose()
+            code, _ = await ws.closed()
+            assert code == 4001
+        c = HTTPClient(b.port, token)
+        assert (await c.get("/rooms", token=token)).status == 401
+        await c.aclose()
+
+
+# -- faults --------------------------------------------------------------------------------------
+
+
+class Load:
+    """Senders that spread their sends over the nodes and retry one whose fate is unknown (a node
+    killed, PostgreSQL down: 503) with its txn_id, and a websocket reader that resumes after its
+    last seq on whichever node answers."""
+
+    def __init__(self, ports: list[int], token: str, room_id: int) -> None:
+        self.ports, self.token, self.room_id = ports, token, room_id
+        self.acked: dict[str, JSON] = {}
+        self.seen: list[JSON] = []
+        self.refused = 0  # 503s while PostgreSQL was down
+        self.reconnects = 0
+
+    async def sender(self, n: int, count: int) -> None:
+        for i in range(count):
+            txn = f"s{n}-{i}"
+            attempt = 0
+            with trio.fail_after(30):
+                while True:
+                    c = HTTPClient(self.ports[(i + attempt) % len(self.ports)], self.token)
+                    attempt += 1
+                    try:
+                        reply = await send(c, self.token, self.room_id, f"sender {n} message {i}", txn)
+                    except GONE:
+                        await trio.sleep(0.05)
+                        continue
+                    finally:
+                        await c.aclose()
+                    if reply.status == 503:
+                        self.refused += 1
+                        await trio.sleep(0.05)
+                        continue
+                    break
+            assert reply.status in (200, 201), reply.body
+            self.acked[txn] = reply.json["message"]
+
+    async def reader(self, port: int, until: trio.Event) -> None:
+        while True:
+            try:
+                async with connect(port, self.token) as ws:
+                    await ws.subscribe(self.room_id, after=self.seen[-1]["seq"] if self.seen else 0)
+                    while True:
+                        with trio.move_on_after(1.0) as idle:
+                            self.seen.append((await ws.expect("message"))["message"])
+                        if idle.cancelled_caught and until.is_set():
+                            return
+            except* GONE:
+                pass
+            self.reconnects += 1
+            port = self.ports[self.reconnects % len(self.ports)]
+            await trio.sleep(0.05)
+
+    async def check(self, port: int, senders: int, count: int) -> None:
+        c = HTTPClient(port, self.token)
+        stored = await all_messages(c, self.token, self.room_id)
+        await c.aclose()
+        assert_dense(stored, len(stored))
+        by_txn = {m["txn_id"]: m for m in stored}
+        assert len(self.acked) == senders * count and len(by_txn) == len(stored) == len(self.acked)
+        for txn, message in self.acked.items():
+            assert by_txn[txn] == message
+        assert [m["seq"] for m in self.seen] == list(range(1, len(stored) + 1))
+
+
+async def test_killed_node_restarts_and_nothing_acknowledged_is_lost(tmp_path: Path, dsn: str) -> None:
+    async with node(tmp_path, dsn, "a") as a:
+        b = ServerProcess(tmp_path, "--database", dsn, *OPEN, "--send-rate", "0", log_name="b.log")
+        try:
+            await b.start()
+            room_id, [(token, _)] = await people_in_room([a.port, b.port], ["alice"])
+            load = Load([a.port, b.port], token, room_id)
+            done = trio.Event()
+            with trio.fail_after(45):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(load.reader, b.port, done)
+                    async with trio.open_nursery() as senders:
+                        for n in range(4):
+                            senders.start_soon(load.sender, n, 50)
+                        while len(load.acked) < 40:
+                            await trio.sleep(0.01)
+                        os.kill(b.proc.pid, signal.SIGKILL)  # mid-load
+                        b.kill()
+                        b = ServerProcess(tmp_path, "--database", dsn, *OPEN, "--send-rate", "0", "--port",
+                                          str(load.ports[1]), log_name="b2.log")
+                        await b.start()
+                    done.set()
+            assert load.reconnects >= 1  # the reader's socket was on the killed node
+            await load.check(b.port, 4, 50)
+        finally:
+            b.stop()
+        assert_dense_in_db(dsn)
+
+
+def restart_postgres() -> None:
+    """`pg_ctl restart` of the test cluster (scripts/pg-cluster.sh exports where it is)."""
+    data, pg_bin = os.environ.get("PG_CLUSTER_DIR"), os.environ.get("PG_BIN")
+    if not data or not pg_bin:
+        pytest.skip("needs the cluster of scripts/pg-cluster.sh (PG_CLUSTER_DIR, PG_BIN) to restart it")
+    as_pg = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
+    subprocess.run([*as_pg, f"{pg_bin}/pg_ctl", "-D", f"{data}/data", "-m", "fast", "-w", "restart",
+                    "-o", f"-c listen_addresses='' -k {data} -c fsync=on -c max_connections=300"],
+                   check=True, stdout=subprocess.DEVNULL, timeout=30)
+
+
+async def test_postgres_restart_under_load_503_then_resync(tmp_path: Path, dsn: str) -> None:
+    require_pg()
+    async with node(tmp_path, dsn, "a", quiet=False) as a, node(tmp_path, dsn, "b", quiet=False) as b:
+        room_id, [(token, _)] = await people_in_room([a.port, b.port], ["alice"])
+        load = Load([a.port, b.port], token, room_id)
+        done = trio.Event()
+        with trio.fail_after(50):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(load.reader, b.port, done)
+                async with trio.open_nursery() as senders:
+                    for n in range(3):
+                        senders.start_soon(load.sender, n, 60)
+                    while len(load.acked) < 40:
+                        await trio.sleep(0.01)
+                    await trio.to_thread.run_sync(restart_postgres)
+                done.set()
+        await load.check(a.port, 3, 60)
+        assert load.refused >= 1  # writes were refused (503) while it was down
+        for server in (a, b):
+            assert "reconnecting" in server.log()
+    assert_dense_in_db(dsn)
