@@ -18,9 +18,19 @@ import pytest
 import trio
 
 from tests.client import HTTPClient
-from tests.helpers import all_messages, assert_dense, join, login, make_room, register, send
+from tests.helpers import (
+    PASSWORD,
+    all_messages,
+    assert_dense,
+    join,
+    login,
+    make_room,
+    register,
+    send,
+    wait_workers_ready,
+)
 from tests.pg import fresh_schema, query, require_pg
-from tests.server_process import ServerProcess
+from tests.server_process import ServerProcess, workers_args
 from tests.test_workers import GONE, OPEN
 from tests.ws_client import connect
 
@@ -83,8 +93,12 @@ def assert_dense_in_db(dsn: str) -> None:
 SENDS = 40  # per sender
 
 
-async def test_every_subscriber_on_either_node_sees_each_seq_once_in_order(tmp_path: Path, dsn: str) -> None:
-    async with node(tmp_path, dsn, "a") as a, node(tmp_path, dsn, "b") as b:
+@pytest.mark.parametrize("workers", [1, 2], ids=["single", "workers2"])
+async def test_every_subscriber_on_either_node_sees_each_seq_once_in_order(
+        tmp_path: Path, dsn: str, workers: int) -> None:
+    """Node A may itself be a `--workers 2` node: its supervisor is its writer and listener."""
+    async with node(tmp_path, dsn, "a", *workers_args(workers)) as a, node(tmp_path, dsn, "b") as b:
+        await wait_workers_ready(a.port, workers)
         room_id, people = await people_in_room([a.port, b.port], ["sender", "alice", "bobby"])
         sender = people[0][0]
         ports = [a.port, b.port]
@@ -149,6 +163,31 @@ async def test_racing_retries_of_one_txn_id_on_two_nodes_create_one_message(tmp_
         stored = query(dsn, "SELECT txn_id, seq FROM messages ORDER BY seq")
         assert [txn for txn, _ in stored] == [f"t{i}" for i in range(30)]
         assert [seq for _, seq in stored] == list(range(1, 31))  # no seq burnt by the losing retry
+
+
+async def test_send_room_and_registration_limits_hold_across_nodes(tmp_path: Path, dsn: str) -> None:
+    """Each limit is decided in the transaction that writes (a row per key in the database), so
+    alternating nodes gets no more than one node would give."""
+    limits = ("--send-rate", "0.01", "--send-burst", "5", "--room-create-rate", "0.01",
+              "--room-create-burst", "2", "--register-limit", "3")
+    async with node(tmp_path, dsn, "a", *limits) as a, node(tmp_path, dsn, "b", *limits) as b:
+        clients = [HTTPClient(a.port), HTTPClient(b.port)]
+        statuses = []
+        for n in range(4):
+            reply = await clients[n % 2].post("/register", {"username": f"user{n}", "password": PASSWORD})
+            statuses.append(reply.status)
+        assert statuses == [201, 201, 201, 429]
+        token = await login(clients[0], "user0")
+        rooms = [await clients[n % 2].post("/rooms", {"name": f"r{n}"}, token=token) for n in range(3)]
+        assert [r.status for r in rooms] == [201, 201, 429]
+        assert rooms[2].json["error"]["code"] == "rate_limited"
+        room_id = rooms[0].json["room"]["id"]
+        sent = [(await send(clients[n % 2], token, room_id, f"m{n}")).status for n in range(7)]
+        assert sent == [201] * 5 + [429] * 2
+        retry = await send(clients[1], token, room_id, "again", "t-1")  # over the limit: nothing new
+        assert retry.status == 429
+        for c in clients:
+            await c.aclose()
 
 
 async def test_logout_on_one_node_closes_the_socket_on_the_other_4001(tmp_path: Path, dsn: str) -> None:

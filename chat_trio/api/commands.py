@@ -12,7 +12,8 @@ never cross: the caller hashes them in its own process.
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import Protocol
 
@@ -20,7 +21,7 @@ from chat_trio.config import Config
 from chat_trio.errors import APIError
 from chat_trio.security.logins import LoginGuard
 from chat_trio.security.ratelimit import TokenBucket, WindowLimit
-from chat_trio.store.queries import Conflict
+from chat_trio.store.queries import Conflict, Limited
 from chat_trio.store.records import Message, RoomState, User
 from chat_trio.store.store import Store
 
@@ -94,6 +95,20 @@ async def _replayed(message: Message) -> tuple[Message, bool]:
     return message, False
 
 
+@contextmanager
+def limits_as_429() -> Iterator[None]:
+    """A limit the database decided (a PostgreSQL node: Store.shares_limits) answers 429."""
+    try:
+        yield
+    except Limited as exc:
+        raise rate_limited(exc.wait) from None
+
+
+async def _sent_within_limits(sent: Callable[[], Awaitable[tuple[Message, bool]]]) -> tuple[Message, bool]:
+    with limits_as_429():
+        return await sent()
+
+
 class LocalCommands:
     """The commands done in this process: the store's writes and the limits kept in memory."""
 
@@ -109,6 +124,12 @@ class LocalCommands:
     # -- accounts --------------------------------------------------------------------------
 
     async def allow_registration(self, client: str) -> None:
+        if self.store.shares_limits:
+            if self.config.register_limit > 0:
+                with limits_as_429():
+                    await self.store.count_event(f"register:{client}", self.config.register_limit,
+                                                 self.config.register_window)
+            return
         wait = self.registrations.retry_after(client)
         if wait:
             raise rate_limited(wait)
@@ -149,11 +170,16 @@ class LocalCommands:
     async def create_room(self, user_id: int, name: str, topic: str) -> int:
         if self.store.room_name_taken(name):
             raise room_name_taken()
-        wait = self.room_creates.take(user_id)  # valid and free: only rooms that would be created count
-        if wait:
+        c = self.config
+        bucket = None
+        if self.store.shares_limits:
+            if c.room_create_rate:
+                bucket = (f"room:{user_id}", c.room_create_rate, c.room_create_burst)
+        elif wait := self.room_creates.take(user_id):  # valid and free: only rooms that would be created
             raise rate_limited(wait)
         try:
-            room = await self.store.create_room(user_id, name, topic)
+            with limits_as_429():
+                room = await self.store.create_room(user_id, name, topic, bucket)
         except Conflict:
             raise room_name_taken() from None
         return room.id
@@ -171,6 +197,11 @@ class LocalCommands:
         room, user = self._room(room_id), self._user(user_id)
         if user_id not in room.members:
             raise APIError(403, "forbidden", "you are not a member of this room")
+        if self.store.shares_limits:
+            c = self.config
+            bucket = (f"send:{user_id}", c.send_rate, c.send_burst) if c.send_rate else None
+            sent = await self.store.submit_post(room, user, text, txn_id, bucket)
+            return partial(_sent_within_limits, sent)
         wait = self.sends.take(user_id)
         if wait:
             # A retry of a send that already committed writes nothing, so the limit does not

@@ -58,6 +58,31 @@ MIGRATIONS: list[str] = [
     "",
 ]
 
+# Tables only PostgreSQL has: what the nodes share beyond the sqlite schema (queries.py's shared
+# limits, presence). Created with the first migration and kept current with `CREATE … IF NOT
+# EXISTS`, so they need no number of their own and never collide with the sqlite numbering.
+NODE_TABLES = """
+    CREATE TABLE IF NOT EXISTS limits (
+        key    TEXT PRIMARY KEY,
+        tokens DOUBLE PRECISION NOT NULL,
+        at     BIGINT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS limit_events (
+        key TEXT NOT NULL,
+        at  BIGINT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS limit_events_by_key ON limit_events(key, at);
+    CREATE TABLE IF NOT EXISTS nodes (
+        node    TEXT PRIMARY KEY,
+        seen_at BIGINT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS presence (
+        node    TEXT NOT NULL REFERENCES nodes(node) ON DELETE CASCADE,
+        user_id BIGINT NOT NULL,
+        PRIMARY KEY (node, user_id)
+    )
+"""
+
 
 def migrate(conn: PgConnection) -> int:
     """Apply every migration newer than the schema's version, each in its own transaction, while
@@ -83,6 +108,8 @@ def migrate(conn: PgConnection) -> int:
                 conn.execute("ROLLBACK")
                 raise
             version = number
+        for statement in NODE_TABLES.split(";\n"):
+            conn.execute(statement)
         return version
     finally:
         conn.execute("SELECT pg_advisory_unlock(?)", (key,))

@@ -24,6 +24,7 @@ import psycopg
 from chat_trio.store.changes import Change
 from chat_trio.store.pg import PgConnection
 from chat_trio.store.pgfeed import payloads
+from chat_trio.store.queries import NothingWritten
 from chat_trio.store.writer import GroupCommitWriter, Pending, StoreClosed
 
 log = logging.getLogger("chat_trio.store")
@@ -100,6 +101,9 @@ class PgWriter(GroupCommitWriter):
             item.error = None
             try:
                 item.value, made = item.run(conn)
+            except NothingWritten as exc:
+                item.error = exc
+                continue
             except Exception as exc:
                 if conn.broken:
                     raise

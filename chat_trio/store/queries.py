@@ -27,11 +27,17 @@ from chat_trio.store.records import Author, Message, User, message_json
 
 Row = tuple[Any, ...]
 MESSAGE_COLUMNS = "id, room_id, seq, author_id, text, txn_id, created_at"
+Bucket = tuple[str, float, int]  # a token bucket kept in the database: (key, rate per second, burst)
 ALL_ROWS = 2**62  # a LIMIT that takes every row (sqlite's LIMIT -1 is not portable)
 
 
 class Conflict(Exception):
     """A uniqueness rule refused the write (taken username or room name)."""
+
+
+class NothingWritten(Exception):
+    """A write refused before it changed anything: its transaction stays good (PostgreSQL's
+    writer goes on with the batch instead of rolling it back)."""
 
 
 def name_key(name: str) -> str:
@@ -167,16 +173,20 @@ def delete_member(conn: Connection, room_id: int, user_id: int) -> tuple[None, C
 # -- messages --------------------------------------------------------------------------------
 
 def insert_message(
-    conn: Connection, room_id: int, author: User | Author, text: str, txn_id: str | None, now: int
+    conn: Connection, room_id: int, author: User | Author, text: str, txn_id: str | None, now: int,
+    bucket: Bucket | None = None,
 ) -> tuple[tuple[Message, bool], Changes]:
     """Append a message with the room's next seq; returns (message, created). With a txn_id
     already used by this author in this room, nothing is written and the original comes back
-    (created=False)."""
+    (created=False). With a `bucket` (a limit shared between nodes), a new message takes a token
+    from it first (Limited when empty); a retry takes none."""
     author_id = author["id"]
     if txn_id is not None:
         row = message_by_txn(conn, room_id, author_id, txn_id)
         if row is not None:
             return (message_json(row, author), False), NO_CHANGES
+    if bucket is not None:
+        take_token(conn, *bucket, now)
     seq = conn.execute(
         "UPDATE rooms SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq", (room_id,)
     ).fetchone()[0]
@@ -216,3 +226,47 @@ def messages_with_authors(conn: Connection, room_id: int, first: int, last: int)
         " WHERE m.room_id = ? AND m.seq BETWEEN ? AND ? ORDER BY m.seq",
         (room_id, first, last),
     ).fetchall()
+
+
+# -- limits shared between nodes (PostgreSQL; one sqlite process keeps them in memory) ---------
+
+class Limited(NothingWritten):
+    """Over a limit kept in the database: `wait` seconds until the next is allowed. The write
+    changed nothing (its transaction stays good for the batch's other writes)."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"limited for {wait:.3f} s")
+        self.wait = wait
+
+
+def _locked_limit(conn: Connection, key: str, tokens: float, now: int) -> Row:
+    """The key's row of `limits` (created with `tokens` if new), locked until COMMIT: nodes
+    deciding the same key take turns."""
+    row: Row = conn.execute(
+        "INSERT INTO limits (key, tokens, at) VALUES (?, ?, ?)"
+        " ON CONFLICT (key) DO UPDATE SET at = limits.at RETURNING tokens, at",
+        (key, tokens, now),
+    ).fetchone()
+    return row
+
+
+def take_token(conn: Connection, key: str, rate: float, burst: int, now: int) -> None:
+    """Take one token from `key`'s bucket (`rate` per second, up to `burst`), as
+    security.ratelimit.TokenBucket does in memory; Limited when there is none."""
+    tokens, at = _locked_limit(conn, key, float(burst), now)
+    tokens = min(float(burst), tokens + max(0, now - at) * rate / 1000)
+    if tokens < 1.0:
+        raise Limited((1.0 - tokens) / rate)
+    conn.execute("UPDATE limits SET tokens = ?, at = ? WHERE key = ?", (tokens - 1.0, now, key))
+
+
+def count_event(conn: Connection, key: str, limit: int, window_ms: int, now: int) -> None:
+    """Count one event for `key` if fewer than `limit` happened within the window, as
+    security.ratelimit.WindowLimit does in memory; Limited otherwise."""
+    _locked_limit(conn, key, 0.0, now)
+    conn.execute("DELETE FROM limit_events WHERE key = ? AND at <= ?", (key, now - window_ms))
+    count, oldest = conn.execute(
+        "SELECT count(*), min(at) FROM limit_events WHERE key = ?", (key,)).fetchone()
+    if count >= limit:
+        raise Limited((oldest + window_ms - now) / 1000)
+    conn.execute("INSERT INTO limit_events (key, at) VALUES (?, ?)", (key, now))

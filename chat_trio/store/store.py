@@ -18,9 +18,10 @@ import trio
 
 from chat_trio.config import Config
 from chat_trio.store import queries
+from chat_trio.store.changes import Changes
 from chat_trio.store.db import Connection, Readers
 from chat_trio.store.feed import Feed
-from chat_trio.store.queries import Conflict
+from chat_trio.store.queries import Bucket, Conflict
 from chat_trio.store.readers import ReaderPool
 from chat_trio.store.records import Message, RoomState, User, message_json, now_ms
 from chat_trio.store.schema import migrate
@@ -175,6 +176,17 @@ class Store:
             await self.writer.change(lambda c: queries.delete_expired_tokens_by_hash(c, found, now))
         return found
 
+    @property
+    def shares_limits(self) -> bool:
+        """Whether rate limits are kept in the database, decided in the transaction of the write
+        they limit, so they hold across nodes (PostgreSQL), instead of in this process's memory."""
+        return self.node is not None
+
+    async def count_event(self, key: str, limit: int, window: float) -> None:
+        """Count one event against a window limit shared between nodes (queries.Limited when over)."""
+        now = now_ms()
+        await self.writer.write(lambda c: queries.count_event(c, key, limit, int(window * 1000), now))
+
     async def revoke_token(self, digest: bytes) -> None:
         await self.writer.change(lambda c: queries.delete_token(c, digest))
 
@@ -216,9 +228,19 @@ class Store:
     def room_name_taken(self, name: str) -> bool:
         return queries.name_key(name) in self.state.room_ids
 
-    async def create_room(self, user_id: int, name: str, topic: str) -> RoomState:
+    async def create_room(
+        self, user_id: int, name: str, topic: str, bucket: Bucket | None = None
+    ) -> RoomState:
+        """A new room; with a `bucket` (a limit shared between nodes) it first takes a token from
+        it in the same transaction (queries.Limited when empty)."""
         now = now_ms()
-        room_id = await self.writer.change(lambda c: queries.insert_room(c, name, topic, user_id, now))
+
+        def create(c: Connection) -> tuple[int, Changes]:
+            if bucket is not None:
+                queries.take_token(c, *bucket, now)
+            return queries.insert_room(c, name, topic, user_id, now)
+
+        room_id = await self.writer.change(create)
         return self.state.rooms[room_id]
 
     async def join(self, room: RoomState, user_id: int) -> None:
@@ -235,14 +257,15 @@ class Store:
     # -- messages --------------------------------------------------------------------------
 
     async def submit_post(
-        self, room: RoomState, author: User, text: str, txn_id: str | None
+        self, room: RoomState, author: User, text: str, txn_id: str | None, bucket: Bucket | None = None
     ) -> Callable[[], Awaitable[tuple[Message, bool]]]:
         """Queue a message for the next commit; returns what to await for (message, created).
-        Messages submitted one after another get increasing seqs."""
+        Messages submitted one after another get increasing seqs. `bucket`: a send limit shared
+        between nodes, decided in the transaction (queries.Limited)."""
         now = now_ms()
         room_id = room.id
         pending = await self.writer.submit_changes(
-            lambda c: queries.insert_message(c, room_id, author, text, txn_id, now), room_id
+            lambda c: queries.insert_message(c, room_id, author, text, txn_id, now, bucket), room_id
         )
         return pending.result
 
