@@ -15,6 +15,7 @@ import trio
 from chat_trio.api import build_routes
 from chat_trio.api.commands import LocalCommands
 from chat_trio.api.context import Context
+from chat_trio.cluster.nodes import linked_nodes
 from chat_trio.config import Config
 from chat_trio.http.router import Router
 from chat_trio.http.server import HTTPServer, StartupError, open_listeners
@@ -51,12 +52,19 @@ class App:
         async with running_store(self.config, self.hub) as context:
             self.store = store = context.store
             store.feed.subscribe(self.hub.react)
-            self.server = http_server(context, listeners)
-            # The listener drains its connections before returning; only then does the
-            # writer stop, so every request that was answered has committed.
-            async with trio.open_nursery() as front:
-                self.port = await front.start(self.server.serve)
-                task_status.started(self)
+            async with linked_nodes(store, self.config.node_heartbeat, self.hub.set_online_elsewhere,
+                                    self.hub.remote_typing) as nodes:
+                self.hub.relay = nodes
+                await self._serve(context, listeners, task_status)
+
+    async def _serve(self, context: Context, listeners: list[socket.socket],
+                     task_status: trio.TaskStatus[App]) -> None:
+        self.server = http_server(context, listeners)
+        # The listener drains its connections before returning; only then does the
+        # writer stop, so every request that was answered has committed.
+        async with trio.open_nursery() as front:
+            self.port = await front.start(self.server.serve)
+            task_status.started(self)
 
     def shutdown(self) -> None:
         """Stop accepting, close websockets (1001), let in-flight requests finish."""

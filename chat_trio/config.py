@@ -118,6 +118,8 @@ class Config:
     # Deployment
     trusted_proxies: str = _opt("", "comma-separated addresses of reverse proxies whose X-Forwarded-For "
                                     "names the client (for rate limits and logs)")
+    node_heartbeat: float = _opt(5.0, "seconds between a PostgreSQL node's presence heartbeats; a node "
+                                      "that stops them has its users shown offline within about two")
 
     def __post_init__(self) -> None:
         """Refuse settings that cannot work, with the flag's name (the CLI shows it as a usage

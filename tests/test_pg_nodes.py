@@ -331,3 +331,49 @@ async def test_postgres_restart_under_load_503_then_resync(tmp_path: Path, dsn: 
         for server in (a, b):
             assert "reconnecting" in server.log()
     assert_dense_in_db(dsn)
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["single", "workers2"])
+async def test_presence_and_typing_cross_nodes_and_a_dead_nodes_users_go_offline(
+        tmp_path: Path, dsn: str, workers: int) -> None:
+    """Node A may be a `--workers 2` node: its supervisor counts the other nodes as one more
+    worker."""
+    heartbeat = 0.4
+    async with node(tmp_path, dsn, "a", "--node-heartbeat", str(heartbeat), *workers_args(workers)) as a:
+        await wait_workers_ready(a.port, workers)
+        b = ServerProcess(tmp_path, "--database", dsn, *OPEN, "--node-heartbeat", str(heartbeat),
+                          log_name="b.log")
+        try:
+            await b.start()
+            room_id, [(ta, _), (tb, bob)] = await people_in_room([a.port, b.port], ["alice", "bobby"])
+            c = HTTPClient(a.port, ta)
+
+            async def bob_online_on_a() -> bool:
+                reply = await c.get(f"/rooms/{room_id}/members", token=ta)
+                assert reply.status == 200, reply.body
+                return {m["user"]["id"]: m["online"] for m in reply.json["members"]}[bob["id"]]
+
+            async def until(expected: bool, within: float = 5.0) -> None:
+                with trio.fail_after(within):
+                    while await bob_online_on_a() is not expected:
+                        await trio.sleep(0.02)
+
+            assert await bob_online_on_a() is False
+            async with connect(a.port, ta) as on_a:
+                await on_a.subscribe(room_id)
+                async with connect(b.port, tb) as on_b:
+                    await until(True, within=heartbeat)  # announced at once, not at a heartbeat
+                    await on_b.subscribe(room_id)
+                    await on_b.send({"type": "typing", "room_id": room_id})
+                    assert await on_a.recv() == {"type": "typing", "room_id": room_id,
+                                                 "user": {"id": bob["id"], "username": "bobby"}}
+                await until(False, within=heartbeat)
+                async with connect(b.port, tb):
+                    await until(True)
+                    b.kill()  # SIGKILL: node B never says goodbye
+                    started = trio.current_time()
+                    await until(False, within=4 * heartbeat)
+                    assert trio.current_time() - started >= heartbeat  # it took its heartbeats
+            await c.aclose()
+        finally:
+            b.stop()

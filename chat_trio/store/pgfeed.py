@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -121,14 +122,6 @@ class OrderedFeed:
                 ready.append(change)
         if ready:
             self.feed.apply(Commit(tuple(ready)))
-
-    def receive(self, payload: str) -> None:
-        """One NOTIFY payload from another node."""
-        if payload.startswith("{"):
-            room_id, seq = orjson.loads(payload)["seqs"]
-            self.behind(room_id, seq, now=True)
-            return
-        self.apply(Commit(tuple(decode(payload))))
 
     def behind(self, room_id: int, seq: int, now: bool = False) -> None:
         """`seq` is committed in the room: read up to it from the database (after GAP_WAIT unless
@@ -253,13 +246,31 @@ class Listener:
     sent meanwhile are lost. `own_pid()` names this node's writer connection, whose
     notifications are skipped: the writer applied them already."""
 
-    def __init__(self, dsn: str, key: int, ordered: OrderedFeed, own_pid: Any) -> None:
+    def __init__(self, dsn: str, key: int, ordered: OrderedFeed, own_pid: Callable[[], int]) -> None:
         self.dsn = dsn
         self.channel = channel(key)
         self.ordered = ordered
         self.own_pid = own_pid
         self.connected = False
         self.reconnects = 0
+        # Who hears the notifications that are not commits (JSON objects: presence, typing).
+        self.hooks: list[Callable[[dict[str, Any]], None]] = []
+
+    def receive(self, payload: str) -> None:
+        """One NOTIFY payload: a commit of another node's, a pointer to a message too large to
+        carry (`{"seqs": [room, seq]}`), or something for the hooks."""
+        if not payload.startswith("{"):
+            self.ordered.apply(Commit(tuple(decode(payload))))
+            return
+        note = orjson.loads(payload)
+        if not isinstance(note, dict):
+            raise ValueError("a notification object must be a JSON object")
+        if "seqs" in note:
+            room_id, seq = note["seqs"]
+            self.ordered.behind(int(room_id), int(seq), now=True)
+            return
+        for hook in self.hooks:
+            hook(note)
 
     def _connect(self) -> PgConnection:
         conn = PgConnection.connect(self.dsn)
@@ -304,8 +315,8 @@ class Listener:
                 if note.be_pid == self.own_pid():
                     continue
                 try:
-                    self.ordered.receive(note.extra.decode())
-                except ValueError:
+                    self.receive(note.extra.decode())
+                except (ValueError, TypeError, KeyError):
                     log.exception("a notification that is not a commit was ignored")
             if pgconn.status != psycopg.pq.ConnStatus.OK:
                 raise psycopg.OperationalError("the connection was closed")
