@@ -351,7 +351,7 @@ async def test_presence_and_typing_cross_nodes_and_a_dead_nodes_users_go_offline
             async def bob_online_on_a() -> bool:
                 reply = await c.get(f"/rooms/{room_id}/members", token=ta)
                 assert reply.status == 200, reply.body
-                return {m["user"]["id"]: m["online"] for m in reply.json["members"]}[bob["id"]]
+                return bool({m["user"]["id"]: m["online"] for m in reply.json["members"]}[bob["id"]])
 
             async def until(expected: bool, within: float = 5.0) -> None:
                 with trio.fail_after(within):
