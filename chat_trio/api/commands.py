@@ -22,7 +22,7 @@ from chat_trio.errors import APIError
 from chat_trio.security.logins import LoginGuard
 from chat_trio.security.ratelimit import TokenBucket, WindowLimit
 from chat_trio.store.queries import Conflict, Limited
-from chat_trio.store.records import Message, RoomState, User
+from chat_trio.store.records import JSON, Message, RoomState, User
 from chat_trio.store.store import Store
 
 
@@ -120,6 +120,8 @@ class LocalCommands:
         self.registrations = WindowLimit(c.register_limit, c.register_window)  # per client address
         self.sends = TokenBucket(c.send_rate, c.send_burst)  # per user
         self.room_creates = TokenBucket(c.room_create_rate, c.room_create_burst)  # per user
+        # On PostgreSQL every node's login policy also counts the logins other nodes saw.
+        store.on_announcement(self._login_elsewhere)
 
     # -- accounts --------------------------------------------------------------------------
 
@@ -148,11 +150,21 @@ class LocalCommands:
 
     async def login_failed(self, username: str, client: str, has_account: bool) -> None:
         self.logins.failed(username.lower(), client, account=has_account)
+        await self.store.announce({"login_failed": [username.lower(), client, has_account]})
 
     async def login_succeeded(self, username: str, client: str) -> None:
         wait = self.logins.succeeded(username.lower(), client)
         if wait:
             raise rate_limited(wait)
+        await self.store.announce({"login_ok": [username.lower(), client]})
+
+    def _login_elsewhere(self, note: JSON) -> None:
+        if isinstance(failed := note.get("login_failed"), list):
+            username, client, account = failed
+            self.logins.failed(str(username), str(client), account=bool(account))
+        elif isinstance(ok := note.get("login_ok"), list):
+            username, client = ok
+            self.logins.succeeded(str(username), str(client))
 
     async def rehash_password(self, user_id: int, password_hash: str) -> None:
         await self.store.rehash_password(user_id, password_hash)

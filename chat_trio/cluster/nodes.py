@@ -11,24 +11,20 @@ its supervisor:
   heartbeats. A node that stops cleanly deletes its row (its users go offline at once).
 - typing: coalesced into at most one NOTIFY per node every `TYPING_EVERY` seconds.
 
-Both ride on the feed's channel as JSON objects (pgfeed.Listener's hooks) carrying the sender's
-node id, so a node skips its own.
+Both ride on the feed's channel as JSON objects (PgNode.notify; pgfeed.Listener's hooks).
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from functools import partial
 from typing import Any
 
-import orjson
 import trio
 
 from chat_trio.store.pg import PgConnection
-from chat_trio.store.pgfeed import NOTIFY_LIMIT
 from chat_trio.store.records import JSON, now_ms
 from chat_trio.store.store import Store
 from chat_trio.store.writer import StoreClosed
@@ -44,9 +40,9 @@ class NodeLink:
     def __init__(self, store: Store, heartbeat: float, on_presence: Callable[[int, bool], None],
                  on_typing: Callable[[int, JSON], None]) -> None:
         assert store.node is not None
-        self.id = secrets.token_hex(8)
-        self.readers = store.readers
-        self.channel = store.node.listener.channel
+        self.pg = store.node
+        self.id = store.node.id
+        self.readers = store.node.readers
         self.heartbeat = heartbeat
         self.on_presence = on_presence
         self.on_typing = on_typing
@@ -74,8 +70,6 @@ class NodeLink:
     # -- from the other nodes ----------------------------------------------------------------
 
     def receive(self, note: dict[str, Any]) -> None:
-        if note.get("node") == self.id:
-            return
         if "typing" in note:
             for room_id, user in note["typing"]:
                 self.on_typing(int(room_id), user)
@@ -125,7 +119,7 @@ class NodeLink:
                 conn.execute("INSERT INTO presence (node, user_id) SELECT ?, unnest(?::bigint[])"
                              " ON CONFLICT DO NOTHING", (self.id, list(added)))
             if added or removed:
-                self._notify(self._note({"presence": True}), conn)
+                self.pg.notify(conn, {"presence": True})
             conn.execute("DELETE FROM nodes WHERE seen_at < ?", (now - FORGET_AFTER * beat,))
             rows = conn.execute(
                 "SELECT DISTINCT p.user_id FROM presence p JOIN nodes n ON n.node = p.node"
@@ -143,24 +137,15 @@ class NodeLink:
             self._typed = trio.Event()
             pending = [[room_id, user] for (room_id, _), user in self._typing.items()]
             self._typing.clear()
-            note = self._note({"typing": pending})
-            if len(note) < NOTIFY_LIMIT:  # typing is ephemeral: a burst too large to carry is dropped
-                with suppress(StoreClosed):
-                    await self.readers.read(partial(self._notify, note))
+            await self.pg.announce({"typing": pending})  # a burst too large to carry is dropped
             await trio.sleep(TYPING_EVERY)
-
-    def _notify(self, note: str, conn: PgConnection) -> None:
-        conn.execute("SELECT pg_notify(?, ?)", (self.channel, note))
-
-    def _note(self, body: dict[str, Any]) -> str:
-        return orjson.dumps({**body, "node": self.id}).decode()
 
     async def close(self) -> None:
         """Stopping cleanly: this node's users go offline on the others at once."""
 
         def leave(conn: PgConnection) -> None:
             conn.execute("DELETE FROM nodes WHERE node = ?", (self.id,))
-            self._notify(self._note({"presence": True}), conn)
+            self.pg.notify(conn, {"presence": True})
 
         with trio.CancelScope(shield=True), trio.move_on_after(2), suppress(StoreClosed):
             await self.readers.read(leave)

@@ -246,13 +246,15 @@ class Listener:
     sent meanwhile are lost. `own_pid()` names this node's writer connection, whose
     notifications are skipped: the writer applied them already."""
 
-    def __init__(self, dsn: str, key: int, ordered: OrderedFeed, own_pid: Callable[[], int]) -> None:
+    def __init__(self, dsn: str, key: int, ordered: OrderedFeed, own_pid: Callable[[], int],
+                 node_id: str = "") -> None:
         self.dsn = dsn
         self.channel = channel(key)
         self.ordered = ordered
         self.own_pid = own_pid
         self.connected = False
         self.reconnects = 0
+        self.node_id = node_id  # the node's notes other than commits carry it: skipped here
         # Who hears the notifications that are not commits (JSON objects: presence, typing).
         self.hooks: list[Callable[[dict[str, Any]], None]] = []
 
@@ -268,6 +270,8 @@ class Listener:
         if "seqs" in note:
             room_id, seq = note["seqs"]
             self.ordered.behind(int(room_id), int(seq), now=True)
+            return
+        if note.get("node") == self.node_id:
             return
         for hook in self.hooks:
             hook(note)

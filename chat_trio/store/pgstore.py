@@ -7,17 +7,22 @@ other nodes' commits and the ordered entrance every commit passes through (pgfee
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import secrets
+from contextlib import suppress
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
+import orjson
 import trio
 
 from chat_trio.config import Config
 from chat_trio.store import queries
 from chat_trio.store.pg import PgConnection, PgReaderPool, schema_key
-from chat_trio.store.pgfeed import Listener, OrderedFeed, channel
+from chat_trio.store.pgfeed import NOTIFY_LIMIT, Listener, OrderedFeed, channel
 from chat_trio.store.pgschema import migrate
 from chat_trio.store.pgwriter import PgWriter
 from chat_trio.store.records import now_ms
+from chat_trio.store.writer import StoreClosed
 
 if TYPE_CHECKING:
     from chat_trio.store.store import Store
@@ -27,10 +32,25 @@ class PgNode:
     """This node's part of the feed between nodes."""
 
     def __init__(self, store: Store, key: int, writer: PgWriter) -> None:
+        self.id = secrets.token_hex(8)  # this node, in the notifications it sends besides commits
         self.writer = writer
-        self.ordered = OrderedFeed(store.feed, store.readers)  # type: ignore[arg-type]
-        self.listener = Listener(store.config.database, key, self.ordered, lambda: writer.pid)
+        self.readers: PgReaderPool = store.readers  # type: ignore[assignment]
+        self.ordered = OrderedFeed(store.feed, self.readers)
+        self.listener = Listener(store.config.database, key, self.ordered, lambda: writer.pid, self.id)
         writer.on_commit = self.ordered.apply
+
+    def notify(self, conn: PgConnection, body: dict[str, Any]) -> None:
+        """Thread: send the other nodes `body` (a JSON object: presence, typing, login events) on
+        the feed's channel, within `conn`'s transaction if one is open. Their listeners hand it
+        to their hooks."""
+        note = orjson.dumps({**body, "node": self.id}).decode()
+        if len(note) <= NOTIFY_LIMIT:
+            conn.execute("SELECT pg_notify(?, ?)", (self.listener.channel, note))
+
+    async def announce(self, body: dict[str, Any]) -> None:
+        """`notify` on a connection of its own, now; dropped while PostgreSQL is unreachable."""
+        with suppress(StoreClosed):
+            await self.readers.read(partial(self.notify, body=body))
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:

@@ -23,7 +23,7 @@ from chat_trio.store.db import Connection, Readers
 from chat_trio.store.feed import Feed
 from chat_trio.store.queries import Bucket, Conflict
 from chat_trio.store.readers import ReaderPool
-from chat_trio.store.records import Message, RoomState, User, message_json, now_ms
+from chat_trio.store.records import JSON, Message, RoomState, User, message_json, now_ms
 from chat_trio.store.schema import migrate
 from chat_trio.store.sqlite import connect
 from chat_trio.store.state import State
@@ -181,6 +181,17 @@ class Store:
         """Whether rate limits are kept in the database, decided in the transaction of the write
         they limit, so they hold across nodes (PostgreSQL), instead of in this process's memory."""
         return self.node is not None
+
+    async def announce(self, body: JSON) -> None:
+        """Tell the other nodes `body` (not durable: for counters kept in memory, such as the
+        login policy's); nothing to do without other nodes."""
+        if self.node is not None:
+            await self.node.announce(body)
+
+    def on_announcement(self, hook: Callable[[JSON], None]) -> None:
+        """Call `hook(body)` with what other nodes `announce`."""
+        if self.node is not None:
+            self.node.listener.hooks.append(hook)
 
     async def count_event(self, key: str, limit: int, window: float) -> None:
         """Count one event against a window limit shared between nodes (queries.Limited when over)."""
