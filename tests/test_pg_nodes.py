@@ -143,6 +143,21 @@ async def test_every_subscriber_on_either_node_sees_each_seq_once_in_order(
         assert_dense_in_db(dsn)
 
 
+async def test_a_message_too_large_to_notify_reaches_the_other_node(tmp_path: Path, dsn: str) -> None:
+    """A NOTIFY payload holds under 8000 bytes: a larger message travels as a pointer the other
+    node resolves by reading the database, in its place in the room's order."""
+    async with node(tmp_path, dsn, "a") as a, node(tmp_path, dsn, "b") as b:
+        room_id, [(token, _)] = await people_in_room([a.port, b.port], ["alice"])
+        big = "\U0001F600" * 4000  # 16,000 bytes of UTF-8
+        async with connect(b.port, token) as ws:
+            await ws.subscribe(room_id)
+            c = HTTPClient(a.port, token)
+            for text in ("before", big, "after"):
+                assert (await send(c, token, room_id, text)).status == 201
+            await c.aclose()
+            assert [m["text"] for m in await ws.messages_until(3)] == ["before", big, "after"]
+
+
 async def test_racing_retries_of_one_txn_id_on_two_nodes_create_one_message(tmp_path: Path, dsn: str) -> None:
     async with node(tmp_path, dsn, "a") as a, node(tmp_path, dsn, "b") as b:
         room_id, [(token, _)] = await people_in_room([a.port, b.port], ["alice"])
