@@ -12,8 +12,7 @@ from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 
 from chat_trio.config import Config
 from tests.client import HTTPClient, Reply
-from tests.helpers import PASSWORD, StartServer, make_config
-from tests.test_lifetime import OperatorClient
+from tests.helpers import PASSWORD, OperatorClient, StartServer, make_config
 
 JSON = dict[str, Any]
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
