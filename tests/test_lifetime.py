@@ -12,7 +12,9 @@ from typing import Any
 
 import orjson
 import pytest
+import trio
 
+from chat_trio.api import context
 from tests.client import HTTPClient
 from tests.helpers import (
     PASSWORD,
@@ -30,6 +32,7 @@ from tests.helpers import (
     register_and_login,
     send,
     serve,
+    store_of,
 )
 from tests.ws_client import connect
 
@@ -298,3 +301,31 @@ async def test_the_admin_socket_is_private_and_its_requests_are_the_operators(ap
     assert reply.status == 200 and reply.json == {"users": [], "has_more": False}
     assert (await op.get("/rooms")).status == 404  # only the admin calls are served there
     await op.aclose()
+
+
+# -- last seen -----------------------------------------------------------------------------------
+
+
+async def test_last_seen_is_written_at_most_once_a_minute_per_token(
+    start_server: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app = await start_server()
+    client = HTTPClient(app.port)
+    token, _ = await register_and_login(client, "ann")
+    writer = store_of(app).writer
+    before = writer.writes
+    for _ in range(20):
+        assert (await client.get("/me", token=token)).status == 200
+    assert writer.writes == before  # just logged in: its last_seen_at is fresh, nothing to write
+    first = (await client.get("/me/sessions", token=token)).json["sessions"][0]
+    monkeypatch.setattr(context, "SEEN_EVERY", 0.0)  # as if a minute had passed before each request
+    with trio.fail_after(10):
+        while True:
+            await trio.sleep(0.01)
+            seen = (await client.get("/me/sessions", token=token)).json["sessions"][0]["last_seen_at"]
+            if seen > first["last_seen_at"]:
+                break
+    assert writer.writes > before
+    users = (await operator(app.config).get("/admin/users")).json["users"]
+    assert users[0]["last_seen_at"] >= seen
+    await client.aclose()
