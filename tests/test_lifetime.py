@@ -34,6 +34,7 @@ from tests.helpers import (
     serve,
     store_of,
 )
+from tests.rawhttp import RawConn, exchange, get
 from tests.ws_client import connect
 
 NEW_PASSWORD = "a brand new passphrase"
@@ -328,4 +329,28 @@ async def test_last_seen_is_written_at_most_once_a_minute_per_token(
     assert writer.writes > before
     users = (await operator(app.config).get("/admin/users")).json["users"]
     assert users[0]["last_seen_at"] >= seen
+    await client.aclose()
+
+
+async def test_export_over_http_1_0_head_and_a_reader_that_goes_away(start_server: Any) -> None:
+    """HTTP/1.0 gets the document delimited by the connection's close; HEAD gets the head only,
+    and the connection stays usable; a client that disconnects mid-export costs nothing else."""
+    app = await start_server(send_rate=0)
+    client = HTTPClient(app.port)
+    token, _ = await register_and_login(client, "ann")
+    room = await make_room(client, token, "one")
+    for n in range(30):
+        assert (await send(client, token, room["id"], f"message {n} " + "x" * 3000)).status == 201
+    auth = f"Authorization: Bearer {token}"
+    raw, closed = await exchange(app.port, get("/me/export", auth, version="1.0"))
+    assert closed and raw.startswith(b"HTTP/1.1 200")
+    assert len(orjson.loads(raw.split(b"\r\n\r\n", 1)[1])["messages"]) == 30
+    raw, _ = await exchange(app.port, get("/me/export", auth, method="HEAD") + get("/healthz"), timeout=1)
+    assert raw.count(b"HTTP/1.1 200") == 2 and b'"messages"' not in raw
+    for _ in range(3):  # read the head and a little, then hang up
+        conn = await RawConn.open(app.port)
+        await conn.send(get("/me/export", auth))
+        await conn.read_response(head_only=True)
+        await conn.aclose()
+    assert (await client.get("/healthz")).status == 200
     await client.aclose()
