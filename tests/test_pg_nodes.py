@@ -40,10 +40,10 @@ JSON = dict[str, Any]
 @asynccontextmanager
 async def node(tmp_path: Path, dsn: str, name: str, *args: str,
                quiet: bool = True) -> AsyncIterator[ServerProcess]:
-    """`python -m chat_trio --database dsn` (its own --db file, unused), stopped on exit; with
-    `quiet`, its log must show no server-side error."""
+    """`python -m chat_trio --database dsn` (its own --db path: where its admin socket goes),
+    stopped on exit; with `quiet`, its log must show no server-side error."""
     server = ServerProcess(tmp_path, "--database", dsn, *OPEN, "--send-rate", "0", *args,
-                           log_name=f"{name}.log")
+                           db=tmp_path / f"{name}.db", log_name=f"{name}.log")
     try:
         await server.start()
         yield server
@@ -304,7 +304,8 @@ class Load:
 
 async def test_killed_node_restarts_and_nothing_acknowledged_is_lost(tmp_path: Path, dsn: str) -> None:
     async with node(tmp_path, dsn, "a") as a:
-        b = ServerProcess(tmp_path, "--database", dsn, *OPEN, "--send-rate", "0", log_name="b.log")
+        b = ServerProcess(tmp_path, "--database", dsn, *OPEN, "--send-rate", "0", db=tmp_path / "b.db",
+                          log_name="b.log")
         try:
             await b.start()
             room_id, [(token, _)] = await people_in_room([a.port, b.port], ["alice"])
@@ -321,7 +322,7 @@ async def test_killed_node_restarts_and_nothing_acknowledged_is_lost(tmp_path: P
                         os.kill(b.proc.pid, signal.SIGKILL)  # mid-load
                         b.kill()
                         b = ServerProcess(tmp_path, "--database", dsn, *OPEN, "--send-rate", "0", "--port",
-                                          str(load.ports[1]), log_name="b2.log")
+                                          str(load.ports[1]), db=tmp_path / "b.db", log_name="b2.log")
                         await b.start()
                     done.set()
             assert load.reconnects >= 1  # the reader's socket was on the killed node
@@ -377,7 +378,7 @@ async def test_presence_and_typing_cross_nodes_and_a_dead_nodes_users_go_offline
     async with node(tmp_path, dsn, "a", "--node-heartbeat", str(heartbeat), *workers_args(workers)) as a:
         await wait_workers_ready(a.port, workers)
         b = ServerProcess(tmp_path, "--database", dsn, *OPEN, "--node-heartbeat", str(heartbeat),
-                          log_name="b.log")
+                          db=tmp_path / "b.db", log_name="b.log")
         try:
             await b.start()
             room_id, [(ta, _), (tb, bob)] = await people_in_room([a.port, b.port], ["alice", "bobby"])

@@ -28,7 +28,10 @@ CONNECT_TIMEOUT = 5  # seconds to reach the server before a start (or a reconnec
 
 @lru_cache(maxsize=512)
 def _translate(sql: str) -> str:
-    return sql.replace("%", "%%").replace("?", "%s")
+    """sqlite's SQL as psycopg takes it: `%s` placeholders, and LIKE matched bytewise (usernames
+    are unique ignoring case through a nondeterministic collation, as sqlite's NOCASE makes
+    them, and PostgreSQL cannot LIKE under one; the patterns are lower-cased already)."""
+    return sql.replace("%", "%%").replace("?", "%s").replace(" LIKE ", ' COLLATE "C" LIKE ')
 
 
 class PgCursor:

@@ -38,6 +38,7 @@ from chat_trio.store.changes import (
     RoomCreated,
     TokensRevoked,
     UserCreated,
+    UserUpdated,
     decode,
 )
 from chat_trio.store.feed import Feed
@@ -216,7 +217,14 @@ class OrderedFeed:
         snapshot = await self.readers.read(_snapshot)
         users, rooms, members = snapshot
         state = self.state
-        changes: list[Change] = [UserCreated(i, name, at) for i, name, at in users if i not in state.users]
+        changes: list[Change] = []
+        for user_id, name, at, admin, deactivated in users:
+            known = state.users.get(user_id)
+            if known is None:
+                changes.append(UserCreated(user_id, name, at))
+            flags = (bool(admin), bool(deactivated))
+            if known is None or (known.get("admin"), known.get("deactivated")) != flags:
+                changes.append(UserUpdated(user_id, *flags))
         changes += [RoomCreated(i, name, topic, by, at) for i, name, topic, by, at, _ in rooms
                     if i not in state.rooms]
         now_in = {(room_id, user_id): at for room_id, user_id, at in members}

@@ -56,6 +56,21 @@ MIGRATIONS: list[str] = [
     """,
     # 2: room names unique by NFKC casefold. A PostgreSQL database was never keyed otherwise.
     "",
+    # 3: room visibility and roles (taken by the rooms work; empty until it lands)
+    "",
+    # 4: operators, deactivated accounts and sessions (schema._accounts_over_time)
+    """
+    ALTER TABLE users ADD COLUMN admin INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE users ADD COLUMN deactivated INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE users ADD COLUMN last_seen_at BIGINT;
+    ALTER TABLE tokens ADD COLUMN public_id TEXT;
+    ALTER TABLE tokens ADD COLUMN client TEXT NOT NULL DEFAULT '';
+    ALTER TABLE tokens ADD COLUMN last_seen_at BIGINT;
+    UPDATE tokens SET public_id = substr(md5(random()::text || encode(hash, 'hex')), 1, 12),
+                      last_seen_at = created_at;
+    CREATE UNIQUE INDEX tokens_by_public_id ON tokens(public_id);
+    CREATE INDEX messages_by_author ON messages(author_id, id)
+    """,
 ]
 
 # Tables only PostgreSQL has: what the nodes share beyond the sqlite schema (queries.py's shared
