@@ -31,6 +31,7 @@ from tests.helpers import (
 )
 from tests.pg import REQUIRED, fresh_schema, query, require_pg
 from tests.server_process import ServerProcess, workers_args
+from tests.test_metrics import scrape, value
 from tests.test_workers import GONE, OPEN
 from tests.ws_client import connect
 
@@ -203,6 +204,33 @@ async def test_send_room_and_registration_limits_hold_across_nodes(tmp_path: Pat
         assert retry.status == 429
         for c in clients:
             await c.aclose()
+
+
+async def test_sends_appended_in_bulk_keep_the_limit_and_txn_ids(tmp_path: Path, dsn: str) -> None:
+    """Sends pipelined on a websocket reach the writer together and are appended in bulk: the
+    send bucket still lets exactly its burst through, a retried txn_id takes nothing."""
+    async with node(tmp_path, dsn, "a", "--send-rate", "0.01", "--send-burst", "5") as a, \
+            node(tmp_path, dsn, "b", "--send-rate", "0.01", "--send-burst", "5") as b:
+        room_id, [(token, _), (other, _)] = await people_in_room([a.port, b.port], ["alice", "bobby"])
+        async with connect(a.port, token) as ws:
+            for i in range(20):
+                await ws.send({"type": "send", "room_id": room_id, "text": f"m{i}", "txn_id": f"t{i}",
+                               "ref": i})
+            answers = [await ws.recv() for _ in range(20)]
+        c = HTTPClient(a.port)
+        metrics = await scrape(c)
+        await c.aclose()
+        batches = value(metrics, "chat_trio_group_commit_batch_size_count")
+        assert value(metrics, "chat_trio_group_commit_batch_size_bucket", le="1.0") < batches  # some in bulk
+        acked = [f["ref"] for f in answers if f["type"] == "ack"]
+        assert len(acked) == 5, answers
+        assert {f["code"] for f in answers if f["type"] == "error"} == {"rate_limited"}
+        c = HTTPClient(b.port, token)
+        again = await send(c, token, room_id, "m", f"t{acked[0]}")  # a retry, on the other node
+        assert again.status == 200 and again.json["message"]["txn_id"] == f"t{acked[0]}"
+        assert (await send(c, other, room_id, "bob")).status == 201  # the bucket is alice's
+        await c.aclose()
+        assert_dense_in_db(dsn)
 
 
 async def test_failed_logins_count_on_every_node(tmp_path: Path, dsn: str) -> None:

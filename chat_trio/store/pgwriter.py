@@ -17,17 +17,21 @@ resolves) and the next batch reconnects.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import psycopg
 
-from chat_trio.store.changes import Change
+from chat_trio.store import queries
+from chat_trio.store.changes import Change, MessageCommitted
 from chat_trio.store.pg import PgConnection
 from chat_trio.store.pgfeed import payloads
-from chat_trio.store.queries import NothingWritten
+from chat_trio.store.queries import NewMessage, NothingWritten, Row
+from chat_trio.store.records import message_json
 from chat_trio.store.writer import GroupCommitWriter, Pending, StoreClosed
 
 log = logging.getLogger("chat_trio.store")
+T = TypeVar("T")
 
 
 class _WriteFailed(Exception):
@@ -36,6 +40,78 @@ class _WriteFailed(Exception):
     def __init__(self, item: Pending[Any], error: Exception) -> None:
         self.item = item
         self.error = error
+
+
+def _append(conn: PgConnection, items: list[Pending[Any]]) -> list[Change]:
+    """Append the messages of `items` (each's spec a queries.NewMessage) as `insert_message`
+    would one by one, in a few statements for all of them: one txn_id lookup, each sender's send
+    bucket locked and saved once, one `UPDATE rooms … RETURNING` allocating each room's seqs, one
+    multi-row INSERT. The rooms are locked already. A txn_id twice in the run raises (the batch
+    is then retried one write at a time, where the second finds the first)."""
+    specs: list[NewMessage] = [item.spec for item in items]
+    for item in items:
+        item.value, item.error = None, None
+    keys = [(s.room_id, s.author["id"], s.txn_id) for s in specs if s.txn_id is not None]
+    if len(set(keys)) != len(keys):
+        raise ValueError("a txn_id twice in one batch")
+    found: dict[tuple[int, int, str], Row] = {}
+    if keys:
+        rooms, authors, txns = zip(*keys, strict=True)
+        rows = conn.execute(
+            "SELECT m.id, m.room_id, m.seq, m.author_id, m.text, m.txn_id, m.created_at FROM messages m"
+            " JOIN unnest(?::bigint[], ?::bigint[], ?::text[]) AS k(room_id, author_id, txn_id)"
+            " ON m.room_id = k.room_id AND m.author_id = k.author_id AND m.txn_id = k.txn_id",
+            (list(rooms), list(authors), list(txns))).fetchall()
+        found = {(row[1], row[3], row[5]): row for row in rows}
+    new: list[Pending[Any]] = []
+    buckets: dict[str, list[Pending[Any]]] = {}
+    for item, spec in zip(items, specs, strict=True):
+        original = None if spec.txn_id is None else found.get((spec.room_id, spec.author["id"], spec.txn_id))
+        if original is not None:
+            item.value = (message_json(original, spec.author), False)
+            continue
+        new.append(item)
+        if spec.bucket is not None:
+            buckets.setdefault(spec.bucket[0], []).append(item)
+    for key, takers in buckets.items():
+        _, rate, burst = takers[0].spec.bucket
+        tokens, at = queries.locked_bucket(conn, key, burst, takers[0].spec.now)
+        for item in takers:
+            tokens, at = queries.refill(tokens, at, item.spec.now, rate, burst), max(at, item.spec.now)
+            if tokens < 1.0:
+                item.error = queries.Limited((1.0 - tokens) / rate)
+            else:
+                tokens -= 1.0
+        queries.save_bucket(conn, key, tokens, at)
+    new = [item for item in new if item.error is None]
+    if not new:
+        return []
+    counts: dict[int, int] = {}
+    for item in new:
+        counts[item.spec.room_id] = counts.get(item.spec.room_id, 0) + 1
+    rows = conn.execute(
+        "UPDATE rooms SET last_seq = rooms.last_seq + v.k FROM unnest(?::bigint[], ?::bigint[]) AS v(id, k)"
+        " WHERE rooms.id = v.id RETURNING rooms.id, rooms.last_seq",
+        (list(counts), list(counts.values()))).fetchall()
+    following = {room_id: last - counts[room_id] + 1 for room_id, last in rows}
+    seqs = []
+    for item in new:
+        seqs.append(following[item.spec.room_id])
+        following[item.spec.room_id] += 1
+    specs = [item.spec for item in new]
+    ids = dict(((room_id, seq), message_id) for message_id, room_id, seq in conn.execute(
+        "INSERT INTO messages (room_id, seq, author_id, text, txn_id, created_at)"
+        " SELECT * FROM unnest(?::bigint[], ?::bigint[], ?::bigint[], ?::text[], ?::text[], ?::bigint[])"
+        " RETURNING id, room_id, seq",
+        ([s.room_id for s in specs], seqs, [s.author["id"] for s in specs], [s.text for s in specs],
+         [s.txn_id for s in specs], [s.now for s in specs])).fetchall())
+    changes: list[Change] = []
+    for item, spec, seq in zip(new, specs, seqs, strict=True):
+        message = message_json((ids[spec.room_id, seq], spec.room_id, seq, spec.author["id"], spec.text,
+                                spec.txn_id, spec.now), spec.author)
+        item.value = (message, True)
+        changes.append(MessageCommitted(message))
+    return changes
 
 
 class PgWriter(GroupCommitWriter):
@@ -97,17 +173,23 @@ class PgWriter(GroupCommitWriter):
         if rooms:
             conn.execute("SELECT id FROM rooms WHERE id = ANY(?) ORDER BY id FOR NO KEY UPDATE", (rooms,))
         changes: list[Change] = []
-        for item in items:
+        at = 0
+        while at < len(items):
+            item = items[at]
             item.error = None
+            if item.spec is not None and len(items) > 1:  # a run of messages: appended in bulk
+                end = at
+                while end < len(items) and items[end].spec is not None:
+                    end += 1
+                changes += self._guarded(conn, items[at], _append, conn, items[at:end])
+                at = end
+                continue
+            at += 1
             try:
-                item.value, made = item.run(conn)
+                item.value, made = self._guarded(conn, item, item.run, conn)
             except NothingWritten as exc:
                 item.error = exc
                 continue
-            except Exception as exc:
-                if conn.broken:
-                    raise
-                raise _WriteFailed(item, exc) from exc
             changes += made
         notes = payloads(changes)
         if len(notes) == 1:
@@ -116,6 +198,18 @@ class PgWriter(GroupCommitWriter):
             conn.executemany("SELECT pg_notify(?, ?)", [(self.channel, note) for note in notes])
         conn.execute("COMMIT")
         return changes
+
+    @staticmethod
+    def _guarded(conn: PgConnection, item: Pending[Any], run: Callable[..., T], *args: Any) -> T:
+        """`run(*args)`; a failure of the write (not of the connection) is _WriteFailed."""
+        try:
+            return run(*args)
+        except NothingWritten:
+            raise
+        except Exception as exc:
+            if conn.broken:
+                raise
+            raise _WriteFailed(item, exc) from exc
 
     def close(self) -> None:
         if self.pg is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 import sqlite3
 import unicodedata
+from dataclasses import dataclass
 from typing import Any
 
 from chat_trio.store.changes import (
@@ -321,6 +322,22 @@ def insert_message(
     return (message, True), (MessageCommitted(message),)
 
 
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message to append (`insert_message`'s arguments), handed to the writer as data too, so
+    PostgreSQL's writer can append a batch's messages in bulk (pgwriter.py)."""
+
+    room_id: int
+    author: User | Author
+    text: str
+    txn_id: str | None
+    now: int
+    bucket: Bucket | None = None
+
+    def insert(self, conn: Connection) -> tuple[tuple[Message, bool], Changes]:
+        return insert_message(conn, self.room_id, self.author, self.text, self.txn_id, self.now, self.bucket)
+
+
 def message_by_txn(conn: Connection, room_id: int, author_id: int, txn_id: str) -> Row | None:
     """The author's message with this txn_id in this room, if any."""
     row: Row | None = conn.execute(
@@ -372,14 +389,28 @@ def _locked_limit(conn: Connection, key: str, tokens: float, now: int) -> Row:
     return row
 
 
+def locked_bucket(conn: Connection, key: str, burst: int, now: int) -> Row:
+    """(tokens, at) of `key`'s bucket, locked until COMMIT (a new bucket is full)."""
+    return _locked_limit(conn, key, float(burst), now)
+
+
+def refill(tokens: float, at: int, now: int, rate: float, burst: int) -> float:
+    """The tokens at `now` of a bucket that held `tokens` at `at` (`rate` per second, up to
+    `burst`), as security.ratelimit.TokenBucket refills in memory."""
+    return min(float(burst), tokens + max(0, now - at) * rate / 1000)
+
+
+def save_bucket(conn: Connection, key: str, tokens: float, now: int) -> None:
+    conn.execute("UPDATE limits SET tokens = ?, at = ? WHERE key = ?", (tokens, now, key))
+
+
 def take_token(conn: Connection, key: str, rate: float, burst: int, now: int) -> None:
-    """Take one token from `key`'s bucket (`rate` per second, up to `burst`), as
-    security.ratelimit.TokenBucket does in memory; Limited when there is none."""
-    tokens, at = _locked_limit(conn, key, float(burst), now)
-    tokens = min(float(burst), tokens + max(0, now - at) * rate / 1000)
+    """Take one token from `key`'s bucket in the database; Limited when there is none."""
+    tokens, at = locked_bucket(conn, key, burst, now)
+    tokens = refill(tokens, at, now, rate, burst)
     if tokens < 1.0:
         raise Limited((1.0 - tokens) / rate)
-    conn.execute("UPDATE limits SET tokens = ?, at = ? WHERE key = ?", (tokens - 1.0, now, key))
+    save_bucket(conn, key, tokens - 1.0, now)
 
 
 def count_event(conn: Connection, key: str, limit: int, window_ms: int, now: int) -> None:

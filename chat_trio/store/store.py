@@ -359,9 +359,8 @@ class Store:
         between nodes, decided in the transaction (queries.Limited)."""
         now = now_ms()
         room_id = room.id
-        pending = await self.writer.submit_changes(
-            lambda c: queries.insert_message(c, room_id, author, text, txn_id, now, bucket), room_id
-        )
+        new = queries.NewMessage(room_id, author, text, txn_id, now, bucket)
+        pending = await self.writer.submit_changes(new.insert, room_id, new)
         return pending.result
 
     async def sent_message(self, room: RoomState, author: User, txn_id: str) -> Message | None:

@@ -47,6 +47,7 @@ class Pending(Generic[T]):
 
     run: Callable[[Any], tuple[T, Changes]]
     room: int | None = None  # the room whose seq it takes (PostgreSQL locks it first)
+    spec: Any = None  # the write as data, if a writer may run it in bulk (queries.NewMessage)
     value: Any = None
     error: BaseException | None = None
     finished: bool = False
@@ -120,12 +121,12 @@ class GroupCommitWriter:
         return await (await self.submit_changes(run)).result()
 
     async def submit_changes(
-        self, run: Callable[[Any], tuple[T, Changes]], room: int | None = None
+        self, run: Callable[[Any], tuple[T, Changes]], room: int | None = None, spec: Any = None
     ) -> Pending[T]:
         """Queue a write without waiting for its commit. Writes commit in the order they were
         submitted, so one caller can keep several in flight and still keep their order. `room`:
-        the room whose next seq the write takes, if any."""
-        item: Pending[T] = Pending(run, room)
+        the room whose next seq the write takes, if any; `spec`: what `run` does, as data."""
+        item: Pending[T] = Pending(run, room, spec)
         try:
             try:
                 self._send.send_nowait(item)  # the common case: no scheduler pass of its own
