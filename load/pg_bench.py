@@ -149,7 +149,8 @@ def wrk(args: Args, name: str, script: str, url: str, token: str, room_id: int,
     return subprocess.Popen(
         ["taskset", "-c", args.client_cpu, "wrk", "-t1", f"-c{conns}", f"-d{args.duration}s", "--timeout",
          "5s", "--latency", "-s", f"load/wrk/{script}", url + "/"],
-        stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "TOKEN": token, "ROOM_ID": str(room_id)})
+        stdout=out, stderr=subprocess.STDOUT,
+        env={**os.environ, "TOKEN": token, "ROOM_ID": str(room_id), "RUN_ID": f"{name}-{time.time_ns()}"})
 
 
 def parsed(args: Args, name: str) -> dict[str, float]:

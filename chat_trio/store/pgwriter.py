@@ -46,14 +46,12 @@ def _append(conn: PgConnection, items: list[Pending[Any]]) -> list[Change]:
     """Append the messages of `items` (each's spec a queries.NewMessage) as `insert_message`
     would one by one, in a few statements for all of them: one txn_id lookup, each sender's send
     bucket locked and saved once, one `UPDATE rooms … RETURNING` allocating each room's seqs, one
-    multi-row INSERT. The rooms are locked already. A txn_id twice in the run raises (the batch
-    is then retried one write at a time, where the second finds the first)."""
+    multi-row INSERT. The rooms are locked already. A txn_id twice in the run: the second gets
+    what the first got, as it would one by one."""
     specs: list[NewMessage] = [item.spec for item in items]
     for item in items:
         item.value, item.error = None, None
-    keys = [(s.room_id, s.author["id"], s.txn_id) for s in specs if s.txn_id is not None]
-    if len(set(keys)) != len(keys):
-        raise ValueError("a txn_id twice in one batch")
+    keys = list({(s.room_id, s.author["id"], s.txn_id): None for s in specs if s.txn_id is not None})
     found: dict[tuple[int, int, str], Row] = {}
     if keys:
         rooms, authors, txns = zip(*keys, strict=True)
@@ -65,27 +63,42 @@ def _append(conn: PgConnection, items: list[Pending[Any]]) -> list[Change]:
         found = {(row[1], row[3], row[5]): row for row in rows}
     new: list[Pending[Any]] = []
     buckets: dict[str, list[Pending[Any]]] = {}
+    first: dict[tuple[int, int, str], Pending[Any]] = {}  # txn_id → the write of this run taking it
+    repeats: list[tuple[Pending[Any], Pending[Any]]] = []  # (a retry, the write it repeats)
     for item, spec in zip(items, specs, strict=True):
-        original = None if spec.txn_id is None else found.get((spec.room_id, spec.author["id"], spec.txn_id))
+        key = None if spec.txn_id is None else (spec.room_id, spec.author["id"], spec.txn_id)
+        original = None if key is None else found.get(key)
         if original is not None:
             item.value = (message_json(original, spec.author), False)
             continue
+        if key is not None:
+            if key in first:
+                repeats.append((item, first[key]))
+                continue
+            first[key] = item
         new.append(item)
         if spec.bucket is not None:
             buckets.setdefault(spec.bucket[0], []).append(item)
-    for key, takers in buckets.items():
+    for bucket, takers in buckets.items():
         _, rate, burst = takers[0].spec.bucket
-        tokens, at = queries.locked_bucket(conn, key, burst, takers[0].spec.now)
+        tokens, at = queries.locked_bucket(conn, bucket, burst, takers[0].spec.now)
         for item in takers:
             tokens, at = queries.refill(tokens, at, item.spec.now, rate, burst), max(at, item.spec.now)
             if tokens < 1.0:
                 item.error = queries.Limited((1.0 - tokens) / rate)
             else:
                 tokens -= 1.0
-        queries.save_bucket(conn, key, tokens, at)
+        queries.save_bucket(conn, bucket, tokens, at)
     new = [item for item in new if item.error is None]
-    if not new:
-        return []
+    changes = _insert(conn, new) if new else []
+    for item, repeated in repeats:  # as one by one: the retry finds it, or is refused as it was
+        item.value, item.error = (None, repeated.error) if repeated.value is None else (
+            (repeated.value[0], False), None)
+    return changes
+
+
+def _insert(conn: PgConnection, new: list[Pending[Any]]) -> list[Change]:
+    """The new messages of `new`, their seqs allocated per room in one statement."""
     counts: dict[int, int] = {}
     for item in new:
         counts[item.spec.room_id] = counts.get(item.spec.room_id, 0) + 1
