@@ -1,7 +1,7 @@
 """PostgreSQL benchmark: ratios from one run, never asserted.
 
     CHAT_TRIO_TEST_DATABASE=postgresql:///chat?host=/tmp/x .venv/bin/python -m load.pg_bench \\
-        [--duration 10] [--out DIR] [--fanout-rate 1000] [--fanout-subscribers 1000]
+        [--duration 10] [--out DIR] [--fanout-rates 40,1000] [--fanout-subscribers 1000]
 
 (`source scripts/pg-cluster.sh` starts a throwaway cluster and sets the variable.) Each server
 gets a fresh schema (or sqlite file). Servers are pinned to core 0, wrk and the fan-out tool to
@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from load.cpu import tree_cpu_seconds
+
 PY = sys.executable
 ROUNDS = 3  # alternating runs per backend and scenario
 HOST = "127.0.0.1"
@@ -54,7 +56,7 @@ class Args:
     server_cpu: str
     client_cpu: str
     conns: int
-    fanout_rate: float
+    fanout_rates: list[float]
     fanout_subscribers: int
 
 
@@ -165,23 +167,42 @@ def parsed(args: Args, name: str) -> dict[str, float]:
             "non2xx": float(non2xx.group(1)) if non2xx else 0.0}
 
 
-def run_wrk(args: Args, name: str, script: str, url: str, token: str, room_id: int) -> dict[str, float]:
+def postgres_cpu() -> float:
+    """CPU seconds of the test cluster's postmaster and its backends (0 if unknown)."""
+    data = os.environ.get("PG_CLUSTER_DIR")
+    if not data:
+        return 0.0
+    try:
+        pid = int(Path(data, "data", "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return tree_cpu_seconds(pid) or 0.0
+
+
+def run_wrk(args: Args, name: str, script: str, url: str, token: str, room_id: int,
+            pid: int) -> dict[str, float]:
+    """One wrk run, with the server's and PostgreSQL's CPU-µs per request."""
+    server0, pg0 = tree_cpu_seconds(pid) or 0.0, postgres_cpu()
     wrk(args, name, script, url, token, room_id, args.conns).wait()
-    return parsed(args, name)
+    found = parsed(args, name)
+    served = found["rps"] * args.duration or 1.0
+    found["server_cpu_us"] = ((tree_cpu_seconds(pid) or 0.0) - server0) * 1e6 / served
+    found["pg_cpu_us"] = (postgres_cpu() - pg0) * 1e6 / served
+    return found
 
 
 def single_node(args: Args, results: dict[str, Any]) -> None:
     """Both servers up at once (idle while the other is measured), runs alternating, ROUNDS
     each; the median req/s counts (the machine may be shared)."""
-    with server(args, "sqlite") as (lite, _), schema(args.database) as dsn, \
-            server(args, "pg", "--database", dsn) as (pg, _):
-        seeded = {"sqlite": (lite, *seed(lite)), "pg": (pg, *seed(pg))}
+    with server(args, "sqlite") as (lite, lite_pid), schema(args.database) as dsn, \
+            server(args, "pg", "--database", dsn) as (pg, pg_pid):
+        seeded = {"sqlite": (lite, lite_pid, *seed(lite)), "pg": (pg, pg_pid, *seed(pg))}
         for scenario, script in (("send", "send.lua"), ("history", "history.lua")):
             runs: dict[str, list[dict[str, float]]] = {"sqlite": [], "pg": []}
             for n in range(ROUNDS):
-                for backend, (url, token, room) in seeded.items():
+                for backend, (url, pid, token, room) in seeded.items():
                     name = f"{backend}-{scenario}-{n}"
-                    runs[backend].append(run_wrk(args, name, script, url, token, room))
+                    runs[backend].append(run_wrk(args, name, script, url, token, room, pid))
             for backend, found in runs.items():
                 results[f"{backend}_{scenario}"] = sorted(found, key=lambda r: r["rps"])[len(found) // 2]
 
@@ -205,48 +226,54 @@ def two_nodes(args: Args, results: dict[str, Any]) -> None:
 
 
 def cross_node_fanout(args: Args, results: dict[str, Any]) -> None:
-    with schema(args.database) as dsn, server(args, "fan-a", "--database", dsn) as (a, pid), \
-            server(args, "fan-b", "--database", dsn) as (b, _):
-        out = args.out / "fanout.json"
-        subprocess.run(
-            ["taskset", "-c", args.client_cpu, PY, "-m", "load.fanout", "--url", a, "--also", b,
-             "--subscribers", str(args.fanout_subscribers), "--rooms", "1", "--senders", "1",
-             "--rate", str(args.fanout_rate), "--duration", str(args.duration), "--server-pid", str(pid),
-             "--json", str(out), "--quiet"],
-            check=True, stdout=(args.out / "fanout.txt").open("wb"), timeout=600)
-        results["fanout"] = json.loads(out.read_text())
+    results["fanout"] = {}
+    for rate in args.fanout_rates:
+        with schema(args.database) as dsn, server(args, f"fan-a-{rate:g}", "--database", dsn) as (a, pid), \
+                server(args, f"fan-b-{rate:g}", "--database", dsn) as (b, _):
+            out = args.out / f"fanout-{rate:g}.json"
+            subprocess.run(
+                ["taskset", "-c", args.client_cpu, PY, "-m", "load.fanout", "--url", a, "--also", b,
+                 "--subscribers", str(args.fanout_subscribers), "--rooms", "1", "--senders", "1",
+                 "--rate", str(rate), "--duration", str(args.duration), "--server-pid", str(pid),
+                 "--json", str(out), "--quiet"],
+                check=True, stdout=(args.out / f"fanout-{rate:g}.txt").open("wb"), timeout=600)
+            results["fanout"][f"{rate:g}"] = json.loads(out.read_text())
 
 
 def table(r: dict[str, Any], args: Args) -> str:
     def ratio(a: float, b: float) -> str:
         return f"{a / b:.2f}" if b else "?"
 
-    fan = r["fanout"]
-    lat = fan.get("latency_in_window_ms", {})
     rows = [
         "| scenario | sqlite | PostgreSQL | PostgreSQL / sqlite |",
         "|---|---|---|---|",
         f"| send req/s ({args.conns} conns) | {r['sqlite_send']['rps']:.0f} | {r['pg_send']['rps']:.0f} | "
         f"{ratio(r['pg_send']['rps'], r['sqlite_send']['rps'])} |",
         f"| send p99 ms | {r['sqlite_send']['p99_ms']:.1f} | {r['pg_send']['p99_ms']:.1f} | |",
+        f"| send: server CPU-µs each | {r['sqlite_send']['server_cpu_us']:.0f} | "
+        f"{r['pg_send']['server_cpu_us']:.0f} (+ PostgreSQL {r['pg_send']['pg_cpu_us']:.0f}) | "
+        f"{ratio(r['pg_send']['server_cpu_us'], r['sqlite_send']['server_cpu_us'])} |",
         f"| history req/s ({args.conns} conns) | {r['sqlite_history']['rps']:.0f} | "
         f"{r['pg_history']['rps']:.0f} | {ratio(r['pg_history']['rps'], r['sqlite_history']['rps'])} |",
         f"| history p99 ms | {r['sqlite_history']['p99_ms']:.1f} | {r['pg_history']['p99_ms']:.1f} | |",
+        f"| history: server CPU-µs each | {r['sqlite_history']['server_cpu_us']:.0f} | "
+        f"{r['pg_history']['server_cpu_us']:.0f} | "
+        f"{ratio(r['pg_history']['server_cpu_us'], r['sqlite_history']['server_cpu_us'])} |",
         "",
         "| PostgreSQL sends on one core | req/s | two / one |",
         "|---|---|---|",
         f"| one node | {r['one_node_send']:.0f} | |",
         f"| two nodes | {r['two_nodes_send']:.0f} | {ratio(r['two_nodes_send'], r['one_node_send'])} |",
         "",
-        "| cross-node fan-out | value |",
-        "|---|---|",
-        f"| offered | {args.fanout_rate:.0f} msgs/s into 1 room, {args.fanout_subscribers} subscribers over "
-        "2 nodes |",
-        f"| delivered frames/s | {fan.get('delivered_per_s', '?')} |",
-        f"| send→receive p50 / p99 / max ms | {lat.get('p50', '?')} / {lat.get('p99', '?')} / "
-        f"{lat.get('max', '?')} |",
-        f"| missing / order violations | {fan.get('missing', '?')} / {fan.get('order_violations', '?')} |",
+        f"| cross-node fan-out: msgs/s into 1 room, {args.fanout_subscribers} subscribers over 2 nodes "
+        "| delivered frames/s | send→receive p50 / p99 / max ms | missing / order violations |",
+        "|---|---|---|---|",
     ]
+    for rate, fan in r["fanout"].items():
+        lat = fan.get("latency_in_window_ms", {})
+        rows.append(f"| {rate} | {fan.get('delivered_per_s', '?')} | {lat.get('p50', '?')} / "
+                    f"{lat.get('p99', '?')} / {lat.get('max', '?')} | {fan.get('missing', '?')} / "
+                    f"{fan.get('order_violations', '?')} |")
     return "\n".join(rows)
 
 
@@ -259,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--server-cpu", default="0")
     p.add_argument("--client-cpu", default="1")
     p.add_argument("--conns", type=int, default=100)
-    p.add_argument("--fanout-rate", type=float, default=1000.0)
+    p.add_argument("--fanout-rates", default="40,1000",
+                   help="messages/s of each cross-node fan-out run (comma-separated)")
     p.add_argument("--fanout-subscribers", type=int, default=1000)
     a = p.parse_args(argv)
     if not a.database.startswith(("postgresql://", "postgres://")):
@@ -267,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= a.duration <= 10:
         p.error("--duration must be 1..10")
     args = Args(a.database, a.duration, Path(a.out or tempfile.mkdtemp(prefix="chat_trio_pgbench.")),
-                a.server_cpu, a.client_cpu, a.conns, a.fanout_rate, a.fanout_subscribers)
+                a.server_cpu, a.client_cpu, a.conns, [float(x) for x in a.fanout_rates.split(",")],
+                a.fanout_subscribers)
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
     single_node(args, results)
