@@ -84,11 +84,13 @@ def http_server(context: Context, listeners: list[socket.socket], worker_id: int
 
 
 async def open_store(config: Config) -> Store:
-    """The store, or StartupError naming the database file and what is wrong with it."""
+    """The store, or StartupError naming the database (file) and what is wrong with it."""
     try:
         return await Store.open(config)
     except (sqlite3.Error, OSError, RuntimeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        if config.postgres:  # the URL is not repeated: it may hold a password
+            raise StartupError(f"cannot open the PostgreSQL database: {reason}") from None
         if os.path.isdir(config.db):
             reason = "it is a directory"
         elif not os.path.isdir(os.path.dirname(os.path.abspath(config.db))):

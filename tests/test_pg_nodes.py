@@ -9,14 +9,16 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
+from chat_trio.config import Config
 from tests.client import HTTPClient
 from tests.helpers import (
     PASSWORD,
@@ -31,6 +33,7 @@ from tests.helpers import (
 )
 from tests.pg import REQUIRED, fresh_schema, query, require_pg
 from tests.server_process import ServerProcess, workers_args
+from tests.test_cli import _failed_start
 from tests.test_metrics import scrape, value
 from tests.test_workers import GONE, OPEN
 from tests.ws_client import connect
@@ -87,6 +90,24 @@ def assert_dense_in_db(dsn: str) -> None:
     for room_id, last_seq in query(dsn, "SELECT id, last_seq FROM rooms"):
         rows = query(dsn, "SELECT seq FROM messages WHERE room_id = %s ORDER BY seq", room_id)
         assert [seq for (seq,) in rows] == list(range(1, last_seq + 1))
+
+
+# -- settings ------------------------------------------------------------------------------------
+
+
+def test_database_flag_selects_the_backend() -> None:
+    assert Config(database="postgresql://chat@db/chat").postgres
+    assert Config(database="sqlite:///var/chat.db").db == "var/chat.db"  # as --db var/chat.db
+    assert Config(database="sqlite:////var/chat.db").db == "/var/chat.db"
+    assert not Config().postgres
+    with pytest.raises(ValueError, match="--database"):
+        Config(database="mysql://chat@db/chat")
+
+
+def test_unreachable_postgres_is_one_line_without_the_url(tmp_path: Path) -> None:
+    dsn = f"postgresql://chat:s3cret@/chat?host={tmp_path}/nowhere"
+    line = _failed_start(tmp_path, "--database", dsn)
+    assert "cannot open the PostgreSQL database" in line and "s3cret" not in line
 
 
 # -- ordering across nodes -----------------------------------------------------------------------
@@ -320,6 +341,22 @@ class Load:
             port = self.ports[self.reconnects % len(self.ports)]
             await trio.sleep(0.05)
 
+    async def run(self, reader_port: int, senders: int, count: int, fault: Callable[[], Awaitable[None]],
+                  within: float) -> None:
+        """The reader on `reader_port` and `senders` senders of `count` messages each; `fault()`
+        once 40 sends are acknowledged (mid-load); returns once the room is quiet again."""
+        done = trio.Event()
+        with trio.fail_after(within):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.reader, reader_port, done)
+                async with trio.open_nursery() as sending:
+                    for n in range(senders):
+                        sending.start_soon(self.sender, n, count)
+                    while len(self.acked) < 40:
+                        await trio.sleep(0.01)
+                    await fault()
+                done.set()
+
     async def check(self, port: int, senders: int, count: int) -> None:
         c = HTTPClient(port, self.token)
         stored = await all_messages(c, self.token, self.room_id)
@@ -340,21 +377,16 @@ async def test_killed_node_restarts_and_nothing_acknowledged_is_lost(tmp_path: P
             await b.start()
             room_id, [(token, _)] = await people_in_room([a.port, b.port], ["alice"])
             load = Load([a.port, b.port], token, room_id)
-            done = trio.Event()
-            with trio.fail_after(45):
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(load.reader, b.port, done)
-                    async with trio.open_nursery() as senders:
-                        for n in range(4):
-                            senders.start_soon(load.sender, n, 50)
-                        while len(load.acked) < 40:
-                            await trio.sleep(0.01)
-                        os.kill(b.proc.pid, signal.SIGKILL)  # mid-load
-                        b.kill()
-                        b = ServerProcess(tmp_path, "--database", dsn, *OPEN, "--send-rate", "0", "--port",
-                                          str(load.ports[1]), db=tmp_path / "b.db", log_name="b2.log")
-                        await b.start()
-                    done.set()
+
+            async def kill_and_restart_b() -> None:
+                nonlocal b
+                os.kill(b.proc.pid, signal.SIGKILL)
+                b.kill()
+                b = ServerProcess(tmp_path, "--database", dsn, *OPEN, "--send-rate", "0", "--port",
+                                  str(load.ports[1]), db=tmp_path / "b.db", log_name="b2.log")
+                await b.start()
+
+            await load.run(b.port, 4, 50, kill_and_restart_b, within=45)
             assert load.reconnects >= 1  # the reader's socket was on the killed node
             await load.check(b.port, 4, 50)
         finally:
@@ -381,17 +413,7 @@ async def test_postgres_restart_under_load_503_then_resync(tmp_path: Path, dsn: 
     async with node(tmp_path, dsn, "a", quiet=False) as a, node(tmp_path, dsn, "b", quiet=False) as b:
         room_id, [(token, _)] = await people_in_room([a.port, b.port], ["alice"])
         load = Load([a.port, b.port], token, room_id)
-        done = trio.Event()
-        with trio.fail_after(50):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(load.reader, b.port, done)
-                async with trio.open_nursery() as senders:
-                    for n in range(3):
-                        senders.start_soon(load.sender, n, 60)
-                    while len(load.acked) < 40:
-                        await trio.sleep(0.01)
-                    await trio.to_thread.run_sync(restart_postgres)
-                done.set()
+        await load.run(b.port, 3, 60, partial(trio.to_thread.run_sync, restart_postgres), within=50)
         await load.check(a.port, 3, 60)
         assert load.refused >= 1  # writes were refused (503) while it was down
         for server in (a, b):

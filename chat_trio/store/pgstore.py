@@ -13,6 +13,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import orjson
+import psycopg
 import trio
 
 from chat_trio.config import Config
@@ -81,7 +82,10 @@ async def open_node(cls: type[Store], config: Config) -> Store:
         finally:
             conn.close()
 
-    store, key = await trio.to_thread.run_sync(setup)
+    try:
+        store, key = await trio.to_thread.run_sync(setup)
+    except psycopg.Error as exc:
+        raise RuntimeError(" ".join(str(exc).split()) or type(exc).__name__) from None
     writer = PgWriter(dsn, channel(key), max_batch=config.write_batch, queue_size=config.write_queue)
     store._writer = writer
     store.node = PgNode(store, key, writer)
