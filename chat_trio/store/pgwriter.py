@@ -98,28 +98,33 @@ def _append(conn: PgConnection, items: list[Pending[Any]]) -> list[Change]:
 
 
 def _insert(conn: PgConnection, new: list[Pending[Any]]) -> list[Change]:
-    """The new messages of `new`, their seqs allocated per room in one statement."""
+    """The new messages of `new`, in one statement: each room's seqs allocated by one `UPDATE
+    rooms … RETURNING` and numbered in the order of `new`, then one multi-row INSERT."""
+    specs: list[NewMessage] = [item.spec for item in new]
     counts: dict[int, int] = {}
-    for item in new:
-        counts[item.spec.room_id] = counts.get(item.spec.room_id, 0) + 1
+    for spec in specs:
+        counts[spec.room_id] = counts.get(spec.room_id, 0) + 1
     rows = conn.execute(
-        "UPDATE rooms SET last_seq = rooms.last_seq + v.k FROM unnest(?::bigint[], ?::bigint[]) AS v(id, k)"
-        " WHERE rooms.id = v.id RETURNING rooms.id, rooms.last_seq",
-        (list(counts), list(counts.values()))).fetchall()
-    following = {room_id: last - counts[room_id] + 1 for room_id, last in rows}
-    seqs = []
-    for item in new:
-        seqs.append(following[item.spec.room_id])
-        following[item.spec.room_id] += 1
-    specs = [item.spec for item in new]
-    ids = dict(((room_id, seq), message_id) for message_id, room_id, seq in conn.execute(
-        "INSERT INTO messages (room_id, seq, author_id, text, txn_id, created_at)"
-        " SELECT * FROM unnest(?::bigint[], ?::bigint[], ?::bigint[], ?::text[], ?::text[], ?::bigint[])"
-        " RETURNING id, room_id, seq",
-        ([s.room_id for s in specs], seqs, [s.author["id"] for s in specs], [s.text for s in specs],
-         [s.txn_id for s in specs], [s.now for s in specs])).fetchall())
+        "WITH bumped AS ("
+        "  UPDATE rooms SET last_seq = rooms.last_seq + v.k FROM unnest(?::bigint[], ?::bigint[]) AS v(id, k)"
+        "  WHERE rooms.id = v.id RETURNING rooms.id, rooms.last_seq - v.k AS base),"
+        " new AS (SELECT * FROM unnest(?::bigint[], ?::bigint[], ?::text[], ?::text[], ?::bigint[])"
+        "  WITH ORDINALITY AS n(room_id, author_id, text, txn_id, created_at, position))"
+        " INSERT INTO messages (room_id, seq, author_id, text, txn_id, created_at)"
+        " SELECT new.room_id, bumped.base + row_number() OVER (PARTITION BY new.room_id ORDER BY position),"
+        "  author_id, text, txn_id, created_at FROM new JOIN bumped ON bumped.id = new.room_id"
+        " ORDER BY position RETURNING id, room_id, seq",
+        (list(counts), list(counts.values()), [s.room_id for s in specs], [s.author["id"] for s in specs],
+         [s.text for s in specs], [s.txn_id for s in specs], [s.now for s in specs])).fetchall()
+    base: dict[int, int] = {}
+    ids: dict[tuple[int, int], int] = {}
+    for message_id, room_id, seq in rows:
+        base[room_id] = min(seq, base.get(room_id, seq))
+        ids[room_id, seq] = message_id
     changes: list[Change] = []
-    for item, spec, seq in zip(new, specs, seqs, strict=True):
+    for item, spec in zip(new, specs, strict=True):
+        seq = base[spec.room_id]
+        base[spec.room_id] += 1
         message = message_json((ids[spec.room_id, seq], spec.room_id, seq, spec.author["id"], spec.text,
                                 spec.txn_id, spec.now), spec.author)
         item.value = (message, True)
@@ -181,10 +186,11 @@ class PgWriter(GroupCommitWriter):
 
     def _transaction(self, conn: PgConnection, items: list[Pending[Any]]) -> list[Change]:
         """BEGIN … COMMIT of `items`; _WriteFailed (still in the transaction) if one raised."""
-        conn.execute("BEGIN")
         rooms = sorted({item.room for item in items if item.room is not None})
-        if rooms:
-            conn.execute("SELECT id FROM rooms WHERE id = ANY(?) ORDER BY id FOR NO KEY UPDATE", (rooms,))
+        with conn.raw.pipeline():  # one round trip for both
+            conn.execute("BEGIN")
+            if rooms:
+                conn.execute("SELECT id FROM rooms WHERE id = ANY(?) ORDER BY id FOR NO KEY UPDATE", (rooms,))
         changes: list[Change] = []
         at = 0
         while at < len(items):
@@ -204,12 +210,10 @@ class PgWriter(GroupCommitWriter):
                 item.error = exc
                 continue
             changes += made
-        notes = payloads(changes)
-        if len(notes) == 1:
-            conn.execute("SELECT pg_notify(?, ?)", (self.channel, notes[0]))
-        elif notes:
-            conn.executemany("SELECT pg_notify(?, ?)", [(self.channel, note) for note in notes])
-        conn.execute("COMMIT")
+        with conn.raw.pipeline():  # one round trip for the notifications and the COMMIT
+            for note in payloads(changes):
+                conn.execute("SELECT pg_notify(?, ?)", (self.channel, note))
+            conn.execute("COMMIT")
         return changes
 
     @staticmethod
