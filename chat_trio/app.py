@@ -170,6 +170,8 @@ def register_writer_metrics(registry: Registry, store: Store) -> None:
                          lambda: store.writer.commits, "counter"))
     registry.add(Sampled("chat_trio_store_queue_depth", "writes waiting for the writer",
                          lambda: store.writer.queued))
+    for metric in [] if store.node is None else store.node.metrics():
+        registry.add(metric)
 
 
 async def main(config: Config) -> None:

@@ -206,7 +206,7 @@ async def test_send_room_and_registration_limits_hold_across_nodes(tmp_path: Pat
     """Each limit is decided in the transaction that writes (a row per key in the database), so
     alternating nodes gets no more than one node would give."""
     limits = ("--send-rate", "0.01", "--send-burst", "5", "--room-create-rate", "0.01",
-              "--room-create-burst", "2", "--register-limit", "3")
+              "--room-create-burst", "2", "--register-limit", "3", "--token-purge-interval", "0.5")
     async with node(tmp_path, dsn, "a", *limits) as a, node(tmp_path, dsn, "b", *limits) as b:
         clients = [HTTPClient(a.port), HTTPClient(b.port)]
         statuses = []
@@ -225,6 +225,13 @@ async def test_send_room_and_registration_limits_hold_across_nodes(tmp_path: Pat
         assert retry.status == 429
         for c in clients:
             await c.aclose()
+        # Rows untouched for a day are purged (with the expired tokens).
+        query(dsn, "UPDATE limits SET at = 0")
+        query(dsn, "UPDATE limit_events SET at = 0")
+        with trio.fail_after(5):
+            while query(dsn, "SELECT (SELECT count(*) FROM limits) + (SELECT count(*) FROM limit_events)") \
+                    != [(0,)]:
+                await trio.sleep(0.1)
 
 
 async def test_sends_appended_in_bulk_keep_the_limit_and_txn_ids(tmp_path: Path, dsn: str) -> None:
@@ -416,6 +423,11 @@ async def test_postgres_restart_under_load_503_then_resync(tmp_path: Path, dsn: 
         await load.run(b.port, 3, 60, partial(trio.to_thread.run_sync, restart_postgres), within=50)
         await load.check(a.port, 3, 60)
         assert load.refused >= 1  # writes were refused (503) while it was down
+        c = HTTPClient(b.port)
+        metrics = await scrape(c)
+        await c.aclose()
+        assert value(metrics, "chat_trio_pg_listener_reconnects_total") >= 1
+        assert value(metrics, "chat_trio_pg_listener_connected") == 1
         for server in (a, b):
             assert "reconnecting" in server.log()
     assert_dense_in_db(dsn)

@@ -441,6 +441,7 @@ class Supervisor:
                     lambda: store.writer.queued),
             Sampled("chat_trio_workers_connected", "workers connected to the supervisor",
                     lambda: len(self.links)),
+            *([] if store.node is None else store.node.metrics()),
         ):
             self.registry.add(metric)
 

@@ -17,6 +17,7 @@ import psycopg
 import trio
 
 from chat_trio.config import Config
+from chat_trio.metrics import Sampled
 from chat_trio.store import queries
 from chat_trio.store.pg import PgConnection, PgReaderPool, schema_key
 from chat_trio.store.pgfeed import NOTIFY_LIMIT, Listener, OrderedFeed, channel
@@ -52,6 +53,19 @@ class PgNode:
         """`notify` on a connection of its own, now; dropped while PostgreSQL is unreachable."""
         with suppress(StoreClosed):
             await self.readers.read(partial(self.notify, body=body))
+
+    def metrics(self) -> list[Sampled]:
+        """For /metrics: the feed between nodes."""
+        listener, ordered = self.listener, self.ordered
+        return [
+            Sampled("chat_trio_pg_listener_connected",
+                    "1 while this node listens to the other nodes' commits", lambda: int(listener.connected)),
+            Sampled("chat_trio_pg_listener_reconnects", "times the listening connection was lost and made "
+                    "again (each followed by a resync)", lambda: listener.reconnects, "counter"),
+            Sampled("chat_trio_pg_gaps_filled",
+                    "reads that filled a gap in a room's messages from the database",
+                    lambda: ordered.catch_ups, "counter"),
+        ]
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:

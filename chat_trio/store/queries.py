@@ -423,3 +423,9 @@ def count_event(conn: Connection, key: str, limit: int, window_ms: int, now: int
     if count >= limit:
         raise Limited((oldest + window_ms - now) / 1000)
     conn.execute("INSERT INTO limit_events (key, at) VALUES (?, ?)", (key, now))
+
+
+def purge_limits(conn: Connection, before: int) -> None:
+    """Forget limit rows untouched since `before` (a full bucket or an empty window by then)."""
+    conn.execute("DELETE FROM limits WHERE at < ?", (before,))
+    conn.execute("DELETE FROM limit_events WHERE at < ?", (before,))

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Conflict", "ReadOnlyStore", "Store"]
 
+LIMITS_KEPT_MS = 86_400_000  # a limit row untouched this long limits nothing any more
+
 
 class ReadOnlyStore(RuntimeError):
     """A write on a worker's store: in `--workers` mode every write goes to the supervisor
@@ -250,6 +252,9 @@ class Store:
         purged: list[bytes] = []
         while len(found := await self._purge_chunk(chunk)) == chunk:
             purged += found
+        if self.shares_limits:  # and the limits nobody has touched for a day
+            before = now_ms() - LIMITS_KEPT_MS
+            await self.writer.write(lambda c: queries.purge_limits(c, before))
         return purged + found
 
     async def _purge_chunk(self, chunk: int) -> list[bytes]:
