@@ -332,7 +332,8 @@ those of REST: `invalid_json`, `bad_request`, `validation_failed`, `not_found`, 
 (too many frames). A user who leaves a room (REST) gets `{"type":"unsubscribed","room_id"}`.
 
 **Close codes**: 1001 server shutting down, 1008 auth failed / not a member, 1009 frame too big,
-4001 token revoked (logout) or expired, 4008 too slow (its bounded queue filled: reconnect and resume with
+4001 token revoked (logout, a password change or reset, an ended session, a closed account) or
+expired, 4008 too slow (its bounded queue filled: reconnect and resume with
 `after`). The server pings every `heartbeat_s` and drops a peer that does not answer.
 """
 
