@@ -142,9 +142,11 @@ async def test_closing_an_account_revokes_it_removes_it_from_rooms_and_keeps_the
     assert_error(await client.post("/login", {"username": "ann", "password": PASSWORD}), 403, "deactivated")
     assert_error(await client.post("/register", {"username": "ANN", "password": PASSWORD}), 409,
                  "username_taken")
-    # Not erased: the message stays, with its author.
-    texts = [m["text"] for m in (await history(client, owner, room["id"])).json["messages"]]
-    assert texts == ["hello from ann"]
+    # It left the room with a `leave` entry; not erased: its message stays, with its author.
+    entries = (await history(client, owner, room["id"])).json["messages"]
+    assert [(m["kind"], m["text"]) for m in entries] == [
+        ("join", "ann joined"), ("text", "hello from ann"), ("leave", "ann left")]
+    assert entries[2]["subject"]["id"] == user["id"]
     assert user["deactivated"] is False
 
 
@@ -159,11 +161,16 @@ async def test_erasing_an_account_erases_its_texts_from_storage(start_server: An
     for n in range(3):
         assert (await send(client, ann, room["id"], f"{marker} {n}")).status == 201
     assert (await send(client, owner, room["id"], "the owner's own words")).status == 201
-    reply = await client.request("DELETE", "/me", {"password": PASSWORD, "erase": True}, token=ann)
-    assert reply.status == 204, reply.body
+    async with connect(app.port, owner) as ws:
+        await ws.subscribe(room["id"], after=room["last_seq"] + 5)
+        reply = await client.request("DELETE", "/me", {"password": PASSWORD, "erase": True}, token=ann)
+        assert reply.status == 204, reply.body
+        live = await ws.messages_until(7)  # the erase entry, then ann's leave entry
+    assert [(m["kind"], m["subject"]["username"]) for m in live] == [("erase", "ann"), ("leave", "ann")]
     messages = (await history(client, owner, room["id"])).json["messages"]
-    assert [m["text"] for m in messages[:3]] == ["", "", ""]
-    assert "the owner's own words" in [m["text"] for m in messages]
+    assert [(m["kind"], m["text"], m.get("deleted")) for m in messages] == [
+        ("join", "ann joined", None), *[("text", "", True)] * 3, ("text", "the owner's own words", False),
+        ("erase", "ann's messages were erased", None), ("leave", "ann left", None)]
     db = Path(app.config.db)
     for path in (db, db.with_name(db.name + "-wal")):
         if path.exists():
