@@ -361,3 +361,59 @@ async def test_export_over_http_1_0_head_and_a_reader_that_goes_away(start_serve
         await conn.aclose()
     assert (await client.get("/healthz")).status == 200
     await client.aclose()
+
+
+# -- admins in rooms -----------------------------------------------------------------------------
+
+
+@pytest.mark.workers
+async def test_an_admin_acts_as_owner_in_any_room_without_being_a_member(
+    app: Served, client: HTTPClient,
+) -> None:
+    admin, _ = await make_admin(app, client)
+    owner, _ = await register_and_login(client, "owner")
+    mod, mod_user = await register_and_login(client, "mod")
+    ann, ann_user = await register_and_login(client, "ann")
+    made = await client.post("/rooms", {"name": "hidden", "visibility": "private"}, token=owner)
+    room = made.json["room"]
+    rid = room["id"]
+    for token, user in ((mod, mod_user), (ann, ann_user)):
+        invited = await client.post(f"/rooms/{rid}/invites", {"user_id": user["id"]}, token=owner)
+        assert invited.status == 201, invited.body
+        await join(client, token, rid)
+    # Not a member, yet the private room is there for the admin, and every owner's call works.
+    assert (await client.get(f"/rooms/{rid}", token=admin)).status == 200
+    assert_error(await history(client, admin, rid), 403, "forbidden")  # reading needs joining
+    patched = await client.request("PATCH", f"/rooms/{rid}", {"topic": "moderated"}, token=admin)
+    assert patched.status == 200 and patched.json["room"]["topic"] == "moderated", patched.body
+    role = f"/rooms/{rid}/members/{mod_user['id']}/role"
+    assert (await client.request("PUT", role, {"role": "moderator"}, token=admin)).status == 200
+    assert (await client.post(f"/rooms/{rid}/kick", {"user_id": ann_user["id"]}, token=admin)).status == 204
+    assert (await client.post(f"/rooms/{rid}/bans", {"user_id": mod_user["id"], "reason": "spam"},
+                              token=admin)).status == 204
+    bans = await client.get(f"/rooms/{rid}/bans", token=admin)
+    assert [b["user"]["username"] for b in bans.json["bans"]] == ["mod"]
+    assert (await client.request("DELETE", f"/rooms/{rid}/bans/{mod_user['id']}", token=admin)).status == 204
+    owner_id = room["created_by"]
+    assert_error(await client.request("PUT", f"/rooms/{rid}/members/{owner_id}/role", {"role": "member"},
+                                      token=admin), 403, "forbidden")  # as owner: not over the owner
+    # Handing the room over for its owner: the owner steps down to moderator, as it would itself.
+    invited = await client.post(f"/rooms/{rid}/invites", {"user_id": ann_user["id"]}, token=admin)
+    assert invited.status == 201, invited.body
+    await join(client, ann, rid)
+    handed = await client.request("PUT", f"/rooms/{rid}/members/{ann_user['id']}/role", {"role": "owner"},
+                                  token=admin)
+    assert handed.status == 200, handed.body
+    members = (await client.get(f"/rooms/{rid}/members", token=owner)).json["members"]
+    assert {m["user"]["username"]: m["role"] for m in members} == {"owner": "moderator", "ann": "owner"}
+    # Joining a private room needs no invite for an admin, and shows as a join entry.
+    await join(client, admin, rid)
+    entries = (await history(client, admin, rid)).json["messages"]
+    assert entries[-1]["kind"] == "join" and entries[-1]["subject"]["username"] == "root"
+    listed = (await client.get("/admin/rooms", token=admin)).json["rooms"]
+    assert [(r["name"], r["visibility"]) for r in listed] == [("hidden", "private")]
+    # A plain user still gets 404 for the private room.
+    stranger, _ = await register_and_login(client, "stranger")
+    assert_error(await client.get(f"/rooms/{rid}", token=stranger), 404, "not_found")
+    refused = await client.request("PATCH", f"/rooms/{rid}", {"topic": "x"}, token=stranger)
+    assert_error(refused, 404, "not_found")
