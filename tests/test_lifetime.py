@@ -189,6 +189,9 @@ async def test_export_streams_every_message_with_its_current_text(start_server: 
     bob, _ = await register_and_login(client, "bob")
     await join(client, bob, rooms[0]["id"])
     assert (await send(client, bob, rooms[0]["id"], "not ann's")).status == 201
+    secret = (await client.post("/rooms", {"name": "bob's", "visibility": "private"}, token=bob)).json["room"]
+    invited = await client.post(f"/rooms/{secret['id']}/invites", {"user_id": user["id"]}, token=bob)
+    assert invited.status == 201, invited.body
     sent = 1100  # more than one page of the export
     for n in range(sent):
         assert (await send(client, ann, rooms[n % 2]["id"], f"message {n}")).status == 201
@@ -198,7 +201,9 @@ async def test_export_streams_every_message_with_its_current_text(start_server: 
     assert b"attachment" in reply.headers[b"content-disposition"]
     doc = orjson.loads(reply.body)
     assert doc["user"]["id"] == user["id"] and set(doc["user"]) == USER_KEYS
-    assert sorted(m["room"]["name"] for m in doc["memberships"]) == ["one", "two"]
+    assert sorted((m["room"]["name"], m["role"]) for m in doc["memberships"]) == [("one", "owner"),
+                                                                                 ("two", "owner")]
+    assert [(i["room"]["name"], i["invited_by"]["username"]) for i in doc["invites"]] == [("bob's", "bob")]
     assert [m["text"] for m in doc["messages"]] == [f"message {n}" for n in range(sent)]
     assert {m["author"]["id"] for m in doc["messages"]} == {user["id"]}
     assert_error(await client.get("/me/export"), 401, "unauthorized")

@@ -257,8 +257,8 @@ SCHEMAS["Session"] = _obj({
 SCHEMAS["Export"] = _obj({
     "exported_at": _TIME,
     "user": _schema("User"),
-    "memberships": _list(_obj({"room": _schema("Room"), "joined_at": _TIME})),
-    "invites": _list({"type": "object"}),
+    "memberships": _list(_obj({"room": _schema("Room"), "joined_at": _TIME, "role": _ROLE})),
+    "invites": _list(_schema("Invite")),
     "messages": _list(_schema("Message")),
 }, description="Everything the server holds about the caller, messages last (oldest first)")
 
