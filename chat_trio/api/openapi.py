@@ -432,10 +432,11 @@ PATHS: dict[str, JSON] = {
                 "409": _error("The caller is the last admin: promote another first", "last_admin")},
             security=_BEARER, body=_SHAPES.close_account, errors=("RateLimited",),
             description="Every token of the account is revoked (its websockets close with 4001), it "
-                        "leaves every room, it can no longer log in (403 `deactivated`) and its "
-                        "username stays taken. With `erase: true` every message text it wrote is "
-                        "erased: history shows those messages with an empty text, and the text is "
-                        "gone from the database file and its WAL (overwritten, then checkpointed). "
+                        "leaves every room (a `leave` entry each), it can no longer log in (403 "
+                        "`deactivated`) and its username stays taken. With `erase: true` every text "
+                        "entry it wrote shows `deleted: true` and `text: \"\"` from then on, the text "
+                        "gone from the database file and its WAL (overwritten, then checkpointed), "
+                        "and each room it wrote in gets an `erase` entry (`subject`: the user). "
                         "Backups made before keep it. A wrong password counts as a failed login."),
     },
     "/me/password": {"put": _op(
