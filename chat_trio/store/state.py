@@ -53,6 +53,7 @@ class State:
         self.directs: dict[tuple[int, int], int] = {}  # (lower, higher user id) → direct room id
         self.tokens: dict[bytes, tuple[int, int]] = {}  # sha256 → (user id, expires ms)
         self.revocations = 0  # bumped by every revocation; guards the token cache against races
+        self.erasures = 0  # bumped by every erasure; guards the message cache against racing reads
         self.messages_committed = 0
 
     def load(self, conn: sqlite3.Connection) -> None:
@@ -128,6 +129,8 @@ class State:
     def _erase_texts(self, user_id: int) -> None:
         """Show the user's cached text entries as deleted, their text gone (new dicts: a page
         already handed out keeps its own)."""
+
+        self.erasures += 1
 
         def erased(m: Message) -> bool:
             return m["author"]["id"] == user_id and m.get("kind", "text") == "text"

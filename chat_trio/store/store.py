@@ -344,8 +344,10 @@ class Store:
         if recent and recent[0]["seq"] <= first and last <= recent[-1]["seq"]:
             base = recent[0]["seq"]
             return recent[first - base : last - base + 1]
+        erasures = self.state.erasures
         rows = await self.readers.read(lambda c: queries.messages_between(c, room.id, first, last))
         users = self.state.users
         messages = [entry_json(row, users) for row in rows]
-        self.state.warm(room, messages)
+        if erasures == self.state.erasures:  # else the read may predate an erasure: do not cache it
+            self.state.warm(room, messages)
         return messages
