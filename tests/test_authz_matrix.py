@@ -11,9 +11,12 @@ served; a non-member's subscribe, send and typing close with 1008; unsubscribe n
 membership (it only ends the caller's own subscription) and answers `unsubscribed`.
 
 v2, a private room (below): every call and frame of the contract by a non-member, an invitee, a
-member, a moderator, the owner, a kicked and a banned user, another room's owner and an expired
-token: 404 (exactly a missing room's answer) for everyone neither in it nor invited, the role the
-contract names for everything else, and no frame about the room reaches anyone outside it.
+member, a moderator, the owner, a kicked and a banned user, another room's owner, an expired
+token, a member whose account was since deactivated (401 / 1008, as expired) and a server admin
+who is not a member (it acts as owner: every owner's call, but reading, posting and subscribing
+need joining): 404 (exactly a missing room's answer) for everyone neither in it nor invited nor an
+admin, the role the contract names for everything else, and no frame about the room reaches
+anyone outside it.
 
 And no answer, websocket frame or log line (at debug level) of a full session ever holds a
 password, an argon2 hash, or a raw token (other than the login answer that issues it)."""
@@ -43,6 +46,7 @@ from tests.helpers import (
     make_admin,
     make_config,
     make_room,
+    operator,
     register,
     register_and_login,
     send,
@@ -295,7 +299,8 @@ async def test_no_secret_in_any_answer_frame_or_log_line(
 # each call beyond that needs the role the contract's table names, over a lower role.
 
 V2_CALLERS = ["non_member", "invitee", "member", "moderator", "owner", "kicked", "banned",
-              "other_room_owner", "expired"]
+              "other_room_owner", "expired", "deactivated", "admin"]
+GONE = {"expired", "deactivated"}  # a token that no longer works
 OUTSIDERS = {"non_member", "kicked", "banned", "other_room_owner"}
 VICTIMS = ("v_kick", "v_ban", "v_role", "v_invite", "v_uninvite", "v_unban")
 # call → (method, path under /rooms/{id}, body naming a victim by its key); mutating calls each
@@ -326,6 +331,7 @@ V2_STATUS: dict[str, dict[str, int]] = {  # anything not named: 403
     "member": {**_INVITEE, **_MEMBER},
     "moderator": {**_INVITEE, **_MEMBER, **_MODERATOR},
     "owner": {**_INVITEE, **_MEMBER, **_MODERATOR, "role": 200},
+    "admin": {**_INVITEE, **_MODERATOR, "role": 200},  # as owner, but reading needs joining
 }
 
 
@@ -370,7 +376,7 @@ async def private_world(request: pytest.FixtureRequest, tmp_path: Path) -> Async
             await bring_in(name)
         await owner_does("POST", "/invites", {"user_id": ids["v_uninvite"]})
         await owner_does("POST", "/bans", {"user_id": ids["v_unban"]})
-        if kind in ("member", "moderator", "kicked", "banned", "expired"):
+        if kind in ("member", "moderator", "kicked", "banned", "expired", "deactivated"):
             await bring_in("caller")
         if kind == "invitee":
             await owner_does("POST", "/invites", {"user_id": ids["caller"]})
@@ -384,7 +390,16 @@ async def private_world(request: pytest.FixtureRequest, tmp_path: Path) -> Async
             mine = await client.post("/rooms", {"name": "mine", "visibility": "private"},
                                      token=await world.token("caller"))
             assert mine.status == 201
+        if kind == "admin":
+            operator_client = operator(config)
+            promote = f"/admin/users/{ids['caller']}/admin"
+            promoted = await operator_client.request("PUT", promote, {"admin": True})
+            await operator_client.aclose()
+            assert promoted.status == 200, promoted.body
         world.caller = await world.token("owner" if kind == "owner" else "caller")
+        if kind == "deactivated":
+            closed = await client.request("DELETE", "/me", {"password": PASSWORD}, token=world.caller)
+            assert closed.status == 204, closed.body
         if kind == "expired":
             await trio.sleep(2.05)
         try:
@@ -414,7 +429,7 @@ async def test_private_room_rest(private_world: PrivateWorld) -> None:
         with trio.fail_after(3):  # a long-poll is answered at once (an entry exists, or refused)
             reply = await client.request(method, path, body, token=caller)
         got[name] = reply.status
-        if kind == "expired":
+        if kind in GONE:
             assert_error(reply, 401, "unauthorized")
         elif kind in OUTSIDERS:
             # Exactly what a room that does not exist answers: nothing is revealed.
@@ -424,12 +439,13 @@ async def test_private_room_rest(private_world: PrivateWorld) -> None:
                 404, {"error": {"code": "not_found", "message": "no such room"}}), name
         elif reply.status == 403:
             assert reply.json["error"]["code"] == "forbidden", (name, reply.body)
-    if kind == "expired":
+    if kind in GONE:
         assert listed.status == 401
         return
     want = {name: 404 if kind in OUTSIDERS else V2_STATUS[kind].get(name, 403) for name in V2_CALLS}
     assert got == want
-    assert (world.room_id in [r["id"] for r in listed.json["rooms"]]) == (kind not in OUTSIDERS)
+    # Listed for those who may see it; an admin finds it in GET /admin/rooms instead.
+    assert (world.room_id in [r["id"] for r in listed.json["rooms"]]) == (kind not in OUTSIDERS | {"admin"})
     after = (await client.get(f"/rooms/{world.room_id}/messages?limit=100", token=reader)).json["messages"]
     if kind in OUTSIDERS:
         assert after == before  # nothing got in, not even an entry
@@ -451,16 +467,16 @@ async def test_private_room_frames(private_world: PrivateWorld) -> None:
             continue
         code, frames = await ws_close_code(world.app.port, world.caller, {**frame, "room_id": world.room_id})
         types = [f["type"] for f in frames]
-        if kind == "expired":
+        if kind in GONE:
             assert (code, frames) == (1008, [])
         elif kind in OUTSIDERS:  # as for a room that does not exist: an error, the socket stays
             assert code is None and types == ["hello", "error", "pong"], frames
             assert (frames[1]["code"], frames[1]["message"]) == ("not_found", "no such room")
-        elif kind == "invitee":  # it may know the room, but is no member
+        elif kind in ("invitee", "admin"):  # it may know the room, but is no member
             assert code == 1008 and types == ["hello"], frames
         else:
             assert code is None and "error" not in types, frames
-    if kind == "expired":
+    if kind in GONE:
         return
     if kind in ("member", "moderator", "owner"):
         return  # members get the room's frames: tests/test_live_rooms.py
