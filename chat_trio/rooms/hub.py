@@ -127,7 +127,7 @@ class Hub:
         shaped for its user (their role, a direct room's name); with `only`, to that user alone
         (someone who joined a private room sees it appear)."""
         room = self.state.rooms.get(room_id) if self.state is not None else None
-        if room is None:
+        if room is None or (only is not None and not room.private):  # a public room: seen already
             return
         shared: bytes | None = None  # one frame for every non-member
         for sub in list(self.connections if only is None else self._sockets.get(only, ())):
