@@ -86,7 +86,7 @@ class Hub:
 
     def react(self, commit: Commit) -> None:
         """The feed's reaction: called once per commit, after the state has taken it in."""
-        created: set[int] = set()
+        created: tuple[int, ...] = ()  # rooms this commit created (their joins need no frame)
         for change in commit.changes:
             match change:
                 case MessageCommitted(message, frame):
@@ -96,7 +96,7 @@ class Hub:
                 case TokensRevoked(digests):
                     self.tokens_revoked(digests)
                 case RoomCreated(room_id):
-                    created.add(room_id)
+                    created += (room_id,)
                     self._room_frames(room_id, "created")
                 case RoomUpdated(room_id):
                     self._room_frames(room_id, "updated")
