@@ -53,6 +53,7 @@ class App:
     async def _run(self, listeners: list[socket.socket], task_status: trio.TaskStatus[App]) -> None:
         async with running_store(self.config, self.hub) as context:
             self.store = store = context.store
+            self.hub.state = store.state
             store.feed.subscribe(self.hub.react)
             async with linked_nodes(store, self.config.node_heartbeat, self.hub.set_online_elsewhere,
                                     self.hub.remote_typing) as nodes:

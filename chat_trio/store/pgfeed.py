@@ -32,18 +32,16 @@ from chat_trio.store import queries
 from chat_trio.store.changes import (
     Change,
     Commit,
-    MemberJoined,
     MemberLeft,
     MessageCommitted,
     RoomCreated,
     TokensRevoked,
-    UserCreated,
-    UserUpdated,
     decode,
 )
 from chat_trio.store.feed import Feed
 from chat_trio.store.pg import PgConnection, PgReaderPool
-from chat_trio.store.records import message_json
+from chat_trio.store.records import entry_json
+from chat_trio.store.state import State
 from chat_trio.store.writer import StoreClosed
 
 log = logging.getLogger("chat_trio.store")
@@ -51,7 +49,7 @@ log = logging.getLogger("chat_trio.store")
 NOTIFY_LIMIT = 7900  # bytes of one NOTIFY payload (the server's limit is 8000)
 GAP_WAIT = 0.2  # seconds a gap may stay open, waiting for its late notification, before a read
 CATCH_UP_CHUNK = 1000  # messages read per query when filling a gap
-RECONNECT_FIRST, RECONNECT_MAX = 0.1, 5.0
+RECONNECT_FIRST, RECONNECT_MAX = 0.1, 2.0  # seconds between attempts to listen again, doubling
 
 
 def channel(key: int) -> str:
@@ -185,7 +183,7 @@ class OrderedFeed:
                     await trio.sleep(0)
 
     async def catch_up(self, room_id: int) -> None:
-        """Read the room's messages after its last applied seq up to its target and apply them."""
+        """Read the room's entries after its last applied seq up to its target and apply them."""
         room = self.state.rooms.get(room_id)
         if room is None:
             await self.resync()
@@ -194,15 +192,18 @@ class OrderedFeed:
         while room is not None and room.last_seq < target:
             first = room.last_seq + 1
             rows = await self.readers.read(
-                partial(queries.messages_with_authors, room_id=room_id, first=first,
+                partial(queries.messages_between, room_id=room_id, first=first,
                         last=first + CATCH_UP_CHUNK - 1))
             if room.last_seq + 1 != first:
                 continue  # a notification filled part of it meanwhile
             if not rows:
                 break
+            if any(row[3] not in self.state.users or (row[8] is not None and row[8] not in self.state.users)
+                   for row in rows):
+                await self.resync()  # an author or subject this node has not heard of yet
+                continue
             self.catch_ups += 1
-            self.apply(Commit(tuple(
-                MessageCommitted(message_json(row[:7], {"id": row[3], "username": row[7]})) for row in rows)))
+            self.apply(Commit(tuple(MessageCommitted(entry_json(row, self.state.users)) for row in rows)))
         if room is None or room.last_seq >= self._target.get(room_id, 0):
             self._due.pop(room_id, None)
             self._target.pop(room_id, None)
@@ -211,38 +212,33 @@ class OrderedFeed:
                 self.apply(Commit(tuple(c for s, c in sorted(held.items()) if s > room.last_seq)))
 
     async def resync(self) -> None:
-        """After a listener reconnect (or at start): take in every user, room and membership the
-        database has and this node missed, forget cached tokens (a revocation may have been
-        missed; they are read again on their next use), and fill every room that is behind."""
-        snapshot = await self.readers.read(_snapshot)
-        users, rooms, members = snapshot
+        """After a listener reconnect (or at start): load the state afresh from one snapshot and
+        take it in place of this node's, keeping each known room's last applied seq and recent
+        entries, then fill every room that is behind from the database (so the hub delivers what
+        was missed, in order). Members who left meanwhile have their subscriptions ended;
+        cached tokens are forgotten (a revocation may have been missed; they are read again on
+        their next use)."""
+        fresh = State(self.state.recent_cache)
+        await self.readers.read(partial(_load_snapshot, fresh))
         state = self.state
-        changes: list[Change] = []
-        for user_id, name, at, admin, deactivated in users:
-            known = state.users.get(user_id)
-            if known is None:
-                changes.append(UserCreated(user_id, name, at))
-            flags = (bool(admin), bool(deactivated))
-            if known is None or (known.get("admin"), known.get("deactivated")) != flags:
-                changes.append(UserUpdated(user_id, *flags))
-        changes += [RoomCreated(i, name, topic, by, at) for i, name, topic, by, at, _ in rooms
-                    if i not in state.rooms]
-        now_in = {(room_id, user_id): at for room_id, user_id, at in members}
-        changes += [MemberJoined(r, u, at) for (r, u), at in now_in.items()
-                    if u not in (state.rooms[r].members if r in state.rooms else ())]
-        changes += [MemberLeft(room.id, u) for room in state.rooms.values() for u in room.members
-                    if (room.id, u) not in now_in]
-        state.tokens.clear()
-        changes.append(TokensRevoked(()))  # bumps the revocation counter: reads in flight re-check
-        self.feed.apply(Commit(tuple(changes)))
-        for room_id, *_, last_seq in rooms:
+        left = [MemberLeft(room.id, user_id) for room in state.rooms.values() for user_id in room.members
+                if user_id not in (fresh.rooms[room.id].members if room.id in fresh.rooms else ())]
+        if left:
+            self.feed.apply(Commit(tuple(left)))
+        behind = {room.id: room.last_seq for room in fresh.rooms.values()}
+        for room in fresh.rooms.values():  # a room new to this node has no subscribers here yet
+            if (known := state.rooms.get(room.id)) is not None:
+                room.last_seq, room.recent = known.last_seq, known.recent
+        state.take(fresh)
+        self.feed.apply(Commit((TokensRevoked(()),)))  # bumps the revocation counter; tokens re-read
+        for room_id, last_seq in behind.items():
             self.behind(room_id, last_seq, now=True)
 
 
-def _snapshot(conn: PgConnection) -> tuple[list[Any], list[Any], list[Any]]:
+def _load_snapshot(state: State, conn: PgConnection) -> None:
     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
     try:
-        return queries.load_users(conn), queries.load_rooms(conn), queries.load_members(conn)
+        state.load(conn)
     finally:
         conn.execute("COMMIT")
 

@@ -56,8 +56,43 @@ MIGRATIONS: list[str] = [
     """,
     # 2: room names unique by NFKC casefold. A PostgreSQL database was never keyed otherwise.
     "",
-    # 3: room visibility and roles (taken by the rooms work; empty until it lands)
-    "",
+    # 3: private and direct rooms, roles, invites, bans, and room events in the timeline
+    # (schema.MIGRATIONS[2]: every existing room stays public, its creator or else its
+    # longest-standing member becomes its owner)
+    """
+    ALTER TABLE rooms ADD COLUMN visibility TEXT NOT NULL DEFAULT 'public';
+    ALTER TABLE rooms ADD COLUMN direct_a BIGINT REFERENCES users(id);
+    ALTER TABLE rooms ADD COLUMN direct_b BIGINT REFERENCES users(id);
+    CREATE UNIQUE INDEX rooms_by_direct_pair ON rooms(direct_a, direct_b);
+    ALTER TABLE members ADD COLUMN role TEXT NOT NULL DEFAULT 'member';
+    UPDATE members SET role = 'owner' WHERE user_id = (
+        SELECT COALESCE(
+            (SELECT m.user_id FROM members m JOIN rooms r ON r.id = m.room_id
+             WHERE m.room_id = members.room_id AND m.user_id = r.created_by),
+            (SELECT m.user_id FROM members m WHERE m.room_id = members.room_id
+             ORDER BY m.joined_at, m.user_id LIMIT 1)));
+    ALTER TABLE messages ADD COLUMN kind TEXT NOT NULL DEFAULT 'text';
+    ALTER TABLE messages ADD COLUMN subject_id BIGINT REFERENCES users(id);
+    ALTER TABLE messages ADD COLUMN changes TEXT;
+    ALTER TABLE messages ADD COLUMN edited_at BIGINT;
+    ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE invites (
+        room_id    BIGINT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+        user_id    BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        invited_by BIGINT NOT NULL REFERENCES users(id),
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (room_id, user_id)
+    );
+    CREATE INDEX invites_by_user ON invites(user_id);
+    CREATE TABLE bans (
+        room_id    BIGINT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+        user_id    BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        banned_by  BIGINT NOT NULL REFERENCES users(id),
+        reason     TEXT,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (room_id, user_id)
+    )
+    """,
     # 4: operators, deactivated accounts and sessions (schema._accounts_over_time)
     """
     ALTER TABLE users ADD COLUMN admin INTEGER NOT NULL DEFAULT 0;

@@ -16,8 +16,8 @@ from typing import Any
 from chat_trio.store.changes import (
     NO_CHANGES,
     Changes,
+    InviteRemoved,
     MemberJoined,
-    MemberLeft,
     MessageCommitted,
     RoomCreated,
     TextsErased,
@@ -30,7 +30,11 @@ from chat_trio.store.db import Connection
 from chat_trio.store.records import Author, Message, User, message_json
 
 Row = tuple[Any, ...]
-MESSAGE_COLUMNS = "id, room_id, seq, author_id, text, txn_id, created_at"
+# A timeline entry's columns (records.entry_json): a text message's first, then what room
+# events and edits add.
+MESSAGE_COLUMNS = ("id, room_id, seq, author_id, text, txn_id, created_at,"
+                   " kind, subject_id, changes, edited_at, deleted")
+TEXT_COLUMNS = "id, room_id, seq, author_id, text, txn_id, created_at"
 Bucket = tuple[str, float, int]  # a token bucket kept in the database: (key, rate per second, burst)
 ALL_ROWS = 2**62  # a LIMIT that takes every row (sqlite's LIMIT -1 is not portable)
 
@@ -52,6 +56,15 @@ def name_key(name: str) -> str:
     return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
 
 
+def room_key(name: str, visibility: str) -> str:
+    """A room's `name_key`: public rooms' names are unique (`name_key`); a private room's name
+    takes nothing (so creating one reveals no private room's name): its key starts with U+0001,
+    which no name holds, and is random."""
+    if visibility == "public":
+        return name_key(name)
+    return "\x01private:" + secrets.token_hex(12)
+
+
 # -- loading the in-memory state at start ---------------------------------------------------
 
 def load_users(conn: Connection) -> list[Row]:
@@ -60,12 +73,17 @@ def load_users(conn: Connection) -> list[Row]:
 
 def load_rooms(conn: Connection) -> list[Row]:
     return conn.execute(
-        "SELECT id, name, topic, created_by, created_at, last_seq FROM rooms ORDER BY id"
+        "SELECT id, name, topic, created_by, created_at, last_seq, visibility, direct_a, direct_b"
+        " FROM rooms ORDER BY id"
     ).fetchall()
 
 
 def load_members(conn: Connection) -> list[Row]:
-    return conn.execute("SELECT room_id, user_id, joined_at FROM members").fetchall()
+    return conn.execute("SELECT room_id, user_id, joined_at, role FROM members").fetchall()
+
+
+def load_invites(conn: Connection) -> list[Row]:
+    return conn.execute("SELECT room_id, user_id, invited_by, created_at FROM invites").fetchall()
 
 
 def delete_expired_tokens(conn: Connection, now: int) -> None:
@@ -219,26 +237,32 @@ def set_admin(conn: Connection, user_id: int, admin: bool) -> tuple[None, Change
     return None, (UserUpdated(user_id, admin, False),)
 
 
-def deactivate_user(conn: Connection, user_id: int) -> tuple[None, Changes]:
+def deactivate_user(conn: Connection, user_id: int) -> tuple[list[int], Changes]:
     """Close an account: no admin any more (the last active admin cannot go), every token
-    revoked, out of every room. The row stays, so its username stays taken and its messages keep
-    their author. Closing a closed account changes nothing."""
+    revoked, every pending invite voided. The row stays, so its username stays taken and its
+    messages keep their author. Returns the rooms it is still a member of (the caller removes it,
+    with their timeline entries); closing a closed account changes nothing."""
     was_admin, deactivated = _flags(conn, user_id)
     if deactivated:
-        return None, NO_CHANGES
+        return [], NO_CHANGES
     if was_admin and _other_admins(conn, user_id) == 0:
         raise Conflict("last_admin")
     conn.execute("UPDATE users SET deactivated = 1, admin = 0 WHERE id = ?", (user_id,))
-    rooms = conn.execute("DELETE FROM members WHERE user_id = ? RETURNING room_id", (user_id,)).fetchall()
-    left = tuple(MemberLeft(room_id, user_id) for (room_id,) in sorted(rooms))
-    return None, (UserUpdated(user_id, False, True), *revoke_user_tokens(conn, user_id), *left)
+    invites = conn.execute("DELETE FROM invites WHERE user_id = ? RETURNING room_id", (user_id,)).fetchall()
+    rooms = conn.execute("SELECT room_id FROM members WHERE user_id = ? ORDER BY room_id",
+                         (user_id,)).fetchall()
+    return [room_id for (room_id,) in rooms], (
+        UserUpdated(user_id, False, True), *revoke_user_tokens(conn, user_id),
+        *(InviteRemoved(room_id, user_id) for (room_id,) in sorted(invites)))
 
 
-def erase_texts(conn: Connection, user_id: int) -> tuple[None, Changes]:
-    """Blank every text the user wrote, in storage (with `secure_delete` on, sqlite overwrites
-    the old bytes; the WAL's copies go at the next checkpoint)."""
-    conn.execute("UPDATE messages SET text = '' WHERE author_id = ? AND text <> ''", (user_id,))
-    return None, (TextsErased(user_id),)
+def erase_texts(conn: Connection, user_id: int) -> tuple[list[int], Changes]:
+    """Erase every text the user wrote: blanked and marked deleted in storage (with
+    `secure_delete` on, sqlite overwrites the old bytes; the WAL's copies go at the next
+    checkpoint). Returns the rooms it wrote in, for their `erase` entries."""
+    rooms = conn.execute("UPDATE messages SET text = '', deleted = 1 WHERE author_id = ? AND kind = 'text'"
+                         " AND (text <> '' OR deleted = 0) RETURNING room_id", (user_id,)).fetchall()
+    return sorted({room_id for (room_id,) in rooms}), (TextsErased(user_id),)
 
 
 def users_page(conn: Connection, prefix: str, after: int, limit: int) -> list[Row]:
@@ -253,9 +277,11 @@ def users_page(conn: Connection, prefix: str, after: int, limit: int) -> list[Ro
 
 
 def messages_by_author(conn: Connection, user_id: int, after_id: int, limit: int) -> list[Row]:
-    """A page of the user's messages in id order, after message id `after_id`."""
+    """A page of the messages (text entries, not room events) the user wrote, in id order, after
+    message id `after_id`."""
     return conn.execute(
-        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE author_id = ? AND id > ? ORDER BY id LIMIT ?",
+        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE author_id = ? AND id > ? AND kind = 'text'"
+        " ORDER BY id LIMIT ?",
         (user_id, after_id, limit),
     ).fetchall()
 
@@ -263,34 +289,22 @@ def messages_by_author(conn: Connection, user_id: int, after_id: int, limit: int
 # -- rooms -----------------------------------------------------------------------------------
 
 def insert_room(
-    conn: Connection, name: str, topic: str, user_id: int, now: int
+    conn: Connection, name: str, topic: str, user_id: int, now: int, visibility: str = "public"
 ) -> tuple[int, Changes]:
-    """Create a room; its creator is its first member."""
+    """Create a room; its creator is its first member and its owner. No timeline entry: its
+    first member is a member from seq 0."""
     try:
         room_id: int = conn.execute(
-            "INSERT INTO rooms (name, name_key, topic, created_by, created_at) VALUES (?, ?, ?, ?, ?)"
-            " RETURNING id",
-            (name, name_key(name), topic, user_id, now),
+            "INSERT INTO rooms (name, name_key, topic, created_by, created_at, visibility)"
+            " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            (name, room_key(name, visibility), topic, user_id, now, visibility),
         ).fetchone()[0]
     except sqlite3.IntegrityError:
         raise Conflict("room_name_taken") from None
-    conn.execute("INSERT INTO members (room_id, user_id, joined_at) VALUES (?, ?, ?)",
+    conn.execute("INSERT INTO members (room_id, user_id, joined_at, role) VALUES (?, ?, ?, 'owner')",
                  (room_id, user_id, now))
-    return room_id, (RoomCreated(room_id, name, topic, user_id, now), MemberJoined(room_id, user_id, now))
-
-
-def insert_member(conn: Connection, room_id: int, user_id: int, now: int) -> tuple[None, Changes]:
-    """Join (idempotent: a member joining again changes nothing)."""
-    cur = conn.execute(
-        "INSERT INTO members (room_id, user_id, joined_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-        (room_id, user_id, now),
-    )
-    return None, (MemberJoined(room_id, user_id, now),) if cur.rowcount else NO_CHANGES
-
-
-def delete_member(conn: Connection, room_id: int, user_id: int) -> tuple[None, Changes]:
-    cur = conn.execute("DELETE FROM members WHERE room_id = ? AND user_id = ?", (room_id, user_id))
-    return None, (MemberLeft(room_id, user_id),) if cur.rowcount else NO_CHANGES
+    return room_id, (RoomCreated(room_id, name, topic, user_id, now, visibility),
+                     MemberJoined(room_id, user_id, now, "owner"))
 
 
 # -- messages --------------------------------------------------------------------------------
@@ -310,9 +324,7 @@ def insert_message(
             return (message_json(row, author), False), NO_CHANGES
     if bucket is not None:
         take_token(conn, *bucket, now)
-    seq = conn.execute(
-        "UPDATE rooms SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq", (room_id,)
-    ).fetchone()[0]
+    seq = next_seq(conn, room_id)
     message_id = conn.execute(
         "INSERT INTO messages (room_id, seq, author_id, text, txn_id, created_at)"
         " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
@@ -338,10 +350,18 @@ class NewMessage:
         return insert_message(conn, self.room_id, self.author, self.text, self.txn_id, self.now, self.bucket)
 
 
+def next_seq(conn: Connection, room_id: int) -> int:
+    """Take the room's next seq for a new timeline entry (message or room event)."""
+    seq: int = conn.execute(
+        "UPDATE rooms SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq", (room_id,)
+    ).fetchone()[0]
+    return seq
+
+
 def message_by_txn(conn: Connection, room_id: int, author_id: int, txn_id: str) -> Row | None:
     """The author's message with this txn_id in this room, if any."""
     row: Row | None = conn.execute(
-        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = ? AND author_id = ? AND txn_id = ?",
+        f"SELECT {TEXT_COLUMNS} FROM messages WHERE room_id = ? AND author_id = ? AND txn_id = ?",
         (room_id, author_id, txn_id),
     ).fetchone()
     return row
@@ -352,17 +372,6 @@ def messages_between(conn: Connection, room_id: int, first: int, last: int) -> l
     return conn.execute(
         f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = ? AND seq BETWEEN ? AND ?"
         " ORDER BY seq",
-        (room_id, first, last),
-    ).fetchall()
-
-
-def messages_with_authors(conn: Connection, room_id: int, first: int, last: int) -> list[Row]:
-    """Messages first..last with their author's username last in each row, ascending: for a
-    node filling a gap in its feed, which may not know every author yet."""
-    return conn.execute(
-        "SELECT m.id, m.room_id, m.seq, m.author_id, m.text, m.txn_id, m.created_at, u.username"
-        " FROM messages m JOIN users u ON u.id = m.author_id"
-        " WHERE m.room_id = ? AND m.seq BETWEEN ? AND ? ORDER BY m.seq",
         (room_id, first, last),
     ).fetchall()
 

@@ -9,23 +9,24 @@ recent history) need no thread hop at all. Each write returns once its commit ha
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from bisect import bisect_right
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import orjson
 import trio
 
 from chat_trio.config import Config
 from chat_trio.errors import APIError
-from chat_trio.store import queries
+from chat_trio.store import membership, queries
 from chat_trio.store.changes import Changes
 from chat_trio.store.db import Connection, Readers
 from chat_trio.store.feed import Feed
 from chat_trio.store.queries import Bucket, Conflict
 from chat_trio.store.readers import ReaderPool
-from chat_trio.store.records import JSON, Message, RoomState, User, message_json, now_ms
+from chat_trio.store.records import JSON, Message, RoomState, User, entry_json, message_json, now_ms
 from chat_trio.store.schema import migrate
 from chat_trio.store.sqlite import backup, connect
 from chat_trio.store.state import State
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from chat_trio.store.pgstore import PgNode
 
 __all__ = ["Conflict", "ReadOnlyStore", "Store"]
+T = TypeVar("T")
 
 LIMITS_KEPT_MS = 86_400_000  # a limit row untouched this long limits nothing any more
 
@@ -197,16 +199,24 @@ class Store:
         await self.writer.change(lambda c: queries.set_admin(c, user_id, admin))
 
     async def deactivate(self, user_id: int, erase: bool) -> None:
-        """Close the account (and erase its texts) in one commit; after an erasure, checkpoint
-        the WAL so the old pages leave it too."""
+        """Close the account in one commit: it leaves every room (a `leave` entry each) and, with
+        `erase`, its texts are erased (an `erase` entry in each room it wrote in); after an
+        erasure, checkpoint the WAL so the old pages leave it too."""
+        user = self.state.users[user_id]
 
-        def close(conn: Connection) -> tuple[None, Changes]:
-            _, changes = queries.deactivate_user(conn, user_id)
+        def close(conn: Connection, now: int) -> tuple[None, Changes]:
+            rooms, changes = queries.deactivate_user(conn, user_id)
             if erase:
-                changes += queries.erase_texts(conn, user_id)[1]
+                wrote_in, erased = queries.erase_texts(conn, user_id)
+                changes += erased
+                for room_id in wrote_in:
+                    text = f"{user['username']}'s messages were erased"
+                    changes += (membership.append_event(conn, room_id, "erase", user, user, text, now),)
+            for room_id in rooms:
+                changes += membership.leave(conn, room_id, user, now)[1]
             return None, changes
 
-        await self.writer.change(close)
+        await self.change(close)
         if erase:
             await self.checkpoint()
 
@@ -236,13 +246,13 @@ class Store:
     async def export_messages(self, user_id: int, after_id: int, limit: int) -> tuple[bytes, int]:
         """Up to `limit` of the user's messages after message id `after_id`, read and encoded
         (JSON objects joined by commas) in a reader thread, and the last id (0: none left)."""
-        user = self.state.users[user_id]
+        users = self.state.users
 
         def page(conn: Connection) -> tuple[bytes, int]:
             rows = queries.messages_by_author(conn, user_id, after_id, limit)
             if not rows:
                 return b"", 0
-            return orjson.dumps([message_json(row, user) for row in rows])[1:-1], rows[-1][0]
+            return orjson.dumps([entry_json(row, users) for row in rows])[1:-1], rows[-1][0]
 
         return await self.readers.read(page)
 
@@ -317,19 +327,31 @@ class Store:
     def room(self, room_id: int) -> RoomState | None:
         return self.state.rooms.get(room_id)
 
-    def rooms_page(self, after: int, limit: int, member: int | None = None) -> tuple[list[RoomState], bool]:
-        """Up to `limit` rooms with id > `after` in id order (only `member`'s, if given), and
-        whether more follow: found by bisection, so a late page costs what an early one does."""
+    def rooms_page(self, viewer: int, after: int, limit: int,
+                   joined: bool = False) -> tuple[list[RoomState], bool]:
+        """Up to `limit` rooms with id > `after` in id order that `viewer` may see (only theirs
+        with `joined`), and whether more follow: found by bisection, so a late page costs what
+        an early one does."""
         state = self.state
-        ids = state.room_order if member is None else state.joined.get(member, [])
+        if joined:
+            ids = state.joined.get(viewer, [])
+            start = bisect_right(ids, after)
+            return [state.rooms[i] for i in ids[start:start + limit]], len(ids) > start + limit
+        page = list(itertools.islice(state.visible_rooms(viewer, after), limit + 1))
+        return [state.rooms[i] for i in page[:limit]], len(page) > limit
+
+    def every_room_page(self, after: int, limit: int) -> tuple[list[RoomState], bool]:
+        """Up to `limit` rooms with id > `after` in id order, private and direct ones included
+        (what an admin lists), and whether more follow."""
+        ids = self.state.room_order
         start = bisect_right(ids, after)
-        return [state.rooms[i] for i in ids[start:start + limit]], len(ids) > start + limit
+        return [self.state.rooms[i] for i in ids[start:start + limit]], len(ids) > start + limit
 
     def room_name_taken(self, name: str) -> bool:
         return queries.name_key(name) in self.state.room_ids
 
     async def create_room(
-        self, user_id: int, name: str, topic: str, bucket: Bucket | None = None
+        self, user_id: int, name: str, topic: str, visibility: str = "public", bucket: Bucket | None = None
     ) -> RoomState:
         """A new room; with a `bucket` (a limit shared between nodes) it first takes a token from
         it in the same transaction (queries.Limited when empty)."""
@@ -338,7 +360,7 @@ class Store:
         def create(c: Connection) -> tuple[int, Changes]:
             if bucket is not None:
                 queries.take_token(c, *bucket, now)
-            return queries.insert_room(c, name, topic, user_id, now)
+            return queries.insert_room(c, name, topic, user_id, now, visibility)
 
         room_id = await self.writer.change(create)
         return self.state.rooms[room_id]
@@ -346,13 +368,20 @@ class Store:
     async def join(self, room: RoomState, user_id: int) -> None:
         if user_id in room.members:
             return
-        now = now_ms()
-        await self.writer.change(lambda c: queries.insert_member(c, room.id, user_id, now))
+        user = self.state.users[user_id]
+        await self.change(lambda c, now: membership.join(c, room.id, user, now))
 
     async def leave(self, room: RoomState, user_id: int) -> None:
         if user_id not in room.members:
             return
-        await self.writer.change(lambda c: queries.delete_member(c, room.id, user_id))
+        user = self.state.users[user_id]
+        await self.change(lambda c, now: membership.leave(c, room.id, user, now))
+
+    async def change(self, run: Callable[[sqlite3.Connection, int], tuple[T, Changes]]) -> T:
+        """Run a write that changes what the caches hold (e.g. one of store/membership.py) with
+        the current time (epoch ms) in the next transaction; its result once applied."""
+        now = now_ms()
+        return await self.writer.change(lambda c: run(c, now))
 
     # -- messages --------------------------------------------------------------------------
 
@@ -381,8 +410,10 @@ class Store:
         if recent and recent[0]["seq"] <= first and last <= recent[-1]["seq"]:
             base = recent[0]["seq"]
             return recent[first - base : last - base + 1]
+        erasures = self.state.erasures
         rows = await self.readers.read(lambda c: queries.messages_between(c, room.id, first, last))
         users = self.state.users
-        messages = [message_json(row, users[row[3]]) for row in rows]
-        self.state.warm(room, messages)
+        messages = [entry_json(row, users) for row in rows]
+        if erasures == self.state.erasures:  # else the read may predate an erasure: do not cache it
+            self.state.warm(room, messages)
         return messages
