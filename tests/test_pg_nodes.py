@@ -205,10 +205,12 @@ async def test_racing_retries_of_one_txn_id_on_two_nodes_create_one_message(tmp_
 
 
 async def test_send_room_and_registration_limits_hold_across_nodes(tmp_path: Path, dsn: str) -> None:
-    """Each limit is decided in the transaction that writes (a row per key in the database), so
-    alternating nodes gets no more than one node would give."""
+    """Each limit (sends, room creations, invites, registrations) is decided in the transaction
+    that writes (a row per key in the database), so alternating nodes gets no more than one node
+    would give."""
     limits = ("--send-rate", "0.01", "--send-burst", "5", "--room-create-rate", "0.01",
-              "--room-create-burst", "2", "--register-limit", "3", "--token-purge-interval", "0.5")
+              "--room-create-burst", "2", "--register-limit", "3", "--invite-rate", "0.01",
+              "--invite-burst", "2", "--token-purge-interval", "0.5")
     async with node(tmp_path, dsn, "a", *limits) as a, node(tmp_path, dsn, "b", *limits) as b:
         clients = [HTTPClient(a.port), HTTPClient(b.port)]
         statuses = []
@@ -221,6 +223,12 @@ async def test_send_room_and_registration_limits_hold_across_nodes(tmp_path: Pat
         assert [r.status for r in rooms] == [201, 201, 429]
         assert rooms[2].json["error"]["code"] == "rate_limited"
         room_id = rooms[0].json["room"]["id"]
+        others = [(await login(clients[0], f"user{n}"), n) for n in (1, 2)]
+        user_ids = [(await clients[0].get("/me", token=t)).json["user"]["id"] for t, _ in others]
+        invited = [(await clients[n % 2].post(f"/rooms/{rooms[n // 2].json['room']['id']}/invites",
+                                              {"user_id": user_ids[n % 2]}, token=token)).status
+                   for n in range(3)]
+        assert invited == [201, 201, 429]
         sent = [(await send(clients[n % 2], token, room_id, f"m{n}")).status for n in range(7)]
         assert sent == [201] * 5 + [429] * 2
         retry = await send(clients[1], token, room_id, "again", "t-1")  # over the limit: nothing new

@@ -21,7 +21,9 @@ from chat_trio.config import Config
 from chat_trio.errors import APIError
 from chat_trio.security.logins import LoginGuard
 from chat_trio.security.ratelimit import TokenBucket, WindowLimit
-from chat_trio.store import membership
+from chat_trio.store import membership, queries
+from chat_trio.store.changes import Changes
+from chat_trio.store.db import Connection
 from chat_trio.store.queries import Conflict, Limited
 from chat_trio.store.records import JSON, Message, RoomState, User
 from chat_trio.store.store import Store
@@ -328,10 +330,21 @@ class LocalCommands:
 
     async def invite(self, user_id: int, room_id: int, target_id: int) -> None:
         self._user(target_id)
-        wait = self.invites.take(user_id)
-        if wait:
+        c = self.config
+        bucket = None
+        if self.store.shares_limits:
+            if c.invite_rate:
+                bucket = (f"invite:{user_id}", c.invite_rate, c.invite_burst)
+        elif wait := self.invites.take(user_id):
             raise rate_limited(wait)
-        await self.store.change(lambda c, now: membership.invite(c, room_id, user_id, target_id, now))
+
+        def invite(conn: Connection, now: int) -> tuple[None, Changes]:
+            if bucket is not None:
+                queries.take_token(conn, *bucket, now)
+            return membership.invite(conn, room_id, user_id, target_id, now)
+
+        with limits_as_429():
+            await self.store.change(invite)
 
     async def uninvite(self, user_id: int, room_id: int, target_id: int) -> None:
         await self.store.change(lambda c, _: membership.uninvite(c, room_id, user_id, target_id))

@@ -377,7 +377,7 @@ class Store:
         user = self.state.users[user_id]
         await self.change(lambda c, now: membership.leave(c, room.id, user, now))
 
-    async def change(self, run: Callable[[sqlite3.Connection, int], tuple[T, Changes]]) -> T:
+    async def change(self, run: Callable[[Connection, int], tuple[T, Changes]]) -> T:
         """Run a write that changes what the caches hold (e.g. one of store/membership.py) with
         the current time (epoch ms) in the next transaction; its result once applied."""
         now = now_ms()
