@@ -19,6 +19,7 @@ import pytest
 import trio
 
 from chat_trio.config import Config
+from chat_trio.store.pgschema import MIGRATIONS as PG_MIGRATIONS
 from tests.client import HTTPClient
 from tests.helpers import (
     PASSWORD,
@@ -108,6 +109,21 @@ def test_unreachable_postgres_is_one_line_without_the_url(tmp_path: Path) -> Non
     dsn = f"postgresql://chat:s3cret@/chat?host={tmp_path}/nowhere"
     line = _failed_start(tmp_path, "--database", dsn)
     assert "cannot open the PostgreSQL database" in line and "s3cret" not in line
+
+
+async def test_nodes_starting_together_migrate_once(tmp_path: Path, dsn: str) -> None:
+    """Migrations run under an advisory lock: of three nodes started at once on an empty schema,
+    one creates it and the others find it done; all three serve."""
+    servers = [ServerProcess(tmp_path, "--database", dsn, db=tmp_path / f"{n}.db", log_name=f"{n}.log")
+               for n in range(3)]
+    try:
+        for server in servers:
+            await server.start()
+            assert not server.errors(), server.log()
+        assert query(dsn, "SELECT version FROM schema_version") == [(len(PG_MIGRATIONS),)]
+    finally:
+        for server in servers:
+            server.stop()
 
 
 # -- ordering across nodes -----------------------------------------------------------------------
@@ -380,7 +396,14 @@ class Load:
                 done.set()
 
     async def check(self, port: int, senders: int, count: int) -> None:
+        """Every acknowledged message is stored once, as acknowledged, and the reader saw each
+        seq once in order; node `port` (not the reader's, maybe) has caught up (a node's view
+        lags the others' writes by a notification, or by its resync after a reconnect)."""
         c = HTTPClient(port, self.token)
+        with trio.fail_after(10):
+            while (await c.get(f"/rooms/{self.room_id}", token=self.token)).json["room"]["last_seq"] \
+                    < self.last_acked():
+                await trio.sleep(0.05)
         stored = await all_messages(c, self.token, self.room_id)
         await c.aclose()
         assert_dense(stored, len(stored))

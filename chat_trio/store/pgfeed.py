@@ -184,17 +184,16 @@ class OrderedFeed:
 
     async def catch_up(self, room_id: int) -> None:
         """Read the room's entries after its last applied seq up to its target and apply them."""
-        room = self.state.rooms.get(room_id)
-        if room is None:
+        if room_id not in self.state.rooms:
             await self.resync()
-            room = self.state.rooms.get(room_id)
         target = self._target.get(room_id, 0)
-        while room is not None and room.last_seq < target:
+        # The room is looked up again after every wait: a resync meanwhile replaces its object.
+        while (room := self.state.rooms.get(room_id)) is not None and room.last_seq < target:
             first = room.last_seq + 1
             rows = await self.readers.read(
                 partial(queries.messages_between, room_id=room_id, first=first,
                         last=first + CATCH_UP_CHUNK - 1))
-            if room.last_seq + 1 != first:
+            if (room := self.state.rooms.get(room_id)) is None or room.last_seq + 1 != first:
                 continue  # a notification filled part of it meanwhile
             if not rows:
                 break
@@ -210,6 +209,8 @@ class OrderedFeed:
             held = self._held.pop(room_id, {})
             if room is not None:
                 self.apply(Commit(tuple(c for s, c in sorted(held.items()) if s > room.last_seq)))
+        else:  # not all there yet (its target grew meanwhile): again shortly, not in a tight loop
+            self._due[room_id] = trio.current_time() + GAP_WAIT
 
     async def resync(self) -> None:
         """After a listener reconnect (or at start): load the state afresh from one snapshot and
