@@ -18,8 +18,12 @@ from typing import Any
 import pytest
 import trio
 
+from chat_trio.api.commands import LocalCommands
 from chat_trio.config import Config
+from chat_trio.errors import APIError
+from chat_trio.store import membership
 from chat_trio.store.pgschema import MIGRATIONS as PG_MIGRATIONS
+from chat_trio.store.records import now_ms
 from tests.client import HTTPClient
 from tests.helpers import (
     PASSWORD,
@@ -35,6 +39,7 @@ from tests.helpers import (
 from tests.pg import REQUIRED, fresh_schema, query, require_pg
 from tests.server_process import ServerProcess, workers_args
 from tests.test_cli import _failed_start
+from tests.test_commands import running_store
 from tests.test_metrics import scrape, value
 from tests.test_workers import GONE, OPEN
 from tests.ws_client import connect
@@ -287,6 +292,32 @@ async def test_sends_appended_in_bulk_keep_the_limit_and_txn_ids(tmp_path: Path,
         assert (await send(c, other, room_id, "bob")).status == 201  # the bucket is alice's
         await c.aclose()
         assert_dense_in_db(dsn)
+
+
+async def test_sends_queued_behind_a_kick_in_one_batch_are_refused(tmp_path: Path, dsn: str) -> None:
+    """The bulk append checks membership after the batch's earlier writes, as insert_message
+    does one by one: bob's sends queued behind his kick are refused (403) and take no seq; the
+    owner's, in the same batch, are appended after the kick entry."""
+    with trio.fail_after(20):
+        async with running_store(tmp_path, database=dsn) as (store, _):
+            commands = LocalCommands(store.config, store)
+            owner = await commands.create_user("owner", "hash")
+            bob = await commands.create_user("bob", "hash")
+            room_id = await commands.create_room(owner["id"], "lobby", "")
+            await commands.join(room_id, bob["id"])
+            kick = await store.writer.submit_changes(
+                lambda c: membership.kick(c, room_id, owner, bob, None, now_ms()))
+            sends = [await commands.submit_message(who["id"], room_id, f"m{n}", f"t{n}")
+                     for n, who in enumerate((bob, owner, bob, owner))]
+            await kick.result()
+            outcomes = []
+            for sent in sends:
+                try:
+                    outcomes.append((await sent())[0]["seq"])
+                except APIError as exc:
+                    outcomes.append(exc.status)
+            assert outcomes == [403, 3, 403, 4]  # 1: bob's join, 2: his kick
+            assert query(dsn, "SELECT max(seq), count(*) FROM messages") == [(4, 4)]
 
 
 async def test_failed_logins_count_on_every_node(tmp_path: Path, dsn: str) -> None:

@@ -44,9 +44,9 @@ class _WriteFailed(Exception):
 
 def _append(conn: PgConnection, items: list[Pending[Any]]) -> list[Change]:
     """Append the messages of `items` (each's spec a queries.NewMessage) as `insert_message`
-    would one by one, in a few statements for all of them: one txn_id lookup, each sender's send
-    bucket locked and saved once, one `UPDATE rooms … RETURNING` allocating each room's seqs, one
-    multi-row INSERT. The rooms are locked already. A txn_id twice in the run: the second gets
+    would one by one, in a few statements for all of them: one txn_id lookup, one membership
+    check, each sender's send bucket locked and saved once, one statement allocating each room's
+    seqs and inserting every row. The rooms are locked already. A txn_id twice in the run: the second gets
     what the first got, as it would one by one."""
     specs: list[NewMessage] = [item.spec for item in items]
     for item in items:
@@ -77,8 +77,19 @@ def _append(conn: PgConnection, items: list[Pending[Any]]) -> list[Change]:
                 continue
             first[key] = item
         new.append(item)
-        if spec.bucket is not None:
-            buckets.setdefault(spec.bucket[0], []).append(item)
+    if new:  # a seq only while its author is a member (insert_message): a kick before it counts
+        pairs = list({(item.spec.room_id, item.spec.author["id"]) for item in new})
+        members = set(map(tuple, conn.execute(
+            "SELECT m.room_id, m.user_id FROM members m"
+            " JOIN unnest(?::bigint[], ?::bigint[]) AS k(room_id, user_id)"
+            " ON m.room_id = k.room_id AND m.user_id = k.user_id",
+            ([r for r, _ in pairs], [u for _, u in pairs])).fetchall()))
+        for item in new:
+            spec = item.spec
+            if (spec.room_id, spec.author["id"]) not in members:
+                item.error = queries.outsider(conn, spec.room_id, spec.author["id"])
+            elif spec.bucket is not None:
+                buckets.setdefault(spec.bucket[0], []).append(item)
     for bucket, takers in buckets.items():
         _, rate, burst = takers[0].spec.bucket
         tokens, at = queries.locked_bucket(conn, bucket, burst, takers[0].spec.now)
