@@ -17,14 +17,16 @@ import trio
 from chat_trio.api.commands import Commands, LocalCommands
 from chat_trio.cluster.remote import RemoteCommands
 from chat_trio.errors import APIError
-from chat_trio.store.changes import Commit
-from chat_trio.store.records import Message, User
+from chat_trio.store import membership
+from chat_trio.store.changes import Commit, MessageCommitted
+from chat_trio.store.records import Message, User, now_ms
 from chat_trio.store.store import Store
 from tests.helpers import make_config
 
 COMMANDS = {"allow_registration", "create_user", "login_allowed", "login_failed", "login_succeeded",
             "rehash_password", "create_token", "revoke_token", "create_room", "join", "leave",
-            "submit_message"}
+            "submit_message", "update_room", "invite", "uninvite", "kick", "ban", "unban", "set_role",
+            "open_direct"}
 # What may cross a process boundary: JSON values, User/Message dicts, digests (as hex).
 PLAIN: set[Any] = {int, str, bool, bytes, str | None, User, Message, type(None)}
 SUBMITTED = Callable[[], Awaitable[tuple[Message, bool]]]  # submit_message's two-step result
@@ -142,3 +144,67 @@ async def test_a_retried_send_over_the_rate_gets_its_original_and_a_new_one_is_r
             with pytest.raises(APIError) as limited:
                 await commands.submit_message(user["id"], room_id, "two", "t2")
             assert limited.value.status == 429
+
+
+async def test_room_administration_is_decided_on_what_is_committed(tmp_path: Path) -> None:
+    """A worker's view of roles, bans and invites may lag, and a request may race another: the
+    supervisor's LocalCommands decide on the committed rows, whatever the caller checked. An
+    outsider is refused (403 on a public room, 404 on a private one or a missing one) and
+    nothing is written."""
+    with trio.fail_after(20):
+        async with running_store(tmp_path) as (store, commits):
+            commands = LocalCommands(store.config, store)
+            owner = await commands.create_user("owner", "hash")
+            member = await commands.create_user("member", "hash")
+            stranger = await commands.create_user("stranger", "hash")
+            public = await commands.create_room(owner["id"], "lobby", "")
+            private = await commands.create_room(owner["id"], "secret", "", "private")
+            await commands.join(public, member["id"])
+            before = len(commits)
+            for room_id, actor, status in ((public, stranger, 403), (public, member, 403),
+                                           (private, stranger, 404), (private + 1, owner, 404)):
+                who, target = actor["id"], member["id"] if actor is not member else owner["id"]
+                for call in (commands.kick(who, room_id, target, None),
+                             commands.ban(who, room_id, target, "x"), commands.unban(who, room_id, target),
+                             commands.invite(who, room_id, stranger["id"]),
+                             commands.set_role(who, room_id, target, "moderator"),
+                             commands.update_room(who, room_id, "taken", None, None)):
+                    with pytest.raises(APIError) as refused:
+                        await call
+                    assert refused.value.status == status, (room_id, actor["username"], refused.value)
+            with pytest.raises(APIError) as hidden:
+                await commands.join(private, stranger["id"])
+            assert (hidden.value.status, hidden.value.code) == (404, "not_found")
+            assert len(commits) == before
+            assert await commands.open_direct(owner["id"], member["id"]) is True
+            assert await commands.open_direct(member["id"], owner["id"]) is False
+
+
+async def test_a_send_checked_before_a_kick_commits_after_it_is_refused(tmp_path: Path) -> None:
+    """A send passes the membership check on the state before a kick has committed, and is
+    queued behind it: the kick commits first, so the send must not land after the kick entry (a
+    removal takes effect at commit). It is refused with what a non-member gets; nothing of it is
+    written, and the next send of the kicked user is refused at once."""
+    with trio.fail_after(20):
+        async with running_store(tmp_path) as (store, commits):
+            commands = LocalCommands(store.config, store)
+            owner = await commands.create_user("owner", "hash")
+            bob = await commands.create_user("bob", "hash")
+            room_id = await commands.create_room(owner["id"], "lobby", "")
+            await commands.join(room_id, bob["id"])
+            kick = await store.writer.submit_changes(
+                lambda c: membership.kick(c, room_id, owner, bob, None, now_ms()))
+            # checked against the state, where bob is a member still
+            send = await commands.submit_message(bob["id"], room_id, "sneaked in", "t1")
+            await kick.result()
+            with pytest.raises(APIError) as refused:
+                await send()
+            assert (refused.value.status, refused.value.code) == (403, "forbidden")
+            entries = [c.message for commit in commits for c in commit.changes
+                       if isinstance(c, MessageCommitted)]
+            assert [(m["kind"], m["seq"]) for m in entries] == [("join", 1), ("kick", 2)]
+            room = store.room(room_id)
+            assert room is not None and room.last_seq == 2
+            with pytest.raises(APIError) as again:
+                await commands.submit_message(bob["id"], room_id, "again", "t2")
+            assert again.value.status == 403
