@@ -21,7 +21,9 @@ import trio
 from chat_trio.api.commands import LocalCommands
 from chat_trio.config import Config
 from chat_trio.errors import APIError
+from chat_trio.security.tokens import digest
 from chat_trio.store import membership
+from chat_trio.store.changes import TokensRevoked
 from chat_trio.store.pgschema import MIGRATIONS as PG_MIGRATIONS
 from chat_trio.store.records import now_ms
 from tests.client import HTTPClient
@@ -318,6 +320,27 @@ async def test_sends_queued_behind_a_kick_in_one_batch_are_refused(tmp_path: Pat
                     outcomes.append(exc.status)
             assert outcomes == [403, 3, 403, 4]  # 1: bob's join, 2: his kick
             assert query(dsn, "SELECT max(seq), count(*) FROM messages") == [(4, 4)]
+
+
+async def test_a_resync_closes_the_sockets_of_tokens_revoked_meanwhile(tmp_path: Path, dsn: str) -> None:
+    """A revocation whose notification a node missed (its listener was reconnecting) still
+    reaches that node's websockets: the resync checks the tokens it has cached against the
+    database and feeds the missing ones on as revoked (the hub closes their sockets, 4001)."""
+    with trio.fail_after(20):
+        async with running_store(tmp_path, database=dsn) as (store, commits):
+            assert store.node is not None
+            commands = LocalCommands(store.config, store)
+            user = await commands.create_user("alice", "hash")
+            kept, gone = digest("kept-token"), digest("gone-token")
+            for token in (kept, gone):
+                await commands.create_token(token, user["id"])
+                assert await store.token_user(token) == user
+            query(dsn, "DELETE FROM tokens WHERE hash = %s", gone)  # committed elsewhere, not heard of
+            await store.node.ordered.resync()
+            revoked = [c.digests for commit in commits for c in commit.changes
+                       if isinstance(c, TokensRevoked)]
+            assert revoked[-1] == (gone,)
+            assert await store.token_user(gone) is None and await store.token_user(kept) == user
 
 
 async def test_failed_logins_count_on_every_node(tmp_path: Path, dsn: str) -> None:

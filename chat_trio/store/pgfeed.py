@@ -216,11 +216,11 @@ class OrderedFeed:
         """After a listener reconnect (or at start): load the state afresh from one snapshot and
         take it in place of this node's, keeping each known room's last applied seq and recent
         entries, then fill every room that is behind from the database (so the hub delivers what
-        was missed, in order). Members who left meanwhile have their subscriptions ended;
-        cached tokens are forgotten (a revocation may have been missed; they are read again on
-        their next use)."""
+        was missed, in order). Members who left meanwhile have their subscriptions ended, and the
+        websockets of tokens revoked meanwhile are closed (4001)."""
         fresh = State(self.state.recent_cache)
-        await self.readers.read(partial(_load_snapshot, fresh))
+        cached = list(self.state.tokens)  # the tokens in use here (open websockets' among them)
+        live = await self.readers.read(partial(_load_snapshot, fresh, cached))
         state = self.state
         left = [MemberLeft(room.id, user_id) for room in state.rooms.values() for user_id in room.members
                 if user_id not in (fresh.rooms[room.id].members if room.id in fresh.rooms else ())]
@@ -231,15 +231,22 @@ class OrderedFeed:
             if (known := state.rooms.get(room.id)) is not None:
                 room.last_seq, room.recent = known.last_seq, known.recent
         state.take(fresh)
-        self.feed.apply(Commit((TokensRevoked(()),)))  # bumps the revocation counter; tokens re-read
+        # Tokens revoked meanwhile close their websockets (4001); the others are read again on
+        # their next use (the revocation counter is bumped either way).
+        self.feed.apply(Commit((TokensRevoked(tuple(d for d in cached if d not in live)),)))
         for room_id, last_seq in behind.items():
             self.behind(room_id, last_seq, now=True)
 
 
-def _load_snapshot(state: State, conn: PgConnection) -> None:
+def _load_snapshot(state: State, tokens: list[bytes], conn: PgConnection) -> set[bytes]:
+    """Thread: fill `state` from one snapshot; which of `tokens` still exist in it."""
     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
     try:
         state.load(conn)
+        if not tokens:
+            return set()
+        rows = conn.execute("SELECT hash FROM tokens WHERE hash = ANY(?)", (tokens,)).fetchall()
+        return {bytes(row[0]) for row in rows}
     finally:
         conn.execute("COMMIT")
 
