@@ -16,6 +16,7 @@ import trio
 from chat_trio.api import build_routes, operator_routes
 from chat_trio.api.commands import LocalCommands
 from chat_trio.api.context import Context
+from chat_trio.cluster.nodes import linked_nodes
 from chat_trio.config import Config
 from chat_trio.http.router import Router
 from chat_trio.http.server import HTTPServer, StartupError, open_listeners
@@ -54,12 +55,19 @@ class App:
             self.store = store = context.store
             self.hub.state = store.state
             store.feed.subscribe(self.hub.react)
-            self.server = http_server(context, listeners)
-            # The listener drains its connections before returning; only then does the
-            # writer stop, so every request that was answered has committed.
-            async with trio.open_nursery() as front:
-                self.port = await front.start(self.server.serve)
-                task_status.started(self)
+            async with linked_nodes(store, self.config.node_heartbeat, self.hub.set_online_elsewhere,
+                                    self.hub.remote_typing) as nodes:
+                self.hub.relay = nodes
+                await self._serve(context, listeners, task_status)
+
+    async def _serve(self, context: Context, listeners: list[socket.socket],
+                     task_status: trio.TaskStatus[App]) -> None:
+        self.server = http_server(context, listeners)
+        # The listener drains its connections before returning; only then does the
+        # writer stop, so every request that was answered has committed.
+        async with trio.open_nursery() as front:
+            self.port = await front.start(self.server.serve)
+            task_status.started(self)
 
     def shutdown(self) -> None:
         """Stop accepting, close websockets (1001), let in-flight requests finish."""
@@ -77,11 +85,13 @@ def http_server(context: Context, listeners: list[socket.socket], worker_id: int
 
 
 async def open_store(config: Config) -> Store:
-    """The store, or StartupError naming the database file and what is wrong with it."""
+    """The store, or StartupError naming the database (file) and what is wrong with it."""
     try:
         return await Store.open(config)
     except (sqlite3.Error, OSError, RuntimeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        if config.postgres:  # the URL is not repeated: it may hold a password
+            raise StartupError(f"cannot open the PostgreSQL database: {reason}") from None
         if os.path.isdir(config.db):
             reason = "it is a directory"
         elif not os.path.isdir(os.path.dirname(os.path.abspath(config.db))):
@@ -99,7 +109,7 @@ async def running_store(config: Config, hub: Hub) -> AsyncIterator[Context]:
     context = Context(config, store, hub, passwords, LocalCommands(config, store))
     try:
         async with trio.open_nursery() as background:
-            await background.start(store.writer.run)
+            await background.start(store.run)
             await background.start(context.purge_tokens)
             await background.start(serve_admin_socket, context)
             yield context
@@ -161,6 +171,8 @@ def register_writer_metrics(registry: Registry, store: Store) -> None:
                          lambda: store.writer.commits, "counter"))
     registry.add(Sampled("chat_trio_store_queue_depth", "writes waiting for the writer",
                          lambda: store.writer.queued))
+    for metric in [] if store.node is None else store.node.metrics():
+        registry.add(metric)
 
 
 async def main(config: Config) -> None:

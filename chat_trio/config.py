@@ -27,6 +27,8 @@ class Config:
     host: str = _opt("127.0.0.1", "address to listen on")
     port: int = _opt(8080, "TCP port (0 picks a free one)")
     db: str = _opt("./chat.db", "sqlite database file")
+    database: str = _opt("", "postgresql://user@host/db selects PostgreSQL (several nodes may share it); "
+                             "sqlite:///path is the same as --db path; empty: sqlite at --db")
     log_level: str = _opt("info", "debug, info (one access line per request), warning or error",
                           choices=("debug", "info", "warning", "error"))
     log_format: str = _opt("text", "text or json", choices=("text", "json"))
@@ -122,6 +124,8 @@ class Config:
     # Deployment
     trusted_proxies: str = _opt("", "comma-separated addresses of reverse proxies whose X-Forwarded-For "
                                     "names the client (for rate limits and logs)")
+    node_heartbeat: float = _opt(5.0, "seconds between a PostgreSQL node's presence heartbeats; a node "
+                                      "that stops them has its users shown offline within about two")
     admin_socket: str = _opt("", "Unix socket (mode 0600) whose requests are admin requests without a token, "
                                  "for python -m chat_trio admin; empty: the database path + .sock; off: none")
 
@@ -142,8 +146,17 @@ class Config:
             self.proxies()
         except ValueError as exc:
             raise ValueError(f"--trusted-proxies: {exc}") from None
+        if self.database.startswith("sqlite:///"):
+            object.__setattr__(self, "db", self.database.removeprefix("sqlite:///"))
+        elif self.database and not self.postgres:
+            raise ValueError("--database must be postgresql://… or sqlite:///path")
         if self.db in ("", ":memory:"):
             raise ValueError("--db must be a file: the server needs a database on disk")
+
+    @property
+    def postgres(self) -> bool:
+        """Whether `database` selects the PostgreSQL backend."""
+        return self.database.startswith(("postgresql://", "postgres://"))
 
     def admin_socket_path(self) -> str | None:
         """Where the local admin socket listens (None: `--admin-socket off`)."""

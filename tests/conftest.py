@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -16,6 +17,7 @@ from chat_trio.app import App
 from chat_trio.config import Config
 from tests.client import HTTPClient
 from tests.helpers import Served, StartServer, make_config, serve, serve_workers, start_app
+from tests.pg import STANDS_FOR, fresh_schema
 from tests.server_process import has_workers_flag
 
 # Every async test runs under trio.fail_after(TEST_DEADLINE) (as trio-websocket's tests do with
@@ -52,7 +54,9 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 # `@pytest.mark.workers` that takes `app` (or `client`, which takes it) runs with `app` an in-process
 # App and then a subprocess with two workers (same settings, same database path). Such a test may
 # use only what both offer (`Served`: the port and the settings), never the store.
-IN_PROCESS, WORKERS_2 = "in-process", "workers-2"
+# They also run against PostgreSQL (an in-process App on a fresh schema, tests/pg.py); a test that
+# needs the store or the sqlite file does not take the marker.
+IN_PROCESS, WORKERS_2, POSTGRES = "in-process", "workers-2", "postgres"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -61,7 +65,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if metafunc.definition.get_closest_marker("workers") and "app" in metafunc.fixturenames:
-        metafunc.parametrize("app", [IN_PROCESS, WORKERS_2], indirect=True)
+        metafunc.parametrize("app", [IN_PROCESS, WORKERS_2, POSTGRES], indirect=True)
 
 
 @pytest.fixture
@@ -74,6 +78,14 @@ async def app(request: pytest.FixtureRequest, config: Config) -> AsyncIterator[S
     if getattr(request, "param", IN_PROCESS) == IN_PROCESS:
         async with serve(config) as running:
             yield running
+        return
+    if request.param == POSTGRES:
+        async with fresh_schema() as dsn, serve(dataclasses.replace(config, database=dsn)) as running:
+            STANDS_FOR[config.db] = dsn
+            try:
+                yield running
+            finally:
+                del STANDS_FOR[config.db]
         return
     if not has_workers_flag():
         pytest.skip("this chat_trio has no --workers flag")

@@ -30,6 +30,7 @@ from chat_trio.http.types import Response as Response
 from chat_trio.http.types import json_response as json_response
 from chat_trio.store.store import Store
 from tests.client import HTTPClient, Reply
+from tests.pg import STANDS_FOR, query
 from tests.server_process import ServerProcess, workers_args
 
 PASSWORD = "correct horse battery staple"
@@ -359,7 +360,10 @@ async def all_messages(client: HTTPClient, token: str, room_id: int) -> list[dic
 
 
 def db_rows(path: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    """Run one query on the database file directly (read-only)."""
+    """Run one query on the database file directly (read-only), or on the PostgreSQL schema
+    that stands for it in a test against PostgreSQL (tests/pg.py)."""
+    if path in STANDS_FOR:
+        return query(STANDS_FOR[path], sql.replace("?", "%s"), *args)
     with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
         return conn.execute(sql, args).fetchall()
 

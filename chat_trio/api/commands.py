@@ -12,7 +12,8 @@ never cross: the caller hashes them in its own process.
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import Protocol
 
@@ -20,9 +21,11 @@ from chat_trio.config import Config
 from chat_trio.errors import APIError
 from chat_trio.security.logins import LoginGuard
 from chat_trio.security.ratelimit import TokenBucket, WindowLimit
-from chat_trio.store import membership
-from chat_trio.store.queries import Conflict
-from chat_trio.store.records import Message, RoomState, User
+from chat_trio.store import membership, queries
+from chat_trio.store.changes import Changes
+from chat_trio.store.db import Connection
+from chat_trio.store.queries import Conflict, Limited
+from chat_trio.store.records import JSON, Message, RoomState, User
 from chat_trio.store.store import Store
 
 # Every 401 names the scheme (RFC 9110 §11.6.1), the login's included.
@@ -178,6 +181,20 @@ async def _replayed(message: Message) -> tuple[Message, bool]:
     return message, False
 
 
+@contextmanager
+def limits_as_429() -> Iterator[None]:
+    """A limit the database decided (a PostgreSQL node: Store.shares_limits) answers 429."""
+    try:
+        yield
+    except Limited as exc:
+        raise rate_limited(exc.wait) from None
+
+
+async def _sent_within_limits(sent: Callable[[], Awaitable[tuple[Message, bool]]]) -> tuple[Message, bool]:
+    with limits_as_429():
+        return await sent()
+
+
 class LocalCommands:
     """The commands done in this process: the store's writes and the limits kept in memory."""
 
@@ -189,11 +206,19 @@ class LocalCommands:
         self.registrations = WindowLimit(c.register_limit, c.register_window)  # per client address
         self.sends = TokenBucket(c.send_rate, c.send_burst)  # per user
         self.room_creates = TokenBucket(c.room_create_rate, c.room_create_burst)  # per user
+        # On PostgreSQL every node's login policy also counts the logins other nodes saw.
+        store.on_announcement(self._login_elsewhere)
         self.invites = TokenBucket(c.invite_rate, c.invite_burst)  # per user: each may reach someone
 
     # -- accounts --------------------------------------------------------------------------
 
     async def allow_registration(self, client: str) -> None:
+        if self.store.shares_limits:
+            if self.config.register_limit > 0:
+                with limits_as_429():
+                    await self.store.count_event(f"register:{client}", self.config.register_limit,
+                                                 self.config.register_window)
+            return
         wait = self.registrations.retry_after(client)
         if wait:
             raise rate_limited(wait)
@@ -212,11 +237,21 @@ class LocalCommands:
 
     async def login_failed(self, username: str, client: str, has_account: bool) -> None:
         self.logins.failed(username.lower(), client, account=has_account)
+        await self.store.announce({"login_failed": [username.lower(), client, has_account]})
 
     async def login_succeeded(self, username: str, client: str) -> None:
         wait = self.logins.succeeded(username.lower(), client)
         if wait:
             raise rate_limited(wait)
+        await self.store.announce({"login_ok": [username.lower(), client]})
+
+    def _login_elsewhere(self, note: JSON) -> None:
+        if isinstance(failed := note.get("login_failed"), list):
+            username, client, account = failed
+            self.logins.failed(str(username), str(client), account=bool(account))
+        elif isinstance(ok := note.get("login_ok"), list):
+            username, client = ok
+            self.logins.succeeded(str(username), str(client))
 
     async def rehash_password(self, user_id: int, password_hash: str) -> None:
         await self.store.rehash_password(user_id, password_hash)
@@ -264,11 +299,16 @@ class LocalCommands:
     async def create_room(self, user_id: int, name: str, topic: str, visibility: str = "public") -> int:
         if visibility == "public" and self.store.room_name_taken(name):
             raise room_name_taken()
-        wait = self.room_creates.take(user_id)  # valid and free: only rooms that would be created count
-        if wait:
+        c = self.config
+        bucket = None
+        if self.store.shares_limits:
+            if c.room_create_rate:
+                bucket = (f"room:{user_id}", c.room_create_rate, c.room_create_burst)
+        elif wait := self.room_creates.take(user_id):  # valid and free: only rooms that would be created
             raise rate_limited(wait)
         try:
-            room = await self.store.create_room(user_id, name, topic, visibility)
+            with limits_as_429():
+                room = await self.store.create_room(user_id, name, topic, visibility, bucket)
         except Conflict:
             raise room_name_taken() from None
         return room.id
@@ -290,10 +330,21 @@ class LocalCommands:
 
     async def invite(self, user_id: int, room_id: int, target_id: int) -> None:
         self._open_account(target_id)
-        wait = self.invites.take(user_id)
-        if wait:
+        c = self.config
+        bucket = None
+        if self.store.shares_limits:
+            if c.invite_rate:
+                bucket = (f"invite:{user_id}", c.invite_rate, c.invite_burst)
+        elif wait := self.invites.take(user_id):
             raise rate_limited(wait)
-        await self.store.change(lambda c, now: membership.invite(c, room_id, user_id, target_id, now))
+
+        def invite(conn: Connection, now: int) -> tuple[None, Changes]:
+            if bucket is not None:
+                queries.take_token(conn, *bucket, now)
+            return membership.invite(conn, room_id, user_id, target_id, now)
+
+        with limits_as_429():
+            await self.store.change(invite)
 
     async def uninvite(self, user_id: int, room_id: int, target_id: int) -> None:
         await self.store.change(lambda c, _: membership.uninvite(c, room_id, user_id, target_id))
@@ -323,6 +374,11 @@ class LocalCommands:
         room, user = self._room(room_id), self._user(user_id)
         if user_id not in room.members:
             raise no_such_room() if not room.visible_to(user_id) else not_a_member()
+        if self.store.shares_limits:
+            c = self.config
+            bucket = (f"send:{user_id}", c.send_rate, c.send_burst) if c.send_rate else None
+            sent = await self.store.submit_post(room, user, text, txn_id, bucket)
+            return partial(_sent_within_limits, sent)
         wait = self.sends.take(user_id)
         if wait:
             # A retry of a send that already committed writes nothing, so the limit does not

@@ -45,6 +45,7 @@ from chat_trio.api.commands import Commands
 from chat_trio.api.context import Context
 from chat_trio.app import running_store
 from chat_trio.cluster import ipc
+from chat_trio.cluster.nodes import NodeLink, linked_nodes
 from chat_trio.cluster.remote import begin_call
 from chat_trio.cluster.worker import ENV_CONFIG, ENV_ID, ENV_SOCKET
 from chat_trio.config import Config
@@ -52,6 +53,7 @@ from chat_trio.http.server import _where, open_listeners
 from chat_trio.metrics import Registry, Sampled
 from chat_trio.rooms.hub import Hub
 from chat_trio.store.changes import Commit, encode
+from chat_trio.store.records import JSON
 
 log = logging.getLogger("chat_trio.supervisor")
 
@@ -116,6 +118,14 @@ class WorkerLink:
             self.queued -= len(batch)
 
 
+@dataclasses.dataclass
+class OtherNodes:
+    """The users online on other nodes of the same PostgreSQL, as if on one more worker."""
+
+    id: int = 0
+    online: set[int] = dataclasses.field(default_factory=set)
+
+
 class Supervisor:
     def __init__(self, config: Config, commands: CommandsFactory | None = None) -> None:
         self.config = config
@@ -124,6 +134,8 @@ class Supervisor:
         self.port = 0
         self.links: dict[int, WorkerLink] = {}
         self.online_count: dict[int, int] = {}  # user id → number of workers they are online on
+        self.nodes: NodeLink | None = None  # on PostgreSQL: presence and typing to other nodes
+        self.other_nodes = OtherNodes()
         self.processes: dict[int, trio.Process] = {}
         self.stopping = False
         self.socket_path = ""  # set once its workers can connect to it
@@ -142,8 +154,11 @@ class Supervisor:
         try:
             self.port = reserved[0].getsockname()[1]
             self.config = dataclasses.replace(c, port=self.port)
-            async with running_store(self.config, Hub()) as context:
+            async with running_store(self.config, Hub()) as context, linked_nodes(
+                    context.store, c.node_heartbeat, self._presence_elsewhere,
+                    self._typing_elsewhere) as nodes:
                 self.commands = self._commands_factory(context)
+                self.nodes = nodes
                 context.store.feed.subscribe(self.broadcast)
                 self._register_metrics(context)
                 directory = await trio.to_thread.run_sync(tempfile.mkdtemp, None, "chat_trio-")
@@ -319,6 +334,8 @@ class Supervisor:
                 for other in list(self.links.values()):
                     if other is not link:
                         other.send(relay)
+                if self.nodes is not None and isinstance(msg.get("user"), dict):
+                    self.nodes.typing(int(msg["typing"]), msg["user"])
             elif "metrics_reply" in msg:
                 waiting = link.scrapes.pop(msg["metrics_reply"], None)
                 if waiting is not None:
@@ -373,11 +390,26 @@ class Supervisor:
 
     # -- presence ----------------------------------------------------------------------------
 
-    def _presence(self, origin: WorkerLink, user_id: int, online: bool) -> None:
+    def _presence_elsewhere(self, user_id: int, online: bool) -> None:
+        """The other PostgreSQL nodes (cluster/nodes.py): they count as one more worker."""
+        self._presence(self.other_nodes, user_id, online)
+
+    def _typing_elsewhere(self, room_id: int, user: JSON) -> None:
+        for link in list(self.links.values()):
+            link.send({"typing": room_id, "user": user, "from": 0})
+
+    def _presence(self, origin: WorkerLink | OtherNodes, user_id: int, online: bool) -> None:
         """Worker `origin` says `user_id` came online (first socket) or went offline (last).
-        Each other worker hears of a change of "online on some worker other than me"."""
+        Each other worker hears of a change of "online on some worker other than me", and the
+        other nodes of one of "online on this node"."""
         if online == (user_id in origin.online):
             return
+        if self.nodes is not None and origin is not self.other_nodes:
+            others = user_id in self.other_nodes.online
+            here_before = self.online_count.get(user_id, 0) - others > 0
+            here_after = self.online_count.get(user_id, 0) + (1 if online else -1) - others > 0
+            if here_before != here_after:
+                self.nodes.presence(user_id, here_after)
         before = self.online_count.get(user_id, 0)
         after = before + (1 if online else -1)
         if online:
@@ -409,6 +441,7 @@ class Supervisor:
                     lambda: store.writer.queued),
             Sampled("chat_trio_workers_connected", "workers connected to the supervisor",
                     lambda: len(self.links)),
+            *([] if store.node is None else store.node.metrics()),
         ):
             self.registry.add(metric)
 

@@ -29,6 +29,7 @@ from chat_trio.store.changes import (
     RoomCreated,
     RoomUpdated,
 )
+from chat_trio.store.db import Connection
 from chat_trio.store.queries import Conflict, name_key, next_seq, outsider, room_key
 from chat_trio.store.queries import invited as _invited
 from chat_trio.store.records import RANK, RoomChanges, User, event_json
@@ -57,7 +58,7 @@ class _Room:
 
     __slots__ = ("direct", "id", "name", "private", "topic")
 
-    def __init__(self, conn: sqlite3.Connection, room_id: int) -> None:
+    def __init__(self, conn: Connection, room_id: int) -> None:
         row = conn.execute("SELECT name, topic, visibility, direct_a FROM rooms WHERE id = ?",
                            (room_id,)).fetchone()
         if row is None:
@@ -68,29 +69,29 @@ class _Room:
         self.direct = row[3] is not None
 
 
-def _role(conn: sqlite3.Connection, room_id: int, user_id: int) -> str | None:
+def _role(conn: Connection, room_id: int, user_id: int) -> str | None:
     row = conn.execute("SELECT role FROM members WHERE room_id = ? AND user_id = ?",
                        (room_id, user_id)).fetchone()
     return None if row is None else str(row[0])
 
 
-def _banned(conn: sqlite3.Connection, room_id: int, user_id: int) -> bool:
+def _banned(conn: Connection, room_id: int, user_id: int) -> bool:
     return conn.execute("SELECT 1 FROM bans WHERE room_id = ? AND user_id = ?",
                         (room_id, user_id)).fetchone() is not None
 
 
-def _outsider(conn: sqlite3.Connection, room: _Room, user_id: int, why: str) -> APIError:
+def _outsider(conn: Connection, room: _Room, user_id: int, why: str) -> APIError:
     """The refusal for someone who is not a member (queries.outsider)."""
     return outsider(conn, room.id, user_id, why)
 
 
-def _admin(conn: sqlite3.Connection, user_id: int) -> bool:
+def _admin(conn: Connection, user_id: int) -> bool:
     """A server admin (an active account): it acts as owner in any room, member or not."""
     return conn.execute("SELECT 1 FROM users WHERE id = ? AND admin = 1 AND deactivated = 0",
                         (user_id,)).fetchone() is not None
 
 
-def _authority(conn: sqlite3.Connection, room: _Room, actor_id: int, need: str) -> int:
+def _authority(conn: Connection, room: _Room, actor_id: int, need: str) -> int:
     """The actor's rank, if at least `need`'s; else the refusal. A server admin ranks as owner."""
     if _admin(conn, actor_id):
         return RANK["owner"]
@@ -102,7 +103,7 @@ def _authority(conn: sqlite3.Connection, room: _Room, actor_id: int, need: str) 
     return RANK[role]
 
 
-def _over(conn: sqlite3.Connection, room: _Room, actor_id: int, target_id: int) -> str | None:
+def _over(conn: Connection, room: _Room, actor_id: int, target_id: int) -> str | None:
     """A moderator or owner acting on someone of a lower role (a non-member has none): the
     target's role. Acting on an equal or higher role, oneself included, is 403."""
     rank = _authority(conn, room, actor_id, "moderator")
@@ -117,17 +118,17 @@ def _over(conn: sqlite3.Connection, room: _Room, actor_id: int, target_id: int) 
 # -- the timeline ----------------------------------------------------------------------------
 
 
-def append_event(conn: sqlite3.Connection, room_id: int, kind: str, actor: User, subject: User | None,
+def append_event(conn: Connection, room_id: int, kind: str, actor: User, subject: User | None,
                  text: str, now: int, changes: RoomChanges | None = None) -> MessageCommitted:
     """Add a room event with the room's next seq; `text` is its human-readable summary."""
     seq = next_seq(conn, room_id)
-    cur = conn.execute(
+    entry_id = conn.execute(
         "INSERT INTO messages (room_id, seq, author_id, text, created_at, kind, subject_id, changes)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (room_id, seq, actor["id"], text, now, kind, None if subject is None else subject["id"],
          None if changes is None else orjson.dumps(changes).decode()),
-    )
-    row = (cur.lastrowid, room_id, seq, actor["id"], text, None, now)
+    ).fetchone()[0]
+    row = (entry_id, room_id, seq, actor["id"], text, None, now)
     return MessageCommitted(event_json(row, actor, kind, subject, changes))
 
 
@@ -150,14 +151,14 @@ def _summary(actor: User, changes: RoomChanges) -> str:
 # -- joining and leaving ---------------------------------------------------------------------
 
 
-def _add_member(conn: sqlite3.Connection, room_id: int, user: User, now: int, role: str) -> list[Change]:
+def _add_member(conn: Connection, room_id: int, user: User, now: int, role: str) -> list[Change]:
     conn.execute("INSERT INTO members (room_id, user_id, joined_at, role) VALUES (?, ?, ?, ?)",
                  (room_id, user["id"], now, role))
     return [MemberJoined(room_id, user["id"], now, role),
             append_event(conn, room_id, "join", user, user, f"{user['username']} joined", now)]
 
 
-def join(conn: sqlite3.Connection, room_id: int, user: User, now: int) -> tuple[None, Changes]:
+def join(conn: Connection, room_id: int, user: User, now: int) -> tuple[None, Changes]:
     """Join a public room, or a private one with an invite (consumed). Whoever joins a room that
     has no members becomes its owner, so a room with members always has one."""
     room = _Room(conn, room_id)
@@ -178,14 +179,14 @@ def join(conn: sqlite3.Connection, room_id: int, user: User, now: int) -> tuple[
     return None, tuple(made)
 
 
-def leave(conn: sqlite3.Connection, room_id: int, user: User, now: int) -> tuple[None, Changes]:
+def leave(conn: Connection, room_id: int, user: User, now: int) -> tuple[None, Changes]:
     """Leave (idempotent). An owner who leaves hands the room to its longest-standing moderator,
     or else its longest-standing member."""
     _Room(conn, room_id)
     return None, tuple(_remove(conn, room_id, user, now, "leave", f"{user['username']} left", user))
 
 
-def _remove(conn: sqlite3.Connection, room_id: int, subject: User, now: int, kind: str, text: str,
+def _remove(conn: Connection, room_id: int, subject: User, now: int, kind: str, text: str,
             actor: User) -> list[Change]:
     """End a membership with a `kind` entry (nothing if not a member)."""
     role = _role(conn, room_id, subject["id"])
@@ -210,7 +211,7 @@ def _remove(conn: sqlite3.Connection, room_id: int, subject: User, now: int, kin
 # -- moderation ------------------------------------------------------------------------------
 
 
-def kick(conn: sqlite3.Connection, room_id: int, actor: User, target: User, reason: str | None,
+def kick(conn: Connection, room_id: int, actor: User, target: User, reason: str | None,
          now: int) -> tuple[None, Changes]:
     room = _Room(conn, room_id)
     if _over(conn, room, actor["id"], target["id"]) is None:
@@ -219,7 +220,7 @@ def kick(conn: sqlite3.Connection, room_id: int, actor: User, target: User, reas
     return None, tuple(_remove(conn, room_id, target, now, "kick", text, actor))
 
 
-def ban(conn: sqlite3.Connection, room_id: int, actor: User, target: User, reason: str | None,
+def ban(conn: Connection, room_id: int, actor: User, target: User, reason: str | None,
         now: int) -> tuple[None, Changes]:
     """Ban a member (who is removed) or anyone else; a pending invite of theirs is withdrawn.
     Banning someone banned already changes nothing."""
@@ -241,20 +242,20 @@ def ban(conn: sqlite3.Connection, room_id: int, actor: User, target: User, reaso
     return None, tuple(made)
 
 
-def unban(conn: sqlite3.Connection, room_id: int, actor_id: int, target_id: int) -> tuple[None, Changes]:
+def unban(conn: Connection, room_id: int, actor_id: int, target_id: int) -> tuple[None, Changes]:
     room = _Room(conn, room_id)
     _authority(conn, room, actor_id, "moderator")
     conn.execute("DELETE FROM bans WHERE room_id = ? AND user_id = ?", (room_id, target_id))
     return None, NO_CHANGES  # nothing cached: bans are read from the database
 
 
-def bans(conn: sqlite3.Connection, room_id: int) -> list[tuple[int, int, str | None, int]]:
+def bans(conn: Connection, room_id: int) -> list[tuple[int, int, str | None, int]]:
     """(user id, banned_by, reason, created_at) of a room's bans, oldest first (read-only)."""
     return conn.execute("SELECT user_id, banned_by, reason, created_at FROM bans WHERE room_id = ?"
                         " ORDER BY created_at, user_id", (room_id,)).fetchall()
 
 
-def invite(conn: sqlite3.Connection, room_id: int, actor_id: int, target_id: int,
+def invite(conn: Connection, room_id: int, actor_id: int, target_id: int,
            now: int) -> tuple[None, Changes]:
     """Invite (idempotent: a pending invite stays as it is)."""
     room = _Room(conn, room_id)
@@ -272,7 +273,7 @@ def invite(conn: sqlite3.Connection, room_id: int, actor_id: int, target_id: int
     return None, (Invited(room_id, target_id, actor_id, now),)
 
 
-def uninvite(conn: sqlite3.Connection, room_id: int, actor_id: int, target_id: int) -> tuple[None, Changes]:
+def uninvite(conn: Connection, room_id: int, actor_id: int, target_id: int) -> tuple[None, Changes]:
     """Withdraw an invite (a moderator or the owner), or decline it (the invitee)."""
     room = _Room(conn, room_id)
     if actor_id != target_id:
@@ -283,7 +284,7 @@ def uninvite(conn: sqlite3.Connection, room_id: int, actor_id: int, target_id: i
     return None, (InviteRemoved(room_id, target_id),) if cur.rowcount else NO_CHANGES
 
 
-def set_role(conn: sqlite3.Connection, room_id: int, actor_id: int, target_id: int,
+def set_role(conn: Connection, room_id: int, actor_id: int, target_id: int,
              role: str) -> tuple[None, Changes]:
     """The owner sets a member's role; making someone else owner makes the old owner a moderator."""
     room = _Room(conn, room_id)
@@ -312,7 +313,7 @@ def set_role(conn: sqlite3.Connection, room_id: int, actor_id: int, target_id: i
     return None, tuple(made)
 
 
-def update_room(conn: sqlite3.Connection, room_id: int, actor: User, name: str | None, topic: str | None,
+def update_room(conn: Connection, room_id: int, actor: User, name: str | None, topic: str | None,
                 visibility: str | None, now: int) -> tuple[None, Changes]:
     """Change a room's name, topic or visibility (a moderator or the owner). Only the fields that
     really change count; with none, nothing is written. A public room's name must be free."""
@@ -349,7 +350,7 @@ def update_room(conn: sqlite3.Connection, room_id: int, actor: User, name: str |
 # -- direct rooms ----------------------------------------------------------------------------
 
 
-def open_direct(conn: sqlite3.Connection, user: User, other: User, now: int) -> tuple[bool, Changes]:
+def open_direct(conn: Connection, user: User, other: User, now: int) -> tuple[bool, Changes]:
     """The pair's one direct room, created (True) or brought back: whichever of the two left it
     joins it again (a `join` entry each). A new one has no entries: both are members from seq 0."""
     a, b = sorted((user["id"], other["id"]))

@@ -12,7 +12,6 @@ join up with the recent ones), guarded against racing commits.
 from __future__ import annotations
 
 import heapq
-import sqlite3
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterator
 
@@ -33,6 +32,7 @@ from chat_trio.store.changes import (
     UserCreated,
     UserUpdated,
 )
+from chat_trio.store.db import Connection
 from chat_trio.store.queries import name_key
 from chat_trio.store.records import Message, RoomState, User, user_json
 
@@ -56,7 +56,19 @@ class State:
         self.erasures = 0  # bumped by every erasure; guards the message cache against racing reads
         self.messages_committed = 0
 
-    def load(self, conn: sqlite3.Connection) -> None:
+    def take(self, fresh: State) -> None:
+        """Take `fresh`'s contents in place (a PostgreSQL node resyncing: store/pgfeed.py): the
+        same dicts and lists, which others hold, with fresh contents; cached tokens dropped."""
+        for name, value in vars(fresh).items():
+            mine = getattr(self, name)
+            if isinstance(mine, dict):
+                mine.clear()
+                if name != "tokens":
+                    mine.update(value)
+            elif isinstance(mine, list):
+                mine[:] = value
+
+    def load(self, conn: Connection) -> None:
         """Fill an empty state with the users, rooms and memberships committed in the database."""
         for user_id, username, created_at, admin, deactivated in queries.load_users(conn):
             self.add_user(user_id, username, created_at)

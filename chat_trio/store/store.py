@@ -13,25 +13,32 @@ import itertools
 import sqlite3
 from bisect import bisect_right
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import orjson
 import trio
 
 from chat_trio.config import Config
+from chat_trio.errors import APIError
 from chat_trio.store import membership, queries
 from chat_trio.store.changes import Changes
+from chat_trio.store.db import Connection, Readers
 from chat_trio.store.feed import Feed
-from chat_trio.store.queries import Conflict
+from chat_trio.store.queries import Bucket, Conflict
 from chat_trio.store.readers import ReaderPool
-from chat_trio.store.records import Message, RoomState, User, entry_json, message_json, now_ms
+from chat_trio.store.records import JSON, Message, RoomState, User, entry_json, message_json, now_ms
 from chat_trio.store.schema import migrate
 from chat_trio.store.sqlite import backup, connect
 from chat_trio.store.state import State
 from chat_trio.store.writer import GroupCommitWriter
 
+if TYPE_CHECKING:
+    from chat_trio.store.pgstore import PgNode
+
 __all__ = ["Conflict", "ReadOnlyStore", "Store"]
 T = TypeVar("T")
+
+LIMITS_KEPT_MS = 86_400_000  # a limit row untouched this long limits nothing any more
 
 
 class ReadOnlyStore(RuntimeError):
@@ -40,7 +47,7 @@ class ReadOnlyStore(RuntimeError):
 
 
 class Store:
-    def __init__(self, config: Config, conn: sqlite3.Connection | None, readers: ReaderPool) -> None:
+    def __init__(self, config: Config, conn: sqlite3.Connection | None, readers: Readers) -> None:
         self.config = config
         self._conn = conn
         self.readers = readers
@@ -48,6 +55,8 @@ class Store:
         self.feed = Feed(self.state)
         self._writer = None if conn is None else GroupCommitWriter(
             conn, max_batch=config.write_batch, queue_size=config.write_queue, on_commit=self.feed.apply)
+        # PostgreSQL (store/pgstore.py): the feed between nodes, when this node writes.
+        self.node: PgNode | None = None
         self.users = self.state.users  # read-only views for the handlers
         self.rooms = self.state.rooms
 
@@ -66,6 +75,11 @@ class Store:
 
     @classmethod
     async def open(cls, config: Config) -> Store:
+        if config.postgres:
+            from chat_trio.store.pgstore import open_node
+
+            return await open_node(cls, config)
+
         def setup() -> Store:
             conn = connect(config.db, durability=config.durability,
                            wal_autocheckpoint=config.wal_autocheckpoint)
@@ -83,14 +97,18 @@ class Store:
         writes; no writer, no purge. Its state is loaded (one snapshot) by `load_remote`, after
         the worker has subscribed to the supervisor's feed, and then kept current by
         `feed.apply_encoded` with every commit the supervisor sends."""
+        if config.postgres:
+            from chat_trio.store.pg import PgReaderPool
+
+            return cls(config, None, PgReaderPool(config.database, config.readers))
         return cls(config, None, await trio.to_thread.run_sync(ReaderPool, config.db, config.readers))
 
     async def load_remote(self) -> None:
         """Fill the state from sqlite in one read transaction (so rooms and memberships agree).
         Commits that arrived meanwhile are applied after it: `State.apply` skips what it saw."""
 
-        def load(conn: sqlite3.Connection) -> None:
-            conn.execute("BEGIN")
+        def load(conn: Connection) -> None:
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ" if self.config.postgres else "BEGIN")
             try:
                 self.state.load(conn)
             finally:
@@ -98,13 +116,26 @@ class Store:
 
         await self.readers.read(load)
 
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Background: the writer and, on a PostgreSQL node, the feed from the other nodes
+        (`started` once this node listens to it)."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.writer.run)
+            if self.node is not None:
+                await nursery.start(self.node.run)
+            task_status.started()
+
     async def backup(self, path: str) -> None:
         """A consistent online copy of the database at `path` (sqlite.backup), in a thread."""
+        if self.config.postgres:
+            raise APIError(409, "conflict", "the database is PostgreSQL: back it up with pg_dump")
         await trio.to_thread.run_sync(backup, self.config.db, path)
 
     async def close(self) -> None:
         def close_all() -> None:
             self.readers.close()
+            if self.node is not None:
+                self.node.close()
             if self._conn is not None:
                 self._conn.execute("PRAGMA optimize")
                 self._conn.close()
@@ -173,7 +204,7 @@ class Store:
         erasure, checkpoint the WAL so the old pages leave it too."""
         user = self.state.users[user_id]
 
-        def close(conn: sqlite3.Connection, now: int) -> tuple[None, Changes]:
+        def close(conn: Connection, now: int) -> tuple[None, Changes]:
             rooms, changes = queries.deactivate_user(conn, user_id)
             if erase:
                 wrote_in, erased = queries.erase_texts(conn, user_id)
@@ -193,7 +224,8 @@ class Store:
         """Copy the WAL into the database and truncate it, between the writer's transactions
         (it runs on the writer's connection, under the writer's thread limiter)."""
         conn = self._conn
-        assert conn is not None
+        if conn is None:  # PostgreSQL: VACUUM reclaims the old row versions
+            return
         for _ in range(10):  # a reader on an old snapshot can hold it back; it moves on quickly
             busy = await trio.to_thread.run_sync(
                 lambda: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0],
@@ -216,7 +248,7 @@ class Store:
         (JSON objects joined by commas) in a reader thread, and the last id (0: none left)."""
         users = self.state.users
 
-        def page(conn: sqlite3.Connection) -> tuple[bytes, int]:
+        def page(conn: Connection) -> tuple[bytes, int]:
             rows = queries.messages_by_author(conn, user_id, after_id, limit)
             if not rows:
                 return b"", 0
@@ -230,6 +262,9 @@ class Store:
         purged: list[bytes] = []
         while len(found := await self._purge_chunk(chunk)) == chunk:
             purged += found
+        if self.shares_limits:  # and the limits nobody has touched for a day
+            before = now_ms() - LIMITS_KEPT_MS
+            await self.writer.write(lambda c: queries.purge_limits(c, before))
         return purged + found
 
     async def _purge_chunk(self, chunk: int) -> list[bytes]:
@@ -238,6 +273,28 @@ class Store:
         if found:
             await self.writer.change(lambda c: queries.delete_expired_tokens_by_hash(c, found, now))
         return found
+
+    @property
+    def shares_limits(self) -> bool:
+        """Whether rate limits are kept in the database, decided in the transaction of the write
+        they limit, so they hold across nodes (PostgreSQL), instead of in this process's memory."""
+        return self.node is not None
+
+    async def announce(self, body: JSON) -> None:
+        """Tell the other nodes `body` (not durable: for counters kept in memory, such as the
+        login policy's); nothing to do without other nodes."""
+        if self.node is not None:
+            await self.node.announce(body)
+
+    def on_announcement(self, hook: Callable[[JSON], None]) -> None:
+        """Call `hook(body)` with what other nodes `announce`."""
+        if self.node is not None:
+            self.node.listener.hooks.append(hook)
+
+    async def count_event(self, key: str, limit: int, window: float) -> None:
+        """Count one event against a window limit shared between nodes (queries.Limited when over)."""
+        now = now_ms()
+        await self.writer.write(lambda c: queries.count_event(c, key, limit, int(window * 1000), now))
 
     async def revoke_token(self, digest: bytes) -> None:
         await self.writer.change(lambda c: queries.delete_token(c, digest))
@@ -293,10 +350,19 @@ class Store:
     def room_name_taken(self, name: str) -> bool:
         return queries.name_key(name) in self.state.room_ids
 
-    async def create_room(self, user_id: int, name: str, topic: str, visibility: str = "public") -> RoomState:
+    async def create_room(
+        self, user_id: int, name: str, topic: str, visibility: str = "public", bucket: Bucket | None = None
+    ) -> RoomState:
+        """A new room; with a `bucket` (a limit shared between nodes) it first takes a token from
+        it in the same transaction (queries.Limited when empty)."""
         now = now_ms()
-        room_id = await self.writer.change(
-            lambda c: queries.insert_room(c, name, topic, user_id, now, visibility))
+
+        def create(c: Connection) -> tuple[int, Changes]:
+            if bucket is not None:
+                queries.take_token(c, *bucket, now)
+            return queries.insert_room(c, name, topic, user_id, now, visibility)
+
+        room_id = await self.writer.change(create)
         return self.state.rooms[room_id]
 
     async def join(self, room: RoomState, user_id: int) -> None:
@@ -311,7 +377,7 @@ class Store:
         user = self.state.users[user_id]
         await self.change(lambda c, now: membership.leave(c, room.id, user, now))
 
-    async def change(self, run: Callable[[sqlite3.Connection, int], tuple[T, Changes]]) -> T:
+    async def change(self, run: Callable[[Connection, int], tuple[T, Changes]]) -> T:
         """Run a write that changes what the caches hold (e.g. one of store/membership.py) with
         the current time (epoch ms) in the next transaction; its result once applied."""
         now = now_ms()
@@ -320,15 +386,15 @@ class Store:
     # -- messages --------------------------------------------------------------------------
 
     async def submit_post(
-        self, room: RoomState, author: User, text: str, txn_id: str | None
+        self, room: RoomState, author: User, text: str, txn_id: str | None, bucket: Bucket | None = None
     ) -> Callable[[], Awaitable[tuple[Message, bool]]]:
         """Queue a message for the next commit; returns what to await for (message, created).
-        Messages submitted one after another get increasing seqs."""
+        Messages submitted one after another get increasing seqs. `bucket`: a send limit shared
+        between nodes, decided in the transaction (queries.Limited)."""
         now = now_ms()
         room_id = room.id
-        pending = await self.writer.submit_changes(
-            lambda c: queries.insert_message(c, room_id, author, text, txn_id, now)
-        )
+        new = queries.NewMessage(room_id, author, text, txn_id, now, bucket)
+        pending = await self.writer.submit_changes(new.insert, room_id, new)
         return pending.result
 
     async def sent_message(self, room: RoomState, author: User, txn_id: str) -> Message | None:

@@ -45,7 +45,9 @@ class Pending(Generic[T]):
     """A write handed to the writer; `await pending.result()` (from one task) once it has
     committed."""
 
-    run: Callable[[sqlite3.Connection], tuple[T, Changes]]
+    run: Callable[[Any], tuple[T, Changes]]
+    room: int | None = None  # the room whose seq it takes (PostgreSQL locks it first)
+    spec: Any = None  # the write as data, if a writer may run it in bulk (queries.NewMessage)
     value: Any = None
     error: BaseException | None = None
     finished: bool = False
@@ -73,7 +75,7 @@ class Pending(Generic[T]):
             self._waiter = None
 
 
-def _unchanged(run: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], tuple[T, Changes]]:
+def _unchanged(run: Callable[[Any], T]) -> Callable[[Any], tuple[T, Changes]]:
     return lambda conn: (run(conn), NO_CHANGES)
 
 
@@ -102,26 +104,29 @@ class GroupCommitWriter:
     def queued(self) -> int:
         return self._send.statistics().current_buffer_used
 
-    async def write(self, run: Callable[[sqlite3.Connection], T]) -> T:
+    async def write(self, run: Callable[[Any], T]) -> T:
         """Run `run(conn)`, a write that changes nothing the caches hold, in the next
         transaction; return once it has COMMITted.
 
         If the caller is cancelled after handing the write over, the write still commits."""
         return await (await self.submit(run)).result()
 
-    async def submit(self, run: Callable[[sqlite3.Connection], T]) -> Pending[T]:
+    async def submit(self, run: Callable[[Any], T]) -> Pending[T]:
         """Queue a write that changes nothing the caches hold, without waiting for its commit."""
         return await self.submit_changes(_unchanged(run))
 
-    async def change(self, run: Callable[[sqlite3.Connection], tuple[T, Changes]]) -> T:
+    async def change(self, run: Callable[[Any], tuple[T, Changes]]) -> T:
         """Run `run(conn)`, which returns (result, changes made), in the next transaction; return
         the result once it has COMMITted and its changes are applied."""
         return await (await self.submit_changes(run)).result()
 
-    async def submit_changes(self, run: Callable[[sqlite3.Connection], tuple[T, Changes]]) -> Pending[T]:
+    async def submit_changes(
+        self, run: Callable[[Any], tuple[T, Changes]], room: int | None = None, spec: Any = None
+    ) -> Pending[T]:
         """Queue a write without waiting for its commit. Writes commit in the order they were
-        submitted, so one caller can keep several in flight and still keep their order."""
-        item: Pending[T] = Pending(run)
+        submitted, so one caller can keep several in flight and still keep their order. `room`:
+        the room whose next seq the write takes, if any; `spec`: what `run` does, as data."""
+        item: Pending[T] = Pending(run, room, spec)
         try:
             try:
                 self._send.send_nowait(item)  # the common case: no scheduler pass of its own
@@ -164,8 +169,7 @@ class GroupCommitWriter:
                     batch.append(self._receive.receive_nowait())
                 except trio.WouldBlock:
                     break
-            changes = await trio.to_thread.run_sync(self._commit, batch, limiter=self.thread)
-            if changes is not None:
+            for changes in await trio.to_thread.run_sync(self._commit, batch, limiter=self.thread):
                 self.commits += 1
                 if changes and self.on_commit is not None:
                     try:
@@ -177,9 +181,10 @@ class GroupCommitWriter:
             for item in batch:
                 item.finish()
 
-    def _commit(self, batch: list[Pending[Any]]) -> list[Change] | None:
-        """Worker thread: one transaction for the whole batch. Returns the changes of the writes
-        that succeeded, in order, or None if the transaction did not commit."""
+    def _commit(self, batch: list[Pending[Any]]) -> list[list[Change]]:
+        """Worker thread: one transaction for the whole batch. Returns the changes of each
+        transaction committed (here one, with those of the writes that succeeded, in order; none
+        if it did not commit)."""
         conn = self._conn
         changes: list[Change] = []
         try:
@@ -195,11 +200,11 @@ class GroupCommitWriter:
                     changes += made
                 conn.execute("RELEASE w")
             conn.execute("COMMIT")
-            return changes
+            return [changes]
         except sqlite3.Error:
             log.exception("transaction failed; %d writes refused", len(batch))
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             for item in batch:
                 item.error = StoreClosed("the write could not be committed; retry later")
-            return None
+            return []

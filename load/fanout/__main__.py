@@ -47,9 +47,12 @@ def parse(argv: list[str] | None) -> Options:
     p.add_argument("--json", dest="json_path", help="write the results here")
     p.add_argument("--png", dest="png_path", help="plot latency and throughput over time here")
     p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.add_argument("--also", action="append", default=[], metavar="URL",
+                   help="another node of the same cluster (PostgreSQL): subscribers are spread over "
+                        "--url and every --also; repeatable")
     a = p.parse_args(argv)
-    host = urlsplit(a.url).hostname
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    hosts = {urlsplit(u).hostname for u in (a.url, *a.also)}
+    if not hosts <= {"127.0.0.1", "localhost", "::1"}:
         p.error("only a local server (127.0.0.1) may be targeted")
     if not 0 < a.duration <= 60 or not 0 <= a.drain <= 30 or not 0 < a.hold <= 60:
         p.error("bounded runs only: 0 < duration <= 60, 0 <= drain <= 30, 0 < hold <= 60")
@@ -60,6 +63,7 @@ def parse(argv: list[str] | None) -> Options:
         duration=a.duration, idle=a.idle, hold=a.hold, server_pid=a.server_pid,
         setup_concurrency=a.setup_concurrency, connect_concurrency=a.connect_concurrency, drain=a.drain,
         text_pad=a.text_pad, json_path=a.json_path, png_path=a.png_path, progress=not a.quiet,
+        also=tuple(a.also),
     )
 
 

@@ -41,6 +41,7 @@ class Options:
     json_path: str | None = None
     png_path: str | None = None
     progress: bool = True
+    also: tuple[str, ...] = ()  # more servers of one cluster (PostgreSQL nodes) holding subscribers
 
     @property
     def host(self) -> str:
@@ -49,6 +50,12 @@ class Options:
     @property
     def port(self) -> int:
         return urlsplit(self.url).port or 80
+
+    @property
+    def subscriber_ports(self) -> list[int]:
+        """Subscribers are spread round-robin over these (`url` first, then `also`); senders
+        and setup use `url` only."""
+        return [self.port, *(urlsplit(u).port or 80 for u in self.also)]
 
     @property
     def ws_url(self) -> str:
@@ -239,24 +246,24 @@ class Run:
 
     # -- subscribers -------------------------------------------------------------------------
 
-    async def _connect(self, token: str) -> RawWebSocket | None:
+    async def _connect(self, token: str, port: int) -> RawWebSocket | None:
         o = self.opts
         try:
             with trio.fail_after(10):
                 return await RawWebSocket.connect(
-                    o.host, o.port, "/ws", [("Authorization", f"Bearer {token}")]
+                    o.host, port, "/ws", [("Authorization", f"Bearer {token}")]
                 )
         except Exception as exc:  # refused, timed out, bad handshake: count it and go on
             self.connect_failures[type(exc).__name__ + ": " + str(exc)[:80]] += 1
             return None
 
     async def _subscriber(
-        self, sub: Subscriber, token: str, slots: trio.Semaphore, ready: _Countdown
+        self, sub: Subscriber, token: str, port: int, slots: trio.Semaphore, ready: _Countdown
     ) -> None:
         """Connect and subscribe through trio, then hand the socket to the poller."""
         try:
             async with slots:
-                ws = await self._connect(token)
+                ws = await self._connect(token, port)
                 if ws is None:
                     return
                 sub.ws = ws
@@ -274,8 +281,10 @@ class Run:
         t_conn = time.monotonic()
         ready = _Countdown(len(self.subs))
         slots = trio.Semaphore(self.opts.connect_concurrency)
+        ports = self.opts.subscriber_ports
         for i, sub in enumerate(self.subs):
-            nursery.start_soon(self._subscriber, sub, tokens[i % len(tokens)], slots, ready)
+            nursery.start_soon(self._subscriber, sub, tokens[i % len(tokens)], ports[i % len(ports)], slots,
+                               ready)
         while not ready.event.is_set():
             with trio.move_on_after(1):
                 await ready.event.wait()
