@@ -5,7 +5,7 @@
 #   load/ab.sh [REV] [duration]     REV default main; duration per wrk run, default 5s, at most 10s
 #
 # Exports REV's tree with `git archive` into a temporary directory and runs it with this venv
-# (PYTHONPATH first), beside a server of this tree, both on SERVER_CPU, each on a fresh database
+# (load/lib.sh's CHAT_TREE), beside a server of this tree, both on SERVER_CPU, each on a fresh database
 # seeded alike (load/lib.sh's seed_user_room: a user, a room, 60 messages). Then, ROUNDS times,
 # durable sends and the newest history page on each, alternating before/after (wrk on
 # CLIENT_CPU, the idle one waiting). Prints each run's req/s and server CPU-µs per request (from
@@ -42,7 +42,7 @@ for port in "$BEFORE_PORT" "$AFTER_PORT"; do   # never measure (or seed) a serve
     port_free "$port" || { echo "port $port is in use; set BEFORE_PORT/AFTER_PORT" >&2; exit 2; }
 done
 git archive "$REV" chat_trio | tar -x -C "$TREE"
-PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=$TREE start_chat "$BEFORE_PORT" "$SERVER_CPU" "$OUT/before.log" "$DATA/before.db"
+PYTHONDONTWRITEBYTECODE=1 CHAT_TREE=$TREE start_chat "$BEFORE_PORT" "$SERVER_CPU" "$OUT/before.log" "$DATA/before.db"
 PIDS+=("$CHAT_PID")
 declare -A TOKENS ROOMS SERVER
 SERVER[before]=$CHAT_PID

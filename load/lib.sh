@@ -36,10 +36,16 @@ wait_ready() {
 
 # start_chat PORT CPU LOG DB [FLAGS...]: chat_trio on core CPU with database DB, logging to LOG,
 # the load flags above plus FLAGS; sets CHAT_PID once it answers /healthz.
+# With CHAT_TREE=DIR it runs the chat_trio package of DIR (another revision, unpacked by `git
+# archive`) with this venv: the editable install's finder is dropped first, or it would win over
+# any PYTHONPATH and both sides of a before/after run would be this tree.
+TREE_LAUNCH='import runpy, sys; sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f)]; sys.path.insert(0, sys.argv.pop(1)); sys.argv[0] = "chat_trio"; runpy.run_module("chat_trio", run_name="__main__")'
 start_chat() {
     local port=$1 cpu=$2 log=$3 db=$4
     shift 4
-    taskset -c "$cpu" "$PY" -m chat_trio --host "$HOST" --port "$port" --db "$db" \
+    local launch=(-m chat_trio)
+    [[ -n ${CHAT_TREE:-} ]] && launch=(-c "$TREE_LAUNCH" "$CHAT_TREE")
+    taskset -c "$cpu" "$PY" "${launch[@]}" --host "$HOST" --port "$port" --db "$db" \
         --log-level warning "${LOAD_FLAGS[@]}" "$@" >"$log" 2>&1 &
     CHAT_PID=$!
     wait_ready "http://$HOST:$port/healthz" "$CHAT_PID" || { echo "see $log" >&2; return 1; }
