@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import trio
 
-from chat_trio.api.web import CSP
+from chat_trio.api.web import CSP, asset_types, pin_imports
 from chat_trio.app import App
 from tests.client import HTTPClient
 from tests.helpers import store_of
@@ -121,11 +121,17 @@ async def test_page_has_no_inline_script_style_or_handlers(client: HTTPClient) -
     assert all(not body.strip() for body in scan.script_bodies), scan.script_bodies
     assert scan.handlers == []
     assert scan.styles == []
-    # and the script never parses strings as HTML or code
-    script = static_file("app.js").decode()
-    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(",
-                 "new Function", "localStorage", "document.cookie"):
-        assert sink not in script, sink
+    assert [s.get("type") for s in scan.scripts] == ["module"], "the page is ES modules"
+    # and no module ever parses strings as HTML or code
+    modules = [name for name in asset_types() if name.endswith(".js")]
+    assert "app.js" in modules and len(modules) > 1
+    for name in modules:
+        script = static_file(name).decode()
+        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(",
+                     "new Function", "localStorage", "document.cookie", "import(", "setTimeout(\"",
+                     "setInterval(\""):
+            assert sink not in script, (name, sink)
+        assert len(script.splitlines()) < 400, f"{name} is one view per module, well under 400 lines"
 
 
 async def test_assets_have_their_content_types_and_are_versioned(client: HTTPClient) -> None:
@@ -140,12 +146,52 @@ async def test_assets_have_their_content_types_and_are_versioned(client: HTTPCli
         assert reply.headers[b"content-type"] == types[name]
         assert_page_headers(reply.headers)
         assert reply.headers[b"cache-control"] == b"public, max-age=31536000, immutable"
-        assert reply.body == static_file(name)
+        assert reply.body == pin_imports({n: static_file(n) for n in asset_types()})[name]
         # any other version (or none) is served but must be revalidated
         for other in (f"/static/{name}", f"/static/{name}?v=0000000000000000"):
             again = await client.get(other)
             assert again.status == 200 and again.body == reply.body
             assert again.headers[b"cache-control"] == b"no-cache"
+
+
+async def test_every_module_is_served_pinned_with_its_imports(client: HTTPClient) -> None:
+    """The page's modules import each other: each import names the importee's current version,
+    which is served as JavaScript and may be cached for good; a module's version changes when
+    anything it imports changes."""
+    scan = await scan_page(client)
+    entry = next(url for url in scan.assets if url.startswith("/static/app.js?v="))
+    seen: dict[str, str] = {}
+    todo = [entry]
+    while todo:
+        url = todo.pop()
+        name = url.split("?")[0].removeprefix("/static/")
+        if name in seen:
+            assert seen[name] == url, "every importer names the same version"
+            continue
+        seen[name] = url
+        reply = await client.get(url)
+        assert reply.status == 200, url
+        assert reply.headers[b"content-type"] == b"text/javascript; charset=utf-8"
+        assert reply.headers[b"cache-control"] == b"public, max-age=31536000, immutable", url
+        assert_page_headers(reply.headers)
+        imports = re.findall(r'from "\./([a-z_]+\.js)(\?v=[0-9a-f]{16})?"', reply.body.decode())
+        for dep, version in imports:
+            assert version, f"{name} imports {dep} unpinned"
+            todo.append(f"/static/{dep}{version}")
+        unpinned = re.sub(rb'\?v=[0-9a-f]{16}"', b'"', reply.body)
+        assert unpinned == static_file(name), "only the import specifiers change"
+    assert sorted(seen) == sorted(n for n in asset_types() if n.endswith(".js")), "no dead module"
+
+
+def test_a_changed_module_changes_every_importers_version() -> None:
+    raw = {"a.js": b'import { x } from "./b.js";', "b.js": b'import { y } from "./c.js";', "c.js": b"1"}
+    before = pin_imports(raw)
+    after = pin_imports({**raw, "c.js": b"2"})
+    assert before["a.js"] != after["a.js"] and before["b.js"] != after["b.js"]
+    with pytest.raises(RuntimeError, match="cycle"):
+        pin_imports({**raw, "c.js": b'import { a } from "./a.js";'})
+    with pytest.raises(RuntimeError, match="not in chat_trio/static"):
+        pin_imports({"a.js": b'import { z } from "./zz.js";'})
 
 
 async def test_unknown_static_file_and_wrong_method(client: HTTPClient) -> None:
