@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chat_trio.api import accounts, messages, rooms, system, web, websocket
+from chat_trio.api import accounts, admin, export, messages, rooms, system, web, websocket
 from chat_trio.api.context import Context
 from chat_trio.http.router import Route
 
@@ -11,8 +11,15 @@ def build_routes(context: Context) -> list[Route]:
     return [
         *system.routes(context.scrape),
         *accounts.routes(context),
+        *export.routes(context),
+        *admin.routes(context),
         *rooms.routes(context),
         *messages.routes(context),
         *websocket.routes(context),
         *web.routes(),
     ]
+
+
+def operator_routes(context: Context) -> list[Route]:
+    """What the local admin socket serves: the admin calls (as the operator) and health."""
+    return [*system.routes(context.scrape)[:1], *admin.routes(context)]

@@ -150,7 +150,32 @@ class Ref:
         return {"type": ["string", "integer"], "maxLength": self.max_len}
 
 
-Field = Str | Integer | Ref
+@dataclass(frozen=True, slots=True)
+class Bool:
+    """A JSON boolean field (no 0/1 or "true": a typo must not silently mean false)."""
+
+    name: str
+    required: bool = True
+    description: str = ""
+
+    def parse(self, body: JSON) -> bool | None:
+        value = body.get(self.name)
+        if value is None:
+            if self.required:
+                raise validate.invalid(self.name, "is required")
+            return None
+        if not isinstance(value, bool):
+            raise validate.invalid(self.name, "must be true or false")
+        return value
+
+    def schema(self) -> JSON:
+        schema: JSON = {"type": "boolean"}
+        if self.description:
+            schema["description"] = self.description
+        return schema
+
+
+Field = Str | Integer | Ref | Bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,11 +253,30 @@ class Flag:
 
 
 @dataclass(frozen=True, slots=True)
+class Text:
+    """A string parameter of at most `max_len` characters, all in the character class `chars`."""
+
+    name: str
+    max_len: int
+    chars: str
+    description: str = ""
+
+    def parse(self, query: dict[str, str]) -> str | None:
+        raw = query.get(self.name)
+        if raw is not None and (len(raw) > self.max_len or not re.fullmatch(f"[{self.chars}]*", raw)):
+            raise validate.invalid(self.name, f"must be at most {self.max_len} of [{self.chars}]")
+        return raw
+
+    def schema(self) -> JSON:
+        return {"type": "string", "maxLength": self.max_len, "pattern": f"^[{self.chars}]*$"}
+
+
+@dataclass(frozen=True, slots=True)
 class Query:
     """A query string's parameters, each optional; an unknown one is refused like an unknown body
     field (422 naming it), so a misspelt `befor=` is not silently a different page."""
 
-    params: tuple[Int | Seconds | Flag, ...]
+    params: tuple[Int | Seconds | Flag | Text, ...]
 
     def read(self, request: Request) -> JSON:
         query = request.query
@@ -288,6 +332,29 @@ class Shapes:
                                                      "previous page)"),
             Int("limit", 1, 500, 100, "Page size"),
         ))
+        # Accounts over their lifetime, and the operators' calls
+        self.change_password = Body((
+            Str("password", c.password_max, description="The current password"),
+            Str("new_password", c.password_max, c.password_min),
+        ))
+        erase = Bool("erase", required=False,
+                     description="Also erase every message text the account wrote (default false)")
+        self.close_account = Body((Str("password", c.password_max, description="The current password"),
+                                   erase))
+        self.new_user = Body((*self.credentials.fields,
+                              Bool("admin", required=False, description="A server operator (default false)")))
+        self.reset_password = Body((Str("new_password", c.password_max, c.password_min),))
+        self.set_admin = Body((Bool("admin"),))
+        self.deactivate = Body((erase,))
+        self.list_users = Query((
+            Text("q", c.username_max, "A-Za-z0-9_.-", "Usernames starting with this, ignoring case"),
+            Int("after", 0, MAX_ROOM_ID, description="Users with id > after (the last id of the "
+                                                     "previous page)"),
+            Int("limit", 1, 500, 100, "Page size"),
+        ))
+        self.list_all_rooms = Query(tuple(p for p in self.list_rooms.params if p.name != "joined"))
+        self.backup = Body((Str("path", 4096, refuse=(CONTROL, "control characters"),
+                                description="Absolute path of the copy to write; must not exist"),))
         # Websocket frames (besides `type`): the same declarations, checked by api/websocket.py.
         room_id = Integer("room_id", 1, MAX_ROOM_ID)
         self.frames = {

@@ -21,9 +21,11 @@ from chat_trio.store.changes import (
     MemberLeft,
     MessageCommitted,
     RoomCreated,
+    TextsErased,
     TokenIssued,
     TokensRevoked,
     UserCreated,
+    UserUpdated,
 )
 from chat_trio.store.queries import name_key
 from chat_trio.store.records import Message, RoomState, User, user_json
@@ -46,8 +48,9 @@ class State:
 
     def load(self, conn: sqlite3.Connection) -> None:
         """Fill an empty state with the users, rooms and memberships committed in the database."""
-        for user_id, username, created_at in queries.load_users(conn):
+        for user_id, username, created_at, admin, deactivated in queries.load_users(conn):
             self.add_user(user_id, username, created_at)
+            self._flag_user(user_id, bool(admin), bool(deactivated))
         for room_id, name, topic, created_by, created_at, last_seq in queries.load_rooms(conn):
             self.add_room(RoomState(room_id, name, topic, created_by, created_at, last_seq))
         for room_id, user_id, joined_at in queries.load_members(conn):
@@ -63,7 +66,8 @@ class State:
                 case MessageCommitted(message):
                     self._add_message(message)
                 case UserCreated(user_id, username, created_at):
-                    self.add_user(user_id, username, created_at)
+                    if user_id not in self.users:  # applied again: keep the flags it has since
+                        self.add_user(user_id, username, created_at)
                 case RoomCreated(room_id, name, topic, created_by, created_at):
                     if room_id not in self.rooms:
                         self.add_room(RoomState(room_id, name, topic, created_by, created_at, 0))
@@ -79,10 +83,28 @@ class State:
                     self.revocations += 1
                     for digest in digests:
                         self.tokens.pop(digest, None)
+                case UserUpdated(user_id, admin, deactivated):
+                    self._flag_user(user_id, admin, deactivated)
+                case TextsErased(user_id):
+                    self._erase_texts(user_id)
 
     def add_user(self, user_id: int, username: str, created_at: int) -> None:
         self.users[user_id] = user_json(user_id, username, created_at)
         self.user_ids[username.lower()] = user_id
+
+    def _flag_user(self, user_id: int, admin: bool, deactivated: bool) -> None:
+        """A new user dict rather than a change in place: a caller holding the old one (an
+        authenticated request) keeps a consistent view of it."""
+        user = self.users.get(user_id)
+        if user is not None:
+            self.users[user_id] = {**user, "admin": admin, "deactivated": deactivated}
+
+    def _erase_texts(self, user_id: int) -> None:
+        """Blank the user's cached messages (new dicts: a page already handed out keeps its own)."""
+        for room in self.rooms.values():
+            if any(m["author"]["id"] == user_id for m in room.recent):
+                room.recent = [{**m, "text": ""} if m["author"]["id"] == user_id else m
+                               for m in room.recent]
 
     def add_room(self, room: RoomState) -> None:
         self.rooms[room.id] = room
