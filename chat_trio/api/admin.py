@@ -11,16 +11,27 @@ import trio
 
 from chat_trio.api.commands import username_taken
 from chat_trio.api.context import Context
-from chat_trio.api.shapes import bodyless, shapes_for
+from chat_trio.api.shapes import NO_BODY, Body, Query, bodyless, shapes_for
 from chat_trio.errors import APIError
 from chat_trio.http.router import Route
 from chat_trio.http.types import Request, Response, json_response, no_content
 from chat_trio.security.ratelimit import client_network
-from chat_trio.store.records import User, iso
+from chat_trio.store.records import JSON, User, iso
 
 
 def routes(s: Context) -> list[Route]:
     shapes = shapes_for(s.config)
+
+    async def admitted(request: Request, shape: Body | Query = NO_BODY, *, local: bool = False) -> JSON:
+        """The call's body or query once the caller may make it: 401 without a valid token, then
+        400 / 415 / 422 for the input, then 403 unless the caller is an admin (with `local`, only
+        the admin socket may). The admin socket needs no token."""
+        user = None if request.operator else await s.authenticate(request)
+        values = shape.read(request)
+        if user is not None and (local or not user["admin"]):
+            raise APIError(403, "forbidden", "backups are made over the local admin socket" if local
+                           else "only server admins may do this")
+        return values
 
     def target(request: Request) -> User:
         user = s.store.users.get(request.params["user_id"])
@@ -29,8 +40,7 @@ def routes(s: Context) -> list[Route]:
         return user
 
     async def list_users(request: Request) -> Response:
-        await s.operator(request)
-        query = shapes.list_users.read(request)
+        query = await admitted(request, shapes.list_users)
         page, has_more = await s.store.users_page(query["q"] or "", query["after"] or 0, query["limit"])
         return json_response({
             "users": [{**user, "last_seen_at": None if seen is None else iso(seen)} for user, seen in page],
@@ -38,8 +48,7 @@ def routes(s: Context) -> list[Route]:
         })
 
     async def create_user(request: Request) -> Response:
-        await s.operator(request)
-        body = shapes.new_user.read(request)
+        body = await admitted(request, shapes.new_user)
         if s.store.username_taken(body["username"]):
             raise username_taken()
         password_hash = await s.passwords.hash(body["password"], client_network(request.client))
@@ -47,38 +56,32 @@ def routes(s: Context) -> list[Route]:
         return json_response({"user": user}, 201)
 
     async def reset_password(request: Request) -> Response:
-        await s.operator(request)
+        body = await admitted(request, shapes.reset_password)
         user = target(request)
-        body = shapes.reset_password.read(request)
         password_hash = await s.passwords.hash(body["new_password"], client_network(request.client))
         await s.commands.set_password(user["id"], password_hash)  # every token: the feed closes (4001)
         return no_content()
 
     async def set_admin(request: Request) -> Response:
-        await s.operator(request)
+        body = await admitted(request, shapes.set_admin)
         user = target(request)
-        body = shapes.set_admin.read(request)
         return json_response({"user": await s.commands.set_admin(user["id"], body["admin"])})
 
     async def deactivate(request: Request) -> Response:
-        await s.operator(request)
+        body = await admitted(request, shapes.deactivate)
         user = target(request)
-        body = shapes.deactivate.read(request)
         await s.commands.deactivate(user["id"], bool(body["erase"]))
         return no_content()
 
     async def list_rooms(request: Request) -> Response:
-        await s.operator(request)
-        query = shapes.list_all_rooms.read(request)
+        query = await admitted(request, shapes.list_all_rooms)
         page, has_more = s.store.rooms_page(query["after"] or 0, query["limit"])
         return json_response({"rooms": [room.json() for room in page], "has_more": has_more})
 
     async def backup(request: Request) -> Response:
         """A consistent online copy of the database (sqlite's backup API), written by the server
         to a path on its own machine: so only over the local admin socket, never over TCP."""
-        if not request.operator:
-            raise APIError(403, "forbidden", "backups are made over the local admin socket")
-        path = shapes.backup.read(request)["path"]
+        path = (await admitted(request, shapes.backup, local=True))["path"]
         if not os.path.isabs(path):
             raise APIError(422, "validation_failed", "path: must be absolute", extra={"field": "path"})
         try:

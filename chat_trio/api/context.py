@@ -80,16 +80,6 @@ class Context:
         with contextlib.suppress(APIError):
             await self.commands.touch_token(key)
 
-    async def operator(self, request: Request) -> User | None:
-        """The caller of an /admin/* call: None over the local admin socket (the operator, no
-        token), else the authenticated user, who must be an admin (403 otherwise)."""
-        if request.operator:
-            return None
-        user = await self.authenticate(request)
-        if not user["admin"]:
-            raise APIError(403, "forbidden", "only server admins may do this")
-        return user
-
     async def authenticate(self, request: Request) -> User:
         """The caller's user, or 401."""
         user = await self.user_for_token(bearer_token(request))
