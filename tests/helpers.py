@@ -221,6 +221,36 @@ class Client(HTTPClient):
         return reply
 
 
+class OperatorClient(HTTPClient):
+    """HTTP over the server's local admin socket (no token: the operator)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(0)
+        self.path = path
+
+    async def _connect(self) -> None:
+        self.stream = await trio.open_unix_socket(self.path)
+        self.conn = h11.Connection(h11.CLIENT)
+
+
+def operator(config: Config) -> OperatorClient:
+    path = config.admin_socket_path()
+    assert path is not None
+    return OperatorClient(path)
+
+
+async def make_admin(server: Served, client: HTTPClient, name: str = "root") -> tuple[str, dict[str, Any]]:
+    """An admin created over the admin socket, and its token."""
+    op = operator(server.config)
+    try:
+        reply = await op.post("/admin/users", {"username": name, "password": PASSWORD, "admin": True})
+    finally:
+        await op.aclose()
+    assert reply.status == 201, reply.body
+    user: dict[str, Any] = reply.json["user"]
+    return await login(client, name), user
+
+
 # -- assertions ------------------------------------------------------------------------------
 
 

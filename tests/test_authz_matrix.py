@@ -1,9 +1,11 @@
 """Authorization matrix: every room-scoped REST call and websocket frame, by every kind of caller
 who must not get through, answers the documented refusal (docs/API.md, "chat_trio specifics"):
 
-REST: no, expired or revoked token → 401 (with WWW-Authenticate) for every call. A signed-in
-non-member (of no room, or of another room) may read the room and join it (rooms are public) and
-leave is an idempotent 204; members, and reading or posting messages, are 403.
+REST: no, expired or revoked token, or the token of an account since deactivated → 401 (with
+WWW-Authenticate) for every call. A signed-in non-member (of no room, or of another room, or a
+server admin, who reads a room's messages only by joining it) may read the room and join it (rooms
+are public) and leave is an idempotent 204; members, and reading or posting messages, are 403.
+Every /admin/* call is 401 without a live token and 403 to everyone but an admin.
 Websocket: an expired or revoked token, or no token at all, closes with 1008 before any frame is
 served; a non-member's subscribe, send and typing close with 1008; unsubscribe needs no
 membership (it only ends the caller's own subscription) and answers `unsubscribed`.
@@ -33,8 +35,10 @@ from tests.helpers import (
     assert_error,
     join,
     login,
+    make_admin,
     make_config,
     make_room,
+    register,
     register_and_login,
     send,
     serve,
@@ -59,8 +63,16 @@ WS_FRAMES = {
     "typing": {"type": "typing", "room_id": 0},
     "unsubscribe": {"type": "unsubscribe", "room_id": 0},
 }
-CALLERS = ["no_token", "expired", "revoked", "non_member", "other_room_member"]
-UNAUTHENTICATED = {"no_token", "expired", "revoked"}
+CALLERS = ["no_token", "expired", "revoked", "deactivated", "non_member", "other_room_member", "admin"]
+UNAUTHENTICATED = {"no_token", "expired", "revoked", "deactivated"}
+ADMIN_CALLS = {  # name → (method, path template ({target}: a user id), JSON body, an admin's status)
+    "list_users": ("GET", "/admin/users", None, 200),
+    "list_rooms": ("GET", "/admin/rooms", None, 200),
+    "create_user": ("POST", "/admin/users", {"username": "newcomer", "password": PASSWORD}, 201),
+    "set_password": ("PUT", "/admin/users/{target}/password", {"new_password": "a new long password"}, 204),
+    "promote": ("PUT", "/admin/users/{target}/admin", {"admin": True}, 200),
+    "deactivate": ("POST", "/admin/users/{target}/deactivate", {"erase": True}, 204),
+}
 
 
 @dataclass
@@ -69,6 +81,7 @@ class World:
     client: HTTPClient
     room_id: int  # the room the caller must not get into
     caller: str | None  # the caller's token (None: no token at all)
+    target: int  # a user the /admin/* calls act on
 
     async def room_texts(self) -> list[str]:
         """The room's messages, as its owner sees them (a fresh login: tokens may be short-lived)."""
@@ -88,6 +101,7 @@ async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         owner, _ = await register_and_login(client, "owner")
         room = await make_room(client, owner, "private")
         assert (await send(client, owner, room["id"], "secret")).status == 201
+        target = await register(client, "target")
         if kind == "revoked":
             caller, _ = await register_and_login(client, "caller")
             await join(client, caller, room["id"])  # even a former member: the token is what counts
@@ -97,12 +111,19 @@ async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         elif kind == "other_room_member":
             caller, _ = await register_and_login(client, "caller")
             await make_room(client, caller, "elsewhere")
+        elif kind == "deactivated":
+            caller, _ = await register_and_login(client, "caller")
+            await join(client, caller, room["id"])
+            closed = await client.request("DELETE", "/me", {"password": PASSWORD}, token=caller)
+            assert closed.status == 204, closed.body
+        elif kind == "admin":
+            caller, _ = await make_admin(app, client, "caller")
         elif kind == "expired":
             caller, _ = await register_and_login(client, "caller")
             await join(client, caller, room["id"])  # a member, but the token has expired
             await trio.sleep(TTL + 0.05)
         try:
-            yield World(app, client, room["id"], caller)
+            yield World(app, client, room["id"], caller, target["id"])
         finally:
             await client.aclose()
 
@@ -176,6 +197,27 @@ async def test_websocket(world: World, kind: str, request: pytest.FixtureRequest
         assert code is None
         assert [f["type"] for f in frames] == ["hello", "error", "pong"], frames
         assert frames[1]["code"] == "not_found"
+
+
+@pytest.mark.parametrize("world", CALLERS, indirect=True)
+@pytest.mark.parametrize("name", list(ADMIN_CALLS))
+async def test_admin_calls(world: World, name: str, request: pytest.FixtureRequest) -> None:
+    kind = request.node.callspec.params["world"]
+    method, path, body, admin_status = ADMIN_CALLS[name]
+    path = path.format(target=world.target)
+    reply = await world.client.request(method, path, body, token=world.caller or "")
+    if kind in UNAUTHENTICATED:
+        assert_error(reply, 401, "unauthorized")
+    elif kind != "admin":
+        assert_error(reply, 403, "forbidden")
+    else:
+        assert reply.status == admin_status, reply.body
+    # Refused calls changed nothing: the target can still log in, as a plain user.
+    users = (await world.client.post("/login", {"username": "target", "password": PASSWORD}))
+    if kind == "admin" and name in ("set_password", "deactivate"):
+        assert users.status in (401, 403), users.body
+    else:
+        assert users.status == 200 and users.json["user"]["admin"] is (kind == "admin" and name == "promote")
 
 
 # -- secrets never leave -------------------------------------------------------------------------

@@ -10,12 +10,9 @@ import stat
 from pathlib import Path
 from typing import Any
 
-import h11
 import orjson
 import pytest
-import trio
 
-from chat_trio.config import Config
 from tests.client import HTTPClient
 from tests.helpers import (
     PASSWORD,
@@ -25,8 +22,10 @@ from tests.helpers import (
     history,
     join,
     login,
+    make_admin,
     make_config,
     make_room,
+    operator,
     register,
     register_and_login,
     send,
@@ -35,35 +34,6 @@ from tests.helpers import (
 from tests.ws_client import connect
 
 NEW_PASSWORD = "a brand new passphrase"
-
-
-class OperatorClient(HTTPClient):
-    """HTTP over the server's local admin socket (no token: the operator)."""
-
-    def __init__(self, path: str) -> None:
-        super().__init__(0)
-        self.path = path
-
-    async def _connect(self) -> None:
-        self.stream = await trio.open_unix_socket(self.path)
-        self.conn = h11.Connection(h11.CLIENT)
-
-
-def operator(config: Config) -> OperatorClient:
-    path = config.admin_socket_path()
-    assert path is not None
-    return OperatorClient(path)
-
-
-async def make_admin(server: Served, client: HTTPClient, name: str = "root") -> tuple[str, dict[str, Any]]:
-    """An admin created over the admin socket, and its token."""
-    op = operator(server.config)
-    try:
-        reply = await op.post("/admin/users", {"username": name, "password": PASSWORD, "admin": True})
-    finally:
-        await op.aclose()
-    assert reply.status == 201, reply.body
-    return await login(client, name), reply.json["user"]
 
 
 async def assert_revoked(client: HTTPClient, token: str) -> None:
