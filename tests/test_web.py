@@ -13,6 +13,7 @@ import os
 import re
 import urllib.request
 from collections.abc import Callable
+from functools import partial
 from html.parser import HTMLParser
 from importlib.resources import files
 from pathlib import Path
@@ -240,31 +241,12 @@ def _browser_scenario(base: str, screenshot: str | None, drop_websockets: Callab
 
     expect.set_options(timeout=TIMEOUT_MS)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True,
-                                     timeout=20_000)
+        browser = _launch(pw)
         try:
             problems: list[str] = []
             frames_b: list[dict[str, Any]] = []
-
-            def open_page(name: str) -> Any:
-                context = browser.new_context(viewport={"width": 1100, "height": 680})
-                context.set_default_timeout(TIMEOUT_MS)
-                page = context.new_page()
-                page.on("console", lambda m: problems.append(f"{name} console {m.type}: {m.text}")
-                        if m.type in ("error", "warning") else None)
-                page.on("pageerror", lambda e: problems.append(f"{name} page error: {e}"))
-                return page
-
-            def sign_up(page: Any, username: str) -> None:
-                page.goto(base + "/")
-                page.get_by_label("Username", exact=True).fill(username)
-                page.get_by_label("Password", exact=True).fill(PASSWORD)
-                page.get_by_role("button", name="Create account").click()
-                expect(page.locator("#me-name")).to_have_text(username)
-                expect(page.locator("#conn-status")).to_have_text("Live")
-
-            a = open_page("A")
-            b = open_page("B")
+            a = _open_page(browser, "A", problems)
+            b = _open_page(browser, "B", problems)
 
             def on_ws(ws: Any) -> None:
                 def received(payload: str | bytes) -> None:
@@ -282,12 +264,12 @@ def _browser_scenario(base: str, screenshot: str | None, drop_websockets: Callab
                 raise AssertionError(f"no {kind} frame: {frames_b}")
 
             # A signs up and creates a room; B signs up, sees it and joins it.
-            sign_up(a, "alice")
+            _sign_in(a, base, "alice")
             a.get_by_label("Name", exact=True).fill("lobby")
             a.get_by_label("Topic (optional)").fill("Say hello")
             a.get_by_role("button", name="Create room").click()
             expect(a.locator("#room-title")).to_have_text("lobby")
-            sign_up(b, "bob")
+            _sign_in(b, base, "bob")
             b.locator(".room-button", has_text="lobby").click()
             expect(b.locator("#room-title")).to_have_text("lobby")
             expect(b.locator("#history-start")).to_be_visible()  # B's history read: empty room
@@ -319,11 +301,11 @@ def _browser_scenario(base: str, screenshot: str | None, drop_websockets: Callab
             # Markup in a message is shown as text: no element, no script run.
             a.locator("#message-input").fill(XSS)
             a.locator("#message-input").press("Enter")
-            shown = b.locator('#messages li[data-seq="4"] .message-text')
+            shown = b.locator("#messages .message .message-text").nth(3)
             expect(shown).to_have_count(1)
             assert shown.text_content() == XSS
             for page in (a, b):
-                expect(page.locator('#messages li[data-seq="4"] .message-text')).to_have_text(XSS)
+                expect(page.locator("#messages .message .message-text").nth(3)).to_have_text(XSS)
                 assert page.locator("#messages b, #messages script").count() == 0
                 assert page.evaluate("typeof window.pwned") == "undefined"
 
@@ -343,8 +325,10 @@ def _browser_scenario(base: str, screenshot: str | None, drop_websockets: Callab
             expect(b.locator("#messages .message-text").nth(6)).to_have_text(missed[-1])
             expect(b.locator("#conn-status")).to_have_text("Live")
             assert [f["type"] for f in frames_b].count("hello") == 2
-            seqs = b.locator("#messages .message").evaluate_all("ls => ls.map(l => Number(l.dataset.seq))")
-            assert seqs == [1, 2, 3, 4, 5, 6, 7]
+            # every entry once, in order: bob's join (a room event) and the seven messages
+            seqs = b.locator("#messages li").evaluate_all("ls => ls.map(l => Number(l.dataset.seq))")
+            assert seqs == [1, 2, 3, 4, 5, 6, 7, 8]
+            expect(b.locator('#messages li[data-seq="1"]')).to_have_text("bob joined")
             resumed = [f["message"]["text"] for f in frames_b if f.get("type") == "message"]
             assert resumed[-3:] == missed
 
@@ -376,6 +360,314 @@ def _browser_scenario(base: str, screenshot: str | None, drop_websockets: Callab
             browser.close()
 
 
+def _launch(pw: Any) -> Any:
+    return pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True,
+                              timeout=20_000)
+
+
+async def _in_browser(scenario: Callable[[Any, list[str]], None]) -> None:
+    """Run scenario(browser, problems) in a worker thread (Playwright's sync API runs its own
+    loop) while trio serves; then no page may have logged an error or warning."""
+
+    def run() -> None:
+        from playwright.sync_api import expect, sync_playwright
+
+        expect.set_options(timeout=TIMEOUT_MS)
+        with sync_playwright() as pw:
+            browser = _launch(pw)
+            try:
+                problems: list[str] = []
+                scenario(browser, problems)
+                assert problems == [], problems
+            finally:
+                browser.close()
+
+    await trio.to_thread.run_sync(run)
+
+
+def _open_page(browser: Any, name: str, problems: list[str]) -> Any:
+    """A fresh browser context (its own sessionStorage: another device) whose console errors,
+    warnings and page errors are collected in `problems`."""
+    context = browser.new_context(viewport={"width": 1100, "height": 680})
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    page.on("console", lambda m: problems.append(f"{name} console {m.type}: {m.text}")
+            if m.type in ("error", "warning") else None)
+    page.on("pageerror", lambda e: problems.append(f"{name} page error: {e}"))
+    page.on("response", lambda r: problems.append(f"{name} answer {r.status}: {r.request.method} {r.url}")
+            if r.status >= 400 else None)
+    return page
+
+
+def _sign_in(page: Any, base: str, username: str, password: str = PASSWORD, *, register: bool = True) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(base + "/")
+    page.get_by_label("Username", exact=True).fill(username)
+    page.get_by_label("Password", exact=True).fill(password)
+    page.get_by_role("button", name="Create account" if register else "Log in").click()
+    expect(page.locator("#me-name")).to_have_text(username)
+    expect(page.locator("#conn-status")).to_have_text("Live")
+
+
+def _member_action(page: Any, username: str, action: str) -> None:
+    """Open a member's menu in the member list and pick an action."""
+    page.get_by_label(f"Actions for {username}").click()
+    page.locator("#member-list .member-actions").get_by_role("button", name=action, exact=True).click()
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install -y chromium")
+async def test_private_room_invite_accept_chat_kick_live(app: App) -> None:
+    """Issue 15 in two browsers: a private room with a lock, an invite accepted live, a chat, a
+    kick that B's page shows at once; direct messages from the member list; moderator actions
+    only for moderators; presence; and no polling."""
+    await _in_browser(partial(_private_room_scenario, f"http://127.0.0.1:{app.port}"))
+
+
+def _private_room_scenario(base: str, browser: Any, problems: list[str]) -> None:
+    from playwright.sync_api import expect
+
+    a = _open_page(browser, "A", problems)
+    b = _open_page(browser, "B", problems)
+    polls: list[str] = []  # A's reads of the room list: at sign-in, never on a timer
+    a.on("request", lambda r: polls.append(r.url)
+         if r.method == "GET" and "/rooms?" in r.url else None)
+
+    # Both in a public lobby, where A (its owner) sees moderator actions and B does not.
+    _sign_in(a, base, "alice")
+    a.get_by_label("Name", exact=True).fill("lobby")
+    a.get_by_role("button", name="Create room").click()
+    expect(a.locator("#room-title")).to_have_text("lobby")
+    _sign_in(b, base, "bob")
+    b.locator(".room-button", has_text="lobby").click()
+    expect(b.locator("#member-list .member")).to_have_count(2)
+    expect(a.locator("#member-list .member.online")).to_have_count(2)  # B's join, live
+    expect(a.locator('#messages .event[data-kind="join"]')).to_have_count(1)
+    expect(b.locator("#member-list .member", has_text="alice").locator(".role")).to_have_text("owner")
+    b.get_by_label("Actions for alice").click()
+    expect(b.locator("#member-list .member-actions button")).to_have_text(["Message"])
+    expect(b.locator("#invite-form")).to_be_hidden()
+    a.get_by_label("Actions for bob").click()
+    expect(a.locator("#member-list .member-actions button")).to_have_text(
+        ["Message", "Kick", "Ban", "Make moderator"])
+    a.get_by_label("Actions for bob").click()
+
+    # A creates a private room: a lock in A's list, nothing in B's.
+    a.locator("#create-room summary").click()
+    a.get_by_label("Name", exact=True).fill("secret plans")
+    a.get_by_label("Private (invite only)").check()
+    a.get_by_role("button", name="Create room").click()
+    expect(a.locator("#room-title")).to_have_text("secret plans")
+    secret_a = a.locator(".room-button", has_text="secret plans")
+    expect(secret_a).to_have_attribute("data-visibility", "private")
+    expect(secret_a.locator(".lock")).to_have_count(1)
+
+    # A invites B by name; B's invite shows up live, B accepts and is in.
+    a.get_by_label("Invite someone").fill("bob")
+    a.get_by_role("button", name="Invite", exact=True).click()
+    expect(a.locator("#invite-done")).to_have_text("Invited bob.")
+    invite = b.locator("#invite-list .invite")
+    expect(invite).to_have_text(re.compile("alice invited you to secret plans"))
+    # no `room` frame told B of the private room (it would have come before the invite frame)
+    expect(b.locator(".room-button", has_text="secret plans")).to_have_count(0)
+    invite.get_by_role("button", name="Accept").click()
+    expect(b.locator("#room-title")).to_have_text("secret plans")
+    expect(b.locator("#invites")).to_be_hidden()
+    expect(b.locator(".room-button", has_text="secret plans").locator(".lock")).to_have_count(1)
+    expect(a.locator("#member-list .member")).to_have_count(2)
+    expect(a.locator('#messages .event[data-kind="join"]')).to_have_text([re.compile("bob")])
+
+    # They chat.
+    b.locator("#message-input").fill("Thanks for the invite!")
+    b.locator("#message-input").press("Enter")
+    expect(a.locator("#messages .message-text")).to_have_text(["Thanks for the invite!"])
+
+    # A kicks B: B's page says so at once, closes the room and forgets the private room.
+    _member_action(a, "bob", "Kick")
+    a.get_by_label("Kick reason").fill("testing")
+    a.get_by_role("button", name="Kick bob").click()
+    expect(b.locator("#room-notice")).to_have_text(
+        "You were removed from secret plans by a moderator.")
+    expect(b.locator("#room-title")).to_have_text("Pick a room")
+    expect(b.locator("#composer")).to_be_hidden()
+    expect(b.locator(".room-button", has_text="secret plans")).to_have_count(0)
+    expect(a.locator("#member-list .member")).to_have_count(1)
+    expect(a.locator('#messages .event[data-kind="kick"]')).to_have_count(1)
+
+    # "Message" on a member opens the one direct room of the pair; B's list gets it live.
+    a.locator(".room-button", has_text="lobby").click()
+    _member_action(a, "bob", "Message")
+    expect(a.locator("#room-title")).to_have_text("bob")
+    direct_b = b.locator('.room-button[data-kind="direct"]')
+    expect(direct_b).to_have_text(re.compile("alice"))
+    a.locator("#message-input").fill("Just between us.")
+    a.locator("#message-input").press("Enter")
+    direct_b.click()
+    expect(b.locator("#room-title")).to_have_text("alice")
+    expect(b.locator("#messages .message-text")).to_have_text(["Just between us."])
+    expect(b.locator("#invite-form")).to_be_hidden()
+
+    # Presence: B goes away, A's member list shows it live.
+    a.locator(".room-button", has_text="lobby").click()
+    bob = a.locator("#member-list .member", has_text="bob")
+    expect(bob).to_have_class(re.compile(r"\bonline\b"))
+    b.context.close()
+    expect(bob).not_to_have_class(re.compile(r"\bonline\b"))
+
+    assert len(polls) == 2, polls  # all + joined, at sign-in
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install -y chromium")
+async def test_password_change_ends_the_other_session_live(app: App) -> None:
+    """Issue 17 in two browsers of one user: a password change in one ends the other's session
+    at once; the sessions list ends one; deleting the account asks first, then signs out."""
+    await _in_browser(partial(_account_scenario, f"http://127.0.0.1:{app.port}"))
+
+
+def _account_scenario(base: str, browser: Any, problems: list[str]) -> None:
+    from playwright.sync_api import expect
+
+    new_password = "a much better passphrase"
+    one = _open_page(browser, "one", problems)
+    two = _open_page(browser, "two", problems)
+    _sign_in(one, base, "carol")
+    _sign_in(two, base, "carol", register=False)
+    assert one.locator("#admin-button").is_hidden()  # not an admin
+
+    # Two sessions, this one marked; the other can be ended from here.
+    one.get_by_role("button", name="Account").click()
+    sessions = one.locator("#session-list .row")
+    expect(sessions).to_have_count(2)
+    expect(one.locator("#session-list .row.current")).to_have_count(1)
+    expect(one.locator("#session-list .row.current button")).to_have_count(0)
+
+    # A wrong current password is refused without ending anything.
+    one.get_by_label("Current password").fill("not my password")
+    one.get_by_label("New password", exact=True).fill(new_password)
+    one.get_by_label("New password again").fill(new_password)
+    one.get_by_role("button", name="Change password").click()
+    expect(one.locator("#pw-error")).to_have_text("Your current password is wrong.")
+    expect(one.locator("#conn-status")).to_have_text("Live")
+
+    # The change ends the other browser's session live (websocket 4001), not this one.
+    one.get_by_label("Current password").fill(PASSWORD)
+    one.get_by_label("New password", exact=True).fill(new_password)
+    one.get_by_label("New password again").fill(new_password)
+    one.get_by_role("button", name="Change password").click()
+    expect(one.locator("#pw-done")).to_have_text(re.compile("Password changed"))
+    expect(two.locator("#auth-form")).to_be_visible()
+    expect(two.locator("#auth-error")).to_have_text("Your session ended. Please sign in again.")
+    assert two.evaluate("sessionStorage.length") == 0
+    expect(sessions).to_have_count(1)
+    expect(one.locator("#conn-status")).to_have_text("Live")
+
+    # The old password no longer works; the new one does; ending that session from the
+    # first browser signs the second out again.
+    two.get_by_label("Username", exact=True).fill("carol")
+    two.get_by_label("Password", exact=True).fill(PASSWORD)
+    two.get_by_role("button", name="Log in").click()
+    expect(two.locator("#auth-error")).to_have_text("Wrong username or password.")
+    _sign_in(two, base, "carol", new_password, register=False)
+    one.get_by_role("button", name="Chat").click()
+    one.get_by_role("button", name="Account").click()
+    expect(sessions).to_have_count(2)
+    one.locator("#session-list .row:not(.current)").get_by_role("button", name="End session").click()
+    expect(two.locator("#auth-error")).to_have_text("Your session ended. Please sign in again.")
+    expect(sessions).to_have_count(1)
+
+    # My data downloads as one JSON document.
+    with one.expect_download() as download:
+        one.get_by_role("button", name="Download my data").click()
+    assert download.value.suggested_filename == "chat_trio-carol.json"
+    exported = json.loads(Path(download.value.path()).read_text())
+    assert exported["user"]["username"] == "carol", exported
+
+    # Deleting the account asks first, says what erasing means, then signs out for good.
+    one.get_by_label("Your password").fill(new_password)
+    one.get_by_label("Also erase every message I wrote").check()
+    one.get_by_role("button", name="Delete account…").click()
+    confirm = one.locator("#delete-confirm-text")
+    expect(confirm).to_have_text(re.compile("every message you wrote erased"))
+    one.get_by_role("button", name="Cancel").click()
+    expect(one.locator("#delete-confirm")).to_be_hidden()
+    expect(one.locator("#conn-status")).to_have_text("Live")
+    one.get_by_role("button", name="Delete account…").click()
+    one.get_by_role("button", name="Yes, delete my account").click()
+    expect(one.locator("#auth-error")).to_have_text("Your account has been deleted.")
+    one.get_by_label("Username", exact=True).fill("carol")
+    one.get_by_label("Password", exact=True).fill(new_password)
+    one.get_by_role("button", name="Log in").click()
+    expect(one.locator("#auth-error")).to_have_text("This account has been closed.")
+
+    # the only failed loads are the wrong passwords' 401s and the closed account's 403
+    problems[:] = [p for p in problems if not re.search(
+        r"status of 40[13]|answer 401: (POST|PUT) .*/(login|me/password)$|answer 403: POST .*/login$", p)]
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install -y chromium")
+async def test_admin_view_manages_users(app: App, client: HTTPClient) -> None:
+    """The admin view, only for admins: find users, promote and demote, reset a password (the
+    user's open page signs out), deactivate behind a confirmation, create a user."""
+    with trio.fail_after(30):
+        for name in ("root", "dave"):
+            reply = await client.post("/register", {"username": name, "password": PASSWORD})
+            assert reply.status == 201
+        await store_of(app).set_admin(reply.json["user"]["id"] - 1, True)
+    await _in_browser(partial(_admin_scenario, f"http://127.0.0.1:{app.port}"))
+
+
+def _admin_scenario(base: str, browser: Any, problems: list[str]) -> None:
+    from playwright.sync_api import expect
+
+    root = _open_page(browser, "root", problems)
+    dave = _open_page(browser, "dave", problems)
+    _sign_in(dave, base, "dave", register=False)
+    expect(dave.locator("#admin-button")).to_be_hidden()
+    _sign_in(root, base, "root", register=False)
+    root.get_by_role("button", name="Admin").click()
+    rows = root.locator("#user-list .row")
+    expect(rows).to_have_count(2)
+    row = root.locator("#user-list .row", has_text="dave")
+    expect(root.locator("#user-list .row", has_text="root").locator(".badge")).to_have_text("admin")
+
+    # Search by prefix.
+    root.get_by_label("Username starts with").fill("da")
+    root.get_by_role("button", name="Search").click()
+    expect(rows).to_have_count(1)
+
+    # Promote, then demote.
+    row.get_by_role("button", name="Make admin").click()
+    expect(row.locator(".badge")).to_have_text("admin")
+    row.get_by_role("button", name="Remove admin").click()
+    expect(row.locator(".badge")).to_have_count(0)
+
+    # A reset password ends dave's open session at once; the new one works.
+    row.get_by_role("button", name="Reset password").click()
+    row.get_by_label("New password for dave").fill("reset by the admin")
+    row.get_by_role("button", name="Set password").click()
+    expect(root.locator("#admin-done")).to_have_text(re.compile("password was reset"))
+    expect(dave.locator("#auth-error")).to_have_text("Your session ended. Please sign in again.")
+    _sign_in(dave, base, "dave", "reset by the admin", register=False)
+
+    # Deactivating asks first; then dave is signed out and the row says so.
+    row.get_by_role("button", name="Deactivate…").click()
+    expect(row).to_contain_text("cannot log in again")
+    row.get_by_role("button", name="Cancel").click()
+    expect(dave.locator("#conn-status")).to_have_text("Live")
+    row.get_by_role("button", name="Deactivate…").click()
+    row.get_by_role("button", name="Deactivate dave").click()
+    expect(row.locator(".badge")).to_have_text("deactivated")
+    expect(dave.locator("#auth-form")).to_be_visible()
+
+    # Create a user, who can sign in.
+    root.get_by_label("Their username").fill("erin")
+    root.get_by_label("Their password").fill(PASSWORD)
+    root.get_by_role("button", name="Create user").click()
+    expect(root.locator("#admin-done")).to_have_text("Created erin.")
+    erin = _open_page(browser, "erin", problems)
+    _sign_in(erin, base, "erin", register=False)
+
+
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install -y chromium")
 async def test_room_list_pages_through_every_room(app: App, client: HTTPClient) -> None:
     """GET /rooms answers at most 500 rooms a page: the page lists all of them, across pages."""
@@ -393,8 +685,7 @@ def _room_list_scenario(base: str) -> None:
 
     expect.set_options(timeout=TIMEOUT_MS)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True,
-                                     timeout=20_000)
+        browser = _launch(pw)
         try:
             page = browser.new_context().new_page()
             page.goto(base + "/")

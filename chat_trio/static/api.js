@@ -40,7 +40,7 @@ export function savedToken() {
   }
 }
 
-export async function api(method, path, body) {
+async function call(method, path, body) {
   const headers = {};
   if (token) headers.Authorization = "Bearer " + token;
   const init = { method, headers, cache: "no-store" };
@@ -48,20 +48,31 @@ export async function api(method, path, body) {
     headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }
-  const response = await fetch(path, init);
+  return fetch(path, init);
+}
+
+// A call whose answer is a file to save, not JSON to read (e.g. GET /me/export).
+export async function download(path) {
+  const response = await call("GET", path);
+  if (!response.ok) return fail(response);
+  return response.blob();
+}
+
+export async function api(method, path, body) {
+  const response = await call(method, path, body);
   if (response.status === 204) return null;
-  let data = null;
-  try {
-    data = await response.json();
-  } catch (_) {
-    data = null;
+  if (!response.ok) return fail(response);
+  return response.json().catch(() => null);
+}
+
+async function fail(response) {
+  const data = await response.json().catch(() => null);
+  const err = (data && data.error) || {};
+  // A wrong password (login, password change, account deletion) is not a dead session.
+  if (response.status === 401 && token && err.code !== "invalid_credentials") {
+    onUnauthorized("Your session ended. Please sign in again.");
   }
-  if (!response.ok) {
-    const err = (data && data.error) || {};
-    if (response.status === 401 && token && path !== "/login") onUnauthorized("Your session ended. Please sign in again.");
-    throw new ApiError(response.status, err.code || "error", err.message || response.statusText || "request failed");
-  }
-  return data;
+  throw new ApiError(response.status, err.code || "error", err.message || response.statusText || "request failed");
 }
 
 // Every item of a paged list (`after` = the last item's id), e.g. listAll("/rooms", "rooms", 500).
@@ -81,5 +92,7 @@ export function describe(err, fallback) {
   if (err.code === "invalid_credentials") return "Wrong username or password.";
   if (err.code === "username_taken") return "That username is taken. Pick another or log in.";
   if (err.code === "rate_limited") return "Too many attempts. Wait a moment and try again.";
+  if (err.code === "deactivated") return "This account has been closed.";
+  if (err.code === "registration_closed") return "Registration is closed here: ask an admin for an account.";
   return err.message || fallback || "Request failed.";
 }

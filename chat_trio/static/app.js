@@ -1,45 +1,55 @@
 // chat_trio web client: plain ES modules, no build step, no dependencies.
 //
-// REST for accounts, rooms, history and members; one websocket (/ws) for live messages, sends
-// and typing. The websocket reconnects with backoff and resumes with `subscribe` + `after` =
-// the last seq seen, so nothing is lost or shown twice. Sends carry a txn_id and are retried
-// with the same one until the server acknowledges them. All user text goes into the page
-// through textContent. This module signs in and out, opens rooms and routes frames; each
-// view lives in its own module.
+// REST for accounts, rooms, history and members; one websocket (/ws) for everything live:
+// messages and room events, sends, typing, presence, room and invite changes. Nothing polls:
+// lists are read when the websocket says hello and then kept current by frames. The websocket
+// reconnects with backoff and resumes with `subscribe` + `after` = the last seq seen, so
+// nothing is lost or shown twice. All user text goes into the page through textContent. This
+// module signs in and out, switches views, opens rooms and routes frames; each view lives in
+// its own module.
+import { showAccount } from "./account.js";
+import { showAdmin } from "./admin.js";
 import { api, ApiError, describe, savedToken, setUnauthorizedHandler, storeToken } from "./api.js";
+import * as composer from "./composer.js";
 import { $, setStatus } from "./dom.js";
-import { clearMembers, refreshMembers, watchMembers } from "./members.js";
-import { clearRooms, refreshRooms, renderRooms } from "./rooms.js";
+import { clearMembers, forgetPeople, presence, refreshMembers } from "./members.js";
+import { clearRooms, joinedRoom, leftRoom, refreshInvites, refreshRooms, renderRooms, roomChanged } from "./rooms.js";
 import * as socket from "./socket.js";
 import { actions, state } from "./state.js";
 import * as timeline from "./timeline.js";
-
-const ROOMS_REFRESH_MS = 30000;
 
 const el = {
   session: $("session"),
   meName: $("me-name"),
   logout: $("logout"),
+  chatButton: $("chat-button"),
+  accountButton: $("account-button"),
+  adminButton: $("admin-button"),
   authView: $("auth-view"),
   authForm: $("auth-form"),
   authUsername: $("auth-username"),
   authPassword: $("auth-password"),
   authError: $("auth-error"),
   chatView: $("chat-view"),
+  accountView: $("account-view"),
+  adminView: $("admin-view"),
   roomTitle: $("room-title"),
   roomTopicText: $("room-topic-text"),
+  roomNotice: $("room-notice"),
   noRoom: $("no-room"),
   composer: $("composer"),
   input: $("message-input"),
 };
 
 const unsubscribing = new Set(); // rooms we sent `unsubscribe` for and await `unsubscribed`
-let roomsTimer = null;
+let helloSeen = false; // the first hello after signing in needs no resync: the lists are fresh
 
-// -- session -----------------------------------------------------------------------------
+// -- session and views -------------------------------------------------------------------
 
 function showAuth(message) {
   el.chatView.hidden = true;
+  el.accountView.hidden = true;
+  el.adminView.hidden = true;
   el.session.hidden = true;
   el.authView.hidden = false;
   el.authError.textContent = message || "";
@@ -47,31 +57,46 @@ function showAuth(message) {
   el.authUsername.focus();
 }
 
+function showView(name) {
+  el.chatView.hidden = name !== "chat";
+  el.accountView.hidden = name !== "account";
+  el.adminView.hidden = name !== "admin";
+  el.chatButton.hidden = name === "chat";
+  el.accountButton.hidden = name === "account";
+  el.adminButton.hidden = name === "admin" || !(state.user && state.user.admin);
+  if (name === "account") showAccount();
+  if (name === "admin") showAdmin();
+}
+
+el.chatButton.addEventListener("click", () => showView("chat"));
+el.accountButton.addEventListener("click", () => showView("account"));
+el.adminButton.addEventListener("click", () => showView("admin"));
+
 async function signedIn(user) {
   state.user = user;
   el.meName.textContent = user.username;
   el.session.hidden = false;
   el.authView.hidden = true;
-  el.chatView.hidden = false;
+  showView("chat");
   el.authPassword.value = "";
+  helloSeen = false;
   socket.connect();
-  await refreshRooms();
-  clearInterval(roomsTimer);
-  roomsTimer = setInterval(() => refreshRooms().catch(() => {}), ROOMS_REFRESH_MS);
+  await Promise.all([refreshRooms(), refreshInvites().catch(() => {})]);
 }
 
 function signedOut(message) {
   storeToken(null);
   state.user = null;
   socket.disconnect();
-  clearInterval(roomsTimer);
-  timeline.forgetPending();
+  composer.forgetPending();
+  forgetPeople();
   closeRoom();
   clearRooms();
   showAuth(message);
 }
 
 setUnauthorizedHandler(signedOut);
+actions.signedOut = signedOut;
 
 el.authForm.addEventListener("submit", async (event) => {
   event.preventDefault();
@@ -123,27 +148,55 @@ function closeRoom() {
 }
 
 async function openRoom(roomId) {
+  showView("chat");
   if (roomId === state.roomId) return;
   closeRoom();
+  el.roomNotice.textContent = "";
   state.roomId = roomId;
   const gen = state.generation;
   el.noRoom.hidden = true;
   const known = state.rooms.get(roomId);
   el.roomTitle.textContent = known ? known.name : "Room " + roomId;
-  if (!state.joined.has(roomId)) {
-    const data = await api("POST", "/rooms/" + roomId + "/join");
-    state.rooms.set(roomId, data.room);
-    state.joined.add(roomId);
+  try {
+    if (!state.joined.has(roomId)) {
+      const data = await api("POST", "/rooms/" + roomId + "/join");
+      joinedRoom(data.room);
+    }
+    if (gen !== state.generation) return;
+    renderRooms();
+    el.composer.hidden = false;
+    if (!(await timeline.startTimeline(gen))) return;
+  } catch (err) {
+    if (gen !== state.generation) return;
+    if (err instanceof ApiError && (err.status === 403 || err.status === 404)) {
+      // gone, private, or I was removed meanwhile: say so and drop it from my list
+      closeRoom();
+      leftRoom(roomId);
+      el.roomNotice.textContent = err.code === "banned" ? "You are banned from that room." : "You cannot open that room.";
+      return;
+    }
+    throw err;
   }
-  if (gen !== state.generation) return;
-  renderRooms();
-  el.composer.hidden = false;
-  if (!(await timeline.startTimeline(gen))) return;
-  watchMembers();
+  refreshMembers();
   el.input.focus();
 }
 
 actions.openRoom = openRoom;
+
+// The server ended my subscription: I left elsewhere, or a moderator removed me.
+function removed(frame) {
+  const room = state.rooms.get(frame.room_id);
+  const name = room ? room.name : "the room";
+  leftRoom(frame.room_id);
+  if (frame.room_id !== state.roomId) return;
+  closeRoom();
+  const why = {
+    kicked: "You were removed from " + name + " by a moderator.",
+    banned: "You were banned from " + name + ".",
+    left: "You left " + name + ".",
+  };
+  el.roomNotice.textContent = why[frame.reason] || "You are no longer a member of " + name + ".";
+}
 
 // -- the websocket -----------------------------------------------------------------------
 
@@ -158,11 +211,19 @@ async function recheckThenReconnect() {
   socket.scheduleReconnect();
 }
 
+// After a reconnect, frames may have been missed while offline: read the lists once again.
+async function resync() {
+  await Promise.all([refreshRooms(), refreshInvites()]);
+  if (state.roomId !== null && !state.joined.has(state.roomId)) closeRoom();
+}
+
 function onFrame(frame) {
   switch (frame.type) {
     case "hello":
+      if (helloSeen) resync().catch(() => {});
+      helloSeen = true;
       timeline.subscribe();
-      timeline.resendPending();
+      composer.resendPending();
       refreshMembers();
       break;
     case "message":
@@ -175,19 +236,24 @@ function onFrame(frame) {
       if (frame.room_id === state.roomId) timeline.refetch().catch(() => {});
       break;
     case "typing":
-      timeline.someoneTyping(frame);
+      composer.someoneTyping(frame);
+      break;
+    case "presence":
+      presence(frame);
+      break;
+    case "room":
+      roomChanged(frame);
+      if (frame.room && frame.room.id === state.roomId) refreshMembers(); // e.g. my role changed
+      break;
+    case "invite":
+      refreshInvites().catch(() => {});
       break;
     case "unsubscribed":
-      if (unsubscribing.delete(frame.room_id)) break; // the answer to our own unsubscribe
-      if (frame.room_id === state.roomId) {
-        // we left the room elsewhere
-        state.joined.delete(frame.room_id);
-        closeRoom();
-        refreshRooms().catch(() => {});
-      }
+      if (unsubscribing.delete(frame.room_id) && !frame.reason) break; // the answer to our own unsubscribe
+      removed(frame);
       break;
     case "error":
-      timeline.sendRefused(frame);
+      composer.sendRefused(frame);
       break;
     default:
       break;

@@ -29,6 +29,15 @@ export function timeLabel(iso) {
   return d.toLocaleDateString([], { month: "short", day: "numeric" }) + " " + hm;
 }
 
+export function scrollToBottom() {
+  const scroller = $("message-scroller");
+  scroller.scrollTop = scroller.scrollHeight;
+}
+
+export function showError(err) {
+  $("send-error").textContent = err && err.message ? err.message : "Something went wrong.";
+}
+
 const connStatus = $("conn-status");
 
 export function setStatus(text, kind) {

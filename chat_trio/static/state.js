@@ -11,4 +11,6 @@ export const state = {
 
 export const actions = {
   openRoom: null, // async (roomId) → opens the room, joining it first if need be
+  signedOut: null, // (message) → forgets the session and shows the sign-in form
+  received: null, // (message) → shows a committed timeline entry of the open room
 };
