@@ -36,8 +36,10 @@ PASSWORD = "correct horse battery staple"
 # RFC 3339 UTC with milliseconds, as the contract fixes it.
 TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 USER_KEYS = {"id", "username", "created_at", "admin", "deactivated"}
-ROOM_KEYS = {"id", "name", "topic", "created_by", "created_at", "member_count", "last_seq"}
-MESSAGE_KEYS = {"id", "room_id", "seq", "author", "text", "created_at", "txn_id"}
+ROOM_KEYS = {"id", "name", "topic", "created_by", "created_at", "member_count", "last_seq", "visibility",
+             "kind"}  # and "my_role" for a member
+MESSAGE_KEYS = {"id", "room_id", "seq", "author", "text", "created_at", "txn_id", "kind", "edited_at",
+                "deleted"}  # a text entry's
 
 
 def parse_time(value: str) -> float:

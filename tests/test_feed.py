@@ -39,6 +39,7 @@ from tests.ws_client import connect as ws_connect
 MESSAGE: Message = {
     "id": 7, "room_id": 3, "seq": 42, "author": {"id": 5, "username": "Zoë ☃"},
     "text": "héllo \"quoted\" \\ \u2028 😀", "created_at": "2026-11-30T04:45:13.123Z", "txn_id": None,
+    "kind": "text", "edited_at": None, "deleted": False,
 }
 EVERY_KIND: list[Change] = [
     UserCreated(5, "Zoë ☃", 1_795_000_000_123),
@@ -166,11 +167,15 @@ async def test_commits_carried_to_another_server_reach_its_subscribers_only_thro
                 sent = (await send(client, other, room["id"], "across")).json["message"]
                 assert await ws.messages_until(sent["seq"]) == [sent]
                 assert (await client.post(f"/rooms/{room['id']}/leave", token=token)).status == 204
-                assert await ws.expect("unsubscribed") == {"type": "unsubscribed", "room_id": room["id"]}
+                left = (await ws.expect("message"))["message"]  # the leave entry, then the end
+                assert (left["kind"], left["seq"], left["text"]) == ("leave", sent["seq"] + 1, "ada left")
+                assert await ws.expect("unsubscribed") == {"type": "unsubscribed", "room_id": room["id"],
+                                                           "reason": "left"}
                 assert (await client.post("/logout", token=token)).status == 204
                 assert await ws.closed() == (4001, [])
             nursery.cancel_scope.cancel()
             await client.aclose()
     kinds = [type(change).__name__ for commit in seen for change in commit.changes]
     assert kinds == ["UserCreated", "TokenIssued", "UserCreated", "TokenIssued", "RoomCreated",
-                     "MemberJoined", "MemberJoined", "MessageCommitted", "MemberLeft", "TokensRevoked"]
+                     "MemberJoined", "MemberJoined", "MessageCommitted", "MessageCommitted",
+                     "MessageCommitted", "MemberLeft", "TokensRevoked"]

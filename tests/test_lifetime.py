@@ -138,9 +138,9 @@ async def test_closing_an_account_revokes_it_removes_it_from_rooms_and_keeps_the
     assert_error(await client.post("/login", {"username": "ann", "password": PASSWORD}), 403, "deactivated")
     assert_error(await client.post("/register", {"username": "ANN", "password": PASSWORD}), 409,
                  "username_taken")
-    # Not erased: the message stays, with its author.
+    # Not erased: the message stays, with its author; the room's timeline says ann left.
     texts = [m["text"] for m in (await history(client, owner, room["id"])).json["messages"]]
-    assert texts == ["hello from ann"]
+    assert texts == ["ann joined", "hello from ann", "ann left"]
     assert user["deactivated"] is False
 
 
@@ -158,8 +158,10 @@ async def test_erasing_an_account_erases_its_texts_from_storage(start_server: An
     reply = await client.request("DELETE", "/me", {"password": PASSWORD, "erase": True}, token=ann)
     assert reply.status == 204, reply.body
     messages = (await history(client, owner, room["id"])).json["messages"]
-    assert [m["text"] for m in messages[:3]] == ["", "", ""]
+    erased = [m for m in messages if m["kind"] == "text" and m["author"]["username"] == "ann"]
+    assert [(m["text"], m["deleted"]) for m in erased] == [("", True)] * 3
     assert "the owner's own words" in [m["text"] for m in messages]
+    assert [m["text"] for m in messages if m["kind"] != "text"] == ["ann joined", "ann left"]
     db = Path(app.config.db)
     for path in (db, db.with_name(db.name + "-wal")):
         if path.exists():

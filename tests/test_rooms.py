@@ -37,7 +37,8 @@ async def test_create_room(client: HTTPClient) -> None:
     assert reply.status == 201
     assert set(reply.json) == {"room"}
     room = reply.json["room"]
-    assert set(room) == ROOM_KEYS
+    assert set(room) == ROOM_KEYS | {"my_role"}  # the role: for a member only
+    assert (room["visibility"], room["kind"], room["my_role"]) == ("public", "room", "owner")
     assert isinstance(room["id"], int) and room["id"] >= 1
     assert room["name"] == "General" and room["topic"] == "Anything goes"
     assert room["created_by"] == user["id"]
@@ -131,6 +132,7 @@ async def test_list_rooms(client: HTTPClient) -> None:
     a1 = await make_room(client, alice, "zeta")
     b1 = await make_room(client, bob, "alpha")
     a2 = await make_room(client, alice, "mu")
+    a1, a2 = ({k: v for k, v in r.items() if k != "my_role"} for r in (a1, a2))  # as bob sees them
     reply = await client.get("/rooms", token=bob)
     assert reply.status == 200 and set(reply.json) == {"rooms", "has_more"}
     assert reply.json["rooms"] == [a1, b1, a2]  # ordered by id, not by name
@@ -138,7 +140,8 @@ async def test_list_rooms(client: HTTPClient) -> None:
     assert [r["id"] for r in reply.json["rooms"]] == sorted(r["id"] for r in (a1, b1, a2))
     for value in ("true", "1", "TRUE"):
         assert (await client.get(f"/rooms?joined={value}", token=bob)).json["rooms"] == [b1]
-    assert (await client.get("/rooms?joined=true", token=alice)).json["rooms"] == [a1, a2]
+    assert [r["id"] for r in (await client.get("/rooms?joined=true", token=alice)).json["rooms"]] == [
+        a1["id"], a2["id"]]
     assert (await client.get("/rooms?joined=false", token=bob)).json["rooms"] == [a1, b1, a2]
     await join(client, bob, a2["id"])
     mine = (await client.get("/rooms?joined=true", token=bob)).json["rooms"]
@@ -153,7 +156,7 @@ async def test_show_room(client: HTTPClient) -> None:
     other, _ = await register_and_login(client, "bob")
     room = await make_room(client, token, "lobby", "hi")
     reply = await client.get(f"/rooms/{room['id']}", token=other)  # non-members may look
-    assert reply.status == 200 and reply.json == {"room": room}
+    assert reply.status == 200 and reply.json == {"room": {k: v for k, v in room.items() if k != "my_role"}}
     assert_error(await client.get(f"/rooms/{room['id'] + 1000}", token=token), 404, "not_found")
     assert_error(await client.get("/rooms/abc", token=token), 404, "not_found")
 
@@ -166,7 +169,8 @@ async def test_join_is_idempotent(client: HTTPClient) -> None:
     for _ in range(3):
         reply = await client.post(f"/rooms/{room['id']}/join", token=bob)
         assert reply.status == 200 and set(reply.json) == {"room"}
-        assert reply.json["room"] == {**room, "member_count": 2}
+        # bob's join is the room's first timeline entry
+        assert reply.json["room"] == {**room, "member_count": 2, "my_role": "member", "last_seq": 1}
     assert (await join(client, alice, room["id"]))["member_count"] == 2  # the creator joining again
     assert (await get_room(client, alice, room["id"]))["member_count"] == 2
     members = (await client.get(f"/rooms/{room['id']}/members", token=bob)).json["members"]
@@ -203,11 +207,12 @@ async def test_members(client: HTTPClient) -> None:
     assert reply.status == 200 and set(reply.json) == {"members"}
     members = reply.json["members"]
     for member in members:
-        assert set(member) == {"user", "joined_at", "online"}
+        assert set(member) == {"user", "joined_at", "online", "role"}
         assert set(member["user"]) == USER_KEYS
         assert member["online"] is False  # nobody has a websocket open
         parse_time(member["joined_at"])
     assert sorted((m["user"] for m in members), key=lambda u: u["id"]) == [alice_user, bob_user]
+    assert [m["role"] for m in members] == ["owner", "member"]
     assert_error(await client.get(f"/rooms/{room['id']}/members", token=carol), 403, "forbidden")
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chat_trio.api import accounts, admin, export, messages, rooms, system, web, websocket
+from chat_trio.api import accounts, admin, export, messages, moderation, rooms, system, web, websocket
 from chat_trio.api.context import Context
 from chat_trio.http.router import Route
 
@@ -14,6 +14,7 @@ def build_routes(context: Context) -> list[Route]:
         *export.routes(context),
         *admin.routes(context),
         *rooms.routes(context),
+        *moderation.routes(context),
         *messages.routes(context),
         *websocket.routes(context),
         *web.routes(),

@@ -75,7 +75,7 @@ def routes(s: Context) -> list[Route]:
 
     async def list_rooms(request: Request) -> Response:
         query = await admitted(request, shapes.list_all_rooms)
-        page, has_more = s.store.rooms_page(query["after"] or 0, query["limit"])
+        page, has_more = s.store.all_rooms_page(query["after"] or 0, query["limit"])
         return json_response({"rooms": [room.json() for room in page], "has_more": has_more})
 
     async def backup(request: Request) -> Response:

@@ -16,7 +16,6 @@ from chat_trio.store.changes import (
     NO_CHANGES,
     Changes,
     MemberJoined,
-    MemberLeft,
     MessageCommitted,
     RoomCreated,
     TextsErased,
@@ -28,7 +27,11 @@ from chat_trio.store.changes import (
 from chat_trio.store.records import Author, Message, User, message_json
 
 Row = tuple[Any, ...]
-MESSAGE_COLUMNS = "id, room_id, seq, author_id, text, txn_id, created_at"
+# A timeline entry's columns (records.entry_json): a text message's first, then what room
+# events and edits add.
+MESSAGE_COLUMNS = ("id, room_id, seq, author_id, text, txn_id, created_at,"
+                   " kind, subject_id, changes, edited_at, deleted")
+TEXT_COLUMNS = "id, room_id, seq, author_id, text, txn_id, created_at"
 
 
 class Conflict(Exception):
@@ -43,6 +46,15 @@ def name_key(name: str) -> str:
     return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
 
 
+def room_key(name: str, visibility: str) -> str:
+    """A room's `name_key`: public rooms' names are unique (`name_key`); a private room's name
+    takes nothing (so creating one reveals no private room's name): its key starts with U+0001,
+    which no name holds, and is random."""
+    if visibility == "public":
+        return name_key(name)
+    return "\x01private:" + secrets.token_hex(12)
+
+
 # -- loading the in-memory state at start ---------------------------------------------------
 
 def load_users(conn: sqlite3.Connection) -> list[Row]:
@@ -51,12 +63,17 @@ def load_users(conn: sqlite3.Connection) -> list[Row]:
 
 def load_rooms(conn: sqlite3.Connection) -> list[Row]:
     return conn.execute(
-        "SELECT id, name, topic, created_by, created_at, last_seq FROM rooms ORDER BY id"
+        "SELECT id, name, topic, created_by, created_at, last_seq, visibility, direct_a, direct_b"
+        " FROM rooms ORDER BY id"
     ).fetchall()
 
 
 def load_members(conn: sqlite3.Connection) -> list[Row]:
-    return conn.execute("SELECT room_id, user_id, joined_at FROM members").fetchall()
+    return conn.execute("SELECT room_id, user_id, joined_at, role FROM members").fetchall()
+
+
+def load_invites(conn: sqlite3.Connection) -> list[Row]:
+    return conn.execute("SELECT room_id, user_id, invited_by, created_at FROM invites").fetchall()
 
 
 def delete_expired_tokens(conn: sqlite3.Connection, now: int) -> None:
@@ -213,23 +230,24 @@ def set_admin(conn: sqlite3.Connection, user_id: int, admin: bool) -> tuple[None
 
 def deactivate_user(conn: sqlite3.Connection, user_id: int) -> tuple[None, Changes]:
     """Close an account: no admin any more (the last active admin cannot go), every token
-    revoked, out of every room. The row stays, so its username stays taken and its messages keep
-    their author. Closing a closed account changes nothing."""
+    revoked (the caller then ends its memberships). The row stays, so its username stays taken
+    and its messages keep their author. Closing a closed account changes nothing."""
     was_admin, deactivated = _flags(conn, user_id)
     if deactivated:
         return None, NO_CHANGES
     if was_admin and _other_admins(conn, user_id) == 0:
         raise Conflict("last_admin")
     conn.execute("UPDATE users SET deactivated = 1, admin = 0 WHERE id = ?", (user_id,))
-    rooms = conn.execute("DELETE FROM members WHERE user_id = ? RETURNING room_id", (user_id,)).fetchall()
-    left = tuple(MemberLeft(room_id, user_id) for (room_id,) in sorted(rooms))
-    return None, (UserUpdated(user_id, False, True), *revoke_user_tokens(conn, user_id), *left)
+    # its memberships end as leaves do (entries, an heir for an owner): Store.deactivate
+    return None, (UserUpdated(user_id, False, True), *revoke_user_tokens(conn, user_id))
 
 
 def erase_texts(conn: sqlite3.Connection, user_id: int) -> tuple[None, Changes]:
     """Blank every text the user wrote, in storage (with `secure_delete` on, sqlite overwrites
     the old bytes; the WAL's copies go at the next checkpoint)."""
-    conn.execute("UPDATE messages SET text = '' WHERE author_id = ? AND text <> ''", (user_id,))
+    # text entries only: a room event's text ("ann joined") is the room's record, not theirs
+    conn.execute("UPDATE messages SET text = '', deleted = 1 WHERE author_id = ? AND kind = 'text'"
+                 " AND (text <> '' OR deleted = 0)", (user_id,))
     return None, (TextsErased(user_id),)
 
 
@@ -255,35 +273,24 @@ def messages_by_author(conn: sqlite3.Connection, user_id: int, after_id: int, li
 # -- rooms -----------------------------------------------------------------------------------
 
 def insert_room(
-    conn: sqlite3.Connection, name: str, topic: str, user_id: int, now: int
+    conn: sqlite3.Connection, name: str, topic: str, user_id: int, now: int, visibility: str = "public"
 ) -> tuple[int, Changes]:
-    """Create a room; its creator is its first member."""
+    """Create a room; its creator is its first member and its owner. No timeline entry: its
+    first member is a member from seq 0."""
     try:
         cur = conn.execute(
-            "INSERT INTO rooms (name, name_key, topic, created_by, created_at) VALUES (?, ?, ?, ?, ?)",
-            (name, name_key(name), topic, user_id, now),
+            "INSERT INTO rooms (name, name_key, topic, created_by, created_at, visibility)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (name, room_key(name, visibility), topic, user_id, now, visibility),
         )
     except sqlite3.IntegrityError:
         raise Conflict("room_name_taken") from None
     assert cur.lastrowid is not None
     room_id = cur.lastrowid
-    conn.execute("INSERT INTO members (room_id, user_id, joined_at) VALUES (?, ?, ?)",
+    conn.execute("INSERT INTO members (room_id, user_id, joined_at, role) VALUES (?, ?, ?, 'owner')",
                  (room_id, user_id, now))
-    return room_id, (RoomCreated(room_id, name, topic, user_id, now), MemberJoined(room_id, user_id, now))
-
-
-def insert_member(conn: sqlite3.Connection, room_id: int, user_id: int, now: int) -> tuple[None, Changes]:
-    """Join (idempotent: a member joining again changes nothing)."""
-    cur = conn.execute(
-        "INSERT OR IGNORE INTO members (room_id, user_id, joined_at) VALUES (?, ?, ?)",
-        (room_id, user_id, now),
-    )
-    return None, (MemberJoined(room_id, user_id, now),) if cur.rowcount else NO_CHANGES
-
-
-def delete_member(conn: sqlite3.Connection, room_id: int, user_id: int) -> tuple[None, Changes]:
-    cur = conn.execute("DELETE FROM members WHERE room_id = ? AND user_id = ?", (room_id, user_id))
-    return None, (MemberLeft(room_id, user_id),) if cur.rowcount else NO_CHANGES
+    return room_id, (RoomCreated(room_id, name, topic, user_id, now, visibility),
+                     MemberJoined(room_id, user_id, now, "owner"))
 
 
 # -- messages --------------------------------------------------------------------------------
@@ -299,9 +306,7 @@ def insert_message(
         row = message_by_txn(conn, room_id, author_id, txn_id)
         if row is not None:
             return (message_json(row, author), False), NO_CHANGES
-    seq = conn.execute(
-        "UPDATE rooms SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq", (room_id,)
-    ).fetchone()[0]
+    seq = next_seq(conn, room_id)
     cur = conn.execute(
         "INSERT INTO messages (room_id, seq, author_id, text, txn_id, created_at)"
         " VALUES (?, ?, ?, ?, ?, ?)",
@@ -311,10 +316,18 @@ def insert_message(
     return (message, True), (MessageCommitted(message),)
 
 
+def next_seq(conn: sqlite3.Connection, room_id: int) -> int:
+    """Take the room's next seq for a new timeline entry (message or room event)."""
+    seq: int = conn.execute(
+        "UPDATE rooms SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq", (room_id,)
+    ).fetchone()[0]
+    return seq
+
+
 def message_by_txn(conn: sqlite3.Connection, room_id: int, author_id: int, txn_id: str) -> Row | None:
     """The author's message with this txn_id in this room, if any."""
     row: Row | None = conn.execute(
-        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = ? AND author_id = ? AND txn_id = ?",
+        f"SELECT {TEXT_COLUMNS} FROM messages WHERE room_id = ? AND author_id = ? AND txn_id = ?",
         (room_id, author_id, txn_id),
     ).fetchone()
     return row

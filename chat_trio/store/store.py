@@ -9,26 +9,29 @@ recent history) need no thread hop at all. Each write returns once its commit ha
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from bisect import bisect_right
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import orjson
 import trio
 
 from chat_trio.config import Config
-from chat_trio.store import queries
+from chat_trio.store import membership, queries
 from chat_trio.store.changes import Changes
 from chat_trio.store.feed import Feed
 from chat_trio.store.queries import Conflict
 from chat_trio.store.readers import ReaderPool
-from chat_trio.store.records import Message, RoomState, User, message_json, now_ms
+from chat_trio.store.records import Message, RoomState, User, entry_json, message_json, now_ms
 from chat_trio.store.schema import migrate
 from chat_trio.store.sqlite import backup, connect
 from chat_trio.store.state import State
 from chat_trio.store.writer import GroupCommitWriter
 
 __all__ = ["Conflict", "ReadOnlyStore", "Store"]
+T = TypeVar("T")
 
 
 class ReadOnlyStore(RuntimeError):
@@ -168,13 +171,20 @@ class Store:
         """Close the account (and erase its texts) in one commit; after an erasure, checkpoint
         the WAL so the old pages leave it too."""
 
-        def close(conn: sqlite3.Connection) -> tuple[None, Changes]:
+        user = self.state.users[user_id]
+
+        def close(conn: sqlite3.Connection, now: int) -> tuple[None, Changes]:
             _, changes = queries.deactivate_user(conn, user_id)
+            if changes:  # it was open: out of every room as a leave would (an entry, an heir)
+                rooms = conn.execute("SELECT room_id FROM members WHERE user_id = ? ORDER BY room_id",
+                                     (user_id,)).fetchall()
+                for (room_id,) in rooms:
+                    changes += membership.leave(conn, room_id, user, now)[1]
             if erase:
                 changes += queries.erase_texts(conn, user_id)[1]
             return None, changes
 
-        await self.writer.change(close)
+        await self.change(close)
         if erase:
             await self.checkpoint()
 
@@ -259,32 +269,51 @@ class Store:
     def room(self, room_id: int) -> RoomState | None:
         return self.state.rooms.get(room_id)
 
-    def rooms_page(self, after: int, limit: int, member: int | None = None) -> tuple[list[RoomState], bool]:
-        """Up to `limit` rooms with id > `after` in id order (only `member`'s, if given), and
-        whether more follow: found by bisection, so a late page costs what an early one does."""
+    def rooms_page(self, viewer: int, after: int, limit: int,
+                   joined: bool = False) -> tuple[list[RoomState], bool]:
+        """Up to `limit` rooms with id > `after` in id order that `viewer` may see (only theirs
+        with `joined`), and whether more follow: found by bisection, so a late page costs what
+        an early one does."""
         state = self.state
-        ids = state.room_order if member is None else state.joined.get(member, [])
+        if joined:
+            ids = state.joined.get(viewer, [])
+            start = bisect_right(ids, after)
+            return [state.rooms[i] for i in ids[start:start + limit]], len(ids) > start + limit
+        page = list(itertools.islice(state.visible_rooms(viewer, after), limit + 1))
+        return [state.rooms[i] for i in page[:limit]], len(page) > limit
+
+    def all_rooms_page(self, after: int, limit: int) -> tuple[list[RoomState], bool]:
+        """rooms_page for an admin: every room, private and direct ones included."""
+        ids = self.state.room_order
         start = bisect_right(ids, after)
-        return [state.rooms[i] for i in ids[start:start + limit]], len(ids) > start + limit
+        return [self.state.rooms[i] for i in ids[start:start + limit]], len(ids) > start + limit
 
     def room_name_taken(self, name: str) -> bool:
         return queries.name_key(name) in self.state.room_ids
 
-    async def create_room(self, user_id: int, name: str, topic: str) -> RoomState:
+    async def create_room(self, user_id: int, name: str, topic: str, visibility: str = "public") -> RoomState:
         now = now_ms()
-        room_id = await self.writer.change(lambda c: queries.insert_room(c, name, topic, user_id, now))
+        room_id = await self.writer.change(
+            lambda c: queries.insert_room(c, name, topic, user_id, now, visibility))
         return self.state.rooms[room_id]
 
     async def join(self, room: RoomState, user_id: int) -> None:
         if user_id in room.members:
             return
-        now = now_ms()
-        await self.writer.change(lambda c: queries.insert_member(c, room.id, user_id, now))
+        user = self.state.users[user_id]
+        await self.change(lambda c, now: membership.join(c, room.id, user, now))
 
     async def leave(self, room: RoomState, user_id: int) -> None:
         if user_id not in room.members:
             return
-        await self.writer.change(lambda c: queries.delete_member(c, room.id, user_id))
+        user = self.state.users[user_id]
+        await self.change(lambda c, now: membership.leave(c, room.id, user, now))
+
+    async def change(self, run: Callable[[sqlite3.Connection, int], tuple[T, Changes]]) -> T:
+        """Run a write that changes what the caches hold (e.g. one of store/membership.py) with
+        the current time (epoch ms) in the next transaction; its result once applied."""
+        now = now_ms()
+        return await self.writer.change(lambda c: run(c, now))
 
     # -- messages --------------------------------------------------------------------------
 
@@ -315,6 +344,6 @@ class Store:
             return recent[first - base : last - base + 1]
         rows = await self.readers.read(lambda c: queries.messages_between(c, room.id, first, last))
         users = self.state.users
-        messages = [message_json(row, users[row[3]]) for row in rows]
+        messages = [entry_json(row, users) for row in rows]
         self.state.warm(room, messages)
         return messages
