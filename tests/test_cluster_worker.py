@@ -105,7 +105,6 @@ class StoreCommands:
 
     async def deactivate(self, user_id: int, erase: bool) -> None:
         await self.store.deactivate(user_id, erase)
-
     # Room administration: not used by these tests.
     async def update_room(self, user_id: int, room_id: int, name: str | None, topic: str | None,
                           visibility: str | None) -> None:

@@ -12,7 +12,9 @@ from typing import Any
 
 import orjson
 import pytest
+import trio
 
+from chat_trio.api import context
 from tests.client import HTTPClient
 from tests.helpers import (
     PASSWORD,
@@ -30,7 +32,9 @@ from tests.helpers import (
     register_and_login,
     send,
     serve,
+    store_of,
 )
+from tests.rawhttp import RawConn, exchange, get
 from tests.ws_client import connect
 
 NEW_PASSWORD = "a brand new passphrase"
@@ -138,9 +142,11 @@ async def test_closing_an_account_revokes_it_removes_it_from_rooms_and_keeps_the
     assert_error(await client.post("/login", {"username": "ann", "password": PASSWORD}), 403, "deactivated")
     assert_error(await client.post("/register", {"username": "ANN", "password": PASSWORD}), 409,
                  "username_taken")
-    # Not erased: the message stays, with its author; the room's timeline says ann left.
-    texts = [m["text"] for m in (await history(client, owner, room["id"])).json["messages"]]
-    assert texts == ["ann joined", "hello from ann", "ann left"]
+    # It left the room with a `leave` entry; not erased: its message stays, with its author.
+    entries = (await history(client, owner, room["id"])).json["messages"]
+    assert [(m["kind"], m["text"]) for m in entries] == [
+        ("join", "ann joined"), ("text", "hello from ann"), ("leave", "ann left")]
+    assert entries[2]["subject"]["id"] == user["id"]
     assert user["deactivated"] is False
 
 
@@ -155,13 +161,16 @@ async def test_erasing_an_account_erases_its_texts_from_storage(start_server: An
     for n in range(3):
         assert (await send(client, ann, room["id"], f"{marker} {n}")).status == 201
     assert (await send(client, owner, room["id"], "the owner's own words")).status == 201
-    reply = await client.request("DELETE", "/me", {"password": PASSWORD, "erase": True}, token=ann)
-    assert reply.status == 204, reply.body
+    async with connect(app.port, owner) as ws:
+        await ws.subscribe(room["id"], after=room["last_seq"] + 5)
+        reply = await client.request("DELETE", "/me", {"password": PASSWORD, "erase": True}, token=ann)
+        assert reply.status == 204, reply.body
+        live = await ws.messages_until(7)  # the erase entry, then ann's leave entry
+    assert [(m["kind"], m["subject"]["username"]) for m in live] == [("erase", "ann"), ("leave", "ann")]
     messages = (await history(client, owner, room["id"])).json["messages"]
-    erased = [m for m in messages if m["kind"] == "text" and m["author"]["username"] == "ann"]
-    assert [(m["text"], m["deleted"]) for m in erased] == [("", True)] * 3
-    assert "the owner's own words" in [m["text"] for m in messages]
-    assert [m["text"] for m in messages if m["kind"] != "text"] == ["ann joined", "ann left"]
+    assert [(m["kind"], m["text"], m.get("deleted")) for m in messages] == [
+        ("join", "ann joined", None), *[("text", "", True)] * 3, ("text", "the owner's own words", False),
+        ("erase", "ann's messages were erased", None), ("leave", "ann left", None)]
     db = Path(app.config.db)
     for path in (db, db.with_name(db.name + "-wal")):
         if path.exists():
@@ -180,6 +189,9 @@ async def test_export_streams_every_message_with_its_current_text(start_server: 
     bob, _ = await register_and_login(client, "bob")
     await join(client, bob, rooms[0]["id"])
     assert (await send(client, bob, rooms[0]["id"], "not ann's")).status == 201
+    secret = (await client.post("/rooms", {"name": "bob's", "visibility": "private"}, token=bob)).json["room"]
+    invited = await client.post(f"/rooms/{secret['id']}/invites", {"user_id": user["id"]}, token=bob)
+    assert invited.status == 201, invited.body
     sent = 1100  # more than one page of the export
     for n in range(sent):
         assert (await send(client, ann, rooms[n % 2]["id"], f"message {n}")).status == 201
@@ -189,7 +201,9 @@ async def test_export_streams_every_message_with_its_current_text(start_server: 
     assert b"attachment" in reply.headers[b"content-disposition"]
     doc = orjson.loads(reply.body)
     assert doc["user"]["id"] == user["id"] and set(doc["user"]) == USER_KEYS
-    assert sorted(m["room"]["name"] for m in doc["memberships"]) == ["one", "two"]
+    assert sorted((m["room"]["name"], m["role"]) for m in doc["memberships"]) == [("one", "owner"),
+                                                                                 ("two", "owner")]
+    assert [(i["room"]["name"], i["invited_by"]["username"]) for i in doc["invites"]] == [("bob's", "bob")]
     assert [m["text"] for m in doc["messages"]] == [f"message {n}" for n in range(sent)]
     assert {m["author"]["id"] for m in doc["messages"]} == {user["id"]}
     assert_error(await client.get("/me/export"), 401, "unauthorized")
@@ -300,3 +314,111 @@ async def test_the_admin_socket_is_private_and_its_requests_are_the_operators(ap
     assert reply.status == 200 and reply.json == {"users": [], "has_more": False}
     assert (await op.get("/rooms")).status == 404  # only the admin calls are served there
     await op.aclose()
+
+
+# -- last seen -----------------------------------------------------------------------------------
+
+
+async def test_last_seen_is_written_at_most_once_a_minute_per_token(
+    start_server: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app = await start_server()
+    client = HTTPClient(app.port)
+    token, _ = await register_and_login(client, "ann")
+    writer = store_of(app).writer
+    before = writer.writes
+    for _ in range(20):
+        assert (await client.get("/me", token=token)).status == 200
+    assert writer.writes == before  # just logged in: its last_seen_at is fresh, nothing to write
+    first = (await client.get("/me/sessions", token=token)).json["sessions"][0]
+    monkeypatch.setattr(context, "SEEN_EVERY", 0.0)  # as if a minute had passed before each request
+    with trio.fail_after(10):
+        while True:
+            await trio.sleep(0.01)
+            seen = (await client.get("/me/sessions", token=token)).json["sessions"][0]["last_seen_at"]
+            if seen > first["last_seen_at"]:
+                break
+    assert writer.writes > before
+    users = (await operator(app.config).get("/admin/users")).json["users"]
+    assert users[0]["last_seen_at"] >= seen
+    await client.aclose()
+
+
+async def test_export_over_http_1_0_head_and_a_reader_that_goes_away(start_server: Any) -> None:
+    """HTTP/1.0 gets the document delimited by the connection's close; HEAD gets the head only,
+    and the connection stays usable; a client that disconnects mid-export costs nothing else."""
+    app = await start_server(send_rate=0)
+    client = HTTPClient(app.port)
+    token, _ = await register_and_login(client, "ann")
+    room = await make_room(client, token, "one")
+    for n in range(30):
+        assert (await send(client, token, room["id"], f"message {n} " + "x" * 3000)).status == 201
+    auth = f"Authorization: Bearer {token}"
+    raw, closed = await exchange(app.port, get("/me/export", auth, version="1.0"))
+    assert closed and raw.startswith(b"HTTP/1.1 200")
+    assert len(orjson.loads(raw.split(b"\r\n\r\n", 1)[1])["messages"]) == 30
+    raw, _ = await exchange(app.port, get("/me/export", auth, method="HEAD") + get("/healthz"), timeout=1)
+    assert raw.count(b"HTTP/1.1 200") == 2 and b'"messages"' not in raw
+    for _ in range(3):  # read the head and a little, then hang up
+        conn = await RawConn.open(app.port)
+        await conn.send(get("/me/export", auth))
+        await conn.read_response(head_only=True)
+        await conn.aclose()
+    assert (await client.get("/healthz")).status == 200
+    await client.aclose()
+
+
+# -- admins in rooms -----------------------------------------------------------------------------
+
+
+@pytest.mark.workers
+async def test_an_admin_acts_as_owner_in_any_room_without_being_a_member(
+    app: Served, client: HTTPClient,
+) -> None:
+    admin, _ = await make_admin(app, client)
+    owner, _ = await register_and_login(client, "owner")
+    mod, mod_user = await register_and_login(client, "mod")
+    ann, ann_user = await register_and_login(client, "ann")
+    made = await client.post("/rooms", {"name": "hidden", "visibility": "private"}, token=owner)
+    room = made.json["room"]
+    rid = room["id"]
+    for token, user in ((mod, mod_user), (ann, ann_user)):
+        invited = await client.post(f"/rooms/{rid}/invites", {"user_id": user["id"]}, token=owner)
+        assert invited.status == 201, invited.body
+        await join(client, token, rid)
+    # Not a member, yet the private room is there for the admin, and every owner's call works.
+    assert (await client.get(f"/rooms/{rid}", token=admin)).status == 200
+    assert_error(await history(client, admin, rid), 403, "forbidden")  # reading needs joining
+    patched = await client.request("PATCH", f"/rooms/{rid}", {"topic": "moderated"}, token=admin)
+    assert patched.status == 200 and patched.json["room"]["topic"] == "moderated", patched.body
+    role = f"/rooms/{rid}/members/{mod_user['id']}/role"
+    assert (await client.request("PUT", role, {"role": "moderator"}, token=admin)).status == 200
+    assert (await client.post(f"/rooms/{rid}/kick", {"user_id": ann_user["id"]}, token=admin)).status == 204
+    assert (await client.post(f"/rooms/{rid}/bans", {"user_id": mod_user["id"], "reason": "spam"},
+                              token=admin)).status == 204
+    bans = await client.get(f"/rooms/{rid}/bans", token=admin)
+    assert [b["user"]["username"] for b in bans.json["bans"]] == ["mod"]
+    assert (await client.request("DELETE", f"/rooms/{rid}/bans/{mod_user['id']}", token=admin)).status == 204
+    owner_id = room["created_by"]
+    assert_error(await client.request("PUT", f"/rooms/{rid}/members/{owner_id}/role", {"role": "member"},
+                                      token=admin), 403, "forbidden")  # as owner: not over the owner
+    # Handing the room over for its owner: the owner steps down to moderator, as it would itself.
+    invited = await client.post(f"/rooms/{rid}/invites", {"user_id": ann_user["id"]}, token=admin)
+    assert invited.status == 201, invited.body
+    await join(client, ann, rid)
+    handed = await client.request("PUT", f"/rooms/{rid}/members/{ann_user['id']}/role", {"role": "owner"},
+                                  token=admin)
+    assert handed.status == 200, handed.body
+    members = (await client.get(f"/rooms/{rid}/members", token=owner)).json["members"]
+    assert {m["user"]["username"]: m["role"] for m in members} == {"owner": "moderator", "ann": "owner"}
+    # Joining a private room needs no invite for an admin, and shows as a join entry.
+    await join(client, admin, rid)
+    entries = (await history(client, admin, rid)).json["messages"]
+    assert entries[-1]["kind"] == "join" and entries[-1]["subject"]["username"] == "root"
+    listed = (await client.get("/admin/rooms", token=admin)).json["rooms"]
+    assert [(r["name"], r["visibility"]) for r in listed] == [("hidden", "private")]
+    # A plain user still gets 404 for the private room.
+    stranger, _ = await register_and_login(client, "stranger")
+    assert_error(await client.get(f"/rooms/{rid}", token=stranger), 404, "not_found")
+    refused = await client.request("PATCH", f"/rooms/{rid}", {"topic": "x"}, token=stranger)
+    assert_error(refused, 404, "not_found")

@@ -17,6 +17,7 @@ from chat_trio.http.router import Route
 from chat_trio.http.types import Request, Response, json_response, no_content
 from chat_trio.security.ratelimit import client_network
 from chat_trio.store.records import JSON, User, iso
+from chat_trio.store.views import room_view
 
 
 def routes(s: Context) -> list[Route]:
@@ -75,8 +76,10 @@ def routes(s: Context) -> list[Route]:
 
     async def list_rooms(request: Request) -> Response:
         query = await admitted(request, shapes.list_all_rooms)
-        page, has_more = s.store.all_rooms_page(query["after"] or 0, query["limit"])
-        return json_response({"rooms": [room.json() for room in page], "has_more": has_more})
+        page, has_more = s.store.every_room_page(query["after"] or 0, query["limit"])
+        viewer = 0 if request.operator else (await s.authenticate(request))["id"]
+        return json_response({"rooms": [room_view(s.store.state, room, viewer) for room in page],
+                              "has_more": has_more})
 
     async def backup(request: Request) -> Response:
         """A consistent online copy of the database (sqlite's backup API), written by the server

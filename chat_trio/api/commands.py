@@ -71,8 +71,6 @@ _REFUSALS = {"last_admin": last_admin, "deactivated": deactivated, "not_found": 
 def refusal(conflict: Conflict) -> APIError:
     """The API's answer to a rule the store enforced inside the transaction (queries.Conflict)."""
     return _REFUSALS.get(str(conflict), username_taken)()
-
-
 def not_a_member() -> APIError:
     return APIError(403, "forbidden", "you are not a member of this room")
 
@@ -235,11 +233,8 @@ class LocalCommands:
         await self.store.revoke_token(digest)  # the feed closes its websockets (4001)
 
     async def set_password(self, user_id: int, password_hash: str, keep: bytes | None = None) -> None:
-        self._user(user_id)
-        try:
-            await self.store.set_password(user_id, password_hash, keep or b"")  # the feed closes (4001)
-        except Conflict as exc:
-            raise refusal(exc) from None
+        # The feed closes the revoked tokens' websockets (4001).
+        await self._on_user(user_id, partial(self.store.set_password, user_id, password_hash, keep or b""))
 
     async def end_session(self, user_id: int, session_id: str) -> bool:
         return await self.store.end_session(user_id, session_id)
@@ -248,17 +243,18 @@ class LocalCommands:
         await self.store.touch_token(digest)
 
     async def set_admin(self, user_id: int, admin: bool) -> User:
-        self._user(user_id)
-        try:
-            await self.store.set_admin(user_id, admin)
-        except Conflict as exc:
-            raise refusal(exc) from None
+        await self._on_user(user_id, partial(self.store.set_admin, user_id, admin))
         return self._user(user_id)
 
     async def deactivate(self, user_id: int, erase: bool) -> None:
+        await self._on_user(user_id, partial(self.store.deactivate, user_id, erase))
+
+    async def _on_user(self, user_id: int, write: Callable[[], Awaitable[None]]) -> None:
+        """A write on an account: 404 for an unknown user, the API's refusal for a rule the store
+        enforced (queries.Conflict)."""
         self._user(user_id)
         try:
-            await self.store.deactivate(user_id, erase)
+            await write()
         except Conflict as exc:
             raise refusal(exc) from None
 

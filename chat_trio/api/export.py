@@ -15,6 +15,7 @@ from chat_trio.api.shapes import bodyless
 from chat_trio.http.router import Route
 from chat_trio.http.types import Request, Response
 from chat_trio.store.records import JSON, User, iso, now_ms
+from chat_trio.store.views import invite_view, room_view
 
 PAGE = 1000  # messages read, encoded and sent at a time
 
@@ -31,10 +32,12 @@ def routes(s: Context) -> list[Route]:
 
 def head(s: Context, user: User) -> JSON:
     """Everything but the messages: small, from memory."""
-    rooms = s.store.state.joined.get(user["id"], [])
-    memberships = [{"room": s.store.rooms[i].json(), "joined_at": iso(s.store.rooms[i].members[user["id"]])}
-                   for i in rooms]
-    return {"exported_at": iso(now_ms()), "user": user, "memberships": memberships, "invites": []}
+    state, me = s.store.state, user["id"]
+    rooms = [state.rooms[i] for i in state.joined.get(me, [])]
+    memberships = [{"room": room_view(state, room, me), "joined_at": iso(room.members[me]),
+                    "role": room.roles.get(me, "member")} for room in rooms]
+    invites = [invite_view(state, state.rooms[i], me, with_room=True) for i in state.invited.get(me, [])]
+    return {"exported_at": iso(now_ms()), "user": user, "memberships": memberships, "invites": invites}
 
 
 async def document(s: Context, user: User) -> AsyncGenerator[bytes, None]:

@@ -174,7 +174,7 @@ _TIME = {"type": "string", "format": "date-time",
          "description": "RFC 3339 UTC with milliseconds, e.g. 2026-11-24T19:00:00.123Z"}
 _USERNAME = _SHAPES.credentials.fields[0].schema()
 _ROLE = {"enum": list(ROLES)}
-_ROOM_EVENTS = ("join", "leave", "kick", "ban", "room_updated")
+_ROOM_EVENTS = ("join", "leave", "kick", "ban", "room_updated", "erase")
 _NAME = _string(1, _DEFAULTS.room_name_max)
 _TOPIC = _string(0, _DEFAULTS.topic_max)
 _VISIBILITY = {"enum": ["public", "private"]}
@@ -216,8 +216,9 @@ SCHEMAS: JSON = {
                                    "order, paging cursor and resume point a client needs"},
         author={**_answer(Author, id=_ID, username=_USERNAME),
                 "description": "Who wrote it; for a room event, who acted"},
-        text={**_string(1), "description": "A text entry's text (at most 4000 characters); a room "
-                                            "event's human-readable summary, e.g. `alice joined`"},
+        text={**_string(0), "description": "A text entry's text (at most 4000 characters; empty once "
+                                            "deleted or erased); a room event's human-readable "
+                                            "summary, e.g. `alice joined`"},
         created_at=_TIME,
         txn_id={"minLength": 1, "maxLength": _DEFAULTS.txn_id_max},
         kind={"enum": ["text", *_ROOM_EVENTS],
@@ -226,7 +227,7 @@ SCHEMAS: JSON = {
         edited_at={"description": "Text entries only: when last edited (null: never)"},
         deleted={"description": "Text entries only"},
         subject={"description": "Room events only: the user acted on (who joined, left, was kicked "
-                                "or banned); null for `room_updated`"},
+                                "or banned, or whose messages were erased); null for `room_updated`"},
         changes={**_answer(RoomChanges, name=_NAME, topic=_TOPIC, visibility=_VISIBILITY),
                  "description": "`room_updated` only: the new values of the fields that changed"},
     ),
@@ -256,8 +257,8 @@ SCHEMAS["Session"] = _obj({
 SCHEMAS["Export"] = _obj({
     "exported_at": _TIME,
     "user": _schema("User"),
-    "memberships": _list(_obj({"room": _schema("Room"), "joined_at": _TIME})),
-    "invites": _list({"type": "object"}),
+    "memberships": _list(_obj({"room": _schema("Room"), "joined_at": _TIME, "role": _ROLE})),
+    "invites": _list(_schema("Invite")),
     "messages": _list(_schema("Message")),
 }, description="Everything the server holds about the caller, messages last (oldest first)")
 
@@ -303,12 +304,12 @@ RESPONSES: JSON = {
 }
 
 PARAMETERS: JSON = {
-    "UserId": _param("user_id", "path", "The user's id; anything but a decimal integer is 404",
-                     {"type": "integer", "minimum": 0, "maximum": MAX_ROOM_ID}),
     "SessionId": _param("session_id", "path", "A session's public id (GET /me/sessions)",
                         {"type": "string", "minLength": 1, "maxLength": 64}),
     "AssetName": _param("name", "path", "File name, e.g. app.js", {"type": "string"}, required=True),
     "RoomId": _param("room_id", "path", "The room's id; anything but a decimal integer is 404",
+                     {"type": "integer", "minimum": 0, "maximum": MAX_ROOM_ID}),
+    "UserId": _param("user_id", "path", "A user's id; anything but a decimal integer is 404",
                      {"type": "integer", "minimum": 0, "maximum": MAX_ROOM_ID}),
 }
 
@@ -367,7 +368,8 @@ those of REST: `invalid_json`, `bad_request`, `validation_failed`, `not_found`, 
 (too many frames). A user who leaves a room (REST) gets `{"type":"unsubscribed","room_id"}`.
 
 **Close codes**: 1001 server shutting down, 1008 auth failed / not a member, 1009 frame too big,
-4001 token revoked (logout) or expired, 4008 too slow (its bounded queue filled: reconnect and resume with
+4001 token revoked (logout, a password change or reset, an ended session, a closed account) or
+expired, 4008 too slow (its bounded queue filled: reconnect and resume with
 `after`). The server pings every `heartbeat_s` and drops a peer that does not answer.
 """
 
@@ -430,10 +432,11 @@ PATHS: dict[str, JSON] = {
                 "409": _error("The caller is the last admin: promote another first", "last_admin")},
             security=_BEARER, body=_SHAPES.close_account, errors=("RateLimited",),
             description="Every token of the account is revoked (its websockets close with 4001), it "
-                        "leaves every room, it can no longer log in (403 `deactivated`) and its "
-                        "username stays taken. With `erase: true` every message text it wrote is "
-                        "erased: history shows those messages with an empty text, and the text is "
-                        "gone from the database file and its WAL (overwritten, then checkpointed). "
+                        "leaves every room (a `leave` entry each), it can no longer log in (403 "
+                        "`deactivated`) and its username stays taken. With `erase: true` every text "
+                        "entry it wrote shows `deleted: true` and `text: \"\"` from then on, the text "
+                        "gone from the database file and its WAL (overwritten, then checkpointed), "
+                        "and each room it wrote in gets an `erase` entry (`subject`: the user). "
                         "Backups made before keep it. A wrong password counts as a failed login."),
     },
     "/me/password": {"put": _op(

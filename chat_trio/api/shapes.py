@@ -161,13 +161,9 @@ class Bool:
 
     def parse(self, body: JSON) -> bool | None:
         value = body.get(self.name)
-        if value is None:
-            if self.required:
-                raise validate.invalid(self.name, "is required")
-            return None
-        if not isinstance(value, bool):
-            raise validate.invalid(self.name, "must be true or false")
-        return value
+        if isinstance(value, bool) or (value is None and not self.required):
+            return value
+        raise validate.invalid(self.name, "is required" if value is None else "must be true or false")
 
     def schema(self) -> JSON:
         schema: JSON = {"type": "boolean"}

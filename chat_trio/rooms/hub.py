@@ -77,7 +77,7 @@ class Hub:
         self.rooms: dict[int, set[Subscriber]] = defaultdict(set)
         self.connections: set[Subscriber] = set()
         self._subscribed: dict[Subscriber, set[int]] = defaultdict(set)  # subscriber → its rooms
-        self._online: dict[int, int] = defaultdict(int)  # user id → open websockets
+        self._sockets: dict[int, set[Subscriber]] = {}  # user id → their open websockets
         self._waiters: dict[int, trio.Event] = {}
         self.closing = False
         self.delivered = 0
@@ -123,15 +123,16 @@ class Hub:
 
     def _room_frames(self, room_id: int, event: str, only: int | None = None) -> None:
         """`room` frames to every connection whose user can see the room (public: everyone;
-        private: its members), each shaped for its user (their role, a direct room's name); with
-        `only`, to that user alone (someone who joined a private room sees it appear)."""
+        private: its members, not its invitees, who got theirs in the `invite` frame), each
+        shaped for its user (their role, a direct room's name); with `only`, to that user alone
+        (someone who joined a private room sees it appear)."""
         room = self.state.rooms.get(room_id) if self.state is not None else None
         if room is None:
             return
         shared: bytes | None = None  # one frame for every non-member
-        for sub in list(self.connections):
+        for sub in list(self.connections if only is None else self._sockets.get(only, ())):
             viewer = sub.user_id
-            if (only is not None and viewer != only) or not room.visible_to(viewer):
+            if room.private and viewer not in room.members:
                 continue
             if viewer in room.members or room.direct is not None:
                 sub.send(self._room_frame(room, event, viewer))
@@ -150,11 +151,10 @@ class Hub:
         room = state.rooms.get(room_id) if state is not None else None
         if state is None or room is None or user_id not in room.invites:
             return
-        frame: bytes | None = None
-        for sub in list(self.connections):
-            if sub.user_id == user_id:
-                if frame is None:
-                    frame = json_frame({"type": "invite", "invite": invite_view(state, room, user_id, True)})
+        subs = list(self._sockets.get(user_id, ()))
+        if subs:
+            frame = json_frame({"type": "invite", "invite": invite_view(state, room, user_id, True)})
+            for sub in subs:
                 sub.send(frame)
 
     def _presence(self, user_id: int, online: bool) -> None:
@@ -204,8 +204,9 @@ class Hub:
 
     def connect(self, sub: Subscriber) -> None:
         self.connections.add(sub)
-        self._online[sub.user_id] += 1
-        if self._online[sub.user_id] == 1:
+        sockets = self._sockets.setdefault(sub.user_id, set())
+        sockets.add(sub)
+        if len(sockets) == 1:
             if self.relay is not None:
                 self.relay.presence(sub.user_id, True)
             if sub.user_id not in self._online_elsewhere:
@@ -218,9 +219,10 @@ class Hub:
         for room_id in list(self._subscribed.get(sub, ())):
             self.unsubscribe(room_id, sub)
         self._subscribed.pop(sub, None)
-        self._online[sub.user_id] -= 1
-        if self._online[sub.user_id] <= 0:
-            del self._online[sub.user_id]
+        sockets = self._sockets.get(sub.user_id, set())
+        sockets.discard(sub)
+        if not sockets:
+            self._sockets.pop(sub.user_id, None)
             if self.relay is not None:
                 self.relay.presence(sub.user_id, False)
             if sub.user_id not in self._online_elsewhere and not self.closing:
@@ -243,7 +245,7 @@ class Hub:
             rooms.discard(room_id)
 
     def is_online(self, user_id: int) -> bool:
-        return user_id in self._online or user_id in self._online_elsewhere
+        return user_id in self._sockets or user_id in self._online_elsewhere
 
     def set_online_elsewhere(self, user_id: int, online: bool) -> None:
         """The supervisor's word on a user's server-wide presence (workers mode)."""
@@ -257,7 +259,7 @@ class Hub:
 
     def sockets_of(self, user_id: int) -> int:
         """The user's open (authenticated) websockets."""
-        return self._online.get(user_id, 0)
+        return len(self._sockets.get(user_id, ()))
 
     @property
     def open_websockets(self) -> int:

@@ -241,15 +241,16 @@ class TokensRevoked:
 
 
 Change = (UserCreated | RoomCreated | MemberJoined | MemberLeft | MessageCommitted | TokenIssued
-          | TokensRevoked | UserUpdated | TextsErased | RoomUpdated | RoleChanged | Invited
-          | InviteRemoved)
+          | TokensRevoked | RoomUpdated | RoleChanged | Invited | InviteRemoved | UserUpdated
+          | TextsErased)
 Changes = tuple[Change, ...]
 NO_CHANGES: Changes = ()
 
 _KINDS: dict[str, Callable[[list[Any]], Change]] = {
     cls.kind: cls.unpack
     for cls in (UserCreated, RoomCreated, MemberJoined, MemberLeft, MessageCommitted, TokenIssued,
-                TokensRevoked, UserUpdated, TextsErased, RoomUpdated, RoleChanged, Invited, InviteRemoved)
+                TokensRevoked, RoomUpdated, RoleChanged, Invited, InviteRemoved, UserUpdated,
+                TextsErased)
 }
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from chat_trio.store.changes import (
     NO_CHANGES,
     Changes,
+    InviteRemoved,
     MemberJoined,
     MessageCommitted,
     RoomCreated,
@@ -228,27 +229,32 @@ def set_admin(conn: sqlite3.Connection, user_id: int, admin: bool) -> tuple[None
     return None, (UserUpdated(user_id, admin, False),)
 
 
-def deactivate_user(conn: sqlite3.Connection, user_id: int) -> tuple[None, Changes]:
+def deactivate_user(conn: sqlite3.Connection, user_id: int) -> tuple[list[int], Changes]:
     """Close an account: no admin any more (the last active admin cannot go), every token
-    revoked (the caller then ends its memberships). The row stays, so its username stays taken
-    and its messages keep their author. Closing a closed account changes nothing."""
+    revoked, every pending invite voided. The row stays, so its username stays taken and its
+    messages keep their author. Returns the rooms it is still a member of (the caller removes it,
+    with their timeline entries); closing a closed account changes nothing."""
     was_admin, deactivated = _flags(conn, user_id)
     if deactivated:
-        return None, NO_CHANGES
+        return [], NO_CHANGES
     if was_admin and _other_admins(conn, user_id) == 0:
         raise Conflict("last_admin")
     conn.execute("UPDATE users SET deactivated = 1, admin = 0 WHERE id = ?", (user_id,))
-    # its memberships end as leaves do (entries, an heir for an owner): Store.deactivate
-    return None, (UserUpdated(user_id, False, True), *revoke_user_tokens(conn, user_id))
+    invites = conn.execute("DELETE FROM invites WHERE user_id = ? RETURNING room_id", (user_id,)).fetchall()
+    rooms = conn.execute("SELECT room_id FROM members WHERE user_id = ? ORDER BY room_id",
+                         (user_id,)).fetchall()
+    return [room_id for (room_id,) in rooms], (
+        UserUpdated(user_id, False, True), *revoke_user_tokens(conn, user_id),
+        *(InviteRemoved(room_id, user_id) for (room_id,) in sorted(invites)))
 
 
-def erase_texts(conn: sqlite3.Connection, user_id: int) -> tuple[None, Changes]:
-    """Blank every text the user wrote, in storage (with `secure_delete` on, sqlite overwrites
-    the old bytes; the WAL's copies go at the next checkpoint)."""
-    # text entries only: a room event's text ("ann joined") is the room's record, not theirs
-    conn.execute("UPDATE messages SET text = '', deleted = 1 WHERE author_id = ? AND kind = 'text'"
-                 " AND (text <> '' OR deleted = 0)", (user_id,))
-    return None, (TextsErased(user_id),)
+def erase_texts(conn: sqlite3.Connection, user_id: int) -> tuple[list[int], Changes]:
+    """Erase every text the user wrote: blanked and marked deleted in storage (with
+    `secure_delete` on, sqlite overwrites the old bytes; the WAL's copies go at the next
+    checkpoint). Returns the rooms it wrote in, for their `erase` entries."""
+    rooms = conn.execute("UPDATE messages SET text = '', deleted = 1 WHERE author_id = ? AND kind = 'text'"
+                         " AND (text <> '' OR deleted = 0) RETURNING room_id", (user_id,)).fetchall()
+    return sorted({room_id for (room_id,) in rooms}), (TextsErased(user_id),)
 
 
 def users_page(conn: sqlite3.Connection, prefix: str, after: int, limit: int) -> list[Row]:

@@ -53,6 +53,7 @@ class State:
         self.directs: dict[tuple[int, int], int] = {}  # (lower, higher user id) → direct room id
         self.tokens: dict[bytes, tuple[int, int]] = {}  # sha256 → (user id, expires ms)
         self.revocations = 0  # bumped by every revocation; guards the token cache against races
+        self.erasures = 0  # bumped by every erasure; guards the message cache against racing reads
         self.messages_committed = 0
 
     def load(self, conn: sqlite3.Connection) -> None:
@@ -126,12 +127,17 @@ class State:
             self.users[user_id] = {**user, "admin": admin, "deactivated": deactivated}
 
     def _erase_texts(self, user_id: int) -> None:
-        """Blank the user's cached messages (new dicts: a page already handed out keeps its own)."""
+        """Show the user's cached text entries as deleted, their text gone (new dicts: a page
+        already handed out keeps its own)."""
+
+        self.erasures += 1
+
+        def erased(m: Message) -> bool:
+            return m["author"]["id"] == user_id and m.get("kind", "text") == "text"
+
         for room in self.rooms.values():
-            if any(m["author"]["id"] == user_id for m in room.recent):
-                room.recent = [{**m, "text": "", "deleted": True}
-                               if m["author"]["id"] == user_id and m["kind"] == "text" else m
-                               for m in room.recent]
+            if any(erased(m) for m in room.recent):
+                room.recent = [{**m, "text": "", "deleted": True} if erased(m) else m for m in room.recent]
 
     def add_room(self, room: RoomState) -> None:
         self.rooms[room.id] = room

@@ -168,20 +168,21 @@ class Store:
         await self.writer.change(lambda c: queries.set_admin(c, user_id, admin))
 
     async def deactivate(self, user_id: int, erase: bool) -> None:
-        """Close the account (and erase its texts) in one commit; after an erasure, checkpoint
-        the WAL so the old pages leave it too."""
-
+        """Close the account in one commit: it leaves every room (a `leave` entry each) and, with
+        `erase`, its texts are erased (an `erase` entry in each room it wrote in); after an
+        erasure, checkpoint the WAL so the old pages leave it too."""
         user = self.state.users[user_id]
 
         def close(conn: sqlite3.Connection, now: int) -> tuple[None, Changes]:
-            _, changes = queries.deactivate_user(conn, user_id)
-            if changes:  # it was open: out of every room as a leave would (an entry, an heir)
-                rooms = conn.execute("SELECT room_id FROM members WHERE user_id = ? ORDER BY room_id",
-                                     (user_id,)).fetchall()
-                for (room_id,) in rooms:
-                    changes += membership.leave(conn, room_id, user, now)[1]
+            rooms, changes = queries.deactivate_user(conn, user_id)
             if erase:
-                changes += queries.erase_texts(conn, user_id)[1]
+                wrote_in, erased = queries.erase_texts(conn, user_id)
+                changes += erased
+                for room_id in wrote_in:
+                    text = f"{user['username']}'s messages were erased"
+                    changes += (membership.append_event(conn, room_id, "erase", user, user, text, now),)
+            for room_id in rooms:
+                changes += membership.leave(conn, room_id, user, now)[1]
             return None, changes
 
         await self.change(close)
@@ -282,8 +283,9 @@ class Store:
         page = list(itertools.islice(state.visible_rooms(viewer, after), limit + 1))
         return [state.rooms[i] for i in page[:limit]], len(page) > limit
 
-    def all_rooms_page(self, after: int, limit: int) -> tuple[list[RoomState], bool]:
-        """rooms_page for an admin: every room, private and direct ones included."""
+    def every_room_page(self, after: int, limit: int) -> tuple[list[RoomState], bool]:
+        """Up to `limit` rooms with id > `after` in id order, private and direct ones included
+        (what an admin lists), and whether more follow."""
         ids = self.state.room_order
         start = bisect_right(ids, after)
         return [self.state.rooms[i] for i in ids[start:start + limit]], len(ids) > start + limit
@@ -342,8 +344,10 @@ class Store:
         if recent and recent[0]["seq"] <= first and last <= recent[-1]["seq"]:
             base = recent[0]["seq"]
             return recent[first - base : last - base + 1]
+        erasures = self.state.erasures
         rows = await self.readers.read(lambda c: queries.messages_between(c, room.id, first, last))
         users = self.state.users
         messages = [entry_json(row, users) for row in rows]
-        self.state.warm(room, messages)
+        if erasures == self.state.erasures:  # else the read may predate an erasure: do not cache it
+            self.state.warm(room, messages)
         return messages
