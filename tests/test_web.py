@@ -649,15 +649,34 @@ def _admin_scenario(base: str, browser: Any, problems: list[str]) -> None:
     expect(dave.locator("#auth-error")).to_have_text("Your session ended. Please sign in again.")
     _sign_in(dave, base, "dave", "reset by the admin", register=False)
 
+    # dave writes in a room root has open.
+    root.get_by_role("button", name="Chat").click()
+    root.get_by_label("Name", exact=True).fill("ops")
+    root.get_by_role("button", name="Create room").click()
+    expect(root.locator("#room-title")).to_have_text("ops")
+    dave.locator(".room-button", has_text="ops").click()
+    dave.locator("#message-input").fill("dave was here")
+    dave.locator("#message-input").press("Enter")
+    expect(root.locator("#messages .message-text")).to_have_text(["dave was here"])
+    root.get_by_role("button", name="Admin").click()
+
     # Deactivating asks first; then dave is signed out and the row says so.
     row.get_by_role("button", name="Deactivate…").click()
     expect(row).to_contain_text("cannot log in again")
     row.get_by_role("button", name="Cancel").click()
     expect(dave.locator("#conn-status")).to_have_text("Live")
     row.get_by_role("button", name="Deactivate…").click()
+    row.get_by_label("Also erase every message they wrote").check()
     row.get_by_role("button", name="Deactivate dave").click()
     expect(row.locator(".badge")).to_have_text("deactivated")
     expect(dave.locator("#auth-form")).to_be_visible()
+    # The open room took the erasure live: the text is gone, the room says what happened.
+    root.get_by_role("button", name="Chat").click()
+    expect(root.locator("#messages .message.deleted .message-text")).to_have_text(["message deleted"])
+    expect(root.locator("#messages .event")).to_have_text(
+        ["dave joined", "dave's messages were erased", "dave left"])
+    expect(root.locator("#member-list .member")).to_have_count(1)
+    root.get_by_role("button", name="Admin").click()
 
     # Create a user, who can sign in.
     root.get_by_label("Their username").fill("erin")

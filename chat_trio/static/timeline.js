@@ -113,7 +113,7 @@ export async function refetch() {
 // -- entries -----------------------------------------------------------------------------
 
 const ROOM_EVENTS = new Set(["join", "leave", "kick", "ban", "room_updated"]);
-const CORRECTIONS = new Set(["edit", "delete", "erase"]); // change earlier entries, shown there
+const CORRECTIONS = new Set(["edit", "delete"]); // change earlier entries and are shown there
 
 function renderMessage(m) {
   const kind = m.kind || "text";
@@ -145,7 +145,8 @@ function markDeleted(li) {
   li.querySelector(".message-text").textContent = "message deleted";
 }
 
-// An edit, delete or erase entry changes what earlier entries show.
+// An edit, delete or erase entry changes what earlier entries show (history already shows
+// them changed: this is for the live ones).
 function applyCorrection(m) {
   const shown = (seq) => el.messages.querySelector('li.message[data-seq="' + Number(seq) + '"]');
   if (m.kind === "edit" && m.target_seq !== undefined) {
@@ -170,6 +171,7 @@ function insertMessage(m) {
   tl.seqs.add(m.seq);
   if (m.seq > tl.lastSeq) tl.lastSeq = m.seq;
   if (tl.firstSeq === null || m.seq < tl.firstSeq) tl.firstSeq = m.seq;
+  if (m.kind === "erase") applyCorrection(m); // and shown, as the room's record of it
   if (CORRECTIONS.has(m.kind)) {
     applyCorrection(m);
     return false;
