@@ -506,6 +506,13 @@ def _private_room_scenario(base: str, browser: Any, problems: list[str]) -> None
     expect(b.locator("#room-title")).to_have_text("alice")
     expect(b.locator("#messages .message-text")).to_have_text(["Just between us."])
     expect(b.locator("#invite-form")).to_be_hidden()
+    expect(b.locator("#member-list .member-menu")).to_have_count(0)  # no moderation in a direct room
+
+    # B leaves it: gone from B's list (it is private); A's timeline says so.
+    b.get_by_role("button", name="Leave room").click()
+    expect(b.locator("#room-notice")).to_have_text("You left alice.")
+    expect(direct_b).to_have_count(0)
+    expect(a.locator('#messages .event[data-kind="leave"]')).to_have_text(["bob left"])
 
     # Presence: B goes away, A's member list shows it live.
     a.locator(".room-button", has_text="lobby").click()

@@ -11,7 +11,7 @@ import { showAccount } from "./account.js";
 import { showAdmin } from "./admin.js";
 import { api, ApiError, describe, savedToken, setUnauthorizedHandler, storeToken } from "./api.js";
 import * as composer from "./composer.js";
-import { $, setStatus } from "./dom.js";
+import { $, setStatus, showError } from "./dom.js";
 import { clearMembers, forgetPeople, presence, refreshMembers } from "./members.js";
 import { clearRooms, joinedRoom, leftRoom, refreshInvites, refreshRooms, renderRooms, roomChanged } from "./rooms.js";
 import * as socket from "./socket.js";
@@ -36,6 +36,7 @@ const el = {
   roomTitle: $("room-title"),
   roomTopicText: $("room-topic-text"),
   roomNotice: $("room-notice"),
+  leaveRoom: $("leave-room"),
   noRoom: $("no-room"),
   composer: $("composer"),
   input: $("message-input"),
@@ -142,6 +143,7 @@ function closeRoom() {
   timeline.resetTimeline();
   clearMembers();
   el.composer.hidden = true;
+  el.leaveRoom.hidden = true;
   el.noRoom.hidden = false;
   el.roomTitle.textContent = "Pick a room";
   el.roomTopicText.textContent = "";
@@ -165,6 +167,7 @@ async function openRoom(roomId) {
     if (gen !== state.generation) return;
     renderRooms();
     el.composer.hidden = false;
+    el.leaveRoom.hidden = false;
     if (!(await timeline.startTimeline(gen))) return;
   } catch (err) {
     if (gen !== state.generation) return;
@@ -182,6 +185,19 @@ async function openRoom(roomId) {
 }
 
 actions.openRoom = openRoom;
+
+// The server answers a leave with `unsubscribed` (reason "left"), which closes the room; without
+// a websocket, close it here.
+el.leaveRoom.addEventListener("click", async () => {
+  const roomId = state.roomId;
+  if (roomId === null) return;
+  try {
+    await api("POST", "/rooms/" + roomId + "/leave");
+    if (state.roomId === roomId && !socket.isReady()) removed({ room_id: roomId, reason: "left" });
+  } catch (err) {
+    showError(err);
+  }
+});
 
 // The server ended my subscription: I left elsewhere, or a moderator removed me.
 function removed(frame) {
