@@ -313,6 +313,11 @@ async def test_the_admin_socket_is_private_and_its_requests_are_the_operators(ap
     reply = await op.get("/admin/users")
     assert reply.status == 200 and reply.json == {"users": [], "has_more": False}
     assert (await op.get("/rooms")).status == 404  # only the admin calls are served there
+    # The prefix is literal: `_` and `%` are no wildcards.
+    for name in ("a_b", "axb", "a_c"):
+        assert (await op.post("/admin/users", {"username": name, "password": PASSWORD})).status == 201
+    listed = (await op.get("/admin/users?q=A_")).json["users"]
+    assert [u["username"] for u in listed] == ["a_b", "a_c"]
     await op.aclose()
 
 
