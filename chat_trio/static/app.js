@@ -186,14 +186,14 @@ async function openRoom(roomId) {
 
 actions.openRoom = openRoom;
 
-// The server answers a leave with `unsubscribed` (reason "left"), which closes the room; without
-// a websocket, close it here.
+// The server also answers a leave with `unsubscribed` (reason "left"); whichever comes first
+// closes the room.
 el.leaveRoom.addEventListener("click", async () => {
   const roomId = state.roomId;
   if (roomId === null) return;
   try {
     await api("POST", "/rooms/" + roomId + "/leave");
-    if (state.roomId === roomId && !socket.isReady()) removed({ room_id: roomId, reason: "left" });
+    if (state.roomId === roomId) removed({ room_id: roomId, reason: "left" });
   } catch (err) {
     showError(err);
   }

@@ -53,12 +53,15 @@ function myRank() {
   return RANK[(me && me.role) || (room && room.my_role)] || 0;
 }
 
+let reads = 0; // member lists asked for: only the latest answer is shown (answers may cross)
+
 export async function refreshMembers() {
   const roomId = state.roomId;
   if (roomId === null) return;
+  const ticket = ++reads;
   try {
     const data = await api("GET", "/rooms/" + roomId + "/members");
-    if (roomId !== state.roomId) return;
+    if (roomId !== state.roomId || ticket !== reads) return;
     members = data.members;
     remember(members);
     const room = state.rooms.get(roomId);

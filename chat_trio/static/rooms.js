@@ -25,11 +25,15 @@ const el = {
 
 let invites = []; // GET /invites: [{room_id, user, invited_by, created_at, room}]
 
+let roomReads = 0; // only the latest answer is shown (answers may cross)
+
 export async function refreshRooms() {
+  const ticket = ++roomReads;
   const [all, mine] = await Promise.all([
     listAll("/rooms", "rooms", ROOMS_PAGE_SIZE, ""),
     listAll("/rooms", "rooms", ROOMS_PAGE_SIZE, "&joined=true"),
   ]);
+  if (ticket !== roomReads) return;
   // GET /rooms lists public rooms and mine; mine carry my view of them (my_role, a direct
   // room's name as I see it), so they win.
   state.rooms = new Map(all.map((r) => [r.id, r]));
@@ -39,6 +43,8 @@ export async function refreshRooms() {
 }
 
 export function clearRooms() {
+  roomReads += 1; // an answer still on its way belongs to the session that ended
+  inviteReads += 1;
   state.rooms.clear();
   state.joined.clear();
   invites = [];
@@ -140,8 +146,12 @@ el.createRoomForm.addEventListener("submit", async (event) => {
 
 // -- invites -----------------------------------------------------------------------------
 
+let inviteReads = 0; // only the latest answer is shown (answers may cross)
+
 export async function refreshInvites() {
+  const ticket = ++inviteReads;
   const data = await api("GET", "/invites");
+  if (ticket !== inviteReads) return;
   invites = data.invites;
   renderInvites();
 }
