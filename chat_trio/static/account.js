@@ -4,8 +4,6 @@ import { api, describe, download } from "./api.js";
 import { $, button, clear, node, timeLabel } from "./dom.js";
 import { actions, state } from "./state.js";
 
-const MIN_PASSWORD = 8;
-
 const el = {
   passwordForm: $("password-form"),
   current: $("pw-current"),
@@ -48,10 +46,6 @@ el.passwordForm.addEventListener("submit", async (event) => {
   el.pwDone.textContent = "";
   if (!el.current.value) {
     el.pwError.textContent = "Enter your current password.";
-    return;
-  }
-  if (el.fresh.value.length < MIN_PASSWORD) {
-    el.pwError.textContent = "The new password needs at least " + MIN_PASSWORD + " characters.";
     return;
   }
   if (el.fresh.value !== el.repeat.value) {
