@@ -134,7 +134,7 @@ function renderMessage(m) {
   time.dateTime = m.created_at;
   time.title = new Date(m.created_at).toLocaleString();
   head.append(time);
-  if (m.edited_at) head.append(node("span", "time", "(edited)"));
+  if (m.edited_at) head.append(node("span", "time edited", "(edited)"));
   li.append(head, node("div", "message-text", m.text));
   if (m.deleted) markDeleted(li);
   return li;
@@ -153,7 +153,8 @@ function applyCorrection(m) {
     const li = shown(m.target_seq);
     if (li && !li.classList.contains("deleted")) {
       li.querySelector(".message-text").textContent = m.new_text;
-      if (!li.querySelector(".edited")) li.querySelector(".message-head").append(node("span", "time edited", "(edited)"));
+      const head = li.querySelector(".message-head");
+      if (!head.querySelector(".edited")) head.append(node("span", "time edited", "(edited)"));
     }
   } else if (m.kind === "delete" && m.target_seq !== undefined) {
     const li = shown(m.target_seq);
