@@ -214,13 +214,13 @@ class Store:
     async def export_messages(self, user_id: int, after_id: int, limit: int) -> tuple[bytes, int]:
         """Up to `limit` of the user's messages after message id `after_id`, read and encoded
         (JSON objects joined by commas) in a reader thread, and the last id (0: none left)."""
-        user = self.state.users[user_id]
+        users = self.state.users
 
         def page(conn: sqlite3.Connection) -> tuple[bytes, int]:
             rows = queries.messages_by_author(conn, user_id, after_id, limit)
             if not rows:
                 return b"", 0
-            return orjson.dumps([message_json(row, user) for row in rows])[1:-1], rows[-1][0]
+            return orjson.dumps([entry_json(row, users) for row in rows])[1:-1], rows[-1][0]
 
         return await self.readers.read(page)
 
