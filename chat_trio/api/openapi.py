@@ -585,10 +585,11 @@ PATHS: dict[str, JSON] = {
             "403": _error("The caller's role is too low, the room is direct, or the user is banned",
                           "forbidden", "banned"),
             "409": _error("The user is a member already", "already_member")},
-        security=_BEARER, params=("RoomId",), body=_SHAPES.target, errors=("TargetNotFound",),
+        security=_BEARER, params=("RoomId",), body=_SHAPES.target, errors=("TargetNotFound", "RateLimited"),
         description="Moderators and the owner, into any room but a direct one. The invitee gets "
                     "an `invite` frame; the room becomes visible to them until they join "
-                    "(consuming the invite) or decline.")},
+                    "(consuming the invite) or decline. Invites are rate limited per user (default "
+                    "1/s, bursts of 20; 429 with `Retry-After`): each may reach someone else.")},
     "/rooms/{room_id}/invites/{user_id}": {"delete": _op(
         "uninvite", "Moderation", "Withdraw or decline an invite", {
             "204": _ok("No invite pending any more (also if there was none)")},
