@@ -521,6 +521,31 @@ def _private_room_scenario(base: str, browser: Any, problems: list[str]) -> None
     b.context.close()
     expect(bob).not_to_have_class(re.compile(r"\bonline\b"))
 
+    # A bans bob (with a reason), finds him under Banned, and lifts the ban.
+    _member_action(a, "bob", "Ban")
+    a.get_by_label("Ban reason").fill("spam")
+    a.get_by_role("button", name="Ban bob").click()
+    expect(a.locator("#member-list .member")).to_have_count(1)
+    expect(a.locator('#messages .event[data-kind="ban"]')).to_have_text([re.compile("bob.*spam")])
+    a.locator("#bans summary").click()
+    expect(a.locator("#ban-list .ban")).to_have_count(1)
+    expect(a.locator("#ban-list .ban")).to_contain_text("spam")
+    a.get_by_role("button", name="Unban bob").click()
+    expect(a.locator("#ban-list .ban")).to_have_count(0)
+    expect(a.locator("#bans-empty")).to_be_visible()
+
+    # Room settings: a new name and topic reach the room list and the header.
+    a.locator("#room-settings summary").click()
+    expect(a.get_by_label("Room name")).to_have_value("lobby")
+    a.get_by_label("Room name").fill("main hall")
+    a.get_by_label("Room topic").fill("All hands")
+    a.get_by_role("button", name="Save").click()
+    expect(a.locator("#settings-done")).to_have_text("Saved.")
+    expect(a.locator("#room-title")).to_have_text("main hall")
+    expect(a.locator("#room-topic-text")).to_have_text("All hands")
+    expect(a.locator('.room-button[aria-current="true"]')).to_contain_text("main hall")
+    expect(a.locator('#messages .event[data-kind="room_updated"]')).to_have_count(1)
+
     assert len(polls) == 2, polls  # all + joined, at sign-in
 
 

@@ -4,6 +4,7 @@
 // membership, and kept current by `presence` frames: nothing polls.
 import { api, describe } from "./api.js";
 import { $, button, clear, node } from "./dom.js";
+import { showModeration } from "./moderation.js";
 import { joinedRoom, renderRooms } from "./rooms.js";
 import { actions, state } from "./state.js";
 
@@ -29,6 +30,7 @@ export function isMember(userId) {
 }
 
 export function clearMembers() {
+  showModeration(false);
   clear(el.memberList);
   members = [];
   openMenu = null;
@@ -111,6 +113,7 @@ function renderMembers() {
     el.memberList.append(li);
   }
   el.inviteForm.hidden = direct || rank < RANK.moderator;
+  showModeration(rank >= RANK.moderator);
 }
 
 // What I may do to a member, in a menu; null when nothing (e.g. the other side of a direct room).
