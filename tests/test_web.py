@@ -25,7 +25,7 @@ import trio
 from chat_trio.api.web import CSP, asset_types, pin_imports
 from chat_trio.app import App
 from tests.client import HTTPClient
-from tests.helpers import store_of
+from tests.helpers import Served, store_of
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -417,7 +417,8 @@ def _member_action(page: Any, username: str, action: str) -> None:
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install -y chromium")
-async def test_private_room_invite_accept_chat_kick_live(app: App) -> None:
+@pytest.mark.workers
+async def test_private_room_invite_accept_chat_kick_live(app: Served) -> None:
     """Issue 15 in two browsers: a private room with a lock, an invite accepted live, a chat, a
     kick that B's page shows at once; direct messages from the member list; moderator actions
     only for moderators; presence; and no polling."""
@@ -550,7 +551,8 @@ def _private_room_scenario(base: str, browser: Any, problems: list[str]) -> None
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install -y chromium")
-async def test_password_change_ends_the_other_session_live(app: App) -> None:
+@pytest.mark.workers
+async def test_password_change_ends_the_other_session_live(app: Served) -> None:
     """Issue 17 in two browsers of one user: a password change in one ends the other's session
     at once; the sessions list ends one; deleting the account asks first, then signs out."""
     await _in_browser(partial(_account_scenario, f"http://127.0.0.1:{app.port}"))
