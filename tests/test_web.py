@@ -133,6 +133,10 @@ async def test_page_has_no_inline_script_style_or_handlers(client: HTTPClient) -
                      "setInterval(\""):
             assert sink not in script, (name, sink)
         assert len(script.splitlines()) < 400, f"{name} is one view per module, well under 400 lines"
+    # Nothing polls: the one timer that repeats is the websocket's heartbeat.
+    repeating = {name: static_file(name).decode().count("setInterval(") for name in modules}
+    assert repeating == {name: int(name == "socket.js") for name in modules}, repeating
+    assert "setInterval(heartbeat, PING_EVERY_MS)" in static_file("socket.js").decode()
 
 
 async def test_assets_have_their_content_types_and_are_versioned(client: HTTPClient) -> None:
