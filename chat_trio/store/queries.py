@@ -12,6 +12,7 @@ import sqlite3
 import unicodedata
 from typing import Any
 
+from chat_trio.errors import APIError
 from chat_trio.store.changes import (
     NO_CHANGES,
     Changes,
@@ -314,7 +315,16 @@ def insert_message(
         row = message_by_txn(conn, room_id, author_id, txn_id)
         if row is not None:
             return (message_json(row, author), False), NO_CHANGES
-    seq = next_seq(conn, room_id)
+    # The seq only while the author is a member, in the same statement: a send checked against
+    # the state before a kick or ban that commits first in the same batch must not land after it.
+    found = conn.execute(
+        "UPDATE rooms SET last_seq = last_seq + 1 WHERE id = ?"
+        " AND EXISTS (SELECT 1 FROM members WHERE room_id = ? AND user_id = ?) RETURNING last_seq",
+        (room_id, room_id, author_id),
+    ).fetchone()
+    if found is None:
+        raise outsider(conn, room_id, author_id)
+    seq = found[0]
     cur = conn.execute(
         "INSERT INTO messages (room_id, seq, author_id, text, txn_id, created_at)"
         " VALUES (?, ?, ?, ?, ?, ?)",
@@ -322,6 +332,22 @@ def insert_message(
     )
     message = message_json((cur.lastrowid, room_id, seq, author_id, text, txn_id, now), author)
     return (message, True), (MessageCommitted(message),)
+
+
+def invited(conn: sqlite3.Connection, room_id: int, user_id: int) -> bool:
+    return conn.execute("SELECT 1 FROM invites WHERE room_id = ? AND user_id = ?",
+                        (room_id, user_id)).fetchone() is not None
+
+
+def outsider(conn: sqlite3.Connection, room_id: int, user_id: int,
+             why: str = "you are not a member of this room") -> APIError:
+    """The refusal for someone who is not a member: a room that does not exist, or a private
+    room they hold no invite to, does not exist for them (404, never 403); any other refuses
+    them (403)."""
+    row = conn.execute("SELECT visibility FROM rooms WHERE id = ?", (room_id,)).fetchone()
+    if row is None or (row[0] == "private" and not invited(conn, room_id, user_id)):
+        return APIError(404, "not_found", "no such room")
+    return APIError(403, "forbidden", why)
 
 
 def next_seq(conn: sqlite3.Connection, room_id: int) -> int:
