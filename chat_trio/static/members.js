@@ -240,6 +240,7 @@ el.inviteForm.addEventListener("submit", async (event) => {
   } catch (err) {
     if (err.code === "already_member") el.inviteError.textContent = username + " is a member already.";
     else if (err.code === "banned") el.inviteError.textContent = username + " is banned from this room.";
+    else if (err.code === "deactivated") el.inviteError.textContent = username + "'s account is closed.";
     else el.inviteError.textContent = describe(err);
   }
 });
