@@ -519,6 +519,13 @@ def _private_room_scenario(base: str, browser: Any, problems: list[str]) -> None
     expect(direct_b).to_have_count(0)
     expect(a.locator('#messages .event[data-kind="leave"]')).to_have_text(["bob left"])
 
+    # Opening it again from the lobby brings bob back: it reappears in B's list, live.
+    a.locator(".room-button", has_text="lobby").click()
+    _member_action(a, "bob", "Message")
+    expect(a.locator("#room-title")).to_have_text("bob")
+    expect(direct_b).to_have_count(1)
+    expect(a.locator('#messages .event[data-kind="join"]')).to_have_text(["bob joined"])
+
     # Presence: B goes away, A's member list shows it live.
     a.locator(".room-button", has_text="lobby").click()
     bob = a.locator("#member-list .member", has_text="bob")
