@@ -89,6 +89,11 @@ class StoreCommands:
         assert room is not None
         await self.store.leave(room, user_id)
 
+    async def mark_read(self, user_id: int, room_id: int, seq: int) -> int:
+        room = self.store.room(room_id)
+        assert room is not None
+        return await self.store.mark_read(room, user_id, seq)
+
 
 class StandIn:
     """One worker's supervisor: commits as C frames (each before the replies of its calls,

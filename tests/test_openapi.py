@@ -62,7 +62,7 @@ async def test_authenticated_operations_list_401(client: HTTPClient) -> None:
     assert doc["components"]["securitySchemes"]["bearerAuth"] == {
         **doc["components"]["securitySchemes"]["bearerAuth"], "type": "http", "scheme": "bearer"}
     secured = [(m, p, op) for m, p, op in operations(doc) if op.get("security")]
-    assert len(secured) == 11
+    assert len(secured) == 13
     for method, path, op in secured:
         if {} in op["security"]:
             # Anonymous allowed at the HTTP level: only /ws, whose token is checked after the
@@ -76,7 +76,7 @@ async def test_authenticated_operations_list_401(client: HTTPClient) -> None:
 async def test_path_parameters_are_declared(client: HTTPClient) -> None:
     doc = await served(client)
     with_room = [p for p in doc["paths"] if "{room_id}" in p]
-    assert len(with_room) == 5
+    assert len(with_room) == 6
     for method, path, op in operations(doc):
         declared = {param["name"]: param for param in map(lambda p: resolve(doc, p), op.get("parameters", []))
                     if param["in"] == "path"}
@@ -213,11 +213,21 @@ async def test_answers_match_the_document(client: HTTPClient) -> None:
     await check("GET", messages, 422, path=f"{mpath}?before=2&after=1", token=bob_token)
     await check("GET", messages, 422, path=f"{mpath}?wait=1", token=bob_token)
     await check("GET", messages, 400, path=f"{mpath}?limit=%ff", token=bob_token)
+    await check("PUT", "/rooms/{room_id}/read", 200, path=f"{room_path}/read", json={"seq": 2},
+                token=bob_token)
+    await check("GET", "/search", 200, path="/search?q=one", token=bob_token)
+    await check("GET", "/search", 200, path=f"/search?q=t&room_id={rid}&before=99&limit=1", token=token)
+    await check("GET", "/search", 422, path="/search?q=", token=token)
+    await check("GET", "/search", 400, path="/search?q=%ff", token=token)
+    await check("GET", "/search", 404, path="/search?q=one&room_id=999", token=token)
     await sweep(check, rid, token)
 
     await check("POST", "/rooms/{room_id}/leave", 204, path=f"{room_path}/leave", token=bob_token)
     await check("GET", messages, 403, path=mpath, token=bob_token)
     await check("POST", messages, 403, path=mpath, json={"text": "hi"}, token=bob_token)
+    await check("PUT", "/rooms/{room_id}/read", 403, path=f"{room_path}/read", json={"seq": 3},
+                token=bob_token)
+    await check("GET", "/search", 403, path=f"/search?q=one&room_id={rid}", token=bob_token)
 
     await check("POST", "/logout", 204, token=bob_token)
     await check("POST", "/logout", 401, token=bob_token)

@@ -106,7 +106,8 @@ async def test_a_late_page_of_rooms_costs_what_an_early_one_does(tmp_path: Path)
         with closing(sqlite3.connect(config.db)) as db:
             db.executemany("INSERT INTO rooms (name, name_key, created_by, created_at) VALUES (?, ?, ?, 0)",
                            ((f"r{n}", f"r{n}", user["id"]) for n in range(rooms)))
-            db.execute("INSERT INTO members VALUES (?, ?, 0)", (rooms, user["id"]))
+            db.execute("INSERT INTO members (room_id, user_id, joined_at) VALUES (?, ?, 0)",
+                       (rooms, user["id"]))
             db.commit()
         async with serve(config) as app:
             client = Client(app.port)

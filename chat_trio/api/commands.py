@@ -20,7 +20,7 @@ from chat_trio.config import Config
 from chat_trio.errors import APIError
 from chat_trio.security.logins import LoginGuard
 from chat_trio.security.ratelimit import TokenBucket, WindowLimit
-from chat_trio.store.queries import Conflict
+from chat_trio.store.queries import Conflict, NotMember
 from chat_trio.store.records import Message, RoomState, User
 from chat_trio.store.store import Store
 
@@ -42,6 +42,10 @@ def room_name_taken() -> APIError:
 
 def no_such_room() -> APIError:
     return APIError(404, "not_found", "no such room")
+
+
+def not_member() -> APIError:
+    return APIError(403, "forbidden", "you are not a member of this room")
 
 
 class Commands(Protocol):
@@ -87,6 +91,11 @@ class Commands(Protocol):
                              txn_id: str | None) -> Callable[[], Awaitable[tuple[Message, bool]]]:
         """Queue a message for commit (APIError 429 over the send rate); returns what to await for
         (message, created)."""
+        ...
+
+    async def mark_read(self, user_id: int, room_id: int, seq: int) -> int:
+        """Move the member's read marker forward to `seq` (clamped to the room's last seq); the
+        marker after the call. APIError 403 if not a member."""
         ...
 
 
@@ -170,7 +179,7 @@ class LocalCommands:
                              txn_id: str | None) -> Callable[[], Awaitable[tuple[Message, bool]]]:
         room, user = self._room(room_id), self._user(user_id)
         if user_id not in room.members:
-            raise APIError(403, "forbidden", "you are not a member of this room")
+            raise not_member()
         wait = self.sends.take(user_id)
         if wait:
             # A retry of a send that already committed writes nothing, so the limit does not
@@ -180,6 +189,15 @@ class LocalCommands:
                 raise rate_limited(wait)
             return partial(_replayed, original)
         return await self.store.submit_post(room, user, text, txn_id)
+
+    async def mark_read(self, user_id: int, room_id: int, seq: int) -> int:
+        room = self._room(room_id)
+        if user_id not in room.members:
+            raise not_member()
+        try:
+            return await self.store.mark_read(room, user_id, seq)  # the feed tells their websockets
+        except NotMember:
+            raise not_member() from None
 
     # -- lookups: a caller checked these already, but a worker's view may lag ------------------
 

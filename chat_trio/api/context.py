@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from chat_trio.api.commands import Commands, no_such_room
+from chat_trio.api.commands import Commands, no_such_room, not_member
 from chat_trio.config import Config
 from chat_trio.errors import APIError
 from chat_trio.http.types import Request
@@ -75,7 +75,7 @@ class Context:
         """The room if `user` is a member: 404 if it does not exist, 403 if not a member."""
         room = self.room(room_id)
         if user["id"] not in room.members:
-            raise APIError(403, "forbidden", "you are not a member of this room")
+            raise not_member()
         return room
 
     async def purge_tokens(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -120,7 +120,7 @@ def _answer(record: type, **refine: JSON) -> JSON:
                 raise TypeError(f"{record.__name__}.{name} is refined with other fields")
             base = refine.pop(name)
         properties[name] = {**base, **refine.get(name, {})}
-    return _obj(properties)
+    return _obj(properties, optional=tuple(getattr(record, "__optional_keys__", ())))
 
 
 def _op(
@@ -189,6 +189,11 @@ SCHEMAS: JSON = {
         created_at=_TIME,
         member_count=_COUNT,
         last_seq={**_COUNT, "description": "Seq of the room's newest message (0: none yet)"},
+        read_seq={**_COUNT, "description": "Only for a member: the caller's read marker (a new "
+                                           "member starts at the room's last_seq; sending moves it "
+                                           "to the message sent)"},
+        unread={**_COUNT, "description": "Only for a member: text entries with seq > read_seq, "
+                                         "not deleted, not the caller's"},
     ),
     "Message": _answer(
         Message,
@@ -290,6 +295,8 @@ message with seq > after in order, then live ones. If more than 1000 are missed:
 | `{"type":"typing","room_id"}` | others get `{"type":"typing","room_id","user"}` (ephemeral, dropped \
 first under pressure, and beyond `--ws-typing-rate` per user) |
 | `{"type":"ping"}` | `{"type":"pong"}` |
+| (the caller moved their read marker: `PUT /rooms/{room_id}/read`) | `{"type":"read","room_id",\
+"read_seq"}` on each of the user's websockets, subscribed or not |
 | anything invalid | `{"type":"error","code","message","ref"?}`; the connection stays open |
 
 Live frame: `{"type":"message","message"}` (`message` is a `Message`). Per room a subscriber sees
@@ -412,6 +419,34 @@ PATHS: dict[str, JSON] = {
                         "or T seconds pass, then answers `messages: []`. A caller that left the "
                         "room while waiting gets 403."),
     },
+    "/rooms/{room_id}/read": {"put": _op(
+        "markRead", "Messages", "Move the caller's read marker", {
+            "200": _ok("The marker after the call", _obj({"read_seq": _COUNT}))},
+        security=_BEARER, params=("RoomId",), body=_SHAPES.read_marker,
+        errors=("RoomNotFound", "NotMember"),
+        description="Moves the marker forward only: a seq at or below it is ignored (not an "
+                    "error), one above the room's `last_seq` is clamped to it. When it moves, "
+                    "every websocket of the caller gets `{\"type\":\"read\",\"room_id\","
+                    "\"read_seq\"}`, so another device clears its badge.")},
+    "/search": {"get": _op(
+        "search", "Messages", "Search the messages of the caller's rooms", {
+            "200": _ok("Matching messages, newest first", _obj({
+                "results": _list(_obj({
+                    "message": _schema("Message"),
+                    "highlights": _list({"type": "array", "items": _COUNT, "minItems": 2, "maxItems": 2,
+                                         "description": "[start, end) in code points of `text`"}),
+                })),
+                "has_more": {"type": "boolean", "description": "More results exist: ask again with "
+                                                               "`before` = the last message id"}}))},
+        security=_BEARER, query=_SHAPES.search, errors=("RoomNotFound", "NotMember"),
+        description="Full-text search over the current text of the text messages in the rooms "
+                    "the caller is a member of (or, with `room_id`, that one: 404 if it does not "
+                    "exist, 403 if the caller is not a member). `q` is split into words (runs of "
+                    "letters and digits): each must match the start of a word of the text, "
+                    "ignoring case and accents. Nothing in `q` is a query language: quotes, `*`, "
+                    "`OR`, `NEAR`, `-` and `column:` are plain text or separators; a `q` with no "
+                    "letter or digit finds nothing. Results are newest first (by message id); page "
+                    "with `before`. `highlights` are the matching words of `text`.")},
     "/ws": {"get": _op(
         "websocket", "Websocket", "Open the websocket", {
             "101": _ok("Switching Protocols: the connection is a websocket from here on", headers={

@@ -20,24 +20,24 @@ def routes(s: Context) -> list[Route]:
         if s.store.room_name_taken(name):
             raise room_name_taken()
         room_id = await s.commands.create_room(user["id"], name, topic)
-        return json_response({"room": s.room(room_id).json()}, 201)
+        return json_response({"room": s.room(room_id).json(user["id"])}, 201)
 
     async def list_rooms(request: Request) -> Response:
         user = await s.authenticate(request)
         query = shapes.list_rooms.read(request)
         page, has_more = s.store.rooms_page(query["after"] or 0, query["limit"],
                                             user["id"] if query["joined"] else None)
-        return json_response({"rooms": [room.json() for room in page], "has_more": has_more})
+        return json_response({"rooms": [room.json(user["id"]) for room in page], "has_more": has_more})
 
     async def show(request: Request) -> Response:
-        await s.authenticate(request)
-        return json_response({"room": s.room(request.params["room_id"]).json()})
+        user = await s.authenticate(request)
+        return json_response({"room": s.room(request.params["room_id"]).json(user["id"])})
 
     async def join(request: Request) -> Response:
         user = await s.authenticate(request)
         room = s.room(request.params["room_id"])
         await s.commands.join(room.id, user["id"])
-        return json_response({"room": room.json()})
+        return json_response({"room": room.json(user["id"])})
 
     async def leave(request: Request) -> Response:
         user = await s.authenticate(request)

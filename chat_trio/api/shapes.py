@@ -228,11 +228,35 @@ class Flag:
 
 
 @dataclass(frozen=True, slots=True)
+class Text:
+    """A string parameter of `min_len` to `max_len` characters (code points)."""
+
+    name: str
+    min_len: int
+    max_len: int
+    required: bool = False
+    description: str = ""
+
+    def parse(self, query: dict[str, str]) -> str | None:
+        raw = query.get(self.name)
+        if raw is None:
+            if self.required:
+                raise validate.invalid(self.name, "is required")
+            return None
+        if not self.min_len <= len(raw) <= self.max_len:
+            raise validate.invalid(self.name, f"must be {self.min_len} to {self.max_len} characters")
+        return raw
+
+    def schema(self) -> JSON:
+        return {"type": "string", "minLength": self.min_len, "maxLength": self.max_len}
+
+
+@dataclass(frozen=True, slots=True)
 class Query:
     """A query string's parameters, each optional; an unknown one is refused like an unknown body
     field (422 naming it), so a misspelt `befor=` is not silently a different page."""
 
-    params: tuple[Int | Seconds | Flag, ...]
+    params: tuple[Int | Seconds | Flag | Text, ...]
 
     def read(self, request: Request) -> JSON:
         query = request.query
@@ -242,8 +266,8 @@ class Query:
         return {p.name: p.parse(query) for p in self.params}
 
     def parameters(self) -> list[JSON]:
-        return [{"name": p.name, "in": "query", "required": False, "description": p.description,
-                 "schema": p.schema()} for p in self.params]
+        return [{"name": p.name, "in": "query", "required": isinstance(p, Text) and p.required,
+                 "description": p.description, "schema": p.schema()} for p in self.params]
 
 
 # -- the API's shapes ----------------------------------------------------------------------------
@@ -302,6 +326,21 @@ class Shapes:
             Int("after", 0, MAX_CURSOR, description="The oldest `limit` messages with seq > after"),
             Int("limit", 1, 100, 50, "Page size"),
             Seconds("wait", 30.0, "Seconds to long-poll; only together with `after`"),
+        ))
+        self.read_marker = Body((
+            Integer("seq", 0, MAX_CURSOR, description="Read up to this seq: a lower one than the "
+                                                      "marker is ignored, a higher one than the "
+                                                      "room's last_seq is clamped to it"),
+        ))
+        self.search = Query((
+            Text("q", 1, 200, required=True,
+                 description="Words to find (letters and digits; everything else separates "
+                             "them): each matches a word it is a prefix of, ignoring case and "
+                             "accents, and all must match. Never a query language"),
+            Int("room_id", 1, MAX_ROOM_ID, description="Only this room (the caller must be a member)"),
+            Int("before", 1, MAX_CURSOR, description="Only messages with id < before (the last "
+                                                     "message id of the previous page)"),
+            Int("limit", 1, 50, 20, "Page size"),
         ))
 
 

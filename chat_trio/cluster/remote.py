@@ -200,12 +200,15 @@ class RemoteCommands:
 
         return finish
 
+    async def mark_read(self, user_id: int, room_id: int, seq: int) -> int:
+        return int(await self._call("mark_read", user_id=user_id, room_id=room_id, seq=seq))
+
 
 # -- the supervisor's side --------------------------------------------------------------------
 
 _OPS = frozenset({"allow_registration", "create_user", "login_allowed", "login_failed",
                   "login_succeeded", "rehash_password", "create_token", "revoke_token",
-                  "create_room", "join", "leave", "submit_message"})
+                  "create_room", "join", "leave", "submit_message", "mark_read"})
 
 
 async def begin_call(commands: Commands, frame: JSON) -> Callable[[], Awaitable[JSON]]:

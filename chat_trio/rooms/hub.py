@@ -22,7 +22,7 @@ from typing import Protocol
 import trio
 
 from chat_trio.rooms.frames import json_frame, message_frame
-from chat_trio.store.changes import Commit, MemberLeft, MessageCommitted, TokensRevoked
+from chat_trio.store.changes import Commit, MemberLeft, MessageCommitted, ReadMoved, TokensRevoked
 from chat_trio.store.records import JSON, Message, User
 
 CLOSE_GOING_AWAY = 1001
@@ -38,6 +38,9 @@ class Subscriber(Protocol):
 
     def deliver_ephemeral(self, frame: bytes) -> None:
         """Queue a frame that may be dropped under pressure (typing)."""
+
+    def send(self, frame: bytes) -> None:
+        """Queue a frame that is not about a subscribed room's timeline (e.g. `read`)."""
 
     def close(self, code: int, reason: str) -> None:
         """Ask the connection to close itself with this code."""
@@ -62,6 +65,7 @@ class Hub:
         self.connections: set[Subscriber] = set()
         self._subscribed: dict[Subscriber, set[int]] = defaultdict(set)  # subscriber → its rooms
         self._online: dict[int, int] = defaultdict(int)  # user id → open websockets
+        self._sockets: dict[int, set[Subscriber]] = {}  # user id → their open websockets
         self._waiters: dict[int, trio.Event] = {}
         self.closing = False
         self.delivered = 0
@@ -78,6 +82,8 @@ class Hub:
                     self.user_left(room_id, user_id)
                 case TokensRevoked(digests):
                     self.tokens_revoked(digests)
+                case ReadMoved(room_id, user_id, read_seq, _):
+                    self.to_user(user_id, {"type": "read", "room_id": room_id, "read_seq": read_seq})
 
     def publish(self, message: Message, frame: bytes | None = None) -> None:
         """Deliver a message right after the COMMIT that created it; wake its long-polls.
@@ -94,6 +100,14 @@ class Hub:
         waiter = self._waiters.pop(room_id, None)
         if waiter is not None:
             waiter.set()
+
+    def to_user(self, user_id: int, frame: JSON) -> None:
+        """Send a frame to every open websocket of the user (on this process)."""
+        sockets = self._sockets.get(user_id)
+        if sockets:
+            encoded = json_frame(frame)
+            for sub in list(sockets):
+                sub.send(encoded)
 
     def typing(self, room_id: int, user: User, sender: Subscriber) -> None:
         who: JSON = {"id": user["id"], "username": user["username"]}
@@ -127,6 +141,7 @@ class Hub:
 
     def connect(self, sub: Subscriber) -> None:
         self.connections.add(sub)
+        self._sockets.setdefault(sub.user_id, set()).add(sub)
         self._online[sub.user_id] += 1
         if self._online[sub.user_id] == 1 and self.relay is not None:
             self.relay.presence(sub.user_id, True)
@@ -135,6 +150,11 @@ class Hub:
         if sub not in self.connections:
             return
         self.connections.discard(sub)
+        sockets = self._sockets.get(sub.user_id)
+        if sockets is not None:
+            sockets.discard(sub)
+            if not sockets:
+                del self._sockets[sub.user_id]
         self._online[sub.user_id] -= 1
         if self._online[sub.user_id] <= 0:
             del self._online[sub.user_id]

@@ -103,6 +103,25 @@ class MessageCommitted:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadMoved:
+    """A member's read marker moved forward (PUT /rooms/{id}/read), to `read_seq`, where the
+    room had `text_n` text entries (see schema migration 5)."""
+
+    kind: ClassVar[str] = "read"
+    room_id: int
+    user_id: int
+    read_seq: int
+    text_n: int
+
+    def pack(self) -> list[Any]:
+        return [self.kind, self.room_id, self.user_id, self.read_seq, self.text_n]
+
+    @classmethod
+    def unpack(cls, f: list[Any]) -> ReadMoved:
+        return cls(f[1], f[2], f[3], f[4])
+
+
+@dataclass(frozen=True, slots=True)
 class TokenIssued:
     kind: ClassVar[str] = "token"
     digest: bytes  # sha256 of the token
@@ -133,14 +152,14 @@ class TokensRevoked:
 
 
 Change = (UserCreated | RoomCreated | MemberJoined | MemberLeft | MessageCommitted | TokenIssued
-          | TokensRevoked)
+          | TokensRevoked | ReadMoved)
 Changes = tuple[Change, ...]
 NO_CHANGES: Changes = ()
 
 _KINDS: dict[str, Callable[[list[Any]], Change]] = {
     cls.kind: cls.unpack
     for cls in (UserCreated, RoomCreated, MemberJoined, MemberLeft, MessageCommitted, TokenIssued,
-                TokensRevoked)
+                TokensRevoked, ReadMoved)
 }
 
 

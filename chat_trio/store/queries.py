@@ -17,12 +17,14 @@ from chat_trio.store.changes import (
     MemberJoined,
     MemberLeft,
     MessageCommitted,
+    ReadMoved,
     RoomCreated,
     TokenIssued,
     TokensRevoked,
     UserCreated,
 )
 from chat_trio.store.records import Author, Message, User, message_json
+from chat_trio.store.search import SEARCH
 
 Row = tuple[Any, ...]
 MESSAGE_COLUMNS = "id, room_id, seq, author_id, text, txn_id, created_at"
@@ -30,6 +32,10 @@ MESSAGE_COLUMNS = "id, room_id, seq, author_id, text, txn_id, created_at"
 
 class Conflict(Exception):
     """A uniqueness rule refused the write (taken username or room name)."""
+
+
+class NotMember(Exception):
+    """The user is not (or no longer) a member of the room the write is about."""
 
 
 def name_key(name: str) -> str:
@@ -52,6 +58,14 @@ def load_rooms(conn: sqlite3.Connection) -> list[Row]:
 
 def load_members(conn: sqlite3.Connection) -> list[Row]:
     return conn.execute("SELECT room_id, user_id, joined_at FROM members").fetchall()
+
+
+def load_text_counts(conn: sqlite3.Connection) -> list[Row]:
+    return conn.execute("SELECT id, text_count FROM rooms").fetchall()
+
+
+def load_reads(conn: sqlite3.Connection) -> list[Row]:
+    return conn.execute("SELECT room_id, user_id, read_seq, read_text_n FROM members").fetchall()
 
 
 def delete_expired_tokens(conn: sqlite3.Connection, now: int) -> None:
@@ -156,7 +170,19 @@ def insert_member(conn: sqlite3.Connection, room_id: int, user_id: int, now: int
         "INSERT OR IGNORE INTO members (room_id, user_id, joined_at) VALUES (?, ?, ?)",
         (room_id, user_id, now),
     )
-    return None, (MemberJoined(room_id, user_id, now),) if cur.rowcount else NO_CHANGES
+    if not cur.rowcount:
+        return None, NO_CHANGES
+    start_read_marker(conn, room_id, user_id)
+    return None, (MemberJoined(room_id, user_id, now),)
+
+
+def start_read_marker(conn: sqlite3.Connection, room_id: int, user_id: int) -> None:
+    """A new member has read what came before they joined (State.add_member does the same)."""
+    conn.execute(
+        "UPDATE members SET (read_seq, read_text_n) = (SELECT last_seq, text_count FROM rooms WHERE id = ?)"
+        " WHERE room_id = ? AND user_id = ?",
+        (room_id, room_id, user_id),
+    )
 
 
 def delete_member(conn: sqlite3.Connection, room_id: int, user_id: int) -> tuple[None, Changes]:
@@ -177,14 +203,20 @@ def insert_message(
         row = message_by_txn(conn, room_id, author_id, txn_id)
         if row is not None:
             return (message_json(row, author), False), NO_CHANGES
-    seq = conn.execute(
-        "UPDATE rooms SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq", (room_id,)
-    ).fetchone()[0]
+    seq, text_n = conn.execute(
+        "UPDATE rooms SET last_seq = last_seq + 1, text_count = text_count + 1 WHERE id = ?"
+        " RETURNING last_seq, text_count", (room_id,)
+    ).fetchone()
     cur = conn.execute(
-        "INSERT INTO messages (room_id, seq, author_id, text, txn_id, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (room_id, seq, author_id, text, txn_id, now),
+        "INSERT INTO messages (room_id, seq, author_id, text, txn_id, created_at, text_n)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (room_id, seq, author_id, text, txn_id, now, text_n),
     )
+    assert cur.lastrowid is not None
+    SEARCH.add(conn, cur.lastrowid, text)
+    # Sending moves the sender's read marker to the message (State._add_message does the same).
+    conn.execute("UPDATE members SET read_seq = ?, read_text_n = ? WHERE room_id = ? AND user_id = ?",
+                 (seq, text_n, room_id, author_id))
     message = message_json((cur.lastrowid, room_id, seq, author_id, text, txn_id, now), author)
     return (message, True), (MessageCommitted(message),)
 
@@ -205,3 +237,43 @@ def messages_between(conn: sqlite3.Connection, room_id: int, first: int, last: i
         " ORDER BY seq",
         (room_id, first, last),
     ).fetchall()
+
+
+def messages_by_id(conn: sqlite3.Connection, ids: list[int]) -> list[Row]:
+    """The messages with these ids, in the order given (missing ones left out)."""
+    if not ids:
+        return []
+    rows = conn.execute(
+        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id IN ({', '.join('?' * len(ids))})", ids
+    ).fetchall()
+    by_id = {row[0]: row for row in rows}
+    return [by_id[i] for i in ids if i in by_id]
+
+
+# -- read markers and search -----------------------------------------------------------------
+
+def move_read_marker(conn: sqlite3.Connection, room_id: int, user_id: int, seq: int) -> tuple[int, Changes]:
+    """Move a member's marker forward to `seq` (clamped to the room's last seq; a lower one
+    changes nothing). Returns the marker after the call; None if `user_id` is not a member."""
+    last_seq = conn.execute("SELECT last_seq FROM rooms WHERE id = ?", (room_id,)).fetchone()[0]
+    current = conn.execute("SELECT read_seq FROM members WHERE room_id = ? AND user_id = ?",
+                           (room_id, user_id)).fetchone()
+    if current is None:
+        raise NotMember()
+    target = min(seq, last_seq)
+    if target <= current[0]:
+        return current[0], NO_CHANGES
+    row = conn.execute(
+        "SELECT text_n FROM messages WHERE room_id = ? AND seq <= ? AND text_n IS NOT NULL"
+        " ORDER BY seq DESC LIMIT 1", (room_id, target)
+    ).fetchone()
+    text_n = 0 if row is None else row[0]
+    conn.execute("UPDATE members SET read_seq = ?, read_text_n = ? WHERE room_id = ? AND user_id = ?",
+                 (target, text_n, room_id, user_id))
+    return target, (ReadMoved(room_id, user_id, target, text_n),)
+
+
+def search(conn: sqlite3.Connection, query_words: list[str], room_ids: list[int], before: int | None,
+           limit: int) -> list[Row]:
+    """Message rows matching every word (by prefix) in these rooms, newest first."""
+    return messages_by_id(conn, SEARCH.find(conn, query_words, room_ids, before, limit))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
@@ -30,7 +31,7 @@ class Message(TypedDict):
     txn_id: str | None
 
 
-class Room(TypedDict):
+class RoomFields(TypedDict):
     id: int
     name: str
     topic: str
@@ -38,6 +39,11 @@ class Room(TypedDict):
     created_at: str
     member_count: int
     last_seq: int
+
+
+class Room(RoomFields, total=False):
+    read_seq: int  # these two only for a member (see RoomState.json)
+    unread: int
 
 
 class Member(TypedDict):
@@ -86,9 +92,21 @@ class RoomState:
     last_seq: int
     members: dict[int, int] = field(default_factory=dict)  # user id → joined_at ms
     recent: list[Message] = field(default_factory=list)  # contiguous seqs ending at last_seq
+    text_count: int = 0  # text entries ever committed (deleted ones too)
+    # member → (read_seq, text_count when the room's last_seq was read_seq)
+    reads: dict[int, tuple[int, int]] = field(default_factory=dict)
+    deleted: list[int] = field(default_factory=list)  # seqs of deleted text entries, ascending
 
-    def json(self) -> Room:
-        return {
+    def unread(self, user_id: int) -> int:
+        """Text entries past the member's marker that are not deleted: a subtraction and a
+        bisection, never a walk over history. None of them is the member's own, since sending
+        moves the sender's marker to the message it sent."""
+        read_seq, text_n = self.reads.get(user_id, (self.last_seq, self.text_count))
+        return self.text_count - text_n - (len(self.deleted) - bisect_right(self.deleted, read_seq))
+
+    def json(self, viewer: int | None = None) -> Room:
+        """The room as `viewer` sees it: a member also gets their read marker and unread count."""
+        room: Room = {
             "id": self.id,
             "name": self.name,
             "topic": self.topic,
@@ -97,3 +115,7 @@ class RoomState:
             "member_count": len(self.members),
             "last_seq": self.last_seq,
         }
+        if viewer is not None and viewer in self.members:
+            room["read_seq"] = self.reads.get(viewer, (self.last_seq, 0))[0]
+            room["unread"] = self.unread(viewer)
+        return room

@@ -6,6 +6,7 @@ import sqlite3
 from collections.abc import Callable
 
 from chat_trio.store.queries import name_key
+from chat_trio.store.search import SEARCH
 
 
 def _nfkc_room_name_keys(conn: sqlite3.Connection) -> None:
@@ -25,6 +26,29 @@ def _nfkc_room_name_keys(conn: sqlite3.Connection) -> None:
             key = f"{key}\x00{room_id}"
         taken.add(key)
         conn.execute("UPDATE rooms SET name_key = ? WHERE id = ?", (key, room_id))
+
+
+def _timeline(conn: sqlite3.Connection) -> None:
+    """5: read markers, unread counters and the search index.
+
+    `rooms.text_count` counts the room's text entries ever committed and `messages.text_n` is a
+    text entry's place among them (null for other kinds), both set at commit; a member's marker
+    keeps the `text_n` it stands at. So a room's unread count is a subtraction (less the deleted
+    entries past the marker), never a count over its history. Existing members have read
+    everything; existing messages (all text) get indexed for search."""
+    for statement in (
+        "ALTER TABLE rooms ADD COLUMN text_count INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE messages ADD COLUMN text_n INTEGER",
+        "ALTER TABLE members ADD COLUMN read_seq INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE members ADD COLUMN read_text_n INTEGER NOT NULL DEFAULT 0",
+        # Before this migration every entry is a text message and seqs are dense.
+        "UPDATE messages SET text_n = seq",
+        "UPDATE rooms SET text_count = last_seq",
+        "UPDATE members SET read_seq = (SELECT last_seq FROM rooms WHERE rooms.id = members.room_id),"
+        " read_text_n = (SELECT text_count FROM rooms WHERE rooms.id = members.room_id)",
+    ):
+        conn.execute(statement)
+    SEARCH.create(conn)
 
 
 # Each a script of SQL statements, or a function for what SQL cannot do.
@@ -74,6 +98,9 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
         WHERE txn_id IS NOT NULL;
     """,
     _nfkc_room_name_keys,
+    "",  # 3: rooms, roles and room events (being written on another branch)
+    "",  # 4: accounts and administration (being written on another branch)
+    _timeline,
 ]
 
 

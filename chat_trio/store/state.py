@@ -20,6 +20,7 @@ from chat_trio.store.changes import (
     MemberJoined,
     MemberLeft,
     MessageCommitted,
+    ReadMoved,
     RoomCreated,
     TokenIssued,
     TokensRevoked,
@@ -52,6 +53,10 @@ class State:
             self.add_room(RoomState(room_id, name, topic, created_by, created_at, last_seq))
         for room_id, user_id, joined_at in queries.load_members(conn):
             self.add_member(self.rooms[room_id], user_id, joined_at)
+        for room_id, text_count in queries.load_text_counts(conn):
+            self.rooms[room_id].text_count = text_count
+        for room_id, user_id, read_seq, text_n in queries.load_reads(conn):
+            self.rooms[room_id].reads[user_id] = (read_seq, text_n)
 
     # -- the feed's consumer ---------------------------------------------------------------
 
@@ -79,6 +84,11 @@ class State:
                     self.revocations += 1
                     for digest in digests:
                         self.tokens.pop(digest, None)
+                case ReadMoved(room_id, user_id, read_seq, text_n):
+                    room = self.rooms.get(room_id)
+                    if room is not None and user_id in room.members \
+                            and read_seq > room.reads.get(user_id, (0, 0))[0]:
+                        room.reads[user_id] = (read_seq, text_n)
 
     def add_user(self, user_id: int, username: str, created_at: int) -> None:
         self.users[user_id] = user_json(user_id, username, created_at)
@@ -96,9 +106,12 @@ class State:
     def add_member(self, room: RoomState, user_id: int, joined_at: int) -> None:
         if user_id not in room.members:
             insort(self.joined.setdefault(user_id, []), room.id)
+            # A new member has read what came before (queries.insert_member does the same).
+            room.reads[user_id] = (room.last_seq, room.text_count)
         room.members[user_id] = joined_at
 
     def _remove_member(self, room: RoomState, user_id: int) -> None:
+        room.reads.pop(user_id, None)
         if room.members.pop(user_id, None) is not None:
             rooms = self.joined[user_id]
             del rooms[bisect_left(rooms, room.id)]
@@ -112,6 +125,9 @@ class State:
             return
         room.last_seq = seq
         self.messages_committed += 1
+        room.text_count += 1
+        if message["author"]["id"] in room.members:  # sending moves the sender's marker to it
+            room.reads[message["author"]["id"]] = (seq, room.text_count)
         recent = room.recent
         if recent and recent[-1]["seq"] == seq - 1:
             recent.append(message)

@@ -18,7 +18,7 @@ import trio
 from chat_trio.config import Config
 from chat_trio.store import queries
 from chat_trio.store.feed import Feed
-from chat_trio.store.queries import Conflict
+from chat_trio.store.queries import Conflict, NotMember
 from chat_trio.store.readers import ReaderPool
 from chat_trio.store.records import Message, RoomState, User, message_json, now_ms
 from chat_trio.store.schema import migrate
@@ -26,7 +26,7 @@ from chat_trio.store.sqlite import connect
 from chat_trio.store.state import State
 from chat_trio.store.writer import GroupCommitWriter
 
-__all__ = ["Conflict", "ReadOnlyStore", "Store"]
+__all__ = ["Conflict", "NotMember", "ReadOnlyStore", "Store"]
 
 
 class ReadOnlyStore(RuntimeError):
@@ -237,3 +237,19 @@ class Store:
         messages = [message_json(row, users[row[3]]) for row in rows]
         self.state.warm(room, messages)
         return messages
+
+    # -- read markers and search -----------------------------------------------------------
+
+    async def mark_read(self, room: RoomState, user_id: int, seq: int) -> int:
+        """Move the member's read marker forward to `seq`; the marker after the call.
+        NotMember if they are not a member when it commits."""
+        room_id = room.id
+        read_seq: int = await self.writer.change(lambda c: queries.move_read_marker(c, room_id, user_id, seq))
+        return read_seq
+
+    async def search(self, query_words: list[str], room_ids: list[int], before: int | None,
+                     limit: int) -> list[Message]:
+        """Messages in `room_ids` matching every word by prefix, newest first (store/search.py)."""
+        rows = await self.readers.read(lambda c: queries.search(c, query_words, room_ids, before, limit))
+        users = self.state.users
+        return [message_json(row, users[row[3]]) for row in rows]

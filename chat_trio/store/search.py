@@ -1,0 +1,93 @@
+"""Full-text search over the current text of text entries, behind one small interface.
+
+`SEARCH` is the index the store uses. The sqlite one is an FTS5 external-content table over
+`messages.text` (`unicode61 remove_diacritics 2`: words match ignoring case and accents), written
+by the same statements, in the same transaction, as the message it indexes: a committed message
+is searchable at once, and a crash never leaves the index out of step with the table. A
+PostgreSQL backend implements the same four calls with its own text search.
+
+A query is never passed through as a query language: `words` splits it into words (letters and
+digits) and each becomes one quoted prefix term, so `"`, `*`, `NEAR(`, `OR`, `-` or `text:` are
+plain text (or nothing). Highlights are computed here too, so every backend answers the same.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import unicodedata
+from typing import Protocol
+
+import orjson
+
+_WORD = re.compile(r"[^\W_]+")  # letters and digits: what unicode61 keeps as token characters
+
+
+def words(query: str) -> list[str]:
+    """The words of a search query, in order (none for a query of punctuation alone)."""
+    return _WORD.findall(unicodedata.normalize("NFC", query))
+
+
+def fold(word: str) -> str:
+    """A word as the index compares it: case and accents removed (remove_diacritics 2)."""
+    decomposed = unicodedata.normalize("NFKD", word.casefold())
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+def highlights(text: str, query_words: list[str]) -> list[list[int]]:
+    """[start, end) code-point offsets of each word of `text` that one of `query_words` is a
+    prefix of, ignoring case and accents, in order."""
+    prefixes = tuple(fold(w) for w in query_words)
+    return [[m.start(), m.end()] for m in _WORD.finditer(text) if fold(m.group()).startswith(prefixes)]
+
+
+class SearchIndex(Protocol):
+    """What the store needs of a text index. Writes run inside the writer's transaction."""
+
+    def create(self, conn: sqlite3.Connection) -> None:
+        """Schema migration: create the index and index every text entry already stored."""
+
+    def add(self, conn: sqlite3.Connection, message_id: int, text: str) -> None: ...
+
+    def remove(self, conn: sqlite3.Connection, message_id: int, text: str) -> None:
+        """Forget a message; `text` is what `add` (or the latest `replace`) indexed."""
+
+    def find(self, conn: sqlite3.Connection, query_words: list[str], room_ids: list[int],
+             before: int | None, limit: int) -> list[int]:
+        """The ids of up to `limit` messages in `room_ids` whose text has every word of
+        `query_words` as a word prefix, with id < `before`, newest (highest id) first."""
+        ...
+
+
+class Fts5Index:
+    """The sqlite index: FTS5, external content (the text is stored once, in `messages`)."""
+
+    def create(self, conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE VIRTUAL TABLE messages_fts USING fts5(text, content='messages',"
+                     " content_rowid='id', tokenize='unicode61 remove_diacritics 2')")
+        conn.execute("INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')")
+
+    def add(self, conn: sqlite3.Connection, message_id: int, text: str) -> None:
+        conn.execute("INSERT INTO messages_fts (rowid, text) VALUES (?, ?)", (message_id, text))
+
+    def remove(self, conn: sqlite3.Connection, message_id: int, text: str) -> None:
+        conn.execute("INSERT INTO messages_fts (messages_fts, rowid, text) VALUES ('delete', ?, ?)",
+                     (message_id, text))
+
+    def find(self, conn: sqlite3.Connection, query_words: list[str], room_ids: list[int],
+             before: int | None, limit: int) -> list[int]:
+        # Each word one string token ("" escapes a quote inside one), `*` after it: a prefix.
+        match = " ".join('"' + w.replace('"', '""') + '"*' for w in query_words)
+        # CROSS JOIN keeps the index as the outer loop: it yields rowids newest first, so the
+        # LIMIT stops the walk as soon as enough rows in the caller's rooms are found.
+        rows = conn.execute(
+            "SELECT m.id FROM messages_fts CROSS JOIN messages m ON m.id = messages_fts.rowid"
+            " WHERE messages_fts MATCH ? AND messages_fts.rowid < ?"
+            " AND m.room_id IN (SELECT value FROM json_each(?))"
+            " ORDER BY messages_fts.rowid DESC LIMIT ?",
+            (match, before if before is not None else 2**63 - 1, orjson.dumps(room_ids).decode(), limit),
+        ).fetchall()
+        return [row[0] for row in rows]
+
+
+SEARCH: SearchIndex = Fts5Index()
