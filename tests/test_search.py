@@ -12,6 +12,7 @@ from urllib.parse import quote
 import pytest
 import trio
 
+from chat_trio.store import search as search_index
 from chat_trio.store.schema import MIGRATIONS
 from tests.client import HTTPClient, Reply
 from tests.helpers import (
@@ -126,9 +127,29 @@ async def test_only_rooms_the_caller_is_a_member_of(client: HTTPClient) -> None:
     assert await found(client, alice, "swordfish") == ["swordfish for dinner", "the password is swordfish"]
     assert_error(await search(client, bob, "swordfish", room_id=secret["id"]), 403, "forbidden")
     assert_error(await search(client, bob, "swordfish", room_id=shared["id"] + 100), 404, "not_found")
+    # A room's id is indexed beside the text (to search few rooms fast) but is never a word.
+    assert await found(client, alice, str(shared["id"])) == []
+    await posted(client, alice, shared["id"], f"meet in room {shared['id']}")
+    assert await found(client, alice, str(shared["id"])) == [f"meet in room {shared['id']}"]
     assert (await client.post(f"/rooms/{shared['id']}/leave", token=bob)).status == 204
     assert await found(client, bob, "swordfish") == []
     assert_error(await client.get("/search?q=swordfish"), 401, "unauthorized")
+
+
+async def test_a_member_of_many_rooms_sees_only_theirs(client: HTTPClient,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond ROOM_TERMS_MAX rooms the index is searched without room terms: the join with the
+    caller's rooms alone keeps other rooms out."""
+    monkeypatch.setattr(search_index, "ROOM_TERMS_MAX", 1)
+    alice, _ = await register_and_login(client, "alice")
+    bob, _ = await register_and_login(client, "bob")
+    rooms = [await make_room(client, alice, f"r{n}") for n in range(3)]
+    for room in rooms[:2]:
+        await join(client, bob, room["id"])
+    for room in rooms:
+        await posted(client, alice, room["id"], f"minutes of {room['name']}")
+    assert await found(client, bob, "minutes") == ["minutes of r1", "minutes of r0"]
+    assert await found(client, alice, "minutes") == ["minutes of r2", "minutes of r1", "minutes of r0"]
 
 
 HOSTILE = ['"', '""', '"swordfish', "*", "sword*", "NEAR(sword fish)", "NEAR(", "sword OR fish",

@@ -213,7 +213,7 @@ def insert_message(
         (room_id, seq, author_id, text, txn_id, now, text_n),
     )
     assert cur.lastrowid is not None
-    SEARCH.add(conn, cur.lastrowid, text)
+    SEARCH.add(conn, cur.lastrowid, room_id, text)
     # Sending moves the sender's read marker to the message (State._add_message does the same).
     conn.execute("UPDATE members SET read_seq = ?, read_text_n = ? WHERE room_id = ? AND user_id = ?",
                  (seq, text_n, room_id, author_id))
