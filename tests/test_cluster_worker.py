@@ -94,6 +94,17 @@ class StoreCommands:
         assert room is not None
         return await self.store.mark_read(room, user_id, seq)
 
+    async def edit_message(self, user_id: int, room_id: int, seq: int, text: str,
+                           txn_id: str | None) -> Message:
+        room = self.store.room(room_id)
+        assert room is not None
+        return await self.store.edit_message(room, self.store.users[user_id], seq, text, txn_id)
+
+    async def delete_message(self, user_id: int, room_id: int, seq: int) -> Message:
+        room = self.store.room(room_id)
+        assert room is not None
+        return await self.store.delete_message(room, self.store.users[user_id], seq, moderator=False)
+
 
 class StandIn:
     """One worker's supervisor: commits as C frames (each before the replies of its calls,

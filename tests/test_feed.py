@@ -22,7 +22,9 @@ from chat_trio.store.changes import (
     MemberJoined,
     MemberLeft,
     MessageCommitted,
+    ReadMoved,
     RoomCreated,
+    TextErased,
     TokenIssued,
     TokensRevoked,
     UserCreated,
@@ -39,6 +41,7 @@ from tests.ws_client import connect as ws_connect
 MESSAGE: Message = {
     "id": 7, "room_id": 3, "seq": 42, "author": {"id": 5, "username": "Zoë ☃"},
     "text": "héllo \"quoted\" \\ \u2028 😀", "created_at": "2026-11-30T04:45:13.123Z", "txn_id": None,
+    "kind": "text", "edited_at": None, "deleted": False,
 }
 EVERY_KIND: list[Change] = [
     UserCreated(5, "Zoë ☃", 1_795_000_000_123),
@@ -50,6 +53,9 @@ EVERY_KIND: list[Change] = [
     TokenIssued(bytes(range(32)), 5, 1_795_086_400_000),
     TokensRevoked((b"\x00" * 32, b"\xff" * 32)),
     TokensRevoked(()),
+    ReadMoved(3, 5, 42, 40),
+    TextErased(3, (7, 42)),
+    TextErased(3, ()),
 ]
 
 

@@ -62,7 +62,7 @@ async def test_authenticated_operations_list_401(client: HTTPClient) -> None:
     assert doc["components"]["securitySchemes"]["bearerAuth"] == {
         **doc["components"]["securitySchemes"]["bearerAuth"], "type": "http", "scheme": "bearer"}
     secured = [(m, p, op) for m, p, op in operations(doc) if op.get("security")]
-    assert len(secured) == 13
+    assert len(secured) == 15
     for method, path, op in secured:
         if {} in op["security"]:
             # Anonymous allowed at the HTTP level: only /ws, whose token is checked after the
@@ -76,7 +76,7 @@ async def test_authenticated_operations_list_401(client: HTTPClient) -> None:
 async def test_path_parameters_are_declared(client: HTTPClient) -> None:
     doc = await served(client)
     with_room = [p for p in doc["paths"] if "{room_id}" in p]
-    assert len(with_room) == 6
+    assert len(with_room) == 7
     for method, path, op in operations(doc):
         declared = {param["name"]: param for param in map(lambda p: resolve(doc, p), op.get("parameters", []))
                     if param["in"] == "path"}
@@ -141,11 +141,12 @@ async def sweep(check: Checker, room_id: int, token: str) -> None:
     400 / 415 / 422 for a bad body (with `token`, a member of `room_id`)."""
     json_type = [("content-type", "application/json")]
     for method, template, op in operations(check.doc):
-        verb, path = method.upper(), template.replace("{room_id}", str(room_id))
+        verb, path = method.upper(), template.replace("{room_id}", str(room_id)).replace("{seq}", "1")
         if op.get("security") and {} not in op["security"]:
             await check(verb, template, 401, path=path)
         if "{room_id}" in template:
-            await check(verb, template, 404, path=template.replace("{room_id}", "999"), token=token)
+            missing = path.replace(f"/rooms/{room_id}", "/rooms/999")
+            await check(verb, template, 404, path=missing, token=token)
         if "requestBody" in op:
             await check(verb, template, 400, path=path, body=b"{", headers=json_type, token=token)
             await check(verb, template, 415, path=path, body=b"{}", headers=[("content-type", "text/plain")],
@@ -213,6 +214,17 @@ async def test_answers_match_the_document(client: HTTPClient) -> None:
     await check("GET", messages, 422, path=f"{mpath}?before=2&after=1", token=bob_token)
     await check("GET", messages, 422, path=f"{mpath}?wait=1", token=bob_token)
     await check("GET", messages, 400, path=f"{mpath}?limit=%ff", token=bob_token)
+    entry = "/rooms/{room_id}/messages/{seq}"
+    await check("POST", messages, 201, path=mpath, json={"text": "bob's"}, token=bob_token)  # seq 4
+    await check("PATCH", entry, 200, path=f"{mpath}/4", json={"text": "Bob's", "txn_id": "e1"},
+                token=bob_token)
+    await check("PATCH", entry, 409, path=f"{mpath}/5", json={"text": "x"}, token=bob_token)
+    await check("PATCH", entry, 403, path=f"{mpath}/1", json={"text": "mine"}, token=bob_token)
+    await check("PATCH", entry, 429, path=f"{mpath}/1", json={"text": "x"}, token=token)
+    await check("DELETE", entry, 403, path=f"{mpath}/2", token=bob_token)
+    await check("DELETE", entry, 200, path=f"{mpath}/2", token=token)
+    await check("DELETE", entry, 409, path=f"{mpath}/2", token=token)
+    await check("DELETE", entry, 404, path=f"{mpath}/99", token=token)
     await check("PUT", "/rooms/{room_id}/read", 200, path=f"{room_path}/read", json={"seq": 2},
                 token=bob_token)
     await check("GET", "/search", 200, path="/search?q=one", token=bob_token)

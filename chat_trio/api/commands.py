@@ -93,6 +93,18 @@ class Commands(Protocol):
         (message, created)."""
         ...
 
+    async def edit_message(self, user_id: int, room_id: int, seq: int, text: str,
+                           txn_id: str | None) -> Message:
+        """Replace the text of the user's message `seq`; the edit entry. An edit counts as a send
+        for the rate limit (429); idempotent by txn_id like a send. APIError 403 (not a member,
+        not the author), 404 (no such message), 409 not_editable."""
+        ...
+
+    async def delete_message(self, user_id: int, room_id: int, seq: int) -> Message:
+        """Delete message `seq` (the author's own, or any as a moderator); the delete entry.
+        APIError 403, 404, 409 not_editable."""
+        ...
+
     async def mark_read(self, user_id: int, room_id: int, seq: int) -> int:
         """Move the member's read marker forward to `seq` (clamped to the room's last seq); the
         marker after the call. APIError 403 if not a member."""
@@ -189,6 +201,26 @@ class LocalCommands:
                 raise rate_limited(wait)
             return partial(_replayed, original)
         return await self.store.submit_post(room, user, text, txn_id)
+
+    async def edit_message(self, user_id: int, room_id: int, seq: int, text: str,
+                           txn_id: str | None) -> Message:
+        room, user = self._room(room_id), self._user(user_id)
+        if user_id not in room.members:
+            raise not_member()
+        wait = self.sends.take(user_id)
+        if wait:
+            # As for sends: a retry of an edit that committed writes nothing, so it is answered.
+            original = None if txn_id is None else await self.store.sent_message(room, user, txn_id)
+            if original is None or original["kind"] != "edit" or original["target_seq"] != seq:
+                raise rate_limited(wait)
+            return original
+        return await self.store.edit_message(room, user, seq, text, txn_id)
+
+    async def delete_message(self, user_id: int, room_id: int, seq: int) -> Message:
+        room, user = self._room(room_id), self._user(user_id)
+        if user_id not in room.members:
+            raise not_member()
+        return await self.store.delete_message(room, user, seq, moderator=False)
 
     async def mark_read(self, user_id: int, room_id: int, seq: int) -> int:
         room = self._room(room_id)

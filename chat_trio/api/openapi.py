@@ -202,9 +202,20 @@ SCHEMAS: JSON = {
         seq={**_ID, "description": "Dense per room (1, 2, 3, ...), assigned at commit: the only "
                                    "order, paging cursor and resume point a client needs"},
         author=_answer(Author, id=_ID, username=_USERNAME),
-        text=_string(1, _DEFAULTS.text_max),
+        text=_string(0, description="A text entry's current text (after its latest edit; \"\" once "
+                                    "deleted); for other kinds a human-readable summary, e.g. "
+                                    "\"bob edited message 12\""),
         created_at=_TIME,
         txn_id={"minLength": 1, "maxLength": _DEFAULTS.txn_id_max},
+        kind={"enum": ["text", "edit", "delete"],
+              "description": "What the entry is: a message, or an edit or delete of one"},
+        edited_at={**_TIME, "type": ["string", "null"],
+                   "description": "Text entries only: when it was last edited, null if never"},
+        deleted={"description": "Text entries only: deleted (its text is erased: \"\")"},
+        target_seq={**_ID, "description": "Edits and deletes only: the seq of the text entry changed"},
+        new_text=_string(0, _DEFAULTS.text_max,
+                         description="Edits only: the text it gave the message (\"\" once the "
+                                     "message is deleted)"),
     ),
     "Member": _answer(
         Member,
@@ -224,6 +235,8 @@ ERRORS: dict[str, tuple[str, JSON]] = {
                                    headers=_WWW_AUTHENTICATE)),
     "NotMember": ("403", _error("The caller is not a member of the room", "forbidden")),
     "RoomNotFound": ("404", _error("No such room", "not_found")),
+    "NotEditable": ("409", _error("Only text entries that are not deleted can be edited or deleted",
+                                  "not_editable")),
     "UnsupportedMediaType": ("415", _error("The body is not Content-Type: application/json",
                                            "unsupported_media_type")),
     "ValidationFailed": ("422", _error("A field or parameter is invalid, missing or unknown; "
@@ -248,6 +261,8 @@ RESPONSES: JSON = {
 
 PARAMETERS: JSON = {
     "AssetName": _param("name", "path", "File name, e.g. app.js", {"type": "string"}, required=True),
+    "Seq": _param("seq", "path", "The message's seq in its room; anything but a decimal integer is 404",
+                  {"type": "integer", "minimum": 0, "maximum": MAX_ROOM_ID}),
     "RoomId": _param("room_id", "path", "The room's id; anything but a decimal integer is 404",
                      {"type": "integer", "minimum": 0, "maximum": MAX_ROOM_ID}),
 }
@@ -418,6 +433,33 @@ PATHS: dict[str, JSON] = {
                         "if nothing is newer than S, the request is held until a message arrives "
                         "or T seconds pass, then answers `messages: []`. A caller that left the "
                         "room while waiting gets 403."),
+    },
+    "/rooms/{room_id}/messages/{seq}": {
+        "patch": _op(
+            "editMessage", "Messages", "Edit one's message", {
+                "200": _ok("The edit entry (kind `edit`, `target_seq`, `new_text`): a timeline entry "
+                           "with the room's next seq", _MESSAGE_BODY),
+                "404": _error("No such room, or no entry with that seq", "not_found")},
+            security=_BEARER, params=("RoomId", "Seq"), body=_SHAPES.new_message,
+            errors=("NotMember", "NotEditable", "RateLimited"),
+            description="Only the message's author may edit it (403 otherwise), and only a text entry "
+                        "that is not deleted (409 `not_editable`). The text follows the rules of "
+                        "sends. The message's `text` becomes the new one and its `edited_at` the "
+                        "edit's time, in history and in every later live frame; the edit itself "
+                        "reaches subscribers as a `message` frame. Idempotent by `txn_id` like a "
+                        "send (the same `txn_id` answers the same edit entry; one used for another "
+                        "message is 422). An edit counts as a send for the rate limit."),
+        "delete": _op(
+            "deleteMessage", "Messages", "Delete a message", {
+                "200": _ok("The delete entry (kind `delete`, `target_seq`): a timeline entry with the "
+                           "room's next seq", _MESSAGE_BODY),
+                "404": _error("No such room, or no entry with that seq", "not_found")},
+            security=_BEARER, params=("RoomId", "Seq"), errors=("NotMember", "NotEditable"),
+            description="The author may delete their message (403 for other members), and only a "
+                        "text entry that is not deleted (409 `not_editable`). The stored text is "
+                        "erased, not hidden: the message shows `\"text\": \"\"` and `deleted: true`, "
+                        "the edits made to it `\"new_text\": \"\"`, and search forgets it at the same "
+                        "commit."),
     },
     "/rooms/{room_id}/read": {"put": _op(
         "markRead", "Messages", "Move the caller's read marker", {

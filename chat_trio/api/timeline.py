@@ -1,4 +1,5 @@
-"""Read markers (PUT /rooms/{id}/read) and full-text search (GET /search)."""
+"""Edits and deletes (PATCH / DELETE /rooms/{id}/messages/{seq}), read markers
+(PUT /rooms/{id}/read) and full-text search (GET /search)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,20 @@ from chat_trio.store.search import highlights, words
 
 def routes(s: Context) -> list[Route]:
     shapes = shapes_for(s.config)
+
+    async def edit(request: Request) -> Response:
+        user = await s.authenticate(request)
+        room = s.member_room(request.params["room_id"], user)
+        body = shapes.new_message.read(request)
+        entry = await s.commands.edit_message(user["id"], room.id, request.params["seq"], body["text"],
+                                              body["txn_id"])
+        return json_response({"message": entry})
+
+    async def delete(request: Request) -> Response:
+        user = await s.authenticate(request)
+        room = s.member_room(request.params["room_id"], user)
+        entry = await s.commands.delete_message(user["id"], room.id, request.params["seq"])
+        return json_response({"message": entry})
 
     async def mark_read(request: Request) -> Response:
         user = await s.authenticate(request)
@@ -35,6 +50,8 @@ def routes(s: Context) -> list[Route]:
         return json_response({"results": results, "has_more": len(messages) > limit})
 
     return [
+        Route("PATCH", "/rooms/{room_id:int}/messages/{seq:int}", edit),
+        Route("DELETE", "/rooms/{room_id:int}/messages/{seq:int}", bodyless(delete)),
         Route("PUT", "/rooms/{room_id:int}/read", mark_read),
         Route("GET", "/search", bodyless(search)),
     ]

@@ -122,6 +122,23 @@ class ReadMoved:
 
 
 @dataclass(frozen=True, slots=True)
+class TextErased:
+    """Text entries of a room whose text was erased (a delete, or an account's erasure): they
+    show `"text": ""` and `"deleted": true` from now on, and so do the edits made to them."""
+
+    kind: ClassVar[str] = "erased"
+    room_id: int
+    seqs: tuple[int, ...]
+
+    def pack(self) -> list[Any]:
+        return [self.kind, self.room_id, list(self.seqs)]
+
+    @classmethod
+    def unpack(cls, f: list[Any]) -> TextErased:
+        return cls(f[1], tuple(f[2]))
+
+
+@dataclass(frozen=True, slots=True)
 class TokenIssued:
     kind: ClassVar[str] = "token"
     digest: bytes  # sha256 of the token
@@ -152,14 +169,14 @@ class TokensRevoked:
 
 
 Change = (UserCreated | RoomCreated | MemberJoined | MemberLeft | MessageCommitted | TokenIssued
-          | TokensRevoked | ReadMoved)
+          | TokensRevoked | ReadMoved | TextErased)
 Changes = tuple[Change, ...]
 NO_CHANGES: Changes = ()
 
 _KINDS: dict[str, Callable[[list[Any]], Change]] = {
     cls.kind: cls.unpack
     for cls in (UserCreated, RoomCreated, MemberJoined, MemberLeft, MessageCommitted, TokenIssued,
-                TokensRevoked, ReadMoved)
+                TokensRevoked, ReadMoved, TextErased)
 }
 
 

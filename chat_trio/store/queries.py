@@ -23,11 +23,14 @@ from chat_trio.store.changes import (
     TokensRevoked,
     UserCreated,
 )
-from chat_trio.store.records import Author, Message, User, message_json
+from chat_trio.store.records import Author, Message, User, entry_json, message_json
 from chat_trio.store.search import SEARCH
 
 Row = tuple[Any, ...]
-MESSAGE_COLUMNS = "id, room_id, seq, author_id, text, txn_id, created_at"
+# A timeline entry's columns (records.entry_json): a text message's first, then what other
+# kinds add.
+MESSAGE_COLUMNS = ("id, room_id, seq, author_id, text, txn_id, created_at,"
+                   " kind, subject_id, changes, edited_at, deleted, target_seq, new_text")
 
 
 class Conflict(Exception):
@@ -202,7 +205,7 @@ def insert_message(
     if txn_id is not None:
         row = message_by_txn(conn, room_id, author_id, txn_id)
         if row is not None:
-            return (message_json(row, author), False), NO_CHANGES
+            return (entry_json(row, {author_id: author}), False), NO_CHANGES
     seq, text_n = conn.execute(
         "UPDATE rooms SET last_seq = last_seq + 1, text_count = text_count + 1 WHERE id = ?"
         " RETURNING last_seq, text_count", (room_id,)
@@ -219,6 +222,14 @@ def insert_message(
                  (seq, text_n, room_id, author_id))
     message = message_json((cur.lastrowid, room_id, seq, author_id, text, txn_id, now), author)
     return (message, True), (MessageCommitted(message),)
+
+
+def next_seq(conn: sqlite3.Connection, room_id: int) -> int:
+    """Take the room's next seq for a new timeline entry (message or room event)."""
+    seq: int = conn.execute(
+        "UPDATE rooms SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq", (room_id,)
+    ).fetchone()[0]
+    return seq
 
 
 def message_by_txn(conn: sqlite3.Connection, room_id: int, author_id: int, txn_id: str) -> Row | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_right
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
@@ -21,7 +22,7 @@ class User(TypedDict):
     created_at: str
 
 
-class Message(TypedDict):
+class _Entry(TypedDict):
     id: int
     room_id: int
     seq: int  # dense per room, assigned at commit
@@ -29,6 +30,17 @@ class Message(TypedDict):
     text: str
     created_at: str
     txn_id: str | None
+    kind: str
+
+
+class Message(_Entry, total=False):
+    """A timeline entry: a `text` message, or an `edit` / `delete` of one, whose `text` is a
+    human-readable summary. (The keys below are optional: each kind carries its own.)"""
+
+    edited_at: str | None  # text entries only
+    deleted: bool  # text entries only
+    target_seq: int  # edits and deletes: the text entry they change
+    new_text: str  # edits only: the text it now has ("" once the message is deleted)
 
 
 class RoomFields(TypedDict):
@@ -67,8 +79,8 @@ def user_json(user_id: int, username: str, created_at: int) -> User:
 
 
 def message_json(row: tuple[Any, ...], author: User | Author) -> Message:
-    """A message from a (id, room_id, seq, author_id, text, txn_id, created_at) row."""
-    msg_id, room_id, seq, _author_id, text, txn_id, created_at = row
+    """A text message from a (id, room_id, seq, author_id, text, txn_id, created_at) row."""
+    msg_id, room_id, seq, _author_id, text, txn_id, created_at = row[:7]
     return {
         "id": msg_id,
         "room_id": room_id,
@@ -77,7 +89,32 @@ def message_json(row: tuple[Any, ...], author: User | Author) -> Message:
         "text": text,
         "created_at": iso(created_at),
         "txn_id": txn_id,
+        "kind": "text",
+        "edited_at": None,
+        "deleted": False,
     }
+
+
+def entry_json(row: tuple[Any, ...], users: Mapping[int, User | Author]) -> Message:
+    """Any timeline entry from a row of `queries.MESSAGE_COLUMNS` (the message columns, then
+    kind, subject_id, changes, edited_at, deleted, target_seq, new_text)."""
+    entry = message_json(row, users[row[3]])
+    kind, _subject_id, _changes, edited_at, deleted, target_seq, new_text = row[7:14]
+    if kind == "text":
+        entry["edited_at"] = None if edited_at is None else iso(edited_at)
+        entry["deleted"] = bool(deleted)
+        return entry
+    return change_json(entry, kind, target_seq, new_text)
+
+
+def change_json(entry: Message, kind: str, target_seq: int, new_text: str | None) -> Message:
+    """`entry` (a text message's shape) as an `edit` or `delete` entry of message `target_seq`."""
+    del entry["edited_at"], entry["deleted"]
+    entry["kind"] = kind
+    entry["target_seq"] = target_seq
+    if kind == "edit":
+        entry["new_text"] = new_text or ""
+    return entry
 
 
 @dataclass(slots=True, eq=False)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import unicodedata
+from contextlib import suppress
 from typing import Protocol
 
 import orjson
@@ -45,7 +46,11 @@ class SearchIndex(Protocol):
     """What the store needs of a text index. Writes run inside the writer's transaction."""
 
     def create(self, conn: sqlite3.Connection) -> None:
-        """Schema migration: create the index and index every text entry already stored."""
+        """Schema migration: create the index and index every text entry already stored (and
+        not deleted)."""
+
+    def prepare(self, conn: sqlite3.Connection) -> None:
+        """At start, on the writer's connection, after the migrations."""
 
     def add(self, conn: sqlite3.Connection, message_id: int, room_id: int, text: str) -> None: ...
 
@@ -70,11 +75,18 @@ class Fts5Index:
     characters keep short words from merging thousands of terms' doclists."""
 
     def create(self, conn: sqlite3.Connection) -> None:
-        conn.execute("CREATE VIEW messages_fts_content AS SELECT id, text, room_id AS room FROM messages")
+        conn.execute("CREATE VIEW messages_fts_content AS SELECT id, text, room_id AS room FROM messages"
+                     " WHERE kind = 'text' AND deleted = 0")
         conn.execute("CREATE VIRTUAL TABLE messages_fts USING fts5(text, room,"
                      " content='messages_fts_content', content_rowid='id',"
                      " tokenize='unicode61 remove_diacritics 2', prefix='1 2')")
         conn.execute("INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')")
+
+    def prepare(self, conn: sqlite3.Connection) -> None:
+        """Where sqlite has it (3.42+), FTS5's secure-delete: a removed message's words leave the
+        index's pages at once instead of when its segments are next merged."""
+        with suppress(sqlite3.OperationalError):  # an older sqlite: see docs/API.md, deletes
+            conn.execute("INSERT INTO messages_fts (messages_fts, rank) VALUES ('secure-delete', 1)")
 
     def add(self, conn: sqlite3.Connection, message_id: int, room_id: int, text: str) -> None:
         conn.execute("INSERT INTO messages_fts (rowid, text, room) VALUES (?, ?, ?)",

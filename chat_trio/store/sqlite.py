@@ -15,7 +15,7 @@ def connect(
     `durability="full"` sets synchronous=FULL: COMMIT returns only after the WAL is fsynced, so an
     acknowledged write survives power loss. "normal" survives a process crash but may lose the
     last commits on power loss. `wal_autocheckpoint` (pages) bounds the WAL: the commit that
-    passes it also checkpoints.
+    passes it also checkpoints. A writable connection zeroes what it deletes (secure_delete).
     """
     if path == ":memory:" or not path:
         raise ValueError("the server needs a database file, not :memory:")
@@ -31,5 +31,8 @@ def connect(
         if mode.lower() != "wal":
             raise RuntimeError(f"could not switch {path} to WAL mode (got {mode})")
         conn.execute(f"PRAGMA wal_autocheckpoint = {int(wal_autocheckpoint)}")
+        # Overwrite deleted and replaced content with zeros, so erased message text does not
+        # linger in free space of the database (or of the WAL's copies of its pages).
+        conn.execute("PRAGMA secure_delete = ON")
     conn.execute(f"PRAGMA synchronous = {'FULL' if durability == 'full' else 'NORMAL'}")
     return conn

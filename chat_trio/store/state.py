@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import sqlite3
 from bisect import bisect_left, insort
+from typing import cast
 
-from chat_trio.store import queries
+from chat_trio.store import queries, timeline
 from chat_trio.store.changes import (
     Commit,
     MemberJoined,
@@ -22,6 +23,7 @@ from chat_trio.store.changes import (
     MessageCommitted,
     ReadMoved,
     RoomCreated,
+    TextErased,
     TokenIssued,
     TokensRevoked,
     UserCreated,
@@ -57,6 +59,8 @@ class State:
             self.rooms[room_id].text_count = text_count
         for room_id, user_id, read_seq, text_n in queries.load_reads(conn):
             self.rooms[room_id].reads[user_id] = (read_seq, text_n)
+        for room_id, seq in timeline.load_deleted(conn):
+            self.rooms[room_id].deleted.append(seq)  # ascending
 
     # -- the feed's consumer ---------------------------------------------------------------
 
@@ -84,6 +88,9 @@ class State:
                     self.revocations += 1
                     for digest in digests:
                         self.tokens.pop(digest, None)
+                case TextErased(room_id, seqs):
+                    if (room := self.rooms.get(room_id)) is not None:
+                        self._erase(room, seqs)
                 case ReadMoved(room_id, user_id, read_seq, text_n):
                     room = self.rooms.get(room_id)
                     if room is not None and user_id in room.members \
@@ -125,9 +132,14 @@ class State:
             return
         room.last_seq = seq
         self.messages_committed += 1
-        room.text_count += 1
-        if message["author"]["id"] in room.members:  # sending moves the sender's marker to it
-            room.reads[message["author"]["id"]] = (seq, room.text_count)
+        kind = message["kind"]
+        if kind == "text":
+            room.text_count += 1
+            if message["author"]["id"] in room.members:  # sending moves the sender's marker to it
+                room.reads[message["author"]["id"]] = (seq, room.text_count)
+        elif kind == "edit":
+            self._replace_recent(room, message["target_seq"], text=message["new_text"],
+                                 edited_at=message["created_at"])
         recent = room.recent
         if recent and recent[-1]["seq"] == seq - 1:
             recent.append(message)
@@ -135,6 +147,26 @@ class State:
                 del recent[: len(recent) - self.recent_cache]
         else:
             room.recent = [message]
+
+    def _replace_recent(self, room: RoomState, seq: int, **fields: object) -> None:
+        """Show a cached entry's new state: a new dict, since the old one may be on its way to
+        a client."""
+        recent = room.recent
+        if recent and recent[0]["seq"] <= seq <= recent[-1]["seq"]:
+            at = seq - recent[0]["seq"]
+            recent[at] = cast(Message, {**recent[at], **fields})
+
+    def _erase(self, room: RoomState, seqs: tuple[int, ...]) -> None:
+        """Text entries erased (a delete, an account's erasure): deleted, and their edits too."""
+        for seq in seqs:
+            at = bisect_left(room.deleted, seq)
+            if at == len(room.deleted) or room.deleted[at] != seq:  # once each: apply is idempotent
+                room.deleted.insert(at, seq)
+            self._replace_recent(room, seq, text="", deleted=True)
+        erased = set(seqs)
+        for entry in room.recent:
+            if entry["kind"] == "edit" and entry["target_seq"] in erased:
+                self._replace_recent(room, entry["seq"], new_text="")
 
     # -- filled from reads -----------------------------------------------------------------
 

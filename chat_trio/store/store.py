@@ -16,12 +16,13 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from chat_trio.config import Config
-from chat_trio.store import queries
+from chat_trio.store import queries, timeline
 from chat_trio.store.feed import Feed
 from chat_trio.store.queries import Conflict, NotMember
 from chat_trio.store.readers import ReaderPool
-from chat_trio.store.records import Message, RoomState, User, message_json, now_ms
+from chat_trio.store.records import Message, RoomState, User, entry_json, now_ms
 from chat_trio.store.schema import migrate
+from chat_trio.store.search import SEARCH
 from chat_trio.store.sqlite import connect
 from chat_trio.store.state import State
 from chat_trio.store.writer import GroupCommitWriter
@@ -65,6 +66,7 @@ class Store:
             conn = connect(config.db, durability=config.durability,
                            wal_autocheckpoint=config.wal_autocheckpoint)
             migrate(conn)
+            SEARCH.prepare(conn)
             queries.delete_expired_tokens(conn, now_ms())
             store = cls(config, conn, ReaderPool(config.db, config.readers))
             store.state.load(conn)
@@ -222,7 +224,7 @@ class Store:
     async def sent_message(self, room: RoomState, author: User, txn_id: str) -> Message | None:
         """The committed message `author` sent to `room` with `txn_id`, if there is one."""
         row = await self.readers.read(lambda c: queries.message_by_txn(c, room.id, author["id"], txn_id))
-        return None if row is None else message_json(row, author)
+        return None if row is None else entry_json(row, {author["id"]: author})
 
     async def messages(self, room: RoomState, first: int, last: int) -> list[Message]:
         """Messages first..last (inclusive, ascending) from memory when it holds them."""
@@ -234,9 +236,24 @@ class Store:
             return recent[first - base : last - base + 1]
         rows = await self.readers.read(lambda c: queries.messages_between(c, room.id, first, last))
         users = self.state.users
-        messages = [message_json(row, users[row[3]]) for row in rows]
+        messages = [entry_json(row, users) for row in rows]
         self.state.warm(room, messages)
         return messages
+
+    async def edit_message(self, room: RoomState, editor: User, seq: int, text: str,
+                           txn_id: str | None) -> Message:
+        """The edit entry (store/timeline.py); APIError 403 / 404 / 409 as it says."""
+        now, room_id = now_ms(), room.id
+        entry: Message = await self.writer.change(
+            lambda c: timeline.edit_message(c, room_id, editor, seq, text, txn_id, now))
+        return entry
+
+    async def delete_message(self, room: RoomState, actor: User, seq: int, moderator: bool) -> Message:
+        """The delete entry (store/timeline.py); APIError 403 / 404 / 409 as it says."""
+        now, room_id = now_ms(), room.id
+        entry: Message = await self.writer.change(
+            lambda c: timeline.delete_message(c, room_id, actor, seq, moderator, now))
+        return entry
 
     # -- read markers and search -----------------------------------------------------------
 
@@ -252,4 +269,4 @@ class Store:
         """Messages in `room_ids` matching every word by prefix, newest first (store/search.py)."""
         rows = await self.readers.read(lambda c: queries.search(c, query_words, room_ids, before, limit))
         users = self.state.users
-        return [message_json(row, users[row[3]]) for row in rows]
+        return [entry_json(row, users) for row in rows]
