@@ -50,6 +50,7 @@ class App:
     async def _run(self, listeners: list[socket.socket], task_status: trio.TaskStatus[App]) -> None:
         async with running_store(self.config, self.hub) as context:
             self.store = store = context.store
+            self.hub.state = store.state
             store.feed.subscribe(self.hub.react)
             self.server = http_server(context, listeners)
             # The listener drains its connections before returning; only then does the

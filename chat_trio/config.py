@@ -92,6 +92,7 @@ class Config:
     topic_max: int = _opt(256, "longest room topic")
     text_max: int = _opt(4000, "longest message text")
     txn_id_max: int = _opt(64, "longest txn_id")
+    reason_max: int = _opt(500, "longest reason given for a kick or ban")
 
     # Store
     readers: int = _opt(4, "sqlite reader connections")

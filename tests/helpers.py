@@ -36,8 +36,9 @@ PASSWORD = "correct horse battery staple"
 # RFC 3339 UTC with milliseconds, as the contract fixes it.
 TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 USER_KEYS = {"id", "username", "created_at"}
-ROOM_KEYS = {"id", "name", "topic", "created_by", "created_at", "member_count", "last_seq"}
-MEMBER_ROOM_KEYS = ROOM_KEYS | {"read_seq", "unread"}  # a room as one of its members sees it
+ROOM_KEYS = {"id", "name", "topic", "created_by", "created_at", "member_count", "last_seq", "visibility",
+             "kind"}  # and "my_role" for a member
+MEMBER_ROOM_KEYS = ROOM_KEYS | {"my_role", "read_seq", "unread"}  # a room as one of its members sees it
 MESSAGE_KEYS = {"id", "room_id", "seq", "author", "text", "created_at", "txn_id", "kind", "edited_at",
                 "deleted"}  # a text entry's
 

@@ -75,7 +75,7 @@ class World:
         owner = await login(self.client, "owner")
         reply = await self.client.get(f"/rooms/{self.room_id}/messages", token=owner)
         assert reply.status == 200, reply.body
-        return [m["text"] for m in reply.json["messages"]]
+        return [m["text"] for m in reply.json["messages"] if m["kind"] == "text"]
 
 
 @pytest.fixture

@@ -24,7 +24,8 @@ from tests.helpers import make_config
 
 COMMANDS = {"allow_registration", "create_user", "login_allowed", "login_failed", "login_succeeded",
             "rehash_password", "create_token", "revoke_token", "create_room", "join", "leave",
-            "submit_message", "mark_read", "edit_message", "delete_message"}
+            "submit_message", "update_room", "invite", "uninvite", "kick", "ban", "unban", "set_role",
+            "open_direct", "mark_read", "edit_message", "delete_message"}
 # What may cross a process boundary: JSON values, User/Message dicts, digests (as hex).
 PLAIN: set[Any] = {int, str, bool, bytes, str | None, User, Message, type(None)}
 SUBMITTED = Callable[[], Awaitable[tuple[Message, bool]]]  # submit_message's two-step result

@@ -105,28 +105,52 @@ async def test_who_may_edit_or_delete_what(client: HTTPClient) -> None:
     bob, _ = await register_and_login(client, "bob")
     carol, _ = await register_and_login(client, "carol")
     room = await make_room(client, alice, "lobby")
-    await join(client, bob, room["id"])
-    await sent(client, alice, room["id"], "alice's")
-    assert_error(await edit(client, bob, room["id"], 1, "mine now"), 403, "forbidden")
-    assert_error(await delete(client, bob, room["id"], 1), 403, "forbidden")  # a plain member
-    assert_error(await edit(client, carol, room["id"], 1, "x"), 403, "forbidden")  # not a member
-    assert_error(await delete(client, carol, room["id"], 1), 403, "forbidden")
-    assert_error(await edit(client, alice, room["id"] + 9, 1, "x"), 404, "not_found")
-    for seq in (0, 2, 10**6):
-        assert_error(await edit(client, alice, room["id"], seq, "x"), 404, "not_found")
-        assert_error(await delete(client, alice, room["id"], seq), 404, "not_found")
-    assert (await edit(client, alice, room["id"], 1, "edited")).status == 200
-    for seq in (2,):  # the edit entry itself: not a text entry
-        assert_error(await edit(client, alice, room["id"], seq, "x"), 409, "not_editable")
-        assert_error(await delete(client, alice, room["id"], seq), 409, "not_editable")
-    assert_error(await edit(client, alice, room["id"], 1, "bad\x00"), 422, "validation_failed", "text")
-    assert_error(await edit(client, alice, room["id"], 1, ""), 422, "validation_failed", "text")
-    reply = await client.patch(f"/rooms/{room['id']}/messages/1", {"text": "x", "more": 1}, token=alice)
+    await join(client, bob, room["id"])  # seq 1: a room event
+    seq = (await sent(client, alice, room["id"], "alice's"))["seq"]
+    assert_error(await edit(client, bob, room["id"], seq, "mine now"), 403, "forbidden")
+    assert_error(await delete(client, bob, room["id"], seq), 403, "forbidden")  # a plain member
+    assert_error(await edit(client, carol, room["id"], seq, "x"), 403, "forbidden")  # not a member
+    assert_error(await delete(client, carol, room["id"], seq), 403, "forbidden")
+    assert_error(await edit(client, alice, room["id"] + 9, seq, "x"), 404, "not_found")
+    for missing in (0, seq + 1, 10**6):
+        assert_error(await edit(client, alice, room["id"], missing, "x"), 404, "not_found")
+        assert_error(await delete(client, alice, room["id"], missing), 404, "not_found")
+    assert (await edit(client, alice, room["id"], seq, "edited")).status == 200
+    for other in (1, seq + 1):  # a room event and the edit entry: not text entries
+        assert_error(await edit(client, alice, room["id"], other, "x"), 409, "not_editable")
+        assert_error(await delete(client, alice, room["id"], other), 409, "not_editable")
+    assert_error(await edit(client, alice, room["id"], seq, "bad\x00"), 422, "validation_failed", "text")
+    assert_error(await edit(client, alice, room["id"], seq, ""), 422, "validation_failed", "text")
+    reply = await client.patch(f"/rooms/{room['id']}/messages/{seq}", {"text": "x", "more": 1}, token=alice)
     assert_error(reply, 422, "validation_failed", "more")
-    reply = await client.delete(f"/rooms/{room['id']}/messages/1", {"text": "x"}, token=alice)
+    reply = await client.delete(f"/rooms/{room['id']}/messages/{seq}", {"text": "x"}, token=alice)
     assert_error(reply, 422, "validation_failed", "text")
-    assert_error(await edit(client, "", room["id"], 1, "x"), 401, "unauthorized")
-    assert len(await all_messages(client, alice, room["id"])) == 2  # nothing refused was written
+    assert_error(await edit(client, "", room["id"], seq, "x"), 401, "unauthorized")
+    assert len(await all_messages(client, alice, room["id"])) == 3  # nothing refused was written
+
+
+@pytest.mark.workers
+async def test_moderators_and_owners_delete_any_message(client: HTTPClient) -> None:
+    alice, _ = await register_and_login(client, "alice")
+    bob, bob_user = await register_and_login(client, "bob")
+    carol, _ = await register_and_login(client, "carol")
+    room = await make_room(client, alice, "lobby")
+    for token in (bob, carol):
+        await join(client, token, room["id"])
+    carols = [(await sent(client, carol, room["id"], f"spam {n}"))["seq"] for n in range(2)]
+    mine = (await sent(client, alice, room["id"], "the owner's"))["seq"]
+    assert_error(await delete(client, bob, room["id"], carols[0]), 403, "forbidden")
+    reply = await client.put(f"/rooms/{room['id']}/members/{bob_user['id']}/role", {"role": "moderator"},
+                             token=alice)
+    assert reply.status == 200, reply.body
+    entry = (await delete(client, bob, room["id"], carols[0])).json["message"]
+    assert (entry["kind"], entry["target_seq"]) == ("delete", carols[0])
+    assert entry["text"] == f"bob deleted message {carols[0]}"
+    assert (await delete(client, alice, room["id"], carols[1])).status == 200  # the owner
+    assert (await delete(client, bob, room["id"], mine)).status == 200  # a moderator: anyone's message
+    assert_error(await edit(client, bob, room["id"], mine, "x"), 409, "not_editable")
+    history = {m["seq"]: m for m in await all_messages(client, carol, room["id"])}
+    assert all(history[seq]["deleted"] and history[seq]["text"] == "" for seq in (*carols, mine))
 
 
 @pytest.mark.workers
@@ -193,16 +217,15 @@ async def test_unread_counts_leave_out_edits_and_deleted_messages(client: HTTPCl
     bob, _ = await register_and_login(client, "bob")
     room = await make_room(client, alice, "lobby")
     await join(client, bob, room["id"])
-    for n in range(4):
-        await sent(client, alice, room["id"], f"m{n}")
-    await client.put(f"/rooms/{room['id']}/read", {"seq": 1}, token=bob)
+    seqs = [(await sent(client, alice, room["id"], f"m{n}"))["seq"] for n in range(4)]
+    await client.put(f"/rooms/{room['id']}/read", {"seq": seqs[0]}, token=bob)
     assert (await get_room(client, bob, room["id"]))["unread"] == 3
-    await edit(client, alice, room["id"], 3, "m2 edited")  # seq 5: not counted
+    await edit(client, alice, room["id"], seqs[2], "m2 edited")  # an edit entry: not counted
     assert (await get_room(client, bob, room["id"]))["unread"] == 3
-    await delete(client, alice, room["id"], 4)  # past bob's marker: one fewer
-    await delete(client, alice, room["id"], 1)  # before it: no change
+    await delete(client, alice, room["id"], seqs[3])  # past bob's marker: one fewer
+    await delete(client, alice, room["id"], seqs[0])  # at it: no change
     room_seen = await get_room(client, bob, room["id"])
-    assert (room_seen["read_seq"], room_seen["unread"]) == (1, 2)
+    assert (room_seen["read_seq"], room_seen["unread"]) == (seqs[0], 2)
     assert (await get_room(client, alice, room["id"]))["unread"] == 0
 
 

@@ -172,11 +172,15 @@ async def test_commits_carried_to_another_server_reach_its_subscribers_only_thro
                 sent = (await send(client, other, room["id"], "across")).json["message"]
                 assert await ws.messages_until(sent["seq"]) == [sent]
                 assert (await client.post(f"/rooms/{room['id']}/leave", token=token)).status == 204
-                assert await ws.expect("unsubscribed") == {"type": "unsubscribed", "room_id": room["id"]}
+                left = (await ws.expect("message"))["message"]  # the leave entry, then the end
+                assert (left["kind"], left["seq"], left["text"]) == ("leave", sent["seq"] + 1, "ada left")
+                assert await ws.expect("unsubscribed") == {"type": "unsubscribed", "room_id": room["id"],
+                                                           "reason": "left"}
                 assert (await client.post("/logout", token=token)).status == 204
                 assert await ws.closed() == (4001, [])
             nursery.cancel_scope.cancel()
             await client.aclose()
     kinds = [type(change).__name__ for commit in seen for change in commit.changes]
     assert kinds == ["UserCreated", "TokenIssued", "UserCreated", "TokenIssued", "RoomCreated",
-                     "MemberJoined", "MemberJoined", "MessageCommitted", "MemberLeft", "TokensRevoked"]
+                     "MemberJoined", "MemberJoined", "MessageCommitted", "MessageCommitted",
+                     "MessageCommitted", "MemberLeft", "TokensRevoked"]

@@ -161,7 +161,7 @@ async def test_same_txn_id_from_another_user_or_room_is_a_new_message(client: HT
     assert [a.status, b.status, c.status] == [201, 201, 201]
     ids = {r.json["message"]["id"] for r in (a, b, c)}
     assert len(ids) == 3
-    assert b.json["message"]["seq"] == 2 and c.json["message"]["seq"] == 1
+    assert b.json["message"]["seq"] == 3 and c.json["message"]["seq"] == 1  # seq 1: bob's join
     assert (await send(client, bob, room["id"], "dup", "shared")).json == b.json
 
 
@@ -274,7 +274,7 @@ async def test_long_poll_is_woken_by_a_send(app: Served, client: HTTPClient) -> 
     polled: list[Reply] = []
 
     async def poll() -> None:
-        polled.append(await history(poller, bob, room["id"], after=1, wait=30))
+        polled.append(await history(poller, bob, room["id"], after=2, wait=30))  # 1: bob's join
 
     with trio.fail_after(15):  # guards against a poll that is only ended by its 30 s wait
         async with trio.open_nursery() as nursery:
@@ -298,7 +298,7 @@ async def test_long_poll_of_a_member_who_left_meanwhile_is_403(app: Served, clie
     polled: list[Reply] = []
 
     async def poll() -> None:
-        polled.append(await history(poller, bob, room["id"], after=0, wait=30))
+        polled.append(await history(poller, bob, room["id"], after=1, wait=30))  # 1: bob's join
 
     with trio.fail_after(15):
         async with trio.open_nursery() as nursery:

@@ -62,7 +62,7 @@ async def test_authenticated_operations_list_401(client: HTTPClient) -> None:
     assert doc["components"]["securitySchemes"]["bearerAuth"] == {
         **doc["components"]["securitySchemes"]["bearerAuth"], "type": "http", "scheme": "bearer"}
     secured = [(m, p, op) for m, p, op in operations(doc) if op.get("security")]
-    assert len(secured) == 15
+    assert len(secured) == 25
     for method, path, op in secured:
         if {} in op["security"]:
             # Anonymous allowed at the HTTP level: only /ws, whose token is checked after the
@@ -76,7 +76,7 @@ async def test_authenticated_operations_list_401(client: HTTPClient) -> None:
 async def test_path_parameters_are_declared(client: HTTPClient) -> None:
     doc = await served(client)
     with_room = [p for p in doc["paths"] if "{room_id}" in p]
-    assert len(with_room) == 7
+    assert len(with_room) == 13
     for method, path, op in operations(doc):
         declared = {param["name"]: param for param in map(lambda p: resolve(doc, p), op.get("parameters", []))
                     if param["in"] == "path"}
@@ -96,7 +96,7 @@ async def test_operations_are_complete(client: HTTPClient) -> None:
         if "requestBody" in op:
             schema = op["requestBody"]["content"]["application/json"]["schema"]
             assert schema["additionalProperties"] is False, where
-            assert schema["required"], where
+            assert schema["required"] or schema.get("minProperties"), where
             assert {"400", "415", "422"} <= set(op["responses"]), where
 
 
@@ -141,7 +141,8 @@ async def sweep(check: Checker, room_id: int, token: str) -> None:
     400 / 415 / 422 for a bad body (with `token`, a member of `room_id`)."""
     json_type = [("content-type", "application/json")]
     for method, template, op in operations(check.doc):
-        verb, path = method.upper(), template.replace("{room_id}", str(room_id)).replace("{seq}", "1")
+        verb, path = method.upper(), template.replace("{room_id}", str(room_id))
+        path = path.replace("{user_id}", "1").replace("{seq}", "1")
         if op.get("security") and {} not in op["security"]:
             await check(verb, template, 401, path=path)
         if "{room_id}" in template:
@@ -215,15 +216,16 @@ async def test_answers_match_the_document(client: HTTPClient) -> None:
     await check("GET", messages, 422, path=f"{mpath}?wait=1", token=bob_token)
     await check("GET", messages, 400, path=f"{mpath}?limit=%ff", token=bob_token)
     entry = "/rooms/{room_id}/messages/{seq}"
-    await check("POST", messages, 201, path=mpath, json={"text": "bob's"}, token=bob_token)  # seq 4
-    await check("PATCH", entry, 200, path=f"{mpath}/4", json={"text": "Bob's", "txn_id": "e1"},
+    # seq 1 is bob's join entry; alice's messages are 2, 3 and 4
+    await check("POST", messages, 201, path=mpath, json={"text": "bob's"}, token=bob_token)  # seq 5
+    await check("PATCH", entry, 200, path=f"{mpath}/5", json={"text": "Bob's", "txn_id": "e1"},
                 token=bob_token)
-    await check("PATCH", entry, 409, path=f"{mpath}/5", json={"text": "x"}, token=bob_token)
-    await check("PATCH", entry, 403, path=f"{mpath}/1", json={"text": "mine"}, token=bob_token)
-    await check("PATCH", entry, 429, path=f"{mpath}/1", json={"text": "x"}, token=token)
-    await check("DELETE", entry, 403, path=f"{mpath}/2", token=bob_token)
-    await check("DELETE", entry, 200, path=f"{mpath}/2", token=token)
-    await check("DELETE", entry, 409, path=f"{mpath}/2", token=token)
+    await check("PATCH", entry, 409, path=f"{mpath}/6", json={"text": "x"}, token=bob_token)
+    await check("PATCH", entry, 403, path=f"{mpath}/2", json={"text": "mine"}, token=bob_token)
+    await check("PATCH", entry, 429, path=f"{mpath}/2", json={"text": "x"}, token=token)
+    await check("DELETE", entry, 403, path=f"{mpath}/3", token=bob_token)
+    await check("DELETE", entry, 200, path=f"{mpath}/3", token=token)
+    await check("DELETE", entry, 409, path=f"{mpath}/3", token=token)
     await check("DELETE", entry, 404, path=f"{mpath}/99", token=token)
     await check("PUT", "/rooms/{room_id}/read", 200, path=f"{room_path}/read", json={"seq": 2},
                 token=bob_token)
@@ -240,6 +242,48 @@ async def test_answers_match_the_document(client: HTTPClient) -> None:
     await check("PUT", "/rooms/{room_id}/read", 403, path=f"{room_path}/read", json={"seq": 3},
                 token=bob_token)
     await check("GET", "/search", 403, path=f"/search?q=one&room_id={rid}", token=bob_token)
+
+    # v2: changing a room, roles, invites, kicks, bans, direct rooms.
+    await check("POST", "/rooms/{room_id}/join", 200, path=f"{room_path}/join", token=bob_token)
+    bob_id = (await client.get("/me", token=bob_token)).json["user"]["id"]
+    carol = (await check("POST", "/login", 200, json={**alice, "username": "carol"})).json
+    carol_token, carol_id = carol["token"], carol["user"]["id"]
+    await check("PATCH", "/rooms/{room_id}", 200, path=room_path, json={"topic": "changed"}, token=token)
+    await check("PATCH", "/rooms/{room_id}", 403, path=room_path, json={"topic": "mine"}, token=bob_token)
+    await check("POST", "/rooms", 201, json={"name": "other", "visibility": "private"}, token=bob_token)
+    # a private room's name takes nothing; a public one's does
+    await check("PATCH", "/rooms/{room_id}", 200, path=room_path, json={"name": "OTHER"}, token=token)
+    await check("POST", "/rooms", 201, json={"name": "third"}, token=carol_token)
+    await check("PATCH", "/rooms/{room_id}", 409, path=room_path, json={"name": "Third"}, token=token)
+    role, role_path = "/rooms/{room_id}/members/{user_id}/role", f"{room_path}/members/{{}}/role"
+    await check("PUT", role, 200, path=role_path.format(bob_id), json={"role": "moderator"}, token=token)
+    await check("PUT", role, 403, path=role_path.format(1), json={"role": "member"}, token=bob_token)
+    await check("PUT", role, 404, path=role_path.format(999), json={"role": "member"}, token=token)
+    invites, ipath = "/rooms/{room_id}/invites", f"{room_path}/invites"
+    await check("POST", invites, 201, path=ipath, json={"user_id": carol_id}, token=token)
+    await check("POST", invites, 409, path=ipath, json={"user_id": bob_id}, token=token)
+    await check("POST", invites, 404, path=ipath, json={"user_id": 999}, token=token)
+    await check("POST", invites, 403, path=ipath, json={"user_id": bob_id}, token=carol_token)
+    assert len((await check("GET", "/invites", 200, token=carol_token)).json["invites"]) == 1
+    invite = "/rooms/{room_id}/invites/{user_id}"
+    await check("DELETE", invite, 403, path=f"{ipath}/1", token=carol_token)
+    await check("DELETE", invite, 204, path=f"{ipath}/{carol_id}", token=carol_token)
+    kick, kpath = "/rooms/{room_id}/kick", f"{room_path}/kick"
+    await check("POST", kick, 403, path=kpath, json={"user_id": 1}, token=bob_token)
+    await check("POST", kick, 204, path=kpath, json={"user_id": bob_id, "reason": "test"}, token=token)
+    await check("POST", kick, 404, path=kpath, json={"user_id": bob_id}, token=token)  # not a member
+    bans, bpath = "/rooms/{room_id}/bans", f"{room_path}/bans"
+    await check("POST", bans, 204, path=bpath, json={"user_id": carol_id}, token=token)
+    await check("POST", bans, 403, path=bpath, json={"user_id": 1}, token=bob_token)
+    await check("POST", bans, 404, path=bpath, json={"user_id": 999}, token=token)
+    await check("POST", "/rooms/{room_id}/join", 403, path=f"{room_path}/join", token=carol_token)
+    assert len((await check("GET", bans, 200, path=bpath, token=token)).json["bans"]) == 1
+    await check("GET", bans, 403, path=bpath, token=bob_token)
+    await check("DELETE", "/rooms/{room_id}/bans/{user_id}", 403, path=f"{bpath}/{carol_id}", token=bob_token)
+    await check("DELETE", "/rooms/{room_id}/bans/{user_id}", 204, path=f"{bpath}/{carol_id}", token=token)
+    await check("POST", "/direct", 201, json={"user_id": bob_id}, token=token)
+    await check("POST", "/direct", 200, json={"user_id": 1}, token=bob_token)
+    await check("POST", "/direct", 404, json={"user_id": 999}, token=token)
 
     await check("POST", "/logout", 204, token=bob_token)
     await check("POST", "/logout", 401, token=bob_token)

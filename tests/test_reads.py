@@ -48,28 +48,31 @@ async def test_unread_counts_what_others_sent_past_the_marker(client: HTTPClient
     bob, _ = await register_and_login(client, "bob")
     room = await make_room(client, alice, "lobby")
     assert (room["read_seq"], room["unread"]) == (0, 0)
-    await join(client, bob, room["id"])
-    for n in range(3):
+    await join(client, bob, room["id"])  # seq 1: bob's join entry, his own: his marker is there
+    for n in range(3):  # seqs 2, 3, 4
         assert (await send(client, alice, room["id"], f"hello {n}")).status == 201
-    assert await marker(client, bob, room["id"]) == (0, 3)
-    assert await marker(client, alice, room["id"]) == (3, 0)  # sending moved alice's marker
+    assert await marker(client, bob, room["id"]) == (1, 3)
+    assert await marker(client, alice, room["id"]) == (4, 0)  # sending moved alice's marker
 
-    assert await mark(client, bob, room["id"], 2) == 2
-    assert await marker(client, bob, room["id"]) == (2, 1)
-    assert await mark(client, bob, room["id"], 1) == 2  # backwards: ignored, not an error
-    assert await mark(client, bob, room["id"], 0) == 2
-    assert await mark(client, bob, room["id"], 10**9) == 3  # clamped to last_seq
-    assert await marker(client, bob, room["id"]) == (3, 0)
+    assert await mark(client, bob, room["id"], 3) == 3
+    assert await marker(client, bob, room["id"]) == (3, 1)
+    assert await mark(client, bob, room["id"], 2) == 3  # backwards: ignored, not an error
+    assert await mark(client, bob, room["id"], 0) == 3
+    assert await mark(client, bob, room["id"], 10**9) == 4  # clamped to last_seq
+    assert await marker(client, bob, room["id"]) == (4, 0)
 
     # Bob's own messages never count; his send moves his marker past alice's too.
     assert (await send(client, alice, room["id"], "four")).status == 201
-    assert await marker(client, bob, room["id"]) == (3, 1)
+    assert await marker(client, bob, room["id"]) == (4, 1)
     assert (await send(client, bob, room["id"], "five")).status == 201
-    assert await marker(client, bob, room["id"]) == (5, 0)
-    assert await marker(client, alice, room["id"]) == (4, 1)
+    assert await marker(client, bob, room["id"]) == (6, 0)
+    assert await marker(client, alice, room["id"]) == (5, 1)
 
     listed = (await client.get("/rooms?joined=true", token=alice)).json["rooms"]
-    assert [(r["read_seq"], r["unread"]) for r in listed] == [(4, 1)]
+    assert [(r["read_seq"], r["unread"]) for r in listed] == [(5, 1)]
+    # Room events are not unread: bob leaving (an entry of his) changes nothing for alice.
+    assert (await client.post(f"/rooms/{room['id']}/leave", token=bob)).status == 204
+    assert await marker(client, alice, room["id"]) == (5, 1)
 
 
 @pytest.mark.workers
@@ -85,14 +88,14 @@ async def test_only_members_have_a_marker(client: HTTPClient) -> None:
     assert_error(await client.put(f"/rooms/{room['id']}/read", {"seq": 1}, token=carol), 403, "forbidden")
     assert_error(await client.put(f"/rooms/{room['id'] + 1}/read", {"seq": 1}, token=carol), 404, "not_found")
     assert_error(await client.put(f"/rooms/{room['id']}/read", {"seq": 1}), 401, "unauthorized")
-    # A new member has read what came before they joined; leaving forgets the marker.
+    # A new member has read what came before they joined, up to their join entry (seq 2).
     joined = await join(client, carol, room["id"])
-    assert (joined["read_seq"], joined["unread"]) == (1, 0)
+    assert (joined["read_seq"], joined["unread"]) == (2, 0)
     assert (await send(client, alice, room["id"], "again")).status == 201
-    assert await marker(client, carol, room["id"]) == (1, 1)
+    assert await marker(client, carol, room["id"]) == (2, 1)
     assert (await client.post(f"/rooms/{room['id']}/leave", token=carol)).status == 204
     assert (await send(client, alice, room["id"], "and again")).status == 201
-    assert (await join(client, carol, room["id"]))["unread"] == 0
+    assert (await join(client, carol, room["id"]))["unread"] == 0  # leaving forgot the marker
 
 
 async def test_read_marker_bodies_are_validated(client: HTTPClient) -> None:
@@ -144,4 +147,4 @@ async def test_markers_and_counts_survive_a_restart(tmp_path: Path) -> None:
             client = HTTPClient(app.port)
             after = (await marker(client, bob, room["id"]), await marker(client, alice, room["id"]))
             await client.aclose()
-    assert before == after == ((2, 3), (5, 0))
+    assert before == after == ((2, 4), (6, 0))  # seq 1 is bob's join entry

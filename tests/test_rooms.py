@@ -38,7 +38,8 @@ async def test_create_room(client: HTTPClient) -> None:
     assert reply.status == 201
     assert set(reply.json) == {"room"}
     room = reply.json["room"]
-    assert set(room) == MEMBER_ROOM_KEYS
+    assert set(room) == MEMBER_ROOM_KEYS  # the role, read marker and count: for a member only
+    assert (room["visibility"], room["kind"], room["my_role"]) == ("public", "room", "owner")
     assert isinstance(room["id"], int) and room["id"] >= 1
     assert room["name"] == "General" and room["topic"] == "Anything goes"
     assert room["created_by"] == user["id"]
@@ -132,15 +133,17 @@ async def test_list_rooms(client: HTTPClient) -> None:
     a1 = await make_room(client, alice, "zeta")
     b1 = await make_room(client, bob, "alpha")
     a2 = await make_room(client, alice, "mu")
+    a1, a2 = (as_non_member(r) for r in (a1, a2))  # as bob sees them
     reply = await client.get("/rooms", token=bob)
     assert reply.status == 200 and set(reply.json) == {"rooms", "has_more"}
-    assert reply.json["rooms"] == [as_non_member(a1), b1, as_non_member(a2)]  # ordered by id, not by name
+    assert reply.json["rooms"] == [a1, b1, a2]  # ordered by id, not by name
     assert reply.json["has_more"] is False
     assert [r["id"] for r in reply.json["rooms"]] == sorted(r["id"] for r in (a1, b1, a2))
     for value in ("true", "1", "TRUE"):
         assert (await client.get(f"/rooms?joined={value}", token=bob)).json["rooms"] == [b1]
-    assert (await client.get("/rooms?joined=true", token=alice)).json["rooms"] == [a1, a2]
-    assert (await client.get("/rooms?joined=false", token=bob)).json["rooms"] == reply.json["rooms"]
+    assert [r["id"] for r in (await client.get("/rooms?joined=true", token=alice)).json["rooms"]] == [
+        a1["id"], a2["id"]]
+    assert (await client.get("/rooms?joined=false", token=bob)).json["rooms"] == [a1, b1, a2]
     await join(client, bob, a2["id"])
     mine = (await client.get("/rooms?joined=true", token=bob)).json["rooms"]
     assert [r["id"] for r in mine] == [b1["id"], a2["id"]]
@@ -167,7 +170,9 @@ async def test_join_is_idempotent(client: HTTPClient) -> None:
     for _ in range(3):
         reply = await client.post(f"/rooms/{room['id']}/join", token=bob)
         assert reply.status == 200 and set(reply.json) == {"room"}
-        assert reply.json["room"] == {**room, "member_count": 2}
+        # bob's join is the room's first timeline entry
+        assert reply.json["room"] == {**room, "member_count": 2, "my_role": "member", "last_seq": 1,
+                                      "read_seq": 1}
     assert (await join(client, alice, room["id"]))["member_count"] == 2  # the creator joining again
     assert (await get_room(client, alice, room["id"]))["member_count"] == 2
     members = (await client.get(f"/rooms/{room['id']}/members", token=bob)).json["members"]
@@ -204,11 +209,12 @@ async def test_members(client: HTTPClient) -> None:
     assert reply.status == 200 and set(reply.json) == {"members"}
     members = reply.json["members"]
     for member in members:
-        assert set(member) == {"user", "joined_at", "online"}
+        assert set(member) == {"user", "joined_at", "online", "role"}
         assert set(member["user"]) == USER_KEYS
         assert member["online"] is False  # nobody has a websocket open
         parse_time(member["joined_at"])
     assert sorted((m["user"] for m in members), key=lambda u: u["id"]) == [alice_user, bob_user]
+    assert [m["role"] for m in members] == ["owner", "member"]
     assert_error(await client.get(f"/rooms/{room['id']}/members", token=carol), 403, "forbidden")
 
 

@@ -252,7 +252,9 @@ def _browser_scenario(base: str, screenshot: str | None, drop_websockets: Callab
             a.locator("#message-input").fill("Hi Bob! The web client works.")
             expect(b.locator("#typing")).to_have_text("alice is typing…")
             a.locator("#message-input").press("Enter")
-            expect(b.locator("#messages .message-text")).to_have_text(["Hi Bob! The web client works."])
+            # bob's join is the room's first timeline entry: shown by its text
+            expect(b.locator("#messages .message-text")).to_have_text(
+                ["bob joined", "Hi Bob! The web client works."])
             expect(b.locator("#typing")).to_have_text("")
             live = [f["message"]["text"] for f in frames_b if f.get("type") == "message"]
             assert live == ["Hi Bob! The web client works."], frames_b
@@ -261,9 +263,9 @@ def _browser_scenario(base: str, screenshot: str | None, drop_websockets: Callab
             b.get_by_role("button", name="Send").click()
             a.locator("#message-input").fill("Great. Reconnects resume from the last seq.")
             a.locator("#message-input").press("Enter")
-            expect(a.locator("#messages .message")).to_have_count(3)
-            expect(b.locator("#messages .message")).to_have_count(3)
-            expect(a.locator("#messages .message:not(.pending)")).to_have_count(3)
+            expect(a.locator("#messages .message")).to_have_count(4)
+            expect(b.locator("#messages .message")).to_have_count(4)
+            expect(a.locator("#messages .message:not(.pending)")).to_have_count(4)
             if screenshot:
                 expect(a.locator("#member-list .member.online")).to_have_count(2)
                 expect(a.locator(".room-meta")).to_have_text("2 members")
@@ -273,11 +275,11 @@ def _browser_scenario(base: str, screenshot: str | None, drop_websockets: Callab
             # Markup in a message is shown as text: no element, no script run.
             a.locator("#message-input").fill(XSS)
             a.locator("#message-input").press("Enter")
-            shown = b.locator('#messages li[data-seq="4"] .message-text')
+            shown = b.locator('#messages li[data-seq="5"] .message-text')
             expect(shown).to_have_count(1)
             assert shown.text_content() == XSS
             for page in (a, b):
-                expect(page.locator('#messages li[data-seq="4"] .message-text')).to_have_text(XSS)
+                expect(page.locator('#messages li[data-seq="5"] .message-text')).to_have_text(XSS)
                 assert page.locator("#messages b, #messages script").count() == 0
                 assert page.evaluate("typeof window.pwned") == "undefined"
 
@@ -293,12 +295,12 @@ def _browser_scenario(base: str, screenshot: str | None, drop_websockets: Callab
             missed = [f"while you were away {i}" for i in range(3)]
             for text in missed:
                 _rest(base, "POST", f"/rooms/{room_id}/messages", token_a, {"text": text})
-            expect(b.locator("#messages .message-text")).to_have_count(7)
-            expect(b.locator("#messages .message-text").nth(6)).to_have_text(missed[-1])
+            expect(b.locator("#messages .message-text")).to_have_count(8)
+            expect(b.locator("#messages .message-text").nth(7)).to_have_text(missed[-1])
             expect(b.locator("#conn-status")).to_have_text("Live")
             assert [f["type"] for f in frames_b].count("hello") == 2
             seqs = b.locator("#messages .message").evaluate_all("ls => ls.map(l => Number(l.dataset.seq))")
-            assert seqs == [1, 2, 3, 4, 5, 6, 7]
+            assert seqs == [1, 2, 3, 4, 5, 6, 7, 8]
             resumed = [f["message"]["text"] for f in frames_b if f.get("type") == "message"]
             assert resumed[-3:] == missed
 
@@ -316,8 +318,8 @@ def _browser_scenario(base: str, screenshot: str | None, drop_websockets: Callab
             expect(texts.first).to_have_text("old message 11")
             expect(b.get_by_role("button", name="Load older messages")).to_be_visible()
             b.locator("#message-scroller").evaluate("e => { e.scrollTop = 0; }")  # scrolling up pages
-            expect(texts).to_have_count(60)
-            expect(texts.first).to_have_text("old message 1")
+            expect(texts).to_have_count(61)
+            expect(texts.nth(1)).to_have_text("old message 1")  # after bob's join
             expect(b.locator("#history-start")).to_be_visible()
 
             # Log out: the token is gone from the page and from the server.

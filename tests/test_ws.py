@@ -191,17 +191,17 @@ async def test_send_ack_after_commit_and_txn_id(app: Served, client: HTTPClient)
         assert set(ack) == {"type", "ref", "message"} and ack["ref"] == "r1"
         message = ack["message"]
         assert_message_shape(message)
-        assert (message["text"], message["txn_id"], message["seq"]) == ("hi", "t1", 1)
+        assert (message["text"], message["txn_id"], message["seq"]) == ("hi", "t1", 2)  # 1: bobby's join
         assert message["author"] == {"id": alice["id"], "username": "alice"}
         # committed before the ack: history already has it
-        assert await all_messages(client, ta, rid) == [message]
+        assert (await all_messages(client, ta, rid))[1:] == [message]
         assert (await b.expect("message"))["message"] == message
 
         await a.send({"type": "send", "room_id": rid, "text": "hi", "txn_id": "t1", "ref": 7})
         again = await a.expect("ack")
         assert again == {"type": "ack", "ref": 7, "message": message}
         await b.barrier()  # the repeat published nothing
-        assert await all_messages(client, ta, rid) == [message]
+        assert (await all_messages(client, ta, rid))[1:] == [message]
 
         # REST with the same txn_id agrees
         reply = await send(client, ta, rid, "hi", txn_id="t1")
@@ -329,6 +329,8 @@ async def test_reader_that_never_reads_is_closed_4008(tmp_path: Path) -> None:
                 opening.start_soon(open_fast)
         slow = await open_slow(nursery, app.port, ts)
         await slow.expect("hello")
+        for ws in fast:  # slowpoke came online
+            assert (await ws.expect("presence"))["user"]["id"] == slowpoke["id"]
         await slow.send({"type": "subscribe", "room_id": rid})  # and never read again
 
         slow_end: list[tuple[int, list[JSON]]] = []
@@ -359,7 +361,7 @@ async def test_reader_that_never_reads_is_closed_4008(tmp_path: Path) -> None:
         assert code == 4008
         assert frames[0]["type"] == "subscribed"
         got = [f["message"]["seq"] for f in frames[1:]]
-        assert got == list(range(1, len(got) + 1)) and len(got) < sent
+        assert got == list(range(2, len(got) + 2)) and len(got) < sent  # 1: slowpoke's join
         await client.aclose()
         nursery.cancel_scope.cancel()
 
@@ -393,7 +395,8 @@ async def test_leaving_ends_the_subscription(app: Served, client: HTTPClient) ->
         await b.subscribe(rid)
         await b.subscribe(other["id"])
         assert (await client.post(f"/rooms/{rid}/leave", token=tb)).status == 204
-        assert await b.recv() == {"type": "unsubscribed", "room_id": rid}
+        assert (await b.expect("message"))["message"]["kind"] == "leave"  # in the room's timeline
+        assert await b.recv() == {"type": "unsubscribed", "room_id": rid, "reason": "left"}
         await rest_send(client, ta, rid, "after bobby left")
         await rest_send(client, tb, other["id"], "still here")
         assert (await b.expect("message"))["message"]["room_id"] == other["id"]
@@ -506,13 +509,13 @@ async def test_two_clients_see_each_others_messages_in_order(app: Served, client
         seen_a, acks_a = await collect(a, 20, 10)
         seen_b, acks_b = await collect(b, 20, 10)
         for seen in (seen_a, seen_b):
-            assert seqs(seen) == list(range(1, 21))
+            assert seqs(seen) == list(range(2, 22))  # 1: bobby's join
             assert [m["text"] for m in seen if m["text"][0] == "a"] == [f"a{i}" for i in range(10)]
             assert [m["text"] for m in seen if m["text"][0] == "b"] == [f"b{i}" for i in range(10)]
-        assert seen_a == seen_b == await all_messages(client, ta, rid)
+        assert seen_a == seen_b == (await all_messages(client, ta, rid))[1:]
         assert [m["text"] for m in acks_a] == [f"a{i}" for i in range(10)]
         assert [m["text"] for m in acks_b] == [f"b{i}" for i in range(10)]
-        assert sorted(seqs(acks_a + acks_b)) == list(range(1, 21))
+        assert sorted(seqs(acks_a + acks_b)) == list(range(2, 22))
         await a.barrier()
         await b.barrier()
 
@@ -529,7 +532,7 @@ async def test_resume_after_reconnect(tmp_path: Path, ws_queue: int) -> None:
             await rest_send(client, tb, rid, f"before {i}")
         async with connect(app.port, ta) as a:
             await a.subscribe(rid, after=0)
-            last = (await a.messages_until(3))[-1]["seq"]
+            last = (await a.messages_until(4))[-1]["seq"]  # 1: bobby's join
         for i in range(50):
             await rest_send(client, tb, rid, f"missed {i}")
         async with connect(app.port, ta) as a:

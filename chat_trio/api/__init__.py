@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chat_trio.api import accounts, messages, rooms, system, timeline, web, websocket
+from chat_trio.api import accounts, messages, moderation, rooms, system, timeline, web, websocket
 from chat_trio.api.context import Context
 from chat_trio.http.router import Route
 
@@ -12,6 +12,7 @@ def build_routes(context: Context) -> list[Route]:
         *system.routes(context.scrape),
         *accounts.routes(context),
         *rooms.routes(context),
+        *moderation.routes(context),
         *messages.routes(context),
         *timeline.routes(context),
         *websocket.routes(context),

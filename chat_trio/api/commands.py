@@ -20,6 +20,7 @@ from chat_trio.config import Config
 from chat_trio.errors import APIError
 from chat_trio.security.logins import LoginGuard
 from chat_trio.security.ratelimit import TokenBucket, WindowLimit
+from chat_trio.store import membership
 from chat_trio.store.queries import Conflict, NotMember
 from chat_trio.store.records import Message, RoomState, User
 from chat_trio.store.store import Store
@@ -44,7 +45,7 @@ def no_such_room() -> APIError:
     return APIError(404, "not_found", "no such room")
 
 
-def not_member() -> APIError:
+def not_a_member() -> APIError:
     return APIError(403, "forbidden", "you are not a member of this room")
 
 
@@ -79,13 +80,42 @@ class Commands(Protocol):
 
     async def revoke_token(self, digest: bytes) -> None: ...
 
-    async def create_room(self, user_id: int, name: str, topic: str) -> int:
+    async def create_room(self, user_id: int, name: str, topic: str, visibility: str = "public") -> int:
         """The new room's id; APIError 429 over the user's rate, 409 room_name_taken."""
         ...
 
-    async def join(self, room_id: int, user_id: int) -> None: ...
+    async def join(self, room_id: int, user_id: int) -> None:
+        """APIError 404 for a private room without an invite (the invite is consumed), 403 banned."""
+        ...
 
     async def leave(self, room_id: int, user_id: int) -> None: ...
+
+    # Room administration: `user_id` acts, on `target_id`. Each checks the actor's role on what
+    # is committed (store/membership.py) and refuses with 403, or 404 for a private room the
+    # actor may not see.
+
+    async def update_room(self, user_id: int, room_id: int, name: str | None, topic: str | None,
+                          visibility: str | None) -> None:
+        """APIError 409 room_name_taken."""
+        ...
+
+    async def invite(self, user_id: int, room_id: int, target_id: int) -> None:
+        """APIError 409 already_member, 403 banned."""
+        ...
+
+    async def uninvite(self, user_id: int, room_id: int, target_id: int) -> None: ...
+
+    async def kick(self, user_id: int, room_id: int, target_id: int, reason: str | None) -> None: ...
+
+    async def ban(self, user_id: int, room_id: int, target_id: int, reason: str | None) -> None: ...
+
+    async def unban(self, user_id: int, room_id: int, target_id: int) -> None: ...
+
+    async def set_role(self, user_id: int, room_id: int, target_id: int, role: str) -> None: ...
+
+    async def open_direct(self, user_id: int, other_id: int) -> bool:
+        """The pair's direct room, brought back if either left: True if it was created."""
+        ...
 
     async def submit_message(self, user_id: int, room_id: int, text: str,
                              txn_id: str | None) -> Callable[[], Awaitable[tuple[Message, bool]]]:
@@ -167,14 +197,14 @@ class LocalCommands:
 
     # -- rooms -----------------------------------------------------------------------------
 
-    async def create_room(self, user_id: int, name: str, topic: str) -> int:
-        if self.store.room_name_taken(name):
+    async def create_room(self, user_id: int, name: str, topic: str, visibility: str = "public") -> int:
+        if visibility == "public" and self.store.room_name_taken(name):
             raise room_name_taken()
         wait = self.room_creates.take(user_id)  # valid and free: only rooms that would be created count
         if wait:
             raise rate_limited(wait)
         try:
-            room = await self.store.create_room(user_id, name, topic)
+            room = await self.store.create_room(user_id, name, topic, visibility)
         except Conflict:
             raise room_name_taken() from None
         return room.id
@@ -185,13 +215,45 @@ class LocalCommands:
     async def leave(self, room_id: int, user_id: int) -> None:
         await self.store.leave(self._room(room_id), user_id)  # the feed ends the user's subscriptions
 
+    async def update_room(self, user_id: int, room_id: int, name: str | None, topic: str | None,
+                          visibility: str | None) -> None:
+        actor = self._user(user_id)
+        try:
+            await self.store.change(
+                lambda c, now: membership.update_room(c, room_id, actor, name, topic, visibility, now))
+        except Conflict:
+            raise room_name_taken() from None
+
+    async def invite(self, user_id: int, room_id: int, target_id: int) -> None:
+        self._user(target_id)
+        await self.store.change(lambda c, now: membership.invite(c, room_id, user_id, target_id, now))
+
+    async def uninvite(self, user_id: int, room_id: int, target_id: int) -> None:
+        await self.store.change(lambda c, _: membership.uninvite(c, room_id, user_id, target_id))
+
+    async def kick(self, user_id: int, room_id: int, target_id: int, reason: str | None) -> None:
+        actor, target = self._user(user_id), self._user(target_id)
+        await self.store.change(lambda c, now: membership.kick(c, room_id, actor, target, reason, now))
+
+    async def ban(self, user_id: int, room_id: int, target_id: int, reason: str | None) -> None:
+        actor, target = self._user(user_id), self._user(target_id)
+        await self.store.change(lambda c, now: membership.ban(c, room_id, actor, target, reason, now))
+
+    async def unban(self, user_id: int, room_id: int, target_id: int) -> None:
+        await self.store.change(lambda c, _: membership.unban(c, room_id, user_id, target_id))
+
+    async def set_role(self, user_id: int, room_id: int, target_id: int, role: str) -> None:
+        await self.store.change(lambda c, _: membership.set_role(c, room_id, user_id, target_id, role))
+
+    async def open_direct(self, user_id: int, other_id: int) -> bool:
+        user, other = self._user(user_id), self._user(other_id)
+        return await self.store.change(lambda c, now: membership.open_direct(c, user, other, now))
+
     # -- messages --------------------------------------------------------------------------
 
     async def submit_message(self, user_id: int, room_id: int, text: str,
                              txn_id: str | None) -> Callable[[], Awaitable[tuple[Message, bool]]]:
-        room, user = self._room(room_id), self._user(user_id)
-        if user_id not in room.members:
-            raise not_member()
+        room, user = self._member_room(room_id, user_id), self._user(user_id)
         wait = self.sends.take(user_id)
         if wait:
             # A retry of a send that already committed writes nothing, so the limit does not
@@ -204,9 +266,7 @@ class LocalCommands:
 
     async def edit_message(self, user_id: int, room_id: int, seq: int, text: str,
                            txn_id: str | None) -> Message:
-        room, user = self._room(room_id), self._user(user_id)
-        if user_id not in room.members:
-            raise not_member()
+        room, user = self._member_room(room_id, user_id), self._user(user_id)
         wait = self.sends.take(user_id)
         if wait:
             # As for sends: a retry of an edit that committed writes nothing, so it is answered.
@@ -217,19 +277,15 @@ class LocalCommands:
         return await self.store.edit_message(room, user, seq, text, txn_id)
 
     async def delete_message(self, user_id: int, room_id: int, seq: int) -> Message:
-        room, user = self._room(room_id), self._user(user_id)
-        if user_id not in room.members:
-            raise not_member()
-        return await self.store.delete_message(room, user, seq, moderator=False)
+        room, user = self._member_room(room_id, user_id), self._user(user_id)
+        return await self.store.delete_message(room, user, seq)
 
     async def mark_read(self, user_id: int, room_id: int, seq: int) -> int:
-        room = self._room(room_id)
-        if user_id not in room.members:
-            raise not_member()
+        room = self._member_room(room_id, user_id)
         try:
             return await self.store.mark_read(room, user_id, seq)  # the feed tells their websockets
         except NotMember:
-            raise not_member() from None
+            raise not_a_member() from None
 
     # -- lookups: a caller checked these already, but a worker's view may lag ------------------
 
@@ -237,6 +293,13 @@ class LocalCommands:
         room = self.store.room(room_id)
         if room is None:
             raise no_such_room()
+        return room
+
+    def _member_room(self, room_id: int, user_id: int) -> RoomState:
+        """The room if the user is a member; 404 if they may not know of it, else 403."""
+        room = self._room(room_id)
+        if user_id not in room.members:
+            raise no_such_room() if not room.visible_to(user_id) else not_a_member()
         return room
 
     def _user(self, user_id: int) -> User:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from chat_trio.api.commands import Commands, no_such_room, not_member
+from chat_trio.api.commands import Commands, no_such_room, not_a_member
 from chat_trio.config import Config
 from chat_trio.errors import APIError
 from chat_trio.http.types import Request
@@ -71,11 +71,26 @@ class Context:
             raise no_such_room()
         return room
 
+    def user(self, user_id: int) -> User:
+        """A user by id, or 404."""
+        user = self.store.users.get(user_id)
+        if user is None:
+            raise APIError(404, "not_found", "no such user")
+        return user
+
+    def visible_room(self, room_id: int, user: User) -> RoomState:
+        """The room if `user` may know of it: 404 if it does not exist, and also if it is private
+        and they are neither a member nor invited (its existence is not revealed)."""
+        room = self.store.room(room_id)
+        if room is None or not room.visible_to(user["id"]):
+            raise no_such_room()
+        return room
+
     def member_room(self, room_id: int, user: User) -> RoomState:
-        """The room if `user` is a member: 404 if it does not exist, 403 if not a member."""
-        room = self.room(room_id)
+        """The room if `user` is a member: 404 as `visible_room`, 403 if not a member."""
+        room = self.visible_room(room_id, user)
         if user["id"] not in room.members:
-            raise not_member()
+            raise not_a_member()
         return room
 
     async def purge_tokens(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -7,7 +7,6 @@ import trio
 from chat_trio.api import validate
 from chat_trio.api.context import Context
 from chat_trio.api.shapes import bodyless, shapes_for
-from chat_trio.errors import APIError
 from chat_trio.http.router import Route
 from chat_trio.http.types import Request, Response, json_response
 
@@ -48,8 +47,7 @@ def routes(s: Context) -> list[Route]:
             with trio.move_on_after(wait):
                 while room.last_seq <= after and not s.hub.closing:
                     await s.hub.wait_for_message(room.id)
-            if user["id"] not in room.members:
-                raise APIError(403, "forbidden", "you are not a member of this room")
+            room = s.member_room(room.id, user)  # removed meanwhile: 403, or 404 if now hidden
         first, last, more = page_bounds(room.last_seq, before=before, after=after, limit=limit)
         messages = await s.store.messages(room, first, last)
         return json_response({"messages": messages, "has_more": more})

@@ -14,7 +14,7 @@ from typing import Any, get_args, get_type_hints, is_typeddict
 from chat_trio import __version__
 from chat_trio.api.shapes import MAX_ROOM_ID, Body, Query, Shapes
 from chat_trio.config import Config
-from chat_trio.store.records import JSON, Author, Member, Message, Room, User
+from chat_trio.store.records import JSON, ROLES, Author, Ban, Invite, Member, Message, Room, RoomChanges, User
 
 _DEFAULTS = Config()
 _SHAPES = Shapes(_DEFAULTS)
@@ -84,7 +84,8 @@ def _param(name: str, where: str, description: str, schema: JSON, *, required: b
 _PLAIN_TYPES: dict[Any, JSON] = {int: {"type": "integer"}, str: {"type": "string"},
                                  bool: {"type": "boolean"}, type(None): {"type": "null"}}
 # Records that are components of their own: a property of one of these types is a $ref.
-_COMPONENTS = {User: "User", Room: "Room", Message: "Message", Member: "Member"}
+_COMPONENTS = {User: "User", Room: "Room", Message: "Message", Member: "Member", Invite: "Invite",
+               Ban: "Ban"}
 
 
 def _type_schema(hint: Any) -> JSON:
@@ -98,6 +99,8 @@ def _type_schema(hint: Any) -> JSON:
     options = get_args(hint)  # `str | None`
     if options and all(option in _PLAIN_TYPES for option in options):
         return {"type": [_PLAIN_TYPES[option]["type"] for option in options]}
+    if len(options) == 2 and type(None) in options:  # `Author | None`
+        return {"anyOf": [_type_schema(next(o for o in options if o is not type(None))), {"type": "null"}]}
     raise TypeError(f"no JSON Schema for {hint!r}")
 
 
@@ -120,7 +123,7 @@ def _answer(record: type, **refine: JSON) -> JSON:
                 raise TypeError(f"{record.__name__}.{name} is refined with other fields")
             base = refine.pop(name)
         properties[name] = {**base, **refine.get(name, {})}
-    return _obj(properties, optional=tuple(getattr(record, "__optional_keys__", ())))
+    return _obj(properties, optional=tuple(sorted(getattr(record, "__optional_keys__", ()))))
 
 
 def _op(
@@ -169,6 +172,11 @@ _COUNT = {"type": "integer", "minimum": 0}
 _TIME = {"type": "string", "format": "date-time",
          "description": "RFC 3339 UTC with milliseconds, e.g. 2026-11-24T19:00:00.123Z"}
 _USERNAME = _SHAPES.credentials.fields[0].schema()
+_ROLE = {"enum": list(ROLES)}
+_ROOM_EVENTS = ("join", "leave", "kick", "ban", "room_updated")
+_NAME = _string(1, _DEFAULTS.room_name_max)
+_TOPIC = _string(0, _DEFAULTS.topic_max)
+_VISIBILITY = {"enum": ["public", "private"]}
 
 SCHEMAS: JSON = {
     "Error": _obj(
@@ -183,12 +191,18 @@ SCHEMAS: JSON = {
     "Room": _answer(
         Room,
         id=_ID,
-        name=_string(1, _DEFAULTS.room_name_max),
-        topic=_string(0, _DEFAULTS.topic_max),
+        name={**_NAME, "description": "A direct room's is the other user's username, as each of "
+                                      "the two sees it"},
+        topic=_TOPIC,
         created_by={**_ID, "description": "The creator's user id"},
         created_at=_TIME,
         member_count=_COUNT,
-        last_seq={**_COUNT, "description": "Seq of the room's newest message (0: none yet)"},
+        last_seq={**_COUNT, "description": "Seq of the room's newest timeline entry (0: none yet)"},
+        visibility={**_VISIBILITY, "description": "A private room is invisible (404) to anyone who "
+                                                  "is neither a member nor invited"},
+        kind={"enum": ["room", "direct"], "description": "`direct`: the one private room of a pair "
+                                                         "of users (POST /direct)"},
+        my_role={**_ROLE, "description": "The caller's role; present only when the caller is a member"},
         read_seq={**_COUNT, "description": "Only for a member: the caller's read marker (a new "
                                            "member starts at the room's last_seq; sending moves it "
                                            "to the message sent)"},
@@ -201,27 +215,37 @@ SCHEMAS: JSON = {
         room_id=_ID,
         seq={**_ID, "description": "Dense per room (1, 2, 3, ...), assigned at commit: the only "
                                    "order, paging cursor and resume point a client needs"},
-        author=_answer(Author, id=_ID, username=_USERNAME),
-        text=_string(0, description="A text entry's current text (after its latest edit; \"\" once "
-                                    "deleted); for other kinds a human-readable summary, e.g. "
-                                    "\"bob edited message 12\""),
+        author={**_answer(Author, id=_ID, username=_USERNAME),
+                "description": "Who wrote it; for a room event, who acted"},
+        text={**_string(0), "description": "A text entry's current text (after its latest edit, at "
+                                            "most 4000 characters; \"\" once deleted); for any "
+                                            "other kind a human-readable summary, e.g. `alice "
+                                            "joined`, `bob edited message 12`"},
         created_at=_TIME,
         txn_id={"minLength": 1, "maxLength": _DEFAULTS.txn_id_max},
-        kind={"enum": ["text", "edit", "delete"],
-              "description": "What the entry is: a message, or an edit or delete of one"},
-        edited_at={**_TIME, "type": ["string", "null"],
-                   "description": "Text entries only: when it was last edited, null if never"},
+        kind={"enum": ["text", "edit", "delete", *_ROOM_EVENTS],
+              "description": "`text`: a message; `edit` / `delete`: a change to one; else a room "
+                             "event. A client that does not know a kind can show `text`"},
+        edited_at={"description": "Text entries only: when last edited (null: never)"},
         deleted={"description": "Text entries only: deleted (its text is erased: \"\")"},
         target_seq={**_ID, "description": "Edits and deletes only: the seq of the text entry changed"},
         new_text=_string(0, _DEFAULTS.text_max,
                          description="Edits only: the text it gave the message (\"\" once the "
                                      "message is deleted)"),
+        subject={"description": "Room events only: the user acted on (who joined, left, was kicked "
+                                "or banned); null for `room_updated`"},
+        changes={**_answer(RoomChanges, name=_NAME, topic=_TOPIC, visibility=_VISIBILITY),
+                 "description": "`room_updated` only: the new values of the fields that changed"},
     ),
     "Member": _answer(
         Member,
         joined_at=_TIME,
         online={"description": "The user has an open websocket"},
+        role={**_ROLE, "description": "Exactly one owner per room (a direct room has none: both are "
+                                      "members)"},
     ),
+    "Invite": _answer(Invite, room_id=_ID, created_at=_TIME),
+    "Ban": _answer(Ban, reason={"maxLength": _DEFAULTS.reason_max}, created_at=_TIME),
 }
 
 _RETRY_AFTER = {"Retry-After": _header("Whole seconds to wait", {"type": "integer", "minimum": 1})}
@@ -234,9 +258,15 @@ ERRORS: dict[str, tuple[str, JSON]] = {
     "Unauthorized": ("401", _error("Missing, invalid, expired or revoked token", "unauthorized",
                                    headers=_WWW_AUTHENTICATE)),
     "NotMember": ("403", _error("The caller is not a member of the room", "forbidden")),
-    "RoomNotFound": ("404", _error("No such room", "not_found")),
+    "RoleTooLow": ("403", _error("The caller's role is too low for this, or the target's role is "
+                                 "not lower than the caller's", "forbidden")),
+    "RoomNotFound": ("404", _error("No such room, or a private room the caller is neither a "
+                                   "member of nor invited to (its existence is not revealed)",
+                                   "not_found")),
     "NotEditable": ("409", _error("Only text entries that are not deleted can be edited or deleted",
                                   "not_editable")),
+    "TargetNotFound": ("404", _error("No such room (as above), no such user, or the user is not a "
+                                     "member", "not_found")),
     "UnsupportedMediaType": ("415", _error("The body is not Content-Type: application/json",
                                            "unsupported_media_type")),
     "ValidationFailed": ("422", _error("A field or parameter is invalid, missing or unknown; "
@@ -264,6 +294,8 @@ PARAMETERS: JSON = {
     "Seq": _param("seq", "path", "The message's seq in its room; anything but a decimal integer is 404",
                   {"type": "integer", "minimum": 0, "maximum": MAX_ROOM_ID}),
     "RoomId": _param("room_id", "path", "The room's id; anything but a decimal integer is 404",
+                     {"type": "integer", "minimum": 0, "maximum": MAX_ROOM_ID}),
+    "UserId": _param("user_id", "path", "A user's id; anything but a decimal integer is 404",
                      {"type": "integer", "minimum": 0, "maximum": MAX_ROOM_ID}),
 }
 
@@ -388,21 +420,110 @@ PATHS: dict[str, JSON] = {
             description="The first `limit` rooms with id > `after` (default 0), all rooms or with "
                         "`joined=true` only the caller's."),
     },
-    "/rooms/{room_id}": {"get": _op(
-        "getRoom", "Rooms", "Show a room", {"200": _ok("The room", _ROOM_BODY)},
-        security=_BEARER, params=("RoomId",), errors=("RoomNotFound",))},
+    "/rooms/{room_id}": {
+        "get": _op(
+            "getRoom", "Rooms", "Show a room", {"200": _ok("The room", _ROOM_BODY)},
+            security=_BEARER, params=("RoomId",), errors=("RoomNotFound",)),
+        "patch": _op(
+            "updateRoom", "Rooms", "Rename a room, change its topic or visibility", {
+                "200": _ok("The room as it is now", _ROOM_BODY),
+                "409": _error("A public room with that name exists", "room_name_taken")},
+            security=_BEARER, params=("RoomId",), body=_SHAPES.room_update,
+            errors=("RoomNotFound", "RoleTooLow"),
+            description="Moderators and the owner. Only the fields given (not null) that differ "
+                        "from the room's count: each change is one `room_updated` timeline entry "
+                        "with the new values in `changes`, and a `room` frame (`updated`) to "
+                        "everyone who can see the room; a body that changes nothing adds neither. "
+                        "At least one field is required (else 422). A direct room cannot be "
+                        "changed (403)."),
+    },
     "/rooms/{room_id}/join": {"post": _op(
-        "joinRoom", "Rooms", "Join a room", {"200": _ok("Joined (or already a member)", _ROOM_BODY)},
+        "joinRoom", "Rooms", "Join a room", {
+            "200": _ok("Joined (or already a member)", _ROOM_BODY),
+            "403": _error("The caller is banned from this (public) room", "banned")},
         security=_BEARER, params=("RoomId",), errors=("RoomNotFound",),
-        description="Idempotent: joining a room one is in answers the same.")},
+        description="Idempotent: joining a room one is in answers the same and adds nothing. A "
+                    "private room needs an invite, which the join consumes (without one it is "
+                    "404, as is any call on it); a direct room is joined only through POST "
+                    "/direct. A join is a `join` timeline entry. Whoever joins a room with no "
+                    "members becomes its owner.")},
     "/rooms/{room_id}/leave": {"post": _op(
         "leaveRoom", "Rooms", "Leave a room", {"204": _ok("Left (or was not a member)")},
         security=_BEARER, params=("RoomId",), errors=("RoomNotFound",),
-        description="Idempotent. The caller's websocket subscriptions to the room end.")},
+        description="Idempotent (a repeat adds nothing). A leave is a `leave` timeline entry; the "
+                    "caller's websocket subscriptions to the room end with `unsubscribed` "
+                    "(`reason`: `left`). An owner who leaves hands the room to its "
+                    "longest-standing moderator, or else its longest-standing member.")},
     "/rooms/{room_id}/members": {"get": _op(
         "listMembers", "Rooms", "List a room's members", {
             "200": _ok("Members by join time", _obj({"members": _list(_schema("Member"))}))},
         security=_BEARER, params=("RoomId",), errors=("RoomNotFound", "NotMember"))},
+    "/rooms/{room_id}/members/{user_id}/role": {"put": _op(
+        "setRole", "Moderation", "Set a member's role", {
+            "200": _ok("The member with their new role", _obj({"member": _schema("Member")}))},
+        security=_BEARER, params=("RoomId", "UserId"), body=_SHAPES.role,
+        errors=("TargetNotFound", "RoleTooLow"),
+        description="The owner only. `owner` hands the room over: the caller becomes a moderator. "
+                    "The owner's own role cannot be set (403); a direct room has no roles (403).")},
+    "/rooms/{room_id}/invites": {"post": _op(
+        "invite", "Moderation", "Invite a user", {
+            "201": _ok("Invited (or already invited: the pending invite)",
+                       _obj({"invite": _schema("Invite")})),
+            "403": _error("The caller's role is too low, the room is direct, or the user is banned",
+                          "forbidden", "banned"),
+            "409": _error("The user is a member already", "already_member")},
+        security=_BEARER, params=("RoomId",), body=_SHAPES.target, errors=("TargetNotFound",),
+        description="Moderators and the owner, into any room but a direct one. The invitee gets "
+                    "an `invite` frame; the room becomes visible to them until they join "
+                    "(consuming the invite) or decline.")},
+    "/rooms/{room_id}/invites/{user_id}": {"delete": _op(
+        "uninvite", "Moderation", "Withdraw or decline an invite", {
+            "204": _ok("No invite pending any more (also if there was none)")},
+        security=_BEARER, params=("RoomId", "UserId"), errors=("RoomNotFound", "RoleTooLow"),
+        description="Moderators and the owner withdraw; the invitee declines their own.")},
+    "/invites": {"get": _op(
+        "listInvites", "Moderation", "The caller's pending invites", {
+            "200": _ok("Oldest room first, each with the room as the invitee sees it",
+                       _obj({"invites": _list(_schema("Invite"))}))},
+        security=_BEARER)},
+    "/rooms/{room_id}/kick": {"post": _op(
+        "kick", "Moderation", "Remove a member", {"204": _ok("Removed")},
+        security=_BEARER, params=("RoomId",), body=_SHAPES.moderation,
+        errors=("TargetNotFound", "RoleTooLow"),
+        description="A moderator or the owner, over a member of a lower role. The user stops being "
+                    "a member at commit: a `kick` timeline entry (with the reason in its text), "
+                    "their subscriptions end with `unsubscribed` (`reason`: `kicked`), a pending "
+                    "long-poll of theirs answers 403 (404 for a private room), and they may come "
+                    "back by joining (a public room) or by invite.")},
+    "/rooms/{room_id}/bans": {
+        "post": _op(
+            "ban", "Moderation", "Ban a user", {"204": _ok("Banned (or was already)")},
+            security=_BEARER, params=("RoomId",), body=_SHAPES.moderation,
+            errors=("TargetNotFound", "RoleTooLow"),
+            description="A moderator or the owner, over anyone of a lower role, member or not. A "
+                        "member is removed as by a kick (`unsubscribed` with `reason`: `banned`); "
+                        "a pending invite is withdrawn. A `ban` timeline entry records it. The "
+                        "user cannot join or be invited until unbanned."),
+        "get": _op(
+            "listBans", "Moderation", "A room's bans", {
+                "200": _ok("Oldest first", _obj({"bans": _list(_schema("Ban"))}))},
+            security=_BEARER, params=("RoomId",), errors=("RoomNotFound", "RoleTooLow"),
+            description="Moderators and the owner."),
+    },
+    "/rooms/{room_id}/bans/{user_id}": {"delete": _op(
+        "unban", "Moderation", "Lift a ban", {"204": _ok("Not banned (also if they were not)")},
+        security=_BEARER, params=("RoomId", "UserId"), errors=("RoomNotFound", "RoleTooLow"),
+        description="Moderators and the owner.")},
+    "/direct": {"post": _op(
+        "openDirect", "Rooms", "Open the direct room with a user", {
+            "201": _ok("Created", _ROOM_BODY),
+            "200": _ok("It existed; whichever of the two had left is a member again", _ROOM_BODY),
+            "404": _error("No such user", "not_found")},
+        security=_BEARER, body=_SHAPES.target,
+        description="The one direct room of the pair (`kind` direct, private, both members with "
+                    "role `member`, named after the other user as each sees it), also when both "
+                    "ask at once. Nobody else can join or be invited, and it has no kicks, bans "
+                    "or role changes. A user cannot open one with themselves (422).")},
     "/rooms/{room_id}/messages": {
         "post": _op(
             "sendMessage", "Messages", "Send a message", {
@@ -455,11 +576,11 @@ PATHS: dict[str, JSON] = {
                            "room's next seq", _MESSAGE_BODY),
                 "404": _error("No such room, or no entry with that seq", "not_found")},
             security=_BEARER, params=("RoomId", "Seq"), errors=("NotMember", "NotEditable"),
-            description="The author may delete their message (403 for other members), and only a "
-                        "text entry that is not deleted (409 `not_editable`). The stored text is "
-                        "erased, not hidden: the message shows `\"text\": \"\"` and `deleted: true`, "
-                        "the edits made to it `\"new_text\": \"\"`, and search forgets it at the same "
-                        "commit."),
+            description="The author, a moderator or the owner may delete a message (403 for other "
+                        "members), and only a text entry that is not deleted (409 `not_editable`). "
+                        "The stored text is erased, not hidden: the message shows `\"text\": \"\"` "
+                        "and `deleted: true`, the edits made to it `\"new_text\": \"\"`, and search "
+                        "forgets it at the same commit."),
     },
     "/rooms/{room_id}/read": {"put": _op(
         "markRead", "Messages", "Move the caller's read marker", {
@@ -513,7 +634,8 @@ def document() -> JSON:
                            "Every non-2xx answer has the `Error` body. Limits shown are the "
                            "server's defaults, all configurable.",
         },
-        "tags": [{"name": name} for name in ("Accounts", "Rooms", "Messages", "Websocket", "Service")],
+        "tags": [{"name": name} for name in ("Accounts", "Rooms", "Moderation", "Messages", "Websocket",
+                                             "Service")],
         "paths": PATHS,
         "components": COMPONENTS,
     }

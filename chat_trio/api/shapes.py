@@ -15,6 +15,7 @@ operation in `api.openapi`. The websocket `send` frame reuses `new_message`'s fi
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -150,7 +151,34 @@ class Ref:
         return {"type": ["string", "integer"], "maxLength": self.max_len}
 
 
-Field = Str | Integer | Ref
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """A string field that is one of `options`."""
+
+    name: str
+    options: tuple[str, ...]
+    required: bool = True
+    nullable: bool = False
+    description: str = ""
+
+    def parse(self, body: JSON) -> str | None:
+        value = body.get(self.name)
+        if value is None:
+            if self.required:
+                raise validate.invalid(self.name, "is required")
+            return None
+        if value not in self.options:
+            raise validate.invalid(self.name, f"must be one of {', '.join(self.options)}")
+        return str(value)
+
+    def schema(self) -> JSON:
+        schema: JSON = {"enum": [*self.options, None] if self.nullable else list(self.options)}
+        if self.description:
+            schema["description"] = self.description
+        return schema
+
+
+Field = Str | Integer | Ref | Choice
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,10 +187,15 @@ class Body:
     body: it accepts an empty body or `{}` and refuses anything else like any other body."""
 
     fields: tuple[Field, ...] = ()
+    at_least_one: bool = False  # of the fields, all optional, one must be given (not null)
 
     def read(self, request: Request) -> JSON:
         """The declared fields' values (None for an absent optional one)."""
-        return self.values(self.decode(request))
+        values = self.values(self.decode(request))
+        if self.at_least_one and all(value is None for value in values.values()):
+            names = ", ".join(f.name for f in self.fields)
+            raise validate.invalid(self.fields[0].name, f"give at least one of {names}")
+        return values
 
     def decode(self, request: Request) -> JSON:
         """The body as a JSON object with no unknown fields, its values not checked yet."""
@@ -177,8 +210,12 @@ class Body:
         return {f.name: f.parse(body) for f in self.fields}
 
     def schema(self) -> JSON:
-        return {"type": "object", "required": [f.name for f in self.fields if f.required],
-                "properties": {f.name: f.schema() for f in self.fields}, "additionalProperties": False}
+        schema: JSON = {"type": "object", "required": [f.name for f in self.fields if f.required],
+                        "properties": {f.name: f.schema() for f in self.fields},
+                        "additionalProperties": False}
+        if self.at_least_one:
+            schema["minProperties"] = 1
+        return schema
 
 
 # -- query parameters ----------------------------------------------------------------------------
@@ -289,15 +326,30 @@ class Shapes:
                 description="Unique ignoring case"),
             Str("password", c.password_max, c.password_min),
         ))
-        self.new_room = Body((
-            Str("name", c.room_name_max, refuse=_NAME_REFUSE, nfc=True, nonblank=True,
-                description="Stored NFC-normalised; unique ignoring case and compatibility forms "
-                            "(NFKC casefold); not blank (invisible characters do not count); no "
-                            "control characters, line breaks, zero-width characters or bidi controls"),
-            Str("topic", c.topic_max, 0, refuse=_NAME_REFUSE, required=False, nullable=True, nfc=True,
-                description="Default empty; null is the same as leaving it out. Stored "
-                            "NFC-normalised; refuses the same characters as `name`"),
-        ))
+        name = Str("name", c.room_name_max, refuse=_NAME_REFUSE, nfc=True, nonblank=True,
+                   description="Stored NFC-normalised; unique among public rooms ignoring case and "
+                               "compatibility forms (NFKC casefold); not blank (invisible characters "
+                               "do not count); no control characters, line breaks, zero-width "
+                               "characters or bidi controls")
+        topic = Str("topic", c.topic_max, 0, refuse=_NAME_REFUSE, required=False, nullable=True, nfc=True,
+                    description="Default empty; null is the same as leaving it out. Stored "
+                                "NFC-normalised; refuses the same characters as `name`")
+        visibility = Choice("visibility", ("public", "private"), required=False, nullable=True,
+                            description="Default public; a private room is invisible to anyone who "
+                                        "is neither a member nor invited")
+        self.new_room = Body((name, topic, visibility))
+        self.room_update = Body((dataclasses.replace(name, required=False, nullable=True,
+                                                     description="Null or absent: unchanged"),
+                                 dataclasses.replace(topic, description="Null or absent: unchanged"),
+                                 dataclasses.replace(visibility, description="Null or absent: unchanged")),
+                                at_least_one=True)
+        user_id = Integer("user_id", 1, MAX_ROOM_ID)
+        self.target = Body((user_id,))
+        self.moderation = Body((user_id, Str("reason", c.reason_max, 0, refuse=_TEXT_REFUSE, required=False,
+                                             nullable=True, nfc=True,
+                                             description="Shown in the room's timeline entry")))
+        self.role = Body((Choice("role", ("owner", "moderator", "member"),
+                                 description="`owner` hands the room over: the caller becomes a moderator"),))
         self.new_message = Body((
             Str("text", c.text_max, refuse=_TEXT_REFUSE, nfc=True,
                 description="Stored NFC-normalised; no control characters other than newline and tab"),

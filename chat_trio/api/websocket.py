@@ -75,7 +75,7 @@ class Frames:
             session.send(_PONG)
 
     def _member_room(self, session: Session, room_id: int) -> RoomState:
-        room = self.s.room(room_id)
+        room = self.s.visible_room(room_id, session.user)  # a private room of others: not_found
         if session.user_id not in room.members:
             raise CloseSocket(CLOSE_POLICY, f"not a member of room {room_id}")
         return room

@@ -179,14 +179,41 @@ class RemoteCommands:
     async def revoke_token(self, digest: bytes) -> None:
         await self._call("revoke_token", digest=digest)
 
-    async def create_room(self, user_id: int, name: str, topic: str) -> int:
-        return int(await self._call("create_room", user_id=user_id, name=name, topic=topic))
+    async def create_room(self, user_id: int, name: str, topic: str, visibility: str = "public") -> int:
+        return int(await self._call("create_room", user_id=user_id, name=name, topic=topic,
+                                    visibility=visibility))
 
     async def join(self, room_id: int, user_id: int) -> None:
         await self._call("join", room_id=room_id, user_id=user_id)
 
     async def leave(self, room_id: int, user_id: int) -> None:
         await self._call("leave", room_id=room_id, user_id=user_id)
+
+    async def update_room(self, user_id: int, room_id: int, name: str | None, topic: str | None,
+                          visibility: str | None) -> None:
+        await self._call("update_room", user_id=user_id, room_id=room_id, name=name, topic=topic,
+                         visibility=visibility)
+
+    async def invite(self, user_id: int, room_id: int, target_id: int) -> None:
+        await self._call("invite", user_id=user_id, room_id=room_id, target_id=target_id)
+
+    async def uninvite(self, user_id: int, room_id: int, target_id: int) -> None:
+        await self._call("uninvite", user_id=user_id, room_id=room_id, target_id=target_id)
+
+    async def kick(self, user_id: int, room_id: int, target_id: int, reason: str | None) -> None:
+        await self._call("kick", user_id=user_id, room_id=room_id, target_id=target_id, reason=reason)
+
+    async def ban(self, user_id: int, room_id: int, target_id: int, reason: str | None) -> None:
+        await self._call("ban", user_id=user_id, room_id=room_id, target_id=target_id, reason=reason)
+
+    async def unban(self, user_id: int, room_id: int, target_id: int) -> None:
+        await self._call("unban", user_id=user_id, room_id=room_id, target_id=target_id)
+
+    async def set_role(self, user_id: int, room_id: int, target_id: int, role: str) -> None:
+        await self._call("set_role", user_id=user_id, room_id=room_id, target_id=target_id, role=role)
+
+    async def open_direct(self, user_id: int, other_id: int) -> bool:
+        return bool(await self._call("open_direct", user_id=user_id, other_id=other_id))
 
     async def submit_message(self, user_id: int, room_id: int, text: str, txn_id: str | None) -> Finish:
         """Returns as soon as the call is queued, so a websocket's pipelined sends reach the
@@ -218,7 +245,8 @@ class RemoteCommands:
 
 _OPS = frozenset({"allow_registration", "create_user", "login_allowed", "login_failed",
                   "login_succeeded", "rehash_password", "create_token", "revoke_token",
-                  "create_room", "join", "leave", "submit_message", "mark_read",
+                  "create_room", "join", "leave", "submit_message", "update_room", "invite",
+                  "uninvite", "kick", "ban", "unban", "set_role", "open_direct", "mark_read",
                   "edit_message", "delete_message"})
 
 

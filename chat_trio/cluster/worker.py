@@ -200,6 +200,7 @@ class Worker:
             self.store.feed.apply_encoded(payload)
         for user_id in self._online_at_start:
             self.hub.set_online_elsewhere(user_id, True)
+        self.hub.state = self.store.state
         self.store.feed.subscribe(self.hub.react)
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:

@@ -22,8 +22,20 @@ from typing import Protocol
 import trio
 
 from chat_trio.rooms.frames import json_frame, message_frame
-from chat_trio.store.changes import Commit, MemberLeft, MessageCommitted, ReadMoved, TokensRevoked
-from chat_trio.store.records import JSON, Message, User
+from chat_trio.store.changes import (
+    Commit,
+    Invited,
+    MemberJoined,
+    MemberLeft,
+    MessageCommitted,
+    ReadMoved,
+    RoomCreated,
+    RoomUpdated,
+    TokensRevoked,
+)
+from chat_trio.store.records import JSON, Message, RoomState, User
+from chat_trio.store.state import State
+from chat_trio.store.views import invite_view, room_view
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_TOKEN_REVOKED = 4001
@@ -39,14 +51,15 @@ class Subscriber(Protocol):
     def deliver_ephemeral(self, frame: bytes) -> None:
         """Queue a frame that may be dropped under pressure (typing)."""
 
-    def send(self, frame: bytes) -> None:
-        """Queue a frame that is not about a subscribed room's timeline (e.g. `read`)."""
-
     def close(self, code: int, reason: str) -> None:
         """Ask the connection to close itself with this code."""
 
-    def room_ended(self, room_id: int) -> None:
-        """The subscriber's user left the room: stop its subscription."""
+    def room_ended(self, room_id: int, reason: str) -> None:
+        """The subscriber's user stopped being a member ("left", "kicked", "banned"): stop its
+        subscription."""
+
+    def send(self, frame: bytes) -> None:
+        """Queue a frame that must not be dropped (room, invite, presence, read), without blocking."""
 
 
 class Relay(Protocol):
@@ -59,12 +72,12 @@ class Relay(Protocol):
 
 class Hub:
     def __init__(self) -> None:
+        self.state: State | None = None  # set once the store is open: who may see what
         self.relay: Relay | None = None
         self._online_elsewhere: set[int] = set()  # reported by the supervisor (workers mode)
         self.rooms: dict[int, set[Subscriber]] = defaultdict(set)
         self.connections: set[Subscriber] = set()
         self._subscribed: dict[Subscriber, set[int]] = defaultdict(set)  # subscriber → its rooms
-        self._online: dict[int, int] = defaultdict(int)  # user id → open websockets
         self._sockets: dict[int, set[Subscriber]] = {}  # user id → their open websockets
         self._waiters: dict[int, trio.Event] = {}
         self.closing = False
@@ -74,16 +87,26 @@ class Hub:
 
     def react(self, commit: Commit) -> None:
         """The feed's reaction: called once per commit, after the state has taken it in."""
+        created: set[int] = set()
         for change in commit.changes:
             match change:
                 case MessageCommitted(message, frame):
                     self.publish(message, frame)
-                case MemberLeft(room_id, user_id):
-                    self.user_left(room_id, user_id)
+                case MemberLeft(room_id, user_id, reason):
+                    self.user_left(room_id, user_id, reason)
                 case TokensRevoked(digests):
                     self.tokens_revoked(digests)
                 case ReadMoved(room_id, user_id, read_seq, _):
                     self.to_user(user_id, {"type": "read", "room_id": room_id, "read_seq": read_seq})
+                case RoomCreated(room_id):
+                    created.add(room_id)
+                    self._room_frames(room_id, "created")
+                case RoomUpdated(room_id):
+                    self._room_frames(room_id, "updated")
+                case MemberJoined(room_id, user_id) if room_id not in created:
+                    self._room_frames(room_id, "updated", only=user_id)
+                case Invited(room_id, user_id):
+                    self._invite_frame(room_id, user_id)
 
     def publish(self, message: Message, frame: bytes | None = None) -> None:
         """Deliver a message right after the COMMIT that created it; wake its long-polls.
@@ -108,6 +131,56 @@ class Hub:
             encoded = json_frame(frame)
             for sub in list(sockets):
                 sub.send(encoded)
+
+    def _room_frames(self, room_id: int, event: str, only: int | None = None) -> None:
+        """`room` frames to every connection whose user can see the room (public: everyone;
+        private: its members), each shaped for its user (their role, a direct room's name); with
+        `only`, to that user alone (someone who joined a private room sees it appear)."""
+        room = self.state.rooms.get(room_id) if self.state is not None else None
+        if room is None:
+            return
+        shared: bytes | None = None  # one frame for every non-member
+        for sub in list(self.connections if only is None else self._sockets.get(only, ())):
+            viewer = sub.user_id
+            if not room.visible_to(viewer):
+                continue
+            if viewer in room.members or room.direct is not None:
+                sub.send(self._room_frame(room, event, viewer))
+            else:
+                if shared is None:
+                    shared = self._room_frame(room, event, viewer)
+                sub.send(shared)
+
+    def _room_frame(self, room: RoomState, event: str, viewer: int) -> bytes:
+        assert self.state is not None
+        return json_frame({"type": "room", "event": event, "room": room_view(self.state, room, viewer)})
+
+    def _invite_frame(self, room_id: int, user_id: int) -> None:
+        """An `invite` frame to each of the invitee's connections."""
+        state = self.state
+        room = state.rooms.get(room_id) if state is not None else None
+        if state is None or room is None or user_id not in room.invites:
+            return
+        subs = list(self._sockets.get(user_id, ()))
+        if subs:
+            frame = json_frame({"type": "invite", "invite": invite_view(state, room, user_id, True)})
+            for sub in subs:
+                sub.send(frame)
+
+    def _presence(self, user_id: int, online: bool) -> None:
+        """A user came online (first websocket anywhere) or went offline (last one closed):
+        `presence` frames to the subscribers of every room they are a member of."""
+        state = self.state
+        if state is None:
+            return
+        user = state.users.get(user_id)
+        who: JSON = {"id": user_id, "username": "" if user is None else user["username"]}
+        for room_id in state.joined.get(user_id, ()):
+            subscribers = self.rooms.get(room_id)
+            if subscribers:
+                frame = json_frame({"type": "presence", "room_id": room_id, "user": who, "online": online})
+                for sub in list(subscribers):
+                    sub.send(frame)
 
     def typing(self, room_id: int, user: User, sender: Subscriber) -> None:
         who: JSON = {"id": user["id"], "username": user["username"]}
@@ -141,28 +214,29 @@ class Hub:
 
     def connect(self, sub: Subscriber) -> None:
         self.connections.add(sub)
-        self._sockets.setdefault(sub.user_id, set()).add(sub)
-        self._online[sub.user_id] += 1
-        if self._online[sub.user_id] == 1 and self.relay is not None:
-            self.relay.presence(sub.user_id, True)
+        sockets = self._sockets.setdefault(sub.user_id, set())
+        sockets.add(sub)
+        if len(sockets) == 1:
+            if self.relay is not None:
+                self.relay.presence(sub.user_id, True)
+            if sub.user_id not in self._online_elsewhere:
+                self._presence(sub.user_id, True)
 
     def disconnect(self, sub: Subscriber) -> None:
         if sub not in self.connections:
             return
         self.connections.discard(sub)
-        sockets = self._sockets.get(sub.user_id)
-        if sockets is not None:
-            sockets.discard(sub)
-            if not sockets:
-                del self._sockets[sub.user_id]
-        self._online[sub.user_id] -= 1
-        if self._online[sub.user_id] <= 0:
-            del self._online[sub.user_id]
-            if self.relay is not None:
-                self.relay.presence(sub.user_id, False)
         for room_id in list(self._subscribed.get(sub, ())):
             self.unsubscribe(room_id, sub)
         self._subscribed.pop(sub, None)
+        sockets = self._sockets.get(sub.user_id, set())
+        sockets.discard(sub)
+        if not sockets:
+            self._sockets.pop(sub.user_id, None)
+            if self.relay is not None:
+                self.relay.presence(sub.user_id, False)
+            if sub.user_id not in self._online_elsewhere and not self.closing:
+                self._presence(sub.user_id, False)
 
     def subscribe(self, room_id: int, sub: Subscriber) -> None:
         if sub not in self.connections:  # already closing: nothing more is delivered to it
@@ -181,18 +255,21 @@ class Hub:
             rooms.discard(room_id)
 
     def is_online(self, user_id: int) -> bool:
-        return user_id in self._online or user_id in self._online_elsewhere
+        return user_id in self._sockets or user_id in self._online_elsewhere
 
     def set_online_elsewhere(self, user_id: int, online: bool) -> None:
         """The supervisor's word on a user's server-wide presence (workers mode)."""
+        before = self.is_online(user_id)
         if online:
             self._online_elsewhere.add(user_id)
         else:
             self._online_elsewhere.discard(user_id)
+        if self.is_online(user_id) != before:
+            self._presence(user_id, online)
 
     def sockets_of(self, user_id: int) -> int:
         """The user's open (authenticated) websockets."""
-        return self._online.get(user_id, 0)
+        return len(self._sockets.get(user_id, ()))
 
     @property
     def open_websockets(self) -> int:
@@ -200,11 +277,11 @@ class Hub:
 
     # -- membership and token changes ------------------------------------------------------
 
-    def user_left(self, room_id: int, user_id: int) -> None:
+    def user_left(self, room_id: int, user_id: int, reason: str = "left") -> None:
         for sub in list(self.rooms.get(room_id, ())):
             if sub.user_id == user_id:
                 self.unsubscribe(room_id, sub)
-                sub.room_ended(room_id)
+                sub.room_ended(room_id, reason)
 
     def tokens_revoked(self, digests: tuple[bytes, ...]) -> None:
         """Close the websockets of tokens that stopped working (4001), in one pass over them."""

@@ -123,9 +123,9 @@ class Session:
         if self._sending is not None:
             self._sending.deadline = min(self._sending.deadline, trio.current_time() + CLOSE_GRACE)
 
-    def room_ended(self, room_id: int) -> None:
+    def room_ended(self, room_id: int, reason: str) -> None:
         if self.subs.pop(room_id, None) is not None:
-            self.send(json_frame({"type": "unsubscribed", "room_id": room_id}))
+            self.send(json_frame({"type": "unsubscribed", "room_id": room_id, "reason": reason}))
 
     def send(self, frame: bytes) -> None:
         """Queue a frame; a full outbox closes the socket (4008) rather than grow."""

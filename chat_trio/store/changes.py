@@ -37,7 +37,8 @@ class UserCreated:
 
 @dataclass(frozen=True, slots=True)
 class RoomCreated:
-    """A new room (its creator joins it by a MemberJoined in the same commit)."""
+    """A new room (its first members join it by MemberJoined in the same commit). `direct` is a
+    direct room's pair of user ids, lower first."""
 
     kind: ClassVar[str] = "room"
     id: int
@@ -45,13 +46,34 @@ class RoomCreated:
     topic: str
     created_by: int
     created_at: int  # epoch ms
+    visibility: str = "public"
+    direct: tuple[int, int] | None = None
 
     def pack(self) -> list[Any]:
-        return [self.kind, self.id, self.name, self.topic, self.created_by, self.created_at]
+        return [self.kind, self.id, self.name, self.topic, self.created_by, self.created_at,
+                self.visibility, None if self.direct is None else list(self.direct)]
 
     @classmethod
     def unpack(cls, f: list[Any]) -> RoomCreated:
-        return cls(f[1], f[2], f[3], f[4], f[5])
+        return cls(f[1], f[2], f[3], f[4], f[5], f[6], None if f[7] is None else (f[7][0], f[7][1]))
+
+
+@dataclass(frozen=True, slots=True)
+class RoomUpdated:
+    """A room's name, topic or visibility changed (PATCH); these are its new values."""
+
+    kind: ClassVar[str] = "room_updated"
+    id: int
+    name: str
+    topic: str
+    visibility: str
+
+    def pack(self) -> list[Any]:
+        return [self.kind, self.id, self.name, self.topic, self.visibility]
+
+    @classmethod
+    def unpack(cls, f: list[Any]) -> RoomUpdated:
+        return cls(f[1], f[2], f[3], f[4])
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,18 +82,69 @@ class MemberJoined:
     room_id: int
     user_id: int
     joined_at: int  # epoch ms
+    role: str = "member"
 
     def pack(self) -> list[Any]:
-        return [self.kind, self.room_id, self.user_id, self.joined_at]
+        return [self.kind, self.room_id, self.user_id, self.joined_at, self.role]
 
     @classmethod
     def unpack(cls, f: list[Any]) -> MemberJoined:
-        return cls(f[1], f[2], f[3])
+        return cls(f[1], f[2], f[3], f[4])
 
 
 @dataclass(frozen=True, slots=True)
 class MemberLeft:
+    """A member stopped being one: `reason` is "left", "kicked" or "banned"."""
+
     kind: ClassVar[str] = "left"
+    room_id: int
+    user_id: int
+    reason: str = "left"
+
+    def pack(self) -> list[Any]:
+        return [self.kind, self.room_id, self.user_id, self.reason]
+
+    @classmethod
+    def unpack(cls, f: list[Any]) -> MemberLeft:
+        return cls(f[1], f[2], f[3])
+
+
+@dataclass(frozen=True, slots=True)
+class RoleChanged:
+    kind: ClassVar[str] = "role"
+    room_id: int
+    user_id: int
+    role: str
+
+    def pack(self) -> list[Any]:
+        return [self.kind, self.room_id, self.user_id, self.role]
+
+    @classmethod
+    def unpack(cls, f: list[Any]) -> RoleChanged:
+        return cls(f[1], f[2], f[3])
+
+
+@dataclass(frozen=True, slots=True)
+class Invited:
+    kind: ClassVar[str] = "invited"
+    room_id: int
+    user_id: int
+    invited_by: int
+    created_at: int  # epoch ms
+
+    def pack(self) -> list[Any]:
+        return [self.kind, self.room_id, self.user_id, self.invited_by, self.created_at]
+
+    @classmethod
+    def unpack(cls, f: list[Any]) -> Invited:
+        return cls(f[1], f[2], f[3], f[4])
+
+
+@dataclass(frozen=True, slots=True)
+class InviteRemoved:
+    """An invite was accepted (the join consumed it), declined, withdrawn or voided by a ban."""
+
+    kind: ClassVar[str] = "uninvited"
     room_id: int
     user_id: int
 
@@ -79,7 +152,7 @@ class MemberLeft:
         return [self.kind, self.room_id, self.user_id]
 
     @classmethod
-    def unpack(cls, f: list[Any]) -> MemberLeft:
+    def unpack(cls, f: list[Any]) -> InviteRemoved:
         return cls(f[1], f[2])
 
 
@@ -169,14 +242,14 @@ class TokensRevoked:
 
 
 Change = (UserCreated | RoomCreated | MemberJoined | MemberLeft | MessageCommitted | TokenIssued
-          | TokensRevoked | ReadMoved | TextErased)
+          | TokensRevoked | RoomUpdated | RoleChanged | Invited | InviteRemoved | ReadMoved | TextErased)
 Changes = tuple[Change, ...]
 NO_CHANGES: Changes = ()
 
 _KINDS: dict[str, Callable[[list[Any]], Change]] = {
     cls.kind: cls.unpack
     for cls in (UserCreated, RoomCreated, MemberJoined, MemberLeft, MessageCommitted, TokenIssued,
-                TokensRevoked, ReadMoved, TextErased)
+                TokensRevoked, RoomUpdated, RoleChanged, Invited, InviteRemoved, ReadMoved, TextErased)
 }
 
 

@@ -7,6 +7,7 @@ the change records (changes.py) of what they actually changed, none when they ch
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 import unicodedata
 from typing import Any
@@ -15,7 +16,6 @@ from chat_trio.store.changes import (
     NO_CHANGES,
     Changes,
     MemberJoined,
-    MemberLeft,
     MessageCommitted,
     ReadMoved,
     RoomCreated,
@@ -47,6 +47,15 @@ def name_key(name: str) -> str:
     return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
 
 
+def room_key(name: str, visibility: str) -> str:
+    """A room's `name_key`: public rooms' names are unique (`name_key`); a private room's name
+    takes nothing (so creating one reveals no private room's name): its key starts with U+0001,
+    which no name holds, and is random."""
+    if visibility == "public":
+        return name_key(name)
+    return "\x01private:" + secrets.token_hex(12)
+
+
 # -- loading the in-memory state at start ---------------------------------------------------
 
 def load_users(conn: sqlite3.Connection) -> list[Row]:
@@ -55,12 +64,17 @@ def load_users(conn: sqlite3.Connection) -> list[Row]:
 
 def load_rooms(conn: sqlite3.Connection) -> list[Row]:
     return conn.execute(
-        "SELECT id, name, topic, created_by, created_at, last_seq FROM rooms ORDER BY id"
+        "SELECT id, name, topic, created_by, created_at, last_seq, visibility, direct_a, direct_b"
+        " FROM rooms ORDER BY id"
     ).fetchall()
 
 
 def load_members(conn: sqlite3.Connection) -> list[Row]:
-    return conn.execute("SELECT room_id, user_id, joined_at FROM members").fetchall()
+    return conn.execute("SELECT room_id, user_id, joined_at, role FROM members").fetchall()
+
+
+def load_invites(conn: sqlite3.Connection) -> list[Row]:
+    return conn.execute("SELECT room_id, user_id, invited_by, created_at FROM invites").fetchall()
 
 
 def load_text_counts(conn: sqlite3.Connection) -> list[Row]:
@@ -150,47 +164,24 @@ def token_owner(conn: sqlite3.Connection, digest: bytes) -> Row | None:
 # -- rooms -----------------------------------------------------------------------------------
 
 def insert_room(
-    conn: sqlite3.Connection, name: str, topic: str, user_id: int, now: int
+    conn: sqlite3.Connection, name: str, topic: str, user_id: int, now: int, visibility: str = "public"
 ) -> tuple[int, Changes]:
-    """Create a room; its creator is its first member."""
+    """Create a room; its creator is its first member and its owner. No timeline entry: its
+    first member is a member from seq 0."""
     try:
         cur = conn.execute(
-            "INSERT INTO rooms (name, name_key, topic, created_by, created_at) VALUES (?, ?, ?, ?, ?)",
-            (name, name_key(name), topic, user_id, now),
+            "INSERT INTO rooms (name, name_key, topic, created_by, created_at, visibility)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (name, room_key(name, visibility), topic, user_id, now, visibility),
         )
     except sqlite3.IntegrityError:
         raise Conflict("room_name_taken") from None
     assert cur.lastrowid is not None
     room_id = cur.lastrowid
-    conn.execute("INSERT INTO members (room_id, user_id, joined_at) VALUES (?, ?, ?)",
+    conn.execute("INSERT INTO members (room_id, user_id, joined_at, role) VALUES (?, ?, ?, 'owner')",
                  (room_id, user_id, now))
-    return room_id, (RoomCreated(room_id, name, topic, user_id, now), MemberJoined(room_id, user_id, now))
-
-
-def insert_member(conn: sqlite3.Connection, room_id: int, user_id: int, now: int) -> tuple[None, Changes]:
-    """Join (idempotent: a member joining again changes nothing)."""
-    cur = conn.execute(
-        "INSERT OR IGNORE INTO members (room_id, user_id, joined_at) VALUES (?, ?, ?)",
-        (room_id, user_id, now),
-    )
-    if not cur.rowcount:
-        return None, NO_CHANGES
-    start_read_marker(conn, room_id, user_id)
-    return None, (MemberJoined(room_id, user_id, now),)
-
-
-def start_read_marker(conn: sqlite3.Connection, room_id: int, user_id: int) -> None:
-    """A new member has read what came before they joined (State.add_member does the same)."""
-    conn.execute(
-        "UPDATE members SET (read_seq, read_text_n) = (SELECT last_seq, text_count FROM rooms WHERE id = ?)"
-        " WHERE room_id = ? AND user_id = ?",
-        (room_id, room_id, user_id),
-    )
-
-
-def delete_member(conn: sqlite3.Connection, room_id: int, user_id: int) -> tuple[None, Changes]:
-    cur = conn.execute("DELETE FROM members WHERE room_id = ? AND user_id = ?", (room_id, user_id))
-    return None, (MemberLeft(room_id, user_id),) if cur.rowcount else NO_CHANGES
+    return room_id, (RoomCreated(room_id, name, topic, user_id, now, visibility),
+                     MemberJoined(room_id, user_id, now, "owner"))
 
 
 # -- messages --------------------------------------------------------------------------------
@@ -217,19 +208,28 @@ def insert_message(
     )
     assert cur.lastrowid is not None
     SEARCH.add(conn, cur.lastrowid, room_id, text)
-    # Sending moves the sender's read marker to the message (State._add_message does the same).
-    conn.execute("UPDATE members SET read_seq = ?, read_text_n = ? WHERE room_id = ? AND user_id = ?",
-                 (seq, text_n, room_id, author_id))
+    move_own_marker(conn, room_id, author_id, seq, text_n)
     message = message_json((cur.lastrowid, room_id, seq, author_id, text, txn_id, now), author)
     return (message, True), (MessageCommitted(message),)
 
 
-def next_seq(conn: sqlite3.Connection, room_id: int) -> int:
-    """Take the room's next seq for a new timeline entry (message or room event)."""
-    seq: int = conn.execute(
-        "UPDATE rooms SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq", (room_id,)
-    ).fetchone()[0]
+def next_seq(conn: sqlite3.Connection, room_id: int, author_id: int | None = None) -> int:
+    """Take the room's next seq for a new timeline entry (message or room event); the marker of
+    its author (who acted), if given, moves to it."""
+    seq: int
+    seq, text_n = conn.execute(
+        "UPDATE rooms SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq, text_count", (room_id,)
+    ).fetchone()
+    if author_id is not None:
+        move_own_marker(conn, room_id, author_id, seq, text_n)
     return seq
+
+
+def move_own_marker(conn: sqlite3.Connection, room_id: int, user_id: int, seq: int, text_n: int) -> None:
+    """A member's own entry (a message, an edit, a join...) moves their read marker to it
+    (State._add_message does the same); nothing for a user who is not a member."""
+    conn.execute("UPDATE members SET read_seq = ?, read_text_n = ? WHERE room_id = ? AND user_id = ?",
+                 (seq, text_n, room_id, user_id))
 
 
 def message_by_txn(conn: sqlite3.Connection, room_id: int, author_id: int, txn_id: str) -> Row | None:

@@ -108,14 +108,42 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
         WHERE txn_id IS NOT NULL;
     """,
     _nfkc_room_name_keys,
-    # 3: (being written on another branch: rooms, roles and room events) the timeline columns
-    # this branch needs of it, the same as that branch adds them.
+    # 3: private and direct rooms, roles, invites, bans, and room events in the timeline. Every
+    # existing room stays public; its creator, if still a member, becomes its owner, else its
+    # longest-standing member does. A direct room is one per (lower id, higher id) pair of users.
     """
+    ALTER TABLE rooms ADD COLUMN visibility TEXT NOT NULL DEFAULT 'public';
+    ALTER TABLE rooms ADD COLUMN direct_a INTEGER REFERENCES users(id);
+    ALTER TABLE rooms ADD COLUMN direct_b INTEGER REFERENCES users(id);
+    CREATE UNIQUE INDEX rooms_by_direct_pair ON rooms(direct_a, direct_b);
+    ALTER TABLE members ADD COLUMN role TEXT NOT NULL DEFAULT 'member';
+    UPDATE members SET role = 'owner' WHERE user_id = (
+        SELECT COALESCE(
+            (SELECT m.user_id FROM members m JOIN rooms r ON r.id = m.room_id
+             WHERE m.room_id = members.room_id AND m.user_id = r.created_by),
+            (SELECT m.user_id FROM members m WHERE m.room_id = members.room_id
+             ORDER BY m.joined_at, m.user_id LIMIT 1)));
     ALTER TABLE messages ADD COLUMN kind TEXT NOT NULL DEFAULT 'text';
     ALTER TABLE messages ADD COLUMN subject_id INTEGER REFERENCES users(id);
     ALTER TABLE messages ADD COLUMN changes TEXT;
     ALTER TABLE messages ADD COLUMN edited_at INTEGER;
     ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE invites (
+        room_id    INTEGER NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+        user_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        invited_by INTEGER NOT NULL REFERENCES users(id),
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (room_id, user_id)
+    );
+    CREATE INDEX invites_by_user ON invites(user_id);
+    CREATE TABLE bans (
+        room_id    INTEGER NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+        user_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        banned_by  INTEGER NOT NULL REFERENCES users(id),
+        reason     TEXT,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (room_id, user_id)
+    );
     """,
     "",  # 4: accounts and administration (being written on another branch)
     _timeline,

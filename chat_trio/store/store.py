@@ -9,14 +9,17 @@ recent history) need no thread hop at all. Each write returns once its commit ha
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from bisect import bisect_right
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import trio
 
 from chat_trio.config import Config
-from chat_trio.store import queries, timeline
+from chat_trio.store import membership, queries, timeline
+from chat_trio.store.changes import Changes
 from chat_trio.store.feed import Feed
 from chat_trio.store.queries import Conflict, NotMember
 from chat_trio.store.readers import ReaderPool
@@ -28,6 +31,7 @@ from chat_trio.store.state import State
 from chat_trio.store.writer import GroupCommitWriter
 
 __all__ = ["Conflict", "NotMember", "ReadOnlyStore", "Store"]
+T = TypeVar("T")
 
 
 class ReadOnlyStore(RuntimeError):
@@ -180,32 +184,45 @@ class Store:
     def room(self, room_id: int) -> RoomState | None:
         return self.state.rooms.get(room_id)
 
-    def rooms_page(self, after: int, limit: int, member: int | None = None) -> tuple[list[RoomState], bool]:
-        """Up to `limit` rooms with id > `after` in id order (only `member`'s, if given), and
-        whether more follow: found by bisection, so a late page costs what an early one does."""
+    def rooms_page(self, viewer: int, after: int, limit: int,
+                   joined: bool = False) -> tuple[list[RoomState], bool]:
+        """Up to `limit` rooms with id > `after` in id order that `viewer` may see (only theirs
+        with `joined`), and whether more follow: found by bisection, so a late page costs what
+        an early one does."""
         state = self.state
-        ids = state.room_order if member is None else state.joined.get(member, [])
-        start = bisect_right(ids, after)
-        return [state.rooms[i] for i in ids[start:start + limit]], len(ids) > start + limit
+        if joined:
+            ids = state.joined.get(viewer, [])
+            start = bisect_right(ids, after)
+            return [state.rooms[i] for i in ids[start:start + limit]], len(ids) > start + limit
+        page = list(itertools.islice(state.visible_rooms(viewer, after), limit + 1))
+        return [state.rooms[i] for i in page[:limit]], len(page) > limit
 
     def room_name_taken(self, name: str) -> bool:
         return queries.name_key(name) in self.state.room_ids
 
-    async def create_room(self, user_id: int, name: str, topic: str) -> RoomState:
+    async def create_room(self, user_id: int, name: str, topic: str, visibility: str = "public") -> RoomState:
         now = now_ms()
-        room_id = await self.writer.change(lambda c: queries.insert_room(c, name, topic, user_id, now))
+        room_id = await self.writer.change(
+            lambda c: queries.insert_room(c, name, topic, user_id, now, visibility))
         return self.state.rooms[room_id]
 
     async def join(self, room: RoomState, user_id: int) -> None:
         if user_id in room.members:
             return
-        now = now_ms()
-        await self.writer.change(lambda c: queries.insert_member(c, room.id, user_id, now))
+        user = self.state.users[user_id]
+        await self.change(lambda c, now: membership.join(c, room.id, user, now))
 
     async def leave(self, room: RoomState, user_id: int) -> None:
         if user_id not in room.members:
             return
-        await self.writer.change(lambda c: queries.delete_member(c, room.id, user_id))
+        user = self.state.users[user_id]
+        await self.change(lambda c, now: membership.leave(c, room.id, user, now))
+
+    async def change(self, run: Callable[[sqlite3.Connection, int], tuple[T, Changes]]) -> T:
+        """Run a write that changes what the caches hold (e.g. one of store/membership.py) with
+        the current time (epoch ms) in the next transaction; its result once applied."""
+        now = now_ms()
+        return await self.writer.change(lambda c: run(c, now))
 
     # -- messages --------------------------------------------------------------------------
 
@@ -243,16 +260,16 @@ class Store:
     async def edit_message(self, room: RoomState, editor: User, seq: int, text: str,
                            txn_id: str | None) -> Message:
         """The edit entry (store/timeline.py); APIError 403 / 404 / 409 as it says."""
-        now, room_id = now_ms(), room.id
-        entry: Message = await self.writer.change(
-            lambda c: timeline.edit_message(c, room_id, editor, seq, text, txn_id, now))
+        room_id = room.id
+        entry: Message = await self.change(
+            lambda c, now: timeline.edit_message(c, room_id, editor, seq, text, txn_id, now))
         return entry
 
-    async def delete_message(self, room: RoomState, actor: User, seq: int, moderator: bool) -> Message:
+    async def delete_message(self, room: RoomState, actor: User, seq: int) -> Message:
         """The delete entry (store/timeline.py); APIError 403 / 404 / 409 as it says."""
-        now, room_id = now_ms(), room.id
-        entry: Message = await self.writer.change(
-            lambda c: timeline.delete_message(c, room_id, actor, seq, moderator, now))
+        room_id = room.id
+        entry: Message = await self.change(
+            lambda c, now: timeline.delete_message(c, room_id, actor, seq, now))
         return entry
 
     # -- read markers and search -----------------------------------------------------------

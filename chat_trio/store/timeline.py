@@ -16,9 +16,10 @@ from __future__ import annotations
 import sqlite3
 
 from chat_trio.errors import APIError
+from chat_trio.store import membership
 from chat_trio.store.changes import Changes, MessageCommitted, TextErased
 from chat_trio.store.queries import Row, message_by_txn, next_seq
-from chat_trio.store.records import Message, User, change_json, entry_json, message_json
+from chat_trio.store.records import RANK, Message, User, change_json, entry_json, message_json
 from chat_trio.store.search import SEARCH
 
 
@@ -30,10 +31,12 @@ def not_editable() -> APIError:
     return APIError(409, "not_editable", "only text messages that are not deleted can be edited or deleted")
 
 
-def _check_member(conn: sqlite3.Connection, room_id: int, user_id: int) -> None:
-    if conn.execute("SELECT 1 FROM members WHERE room_id = ? AND user_id = ?",
-                    (room_id, user_id)).fetchone() is None:
+def _member_role(conn: sqlite3.Connection, room_id: int, user_id: int) -> str:
+    """The user's role in the room, as committed; 403 if they are not a member."""
+    role = membership._role(conn, room_id, user_id)
+    if role is None:
         raise APIError(403, "forbidden", "you are not a member of this room")
+    return role
 
 
 def _target(conn: sqlite3.Connection, room_id: int, seq: int) -> Row:
@@ -54,7 +57,7 @@ def _append(conn: sqlite3.Connection, room_id: int, actor: User, kind: str, targ
     """An edit or delete entry with the room's next seq; its `text` says what happened."""
     verb = "edited" if kind == "edit" else "deleted"
     summary = f"{actor['username']} {verb} message {target_seq}"
-    seq = next_seq(conn, room_id)
+    seq = next_seq(conn, room_id, actor["id"])
     cur = conn.execute(
         "INSERT INTO messages (room_id, seq, author_id, text, txn_id, created_at, kind, target_seq, new_text)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -76,7 +79,7 @@ def edit_message(conn: sqlite3.Connection, room_id: int, editor: User, seq: int,
                 raise APIError(422, "validation_failed", "txn_id: already used for another message",
                                extra={"field": "txn_id"})
             return entry, ()
-    _check_member(conn, room_id, editor["id"])
+    _member_role(conn, room_id, editor["id"])
     message_id, author_id, old_text = _target(conn, room_id, seq)
     if author_id != editor["id"]:
         raise APIError(403, "forbidden", "only its author may edit a message")
@@ -87,13 +90,13 @@ def edit_message(conn: sqlite3.Connection, room_id: int, editor: User, seq: int,
     return entry, (MessageCommitted(entry),)
 
 
-def delete_message(conn: sqlite3.Connection, room_id: int, actor: User, seq: int, moderator: bool,
+def delete_message(conn: sqlite3.Connection, room_id: int, actor: User, seq: int,
                    now: int) -> tuple[Message, Changes]:
-    """Delete message `seq` (its author's, or anyone's for a `moderator`): its text is erased
-    (erase_text); returns the delete entry."""
-    _check_member(conn, room_id, actor["id"])
+    """Delete message `seq` (its author's own, or anyone's for a moderator or the owner): its
+    text is erased (erase_text); returns the delete entry."""
+    role = _member_role(conn, room_id, actor["id"])
     message_id, author_id, old_text = _target(conn, room_id, seq)
-    if author_id != actor["id"] and not moderator:
+    if author_id != actor["id"] and RANK[role] < RANK["moderator"]:
         raise APIError(403, "forbidden", "only its author or a moderator may delete a message")
     erased = erase_text(conn, room_id, [(message_id, seq, old_text)])
     entry = _append(conn, room_id, actor, "delete", seq, None, None, now)
