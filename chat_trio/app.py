@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -12,12 +13,13 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from chat_trio.api import build_routes
+from chat_trio.api import build_routes, operator_routes
 from chat_trio.api.commands import LocalCommands
 from chat_trio.api.context import Context
 from chat_trio.config import Config
 from chat_trio.http.router import Router
 from chat_trio.http.server import HTTPServer, StartupError, open_listeners
+from chat_trio.http.unix import listen_private
 from chat_trio.logs import setup_logging
 from chat_trio.metrics import Registry, Sampled
 from chat_trio.rooms.hub import Hub
@@ -99,11 +101,33 @@ async def running_store(config: Config, hub: Hub) -> AsyncIterator[Context]:
         async with trio.open_nursery() as background:
             await background.start(store.writer.run)
             await background.start(context.purge_tokens)
+            await background.start(serve_admin_socket, context)
             yield context
             background.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
             await store.close()
+
+
+async def serve_admin_socket(context: Context, *,
+                             task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    """The local admin socket (`--admin-socket`): requests on it are the operator's, without a
+    token (`python -m chat_trio admin`). Served where the writer is: the single process, or the
+    supervisor with --workers. A path that cannot be bound is a StartupError naming it."""
+    path = context.config.admin_socket_path()
+    if path is None:
+        task_status.started(0)
+        return
+    try:
+        sock = await trio.to_thread.run_sync(listen_private, path)
+    except OSError as exc:
+        raise StartupError(f"cannot open the admin socket {path}: {exc.strerror or exc}") from None
+    server = HTTPServer(context.config, Router(operator_routes(context)), [sock], operator=True)
+    try:
+        await server.serve(task_status=task_status)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def register_metrics(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 
 from chat_trio.config import Config
@@ -65,6 +66,11 @@ def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | Non
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] == ["admin"]:  # python -m chat_trio admin …: the operator's commands
+        from chat_trio.admin_cli import main as admin
+
+        admin(args[1:])
     from chat_trio.app import run
 
-    run(parse_config(argv))
+    run(parse_config(args))

@@ -78,6 +78,9 @@ class Config:
     token_purge_interval: float = _opt(600.0, "seconds between purges of expired tokens")
     register_limit: int = _opt(20, "registrations per client address per register_window (0: no limit)")
     register_window: float = _opt(600.0, "seconds over which registrations are counted")
+    registration: str = _opt("open", "open: anyone may register; closed: POST /register answers 403 "
+                                     "registration_closed and admins create accounts",
+                             choices=("open", "closed"))
     send_rate: float = _opt(20.0, "message sends per second per user (0 turns the limit off)")
     send_burst: int = _opt(40, "message sends a user may burst")
     room_create_rate: float = _opt(0.1, "rooms a user may create per second (0 turns the limit off)")
@@ -117,6 +120,8 @@ class Config:
     # Deployment
     trusted_proxies: str = _opt("", "comma-separated addresses of reverse proxies whose X-Forwarded-For "
                                     "names the client (for rate limits and logs)")
+    admin_socket: str = _opt("", "Unix socket (mode 0600) whose requests are admin requests without a token, "
+                                 "for python -m chat_trio admin; empty: the database path + .sock; off: none")
 
     def __post_init__(self) -> None:
         """Refuse settings that cannot work, with the flag's name (the CLI shows it as a usage
@@ -137,6 +142,12 @@ class Config:
             raise ValueError(f"--trusted-proxies: {exc}") from None
         if self.db in ("", ":memory:"):
             raise ValueError("--db must be a file: the server needs a database on disk")
+
+    def admin_socket_path(self) -> str | None:
+        """Where the local admin socket listens (None: `--admin-socket off`)."""
+        if self.admin_socket == "off":
+            return None
+        return self.admin_socket or self.db + ".sock"
 
     def proxies(self) -> frozenset[str]:
         """`trusted_proxies` as normalised addresses (ValueError for one that is not an IP)."""

@@ -35,7 +35,7 @@ from tests.server_process import ServerProcess, workers_args
 PASSWORD = "correct horse battery staple"
 # RFC 3339 UTC with milliseconds, as the contract fixes it.
 TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
-USER_KEYS = {"id", "username", "created_at"}
+USER_KEYS = {"id", "username", "created_at", "admin", "deactivated"}
 ROOM_KEYS = {"id", "name", "topic", "created_by", "created_at", "member_count", "last_seq", "visibility",
              "kind"}  # and "my_role" for a member
 MEMBER_ROOM_KEYS = ROOM_KEYS | {"my_role", "read_seq", "unread"}  # a room as one of its members sees it
@@ -222,6 +222,36 @@ class Client(HTTPClient):
         if self.recorder is not None:
             self.recorder.record(json, reply)
         return reply
+
+
+class OperatorClient(HTTPClient):
+    """HTTP over the server's local admin socket (no token: the operator)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(0)
+        self.path = path
+
+    async def _connect(self) -> None:
+        self.stream = await trio.open_unix_socket(self.path)
+        self.conn = h11.Connection(h11.CLIENT)
+
+
+def operator(config: Config) -> OperatorClient:
+    path = config.admin_socket_path()
+    assert path is not None
+    return OperatorClient(path)
+
+
+async def make_admin(server: Served, client: HTTPClient, name: str = "root") -> tuple[str, dict[str, Any]]:
+    """An admin created over the admin socket, and its token."""
+    op = operator(server.config)
+    try:
+        reply = await op.post("/admin/users", {"username": name, "password": PASSWORD, "admin": True})
+    finally:
+        await op.aclose()
+    assert reply.status == 201, reply.body
+    user: dict[str, Any] = reply.json["user"]
+    return await login(client, name), user
 
 
 # -- assertions ------------------------------------------------------------------------------

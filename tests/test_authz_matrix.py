@@ -1,12 +1,22 @@
 """Authorization matrix: every room-scoped REST call and websocket frame, by every kind of caller
 who must not get through, answers the documented refusal (docs/API.md, "chat_trio specifics"):
 
-REST: no, expired or revoked token → 401 (with WWW-Authenticate) for every call. A signed-in
-non-member (of no room, or of another room) may read the room and join it (rooms are public) and
-leave is an idempotent 204; members, and reading or posting messages, are 403.
+REST: no, expired or revoked token, or the token of an account since deactivated → 401 (with
+WWW-Authenticate) for every call. A signed-in non-member (of no room, or of another room, or a
+server admin, who reads a room's messages only by joining it) may read the room and join it (rooms
+are public) and leave is an idempotent 204; members, and reading or posting messages, are 403.
+Every /admin/* call is 401 without a live token and 403 to everyone but an admin.
 Websocket: an expired or revoked token, or no token at all, closes with 1008 before any frame is
 served; a non-member's subscribe, send and typing close with 1008; unsubscribe needs no
 membership (it only ends the caller's own subscription) and answers `unsubscribed`.
+
+v2, a private room (below): every call and frame of the contract by a non-member, an invitee, a
+member, a moderator, the owner, a kicked and a banned user, another room's owner, an expired
+token, a member whose account was since deactivated (401 / 1008, as expired) and a server admin
+who is not a member (it acts as owner: every owner's call, but reading, posting and subscribing
+need joining): 404 (exactly a missing room's answer) for everyone neither in it nor invited nor an
+admin, the role the contract names for everything else, and no frame about the room reaches
+anyone outside it.
 
 And no answer, websocket frame or log line (at debug level) of a full session ever holds a
 password, an argon2 hash, or a raw token (other than the login answer that issues it)."""
@@ -33,8 +43,11 @@ from tests.helpers import (
     assert_error,
     join,
     login,
+    make_admin,
     make_config,
     make_room,
+    operator,
+    register,
     register_and_login,
     send,
     serve,
@@ -59,8 +72,16 @@ WS_FRAMES = {
     "typing": {"type": "typing", "room_id": 0},
     "unsubscribe": {"type": "unsubscribe", "room_id": 0},
 }
-CALLERS = ["no_token", "expired", "revoked", "non_member", "other_room_member"]
-UNAUTHENTICATED = {"no_token", "expired", "revoked"}
+CALLERS = ["no_token", "expired", "revoked", "deactivated", "non_member", "other_room_member", "admin"]
+UNAUTHENTICATED = {"no_token", "expired", "revoked", "deactivated"}
+ADMIN_CALLS = {  # name → (method, path template ({target}: a user id), JSON body, an admin's status)
+    "list_users": ("GET", "/admin/users", None, 200),
+    "list_rooms": ("GET", "/admin/rooms", None, 200),
+    "create_user": ("POST", "/admin/users", {"username": "newcomer", "password": PASSWORD}, 201),
+    "set_password": ("PUT", "/admin/users/{target}/password", {"new_password": "a new long password"}, 204),
+    "promote": ("PUT", "/admin/users/{target}/admin", {"admin": True}, 200),
+    "deactivate": ("POST", "/admin/users/{target}/deactivate", {"erase": True}, 204),
+}
 
 
 @dataclass
@@ -69,6 +90,7 @@ class World:
     client: HTTPClient
     room_id: int  # the room the caller must not get into
     caller: str | None  # the caller's token (None: no token at all)
+    target: int  # a user the /admin/* calls act on
 
     async def room_texts(self) -> list[str]:
         """The room's messages, as its owner sees them (a fresh login: tokens may be short-lived)."""
@@ -88,6 +110,7 @@ async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         owner, _ = await register_and_login(client, "owner")
         room = await make_room(client, owner, "private")
         assert (await send(client, owner, room["id"], "secret")).status == 201
+        target = await register(client, "target")
         if kind == "revoked":
             caller, _ = await register_and_login(client, "caller")
             await join(client, caller, room["id"])  # even a former member: the token is what counts
@@ -97,12 +120,19 @@ async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         elif kind == "other_room_member":
             caller, _ = await register_and_login(client, "caller")
             await make_room(client, caller, "elsewhere")
+        elif kind == "deactivated":
+            caller, _ = await register_and_login(client, "caller")
+            await join(client, caller, room["id"])
+            closed = await client.request("DELETE", "/me", {"password": PASSWORD}, token=caller)
+            assert closed.status == 204, closed.body
+        elif kind == "admin":
+            caller, _ = await make_admin(app, client, "caller")
         elif kind == "expired":
             caller, _ = await register_and_login(client, "caller")
             await join(client, caller, room["id"])  # a member, but the token has expired
             await trio.sleep(TTL + 0.05)
         try:
-            yield World(app, client, room["id"], caller)
+            yield World(app, client, room["id"], caller, target["id"])
         finally:
             await client.aclose()
 
@@ -178,6 +208,27 @@ async def test_websocket(world: World, kind: str, request: pytest.FixtureRequest
         assert frames[1]["code"] == "not_found"
 
 
+@pytest.mark.parametrize("world", CALLERS, indirect=True)
+@pytest.mark.parametrize("name", list(ADMIN_CALLS))
+async def test_admin_calls(world: World, name: str, request: pytest.FixtureRequest) -> None:
+    kind = request.node.callspec.params["world"]
+    method, path, body, admin_status = ADMIN_CALLS[name]
+    path = path.format(target=world.target)
+    reply = await world.client.request(method, path, body, token=world.caller or "")
+    if kind in UNAUTHENTICATED:
+        assert_error(reply, 401, "unauthorized")
+    elif kind != "admin":
+        assert_error(reply, 403, "forbidden")
+    else:
+        assert reply.status == admin_status, reply.body
+    # Refused calls changed nothing: the target can still log in, as a plain user.
+    users = (await world.client.post("/login", {"username": "target", "password": PASSWORD}))
+    if kind == "admin" and name in ("set_password", "deactivate"):
+        assert users.status in (401, 403), users.body
+    else:
+        assert users.status == 200 and users.json["user"]["admin"] is (kind == "admin" and name == "promote")
+
+
 # -- secrets never leave -------------------------------------------------------------------------
 
 
@@ -239,3 +290,210 @@ async def test_no_secret_in_any_answer_frame_or_log_line(
     for text in texts + ws_frames:
         for token in tokens:
             assert token not in text, text
+
+
+# -- v2: a private room, every call and frame, by every kind of caller -----------------------------
+#
+# A private room does not exist for anyone neither in it nor invited (404 on every call, as for a
+# room that does not exist; no frame about it); an invitee may see it and join it (or decline);
+# each call beyond that needs the role the contract's table names, over a lower role.
+
+V2_CALLERS = ["non_member", "invitee", "member", "moderator", "owner", "kicked", "banned",
+              "other_room_owner", "expired", "deactivated", "admin"]
+GONE = {"expired", "deactivated"}  # a token that no longer works
+OUTSIDERS = {"non_member", "kicked", "banned", "other_room_owner"}
+VICTIMS = ("v_kick", "v_ban", "v_role", "v_invite", "v_uninvite", "v_unban")
+# call → (method, path under /rooms/{id}, body naming a victim by its key); mutating calls each
+# act on their own victim, so the order below never changes another call's answer.
+V2_CALLS: dict[str, tuple[str, str, Any]] = {
+    "show": ("GET", "", None),
+    "members": ("GET", "/members", None),
+    "history": ("GET", "/messages", None),
+    "long_poll": ("GET", "/messages?after=0&wait=5", None),
+    "post": ("POST", "/messages", {"text": "let me in"}),
+    "patch": ("PATCH", "", {"topic": "mine now"}),
+    "invite": ("POST", "/invites", {"user_id": "v_invite"}),
+    "uninvite": ("DELETE", "/invites/{v_uninvite}", None),
+    "bans": ("GET", "/bans", None),
+    "role": ("PUT", "/members/{v_role}/role", {"role": "moderator"}),
+    "kick": ("POST", "/kick", {"user_id": "v_kick"}),
+    "ban": ("POST", "/bans", {"user_id": "v_ban"}),
+    "unban": ("DELETE", "/bans/{v_unban}", None),
+    "join": ("POST", "/join", None),
+    "leave": ("POST", "/leave", None),
+}
+_INVITEE = {"show": 200, "join": 200, "leave": 204}
+_MEMBER = {"members": 200, "history": 200, "long_poll": 200, "post": 201}
+_MODERATOR = {"patch": 200, "invite": 201, "uninvite": 204, "bans": 200, "kick": 204, "ban": 204,
+              "unban": 204}
+V2_STATUS: dict[str, dict[str, int]] = {  # anything not named: 403
+    "invitee": _INVITEE,
+    "member": {**_INVITEE, **_MEMBER},
+    "moderator": {**_INVITEE, **_MEMBER, **_MODERATOR},
+    "owner": {**_INVITEE, **_MEMBER, **_MODERATOR, "role": 200},
+    "admin": {**_INVITEE, **_MODERATOR, "role": 200},  # as owner, but reading needs joining
+}
+
+
+@dataclass
+class PrivateWorld:
+    app: App
+    client: HTTPClient
+    room_id: int
+    kind: str  # one of V2_CALLERS
+    caller: str  # its token
+    ids: dict[str, int]
+
+    async def token(self, name: str) -> str:
+        return await login(self.client, name)  # fresh: tokens are short-lived in "expired"
+
+
+@pytest.fixture
+async def private_world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[PrivateWorld]:
+    kind: str = request.param
+    config = make_config(tmp_path, token_ttl=2.0 if kind == "expired" else 3600.0, login_rate=0,
+                         login_user_limit=0)
+    async with serve(config) as app:
+        client = HTTPClient(app.port)
+        names = ["owner", "caller", *VICTIMS]
+        ids = {name: (await register(client, name))["id"] for name in names}
+        world = PrivateWorld(app, client, 0, kind, "", ids)
+        owner = await world.token("owner")
+        reply = await client.post("/rooms", {"name": "secret", "visibility": "private"}, token=owner)
+        rid = world.room_id = reply.json["room"]["id"]
+        assert (await send(client, owner, rid, "secret")).status == 201
+
+        async def owner_does(method: str, path: str, body: Any = None) -> None:
+            token = await world.token("owner")
+            reply = await client.request(method, f"/rooms/{rid}{path}", body, token=token)
+            assert reply.status < 300, (method, path, reply.body)
+
+        async def bring_in(name: str) -> None:
+            await owner_does("POST", "/invites", {"user_id": ids[name]})
+            await join(client, await world.token(name), rid)
+
+        for name in ("v_kick", "v_ban", "v_role"):
+            await bring_in(name)
+        await owner_does("POST", "/invites", {"user_id": ids["v_uninvite"]})
+        await owner_does("POST", "/bans", {"user_id": ids["v_unban"]})
+        if kind in ("member", "moderator", "kicked", "banned", "expired", "deactivated"):
+            await bring_in("caller")
+        if kind == "invitee":
+            await owner_does("POST", "/invites", {"user_id": ids["caller"]})
+        if kind == "moderator":
+            await owner_does("PUT", f"/members/{ids['caller']}/role", {"role": "moderator"})
+        if kind == "kicked":
+            await owner_does("POST", "/kick", {"user_id": ids["caller"]})
+        if kind == "banned":
+            await owner_does("POST", "/bans", {"user_id": ids["caller"]})
+        if kind == "other_room_owner":
+            mine = await client.post("/rooms", {"name": "mine", "visibility": "private"},
+                                     token=await world.token("caller"))
+            assert mine.status == 201
+        if kind == "admin":
+            operator_client = operator(config)
+            promote = f"/admin/users/{ids['caller']}/admin"
+            promoted = await operator_client.request("PUT", promote, {"admin": True})
+            await operator_client.aclose()
+            assert promoted.status == 200, promoted.body
+        world.caller = await world.token("owner" if kind == "owner" else "caller")
+        if kind == "deactivated":
+            closed = await client.request("DELETE", "/me", {"password": PASSWORD}, token=world.caller)
+            assert closed.status == 204, closed.body
+        if kind == "expired":
+            await trio.sleep(2.05)
+        try:
+            yield world
+        finally:
+            await client.aclose()
+
+
+def v2_request(world: PrivateWorld, name: str) -> tuple[str, str, Any]:
+    method, path, body = V2_CALLS[name]
+    path = f"/rooms/{world.room_id}" + path.format(**world.ids)
+    if isinstance(body, dict) and isinstance(body.get("user_id"), str):
+        body = {**body, "user_id": world.ids[body["user_id"]]}
+    return method, path, body
+
+
+@pytest.mark.parametrize("private_world", V2_CALLERS, indirect=True)
+async def test_private_room_rest(private_world: PrivateWorld) -> None:
+    world, client = private_world, private_world.client
+    kind, caller = world.kind, world.caller
+    reader = await world.token("v_role")  # a member whatever happens (the owner may leave)
+    before = (await client.get(f"/rooms/{world.room_id}/messages?limit=100", token=reader)).json["messages"]
+    listed = await client.get("/rooms", token=caller)
+    got: dict[str, int] = {}
+    for name in V2_CALLS:
+        method, path, body = v2_request(world, name)
+        with trio.fail_after(3):  # a long-poll is answered at once (an entry exists, or refused)
+            reply = await client.request(method, path, body, token=caller)
+        got[name] = reply.status
+        if kind in GONE:
+            assert_error(reply, 401, "unauthorized")
+        elif kind in OUTSIDERS:
+            # Exactly what a room that does not exist answers: nothing is revealed.
+            elsewhere = path.replace(f"/rooms/{world.room_id}", "/rooms/999")
+            missing = await client.request(method, elsewhere, body, token=caller)
+            assert (reply.status, reply.json) == (missing.status, missing.json) == (
+                404, {"error": {"code": "not_found", "message": "no such room"}}), name
+        elif reply.status == 403:
+            assert reply.json["error"]["code"] == "forbidden", (name, reply.body)
+    if kind in GONE:
+        assert listed.status == 401
+        return
+    want = {name: 404 if kind in OUTSIDERS else V2_STATUS[kind].get(name, 403) for name in V2_CALLS}
+    assert got == want
+    # Listed for those who may see it; an admin finds it in GET /admin/rooms instead.
+    assert (world.room_id in [r["id"] for r in listed.json["rooms"]]) == (kind not in OUTSIDERS | {"admin"})
+    after = (await client.get(f"/rooms/{world.room_id}/messages?limit=100", token=reader)).json["messages"]
+    if kind in OUTSIDERS:
+        assert after == before  # nothing got in, not even an entry
+    elif kind == "invitee":  # its own join and leave only
+        assert [(m["kind"], m["text"]) for m in after[len(before):]] == [("join", "caller joined"),
+                                                                         ("leave", "caller left")]
+    assert after[0]["text"] == "secret"
+
+
+@pytest.mark.parametrize("private_world", V2_CALLERS, indirect=True)
+async def test_private_room_frames(private_world: PrivateWorld) -> None:
+    """subscribe, send and typing by each caller; and whatever happens in the room meanwhile
+    (a room change, a message, typing, a member coming online), no frame about it reaches an
+    outsider or an invitee."""
+    world = private_world
+    kind = world.kind
+    for frame_kind, frame in WS_FRAMES.items():
+        if frame_kind == "unsubscribe":
+            continue
+        code, frames = await ws_close_code(world.app.port, world.caller, {**frame, "room_id": world.room_id})
+        types = [f["type"] for f in frames]
+        if kind in GONE:
+            assert (code, frames) == (1008, [])
+        elif kind in OUTSIDERS:  # as for a room that does not exist: an error, the socket stays
+            assert code is None and types == ["hello", "error", "pong"], frames
+            assert (frames[1]["code"], frames[1]["message"]) == ("not_found", "no such room")
+        elif kind in ("invitee", "admin"):  # it may know the room, but is no member
+            assert code == 1008 and types == ["hello"], frames
+        else:
+            assert code is None and "error" not in types, frames
+    if kind in GONE:
+        return
+    if kind in ("member", "moderator", "owner"):
+        return  # members get the room's frames: tests/test_live_rooms.py
+    async with connect(world.app.port, world.caller) as outsider:
+        outsider.side = True
+        owner = await world.token("owner")
+        async with connect(world.app.port, owner) as ws:
+            await ws.subscribe(world.room_id)
+            await ws.send({"type": "typing", "room_id": world.room_id})
+            patched = await world.client.request("PATCH", f"/rooms/{world.room_id}", {"topic": "t"},
+                                                 token=owner)
+            assert patched.status == 200
+            assert (await send(world.client, owner, world.room_id, "more secrets")).status == 201
+            async with connect(world.app.port, await world.token("v_role")):
+                while (frame := await ws.recv(keep="presence"))["type"] != "presence":
+                    pass
+                assert frame["online"] is True
+            await ws.barrier()
+        await outsider.send({"type": "ping"})
+        assert await outsider.recv() == {"type": "pong"}  # nothing came before it

@@ -42,11 +42,12 @@ class StoreCommands:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def create_user(self, username: str, password_hash: str) -> User:
-        return await self.store.create_user(username, password_hash)
+    async def create_user(self, username: str, password_hash: str, admin: bool = False) -> User:
+        return await self.store.create_user(username, password_hash, admin)
 
-    async def create_token(self, digest: bytes, user_id: int) -> int:
-        return await self.store.create_token(digest, user_id, 3_600_000)
+    async def create_token(self, digest: bytes, user_id: int, client: str = "",
+                           verified: str | None = None) -> int:
+        return await self.store.create_token(digest, user_id, 3_600_000, client=client)
 
     async def create_room(self, user_id: int, name: str, topic: str, visibility: str = "public") -> int:
         if name == "limited":
@@ -104,6 +105,21 @@ class StoreCommands:
         room = self.store.room(room_id)
         assert room is not None
         return await self.store.delete_message(room, self.store.users[user_id], seq)
+    async def set_password(self, user_id: int, password_hash: str, keep: bytes | None = None) -> None:
+        await self.store.set_password(user_id, password_hash, keep or b"")
+
+    async def end_session(self, user_id: int, session_id: str) -> bool:
+        return await self.store.end_session(user_id, session_id)
+
+    async def touch_token(self, digest: bytes) -> None:
+        await self.store.touch_token(digest)
+
+    async def set_admin(self, user_id: int, admin: bool) -> User:
+        await self.store.set_admin(user_id, admin)
+        return self.store.users[user_id]
+
+    async def deactivate(self, user_id: int, erase: bool) -> None:
+        await self.store.deactivate(user_id, erase)
     # Room administration: not used by these tests.
     async def update_room(self, user_id: int, room_id: int, name: str | None, topic: str | None,
                           visibility: str | None) -> None:

@@ -25,9 +25,11 @@ from tests.helpers import make_config
 COMMANDS = {"allow_registration", "create_user", "login_allowed", "login_failed", "login_succeeded",
             "rehash_password", "create_token", "revoke_token", "create_room", "join", "leave",
             "submit_message", "update_room", "invite", "uninvite", "kick", "ban", "unban", "set_role",
-            "open_direct", "mark_read", "edit_message", "delete_message"}
+            "open_direct",
+            "set_password", "end_session", "touch_token", "set_admin", "deactivate", "mark_read",
+            "edit_message", "delete_message"}
 # What may cross a process boundary: JSON values, User/Message dicts, digests (as hex).
-PLAIN: set[Any] = {int, str, bool, bytes, str | None, User, Message, type(None)}
+PLAIN: set[Any] = {int, str, bool, bytes, str | None, bytes | None, User, Message, type(None)}
 SUBMITTED = Callable[[], Awaitable[tuple[Message, bool]]]  # submit_message's two-step result
 
 
@@ -143,3 +145,22 @@ async def test_a_retried_send_over_the_rate_gets_its_original_and_a_new_one_is_r
             with pytest.raises(APIError) as limited:
                 await commands.submit_message(user["id"], room_id, "two", "t2")
             assert limited.value.status == 429
+
+
+async def test_a_login_that_raced_a_password_change_or_a_deactivation_gets_no_token(tmp_path: Path) -> None:
+    """The token of a login whose password check saw the old password (or an open account) is
+    refused in the writer, so no token outlives the revocation that committed meanwhile."""
+    with trio.fail_after(20):
+        async with running_store(tmp_path) as (store, _):
+            commands = LocalCommands(store.config, store)
+            user = await commands.create_user("ann", "old hash")
+            await commands.set_password(user["id"], "new hash")
+            with pytest.raises(APIError) as stale:
+                await commands.create_token(b"\x01" * 32, user["id"], "", "old hash")
+            assert (stale.value.status, stale.value.code) == (401, "invalid_credentials")
+            await commands.create_token(b"\x02" * 32, user["id"], "", "new hash")
+            await commands.deactivate(user["id"], False)
+            with pytest.raises(APIError) as closed:
+                await commands.create_token(b"\x03" * 32, user["id"], "", "new hash")
+            assert (closed.value.status, closed.value.code) == (403, "deactivated")
+            assert await store.token_user(b"\x02" * 32) is None  # revoked by the deactivation

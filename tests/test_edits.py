@@ -16,12 +16,14 @@ from chat_trio.app import App
 from tests.client import HTTPClient, Reply
 from tests.helpers import (
     MESSAGE_KEYS,
+    PASSWORD,
     Served,
     StartServer,
     all_messages,
     assert_error,
     get_room,
     join,
+    make_admin,
     make_config,
     make_room,
     parse_time,
@@ -154,6 +156,22 @@ async def test_moderators_and_owners_delete_any_message(client: HTTPClient) -> N
 
 
 @pytest.mark.workers
+async def test_a_server_admin_deletes_without_being_a_member(app: Served, client: HTTPClient) -> None:
+    root, _ = await make_admin(app, client)
+    alice, _ = await register_and_login(client, "alice")
+    made = await client.post("/rooms", {"name": "hush", "visibility": "private"}, token=alice)
+    secret = made.json["room"]
+    seq = (await sent(client, alice, secret["id"], "report me"))["seq"]
+    entry = (await delete(client, root, secret["id"], seq)).json["message"]
+    assert (entry["kind"], entry["text"]) == ("delete", f"root deleted message {seq}")
+    assert_error(await edit(client, root, secret["id"], seq + 1, "x"), 403, "forbidden")  # not a member
+    # A non-admin who is not a member learns nothing of a private room.
+    bob, _ = await register_and_login(client, "bob")
+    assert_error(await delete(client, bob, secret["id"], seq), 404, "not_found")
+    assert_error(await edit(client, bob, secret["id"], seq, "x"), 404, "not_found")
+
+
+@pytest.mark.workers
 async def test_edits_are_idempotent_by_txn_id(client: HTTPClient) -> None:
     alice, _ = await register_and_login(client, "alice")
     room = await make_room(client, alice, "lobby")
@@ -227,6 +245,28 @@ async def test_unread_counts_leave_out_edits_and_deleted_messages(client: HTTPCl
     room_seen = await get_room(client, bob, room["id"])
     assert (room_seen["read_seq"], room_seen["unread"]) == (seqs[0], 2)
     assert (await get_room(client, alice, room["id"]))["unread"] == 0
+
+
+@pytest.mark.workers
+async def test_erasing_an_account_erases_like_a_delete(client: HTTPClient) -> None:
+    """An account's erasure goes through the same erasure as a delete: search forgets the texts,
+    their edits lose their new text, and unread counts drop them."""
+    owner, _ = await register_and_login(client, "owner")
+    room = await make_room(client, owner, "lobby")
+    ann, _ = await register_and_login(client, "ann")
+    await join(client, ann, room["id"])
+    first = await sent(client, ann, room["id"], "quokka sighting one")
+    await sent(client, ann, room["id"], "quokka sighting two")
+    await edit(client, ann, room["id"], first["seq"], "quokka sighting uno")
+    assert (await get_room(client, owner, room["id"]))["unread"] == 2
+    assert len(await found(client, owner, "quokka")) == 2
+    reply = await client.request("DELETE", "/me", {"password": PASSWORD, "erase": True}, token=ann)
+    assert reply.status == 204, reply.body
+    assert await found(client, owner, "quokka") == []
+    assert (await get_room(client, owner, room["id"]))["unread"] == 0
+    history = await all_messages(client, owner, room["id"])
+    assert [m["new_text"] for m in history if m["kind"] == "edit"] == [""]
+    assert [(m["text"], m["deleted"]) for m in history if m["kind"] == "text"] == [("", True)] * 2
 
 
 async def test_edits_count_as_sends_for_the_rate_limit(start_server: StartServer) -> None:

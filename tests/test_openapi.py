@@ -12,7 +12,7 @@ from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 
 from chat_trio.config import Config
 from tests.client import HTTPClient, Reply
-from tests.helpers import make_config
+from tests.helpers import PASSWORD, OperatorClient, StartServer, make_config
 
 JSON = dict[str, Any]
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
@@ -62,7 +62,7 @@ async def test_authenticated_operations_list_401(client: HTTPClient) -> None:
     assert doc["components"]["securitySchemes"]["bearerAuth"] == {
         **doc["components"]["securitySchemes"]["bearerAuth"], "type": "http", "scheme": "bearer"}
     secured = [(m, p, op) for m, p, op in operations(doc) if op.get("security")]
-    assert len(secured) == 25
+    assert len(secured) == 37
     for method, path, op in secured:
         if {} in op["security"]:
             # Anonymous allowed at the HTTP level: only /ws, whose token is checked after the
@@ -96,7 +96,9 @@ async def test_operations_are_complete(client: HTTPClient) -> None:
         if "requestBody" in op:
             schema = op["requestBody"]["content"]["application/json"]["schema"]
             assert schema["additionalProperties"] is False, where
-            assert schema["required"] or schema.get("minProperties"), where
+            # Every field optional: then at least one (minProperties), or the body itself is optional.
+            optional = schema.get("minProperties") or not op["requestBody"]["required"]
+            assert schema["required"] or optional, where
             assert {"400", "415", "422"} <= set(op["responses"]), where
 
 
@@ -141,8 +143,9 @@ async def sweep(check: Checker, room_id: int, token: str) -> None:
     400 / 415 / 422 for a bad body (with `token`, a member of `room_id`)."""
     json_type = [("content-type", "application/json")]
     for method, template, op in operations(check.doc):
-        verb, path = method.upper(), template.replace("{room_id}", str(room_id))
-        path = path.replace("{user_id}", "1").replace("{seq}", "1")
+        verb = method.upper()
+        path = template.replace("{room_id}", str(room_id)).replace("{user_id}", "1")
+        path = path.replace("{session_id}", "x").replace("{seq}", "1")
         if op.get("security") and {} not in op["security"]:
             await check(verb, template, 401, path=path)
         if "{room_id}" in template:
@@ -152,7 +155,7 @@ async def sweep(check: Checker, room_id: int, token: str) -> None:
             await check(verb, template, 400, path=path, body=b"{", headers=json_type, token=token)
             await check(verb, template, 415, path=path, body=b"{}", headers=[("content-type", "text/plain")],
                         token=token)
-            await check(verb, template, 422, path=path, json={}, token=token)
+            await check(verb, template, 422, path=path, json={"not_a_field": 1}, token=token)
 
 
 async def test_answers_match_the_document(client: HTTPClient) -> None:
@@ -298,7 +301,98 @@ async def test_answers_match_the_document(client: HTTPClient) -> None:
                ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")]
     await check("GET", "/ws", 403, headers=[*upgrade, ("origin", "http://elsewhere.example")])
 
-    # Every documented (operation, status) but the default and 101 was exercised.
+    # Every documented (operation, status) but the default and 101 was exercised (those of an
+    # account's lifetime and of admins by the next test).
     documented = {(m.upper(), p, status) for m, p, op in operations(check.doc)
                   for status in op["responses"] if status not in ("default", "101")}
-    assert documented - check.seen == set()
+    assert {op for op in documented if not lifetime_op(*op)} - check.seen == set()
+
+
+def lifetime_op(method: str, path: str, status: str) -> bool:
+    """An answer of an account's lifetime or of the admin calls."""
+    return (path.startswith(("/me/", "/admin/")) or (method, path) == ("DELETE", "/me")
+            or (method, path, status) in {("POST", "/register", "403"), ("POST", "/login", "403")})
+
+
+async def test_lifetime_and_admin_answers_match_the_document(
+    start_server: StartServer, tmp_path: Path,
+) -> None:
+    app = await start_server(registration="closed", login_fail_limit=2)
+    client, local_client = HTTPClient(app.port), OperatorClient(app.config.db + ".sock")
+    doc = await served(client)
+    check, local = Checker(doc, client), Checker(doc, local_client)
+    root, ann, bob, carl = ({"username": name, "password": PASSWORD}
+                            for name in ("root", "ann", "bob", "carl"))
+
+    await check("POST", "/register", 403, json=ann)
+    await local("POST", "/admin/users", 201, json={**root, "admin": True})
+    admin = (await check("POST", "/login", 200, json=root)).json["token"]
+    ids = {}
+    for who in (ann, bob, carl):
+        made = await check("POST", "/admin/users", 201, json=who, token=admin)
+        ids[who["username"]] = made.json["user"]["id"]
+    await check("POST", "/admin/users", 409, json=ann, token=admin)
+    ann_token = (await check("POST", "/login", 200, json=ann)).json["token"]
+    users, rooms = "/admin/users", "/admin/rooms"
+    await check("GET", users, 200, path="/admin/users?q=a&limit=1", token=admin)
+    await check("GET", users, 403, token=ann_token)
+    await check("GET", users, 422, path="/admin/users?limit=0", token=admin)
+    await check("GET", users, 400, path="/admin/users?q=%ff", token=admin)
+    await check("POST", users, 403, json={"username": "dave", "password": PASSWORD}, token=ann_token)
+    await check("GET", rooms, 200, token=admin)
+    await check("GET", rooms, 403, token=ann_token)
+    await check("GET", rooms, 422, path="/admin/rooms?after=-1", token=admin)
+    await check("GET", rooms, 400, path="/admin/rooms?limit=%ff", token=admin)
+
+    password, flag = "/admin/users/{user_id}/password", "/admin/users/{user_id}/admin"
+    deactivate = "/admin/users/{user_id}/deactivate"
+
+    def at(template: str, user: str | int) -> str:
+        return template.replace("{user_id}", str(ids.get(str(user), user)))
+
+    new = {"new_password": "another long passphrase"}
+    await check("PUT", password, 403, path=at(password, "bob"), json=new, token=ann_token)
+    await check("PUT", password, 404, path=at(password, 999), json=new, token=admin)
+    await check("PUT", password, 204, path=at(password, "bob"), json=new, token=admin)
+    await check("PUT", flag, 200, path=at(flag, "ann"), json={"admin": False}, token=admin)
+    await check("PUT", flag, 403, path=at(flag, "ann"), json={"admin": True}, token=ann_token)
+    await check("PUT", flag, 404, path=at(flag, 999), json={"admin": True}, token=admin)
+    await check("PUT", flag, 409, path=at(flag, 1), json={"admin": False}, token=admin)
+    await check("POST", deactivate, 403, path=at(deactivate, "bob"), token=ann_token)
+    await check("POST", deactivate, 404, path=at(deactivate, 999), token=admin)
+    await check("POST", deactivate, 409, path=at(deactivate, 1), json={"erase": False}, token=admin)
+    await check("POST", deactivate, 204, path=at(deactivate, "bob"), token=admin)
+    await check("POST", "/login", 403, json={**bob, "password": new["new_password"]})
+    backup = str(tmp_path / "backup.db")
+    await local("POST", "/admin/backup", 200, json={"path": backup})
+    await local("POST", "/admin/backup", 409, json={"path": backup})
+    await check("POST", "/admin/backup", 403, json={"path": backup + "2"}, token=admin)
+
+    await check("GET", "/me/sessions", 200, token=ann_token)
+    await check("GET", "/me/export", 200, token=ann_token)
+    sessions = (await client.get("/me/sessions", token=admin)).json["sessions"]
+    end = "/me/sessions/{session_id}"
+    await check("DELETE", end, 404, path="/me/sessions/nothing", token=ann_token)
+    await check("DELETE", end, 404, path=f"/me/sessions/{sessions[0]['id']}", token=ann_token)
+    change = {"password": PASSWORD, "new_password": "a third long passphrase"}
+    await check("PUT", "/me/password", 204, json=change, token=ann_token)
+    await check("DELETE", "/me", 409, json={"password": PASSWORD}, token=admin)
+    close = {"password": change["new_password"], "erase": True}
+    await check("DELETE", "/me", 204, json=close, token=ann_token)
+    other = (await check("POST", "/login", 200, json=root)).json["token"]
+    await check("DELETE", end, 204, path=f"/me/sessions/{sessions[0]['id']}", token=other)
+
+    carl_token = (await check("POST", "/login", 200, json=carl)).json["token"]
+    wrong = {"password": "not the password", "new_password": "whatever it is"}
+    await check("PUT", "/me/password", 401, json=wrong, token=carl_token)
+    await check("DELETE", "/me", 401, json={"password": "not the password"}, token=carl_token)
+    await check("PUT", "/me/password", 429, json=wrong, token=carl_token)
+    await check("DELETE", "/me", 429, json={"password": "not the password"}, token=carl_token)
+
+    room = (await client.post("/rooms", {"name": "sweep"}, token=other)).json["room"]["id"]
+    await sweep(check, room, other)
+    documented = {(m.upper(), p, status) for m, p, op in operations(doc)
+                  for status in op["responses"] if status not in ("default", "101")}
+    assert {op for op in documented if lifetime_op(*op)} - check.seen - local.seen == set()
+    await client.aclose()
+    await local_client.aclose()

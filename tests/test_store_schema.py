@@ -9,6 +9,7 @@ import argon2
 import trio
 
 from chat_trio.config import Config
+from chat_trio.security.tokens import digest
 from chat_trio.store.queries import name_key
 from chat_trio.store.schema import MIGRATIONS
 from tests.client import HTTPClient
@@ -128,3 +129,27 @@ async def test_a_database_of_the_previous_version_upgrades_in_place(tmp_path: Pa
         assert conn.execute("SELECT version FROM schema_version").fetchone() == (len(MIGRATIONS),) == (5,)
     finally:
         conn.close()
+
+
+async def test_accounts_and_tokens_of_the_previous_version_carry_on(tmp_path: Path) -> None:
+    """Migration 4: existing users are neither admins nor deactivated, and an existing token
+    keeps working and shows as a session with a fresh public id (never its hash)."""
+    config: Config = make_config(tmp_path)
+    version_2_database(Path(config.db))
+    token = "an-old-token-from-before-sessions-existed"
+    conn = sqlite3.connect(config.db)
+    conn.execute("INSERT INTO tokens (hash, user_id, created_at, expires_at) VALUES (?, 1, 5, ?)",
+                 (digest(token), 2**62))
+    conn.commit()
+    conn.close()
+    with trio.fail_after(20):
+        async with serve(config) as app:
+            client = HTTPClient(app.port)
+            try:
+                me = (await client.get("/me", token=token)).json["user"]
+                assert (me["username"], me["admin"], me["deactivated"]) == ("alice", False, False)
+                sessions = (await client.get("/me/sessions", token=token)).json["sessions"]
+                assert [(s["current"], s["client"], len(s["id"])) for s in sessions] == [(True, "", 12)]
+                assert sessions[0]["id"] not in (token, digest(token).hex())
+            finally:
+                await client.aclose()

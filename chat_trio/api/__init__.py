@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from chat_trio.api import accounts, messages, moderation, rooms, system, timeline, web, websocket
+from chat_trio.api import (
+    accounts,
+    admin,
+    export,
+    messages,
+    moderation,
+    rooms,
+    system,
+    timeline,
+    web,
+    websocket,
+)
 from chat_trio.api.context import Context
 from chat_trio.http.router import Route
 
@@ -11,6 +22,8 @@ def build_routes(context: Context) -> list[Route]:
     return [
         *system.routes(context.scrape),
         *accounts.routes(context),
+        *export.routes(context),
+        *admin.routes(context),
         *rooms.routes(context),
         *moderation.routes(context),
         *messages.routes(context),
@@ -18,3 +31,8 @@ def build_routes(context: Context) -> list[Route]:
         *websocket.routes(context),
         *web.routes(),
     ]
+
+
+def operator_routes(context: Context) -> list[Route]:
+    """What the local admin socket serves: the admin calls (as the operator) and health."""
+    return [*system.routes(context.scrape)[:1], *admin.routes(context)]

@@ -25,6 +25,9 @@ from chat_trio.store.queries import Conflict, NotMember
 from chat_trio.store.records import Message, RoomState, User
 from chat_trio.store.store import Store
 
+# Every 401 names the scheme (RFC 9110 §11.6.1), the login's included.
+WWW_AUTHENTICATE = (b"www-authenticate", b'Bearer realm="chat_trio"')
+
 
 def rate_limited(seconds: float) -> APIError:
     millis = max(1, math.ceil(seconds * 1000))
@@ -45,6 +48,29 @@ def no_such_room() -> APIError:
     return APIError(404, "not_found", "no such room")
 
 
+def no_such_user() -> APIError:
+    return APIError(404, "not_found", "no such user")
+
+
+def deactivated(status: int = 409) -> APIError:
+    return APIError(status, "deactivated", "this account is deactivated")
+
+
+def last_admin() -> APIError:
+    return APIError(409, "last_admin", "the server must keep at least one admin: promote another first")
+
+
+def invalid_credentials() -> APIError:
+    return APIError(401, "invalid_credentials", "wrong username or password", headers=[WWW_AUTHENTICATE])
+
+
+_REFUSALS = {"last_admin": last_admin, "deactivated": deactivated, "not_found": no_such_user,
+             "password_changed": invalid_credentials}
+
+
+def refusal(conflict: Conflict) -> APIError:
+    """The API's answer to a rule the store enforced inside the transaction (queries.Conflict)."""
+    return _REFUSALS.get(str(conflict), username_taken)()
 def not_a_member() -> APIError:
     return APIError(403, "forbidden", "you are not a member of this room")
 
@@ -58,7 +84,7 @@ class Commands(Protocol):
         """Count one registration (it costs a password hash) from `client`; APIError 429 when over."""
         ...
 
-    async def create_user(self, username: str, password_hash: str) -> User:
+    async def create_user(self, username: str, password_hash: str, admin: bool = False) -> User:
         """APIError 409 username_taken."""
         ...
 
@@ -74,11 +100,35 @@ class Commands(Protocol):
 
     async def rehash_password(self, user_id: int, password_hash: str) -> None: ...
 
-    async def create_token(self, digest: bytes, user_id: int) -> int:
-        """Store a token's hash (revoking the user's oldest beyond the cap); its expiry, epoch ms."""
+    async def create_token(self, digest: bytes, user_id: int, client: str = "",
+                           verified: str | None = None) -> int:
+        """Store a token's hash (revoking the user's oldest beyond the cap); its expiry, epoch ms.
+        `client`: the User-Agent its session shows. `verified`: the password hash the login
+        checked; if it changed meanwhile, 401 invalid_credentials. A closed account: 403."""
         ...
 
     async def revoke_token(self, digest: bytes) -> None: ...
+
+    async def set_password(self, user_id: int, password_hash: str, keep: bytes | None = None) -> None:
+        """Replace the password and revoke every token of the user but `keep` (a digest)."""
+        ...
+
+    async def end_session(self, user_id: int, session_id: str) -> bool:
+        """Revoke the user's token with this public id; False if there is none."""
+        ...
+
+    async def touch_token(self, digest: bytes) -> None:
+        """Note that a token was used (its session's last_seen_at); returns once queued."""
+        ...
+
+    async def set_admin(self, user_id: int, admin: bool) -> User:
+        """Promote or demote; 409 last_admin when no active admin would remain, 409 deactivated."""
+        ...
+
+    async def deactivate(self, user_id: int, erase: bool) -> None:
+        """Close the account: tokens revoked, out of every room, login refused; with `erase`
+        its texts are erased. 409 last_admin for the last active admin."""
+        ...
 
     async def create_room(self, user_id: int, name: str, topic: str, visibility: str = "public") -> int:
         """The new room's id; APIError 429 over the user's rate, 409 room_name_taken."""
@@ -131,8 +181,8 @@ class Commands(Protocol):
         ...
 
     async def delete_message(self, user_id: int, room_id: int, seq: int) -> Message:
-        """Delete message `seq` (the author's own, or any as a moderator); the delete entry.
-        APIError 403, 404, 409 not_editable."""
+        """Delete message `seq` (the author's own, or any as a moderator, the owner or a server
+        admin); the delete entry. APIError 403, 404, 409 not_editable."""
         ...
 
     async def mark_read(self, user_id: int, room_id: int, seq: int) -> int:
@@ -165,9 +215,9 @@ class LocalCommands:
             raise rate_limited(wait)
         self.registrations.add(client)
 
-    async def create_user(self, username: str, password_hash: str) -> User:
+    async def create_user(self, username: str, password_hash: str, admin: bool = False) -> User:
         try:
-            return await self.store.create_user(username, password_hash)
+            return await self.store.create_user(username, password_hash, admin)
         except Conflict:
             raise username_taken() from None
 
@@ -187,13 +237,43 @@ class LocalCommands:
     async def rehash_password(self, user_id: int, password_hash: str) -> None:
         await self.store.rehash_password(user_id, password_hash)
 
-    async def create_token(self, digest: bytes, user_id: int) -> int:
+    async def create_token(self, digest: bytes, user_id: int, client: str = "",
+                           verified: str | None = None) -> int:
         c = self.config
-        return await self.store.create_token(digest, user_id, int(c.token_ttl * 1000),
-                                             keep=c.max_tokens_per_user)
+        try:
+            return await self.store.create_token(digest, user_id, int(c.token_ttl * 1000),
+                                                 keep=c.max_tokens_per_user, client=client, verified=verified)
+        except Conflict as exc:
+            raise deactivated(403) if str(exc) == "deactivated" else refusal(exc) from None
 
     async def revoke_token(self, digest: bytes) -> None:
         await self.store.revoke_token(digest)  # the feed closes its websockets (4001)
+
+    async def set_password(self, user_id: int, password_hash: str, keep: bytes | None = None) -> None:
+        # The feed closes the revoked tokens' websockets (4001).
+        await self._on_user(user_id, partial(self.store.set_password, user_id, password_hash, keep or b""))
+
+    async def end_session(self, user_id: int, session_id: str) -> bool:
+        return await self.store.end_session(user_id, session_id)
+
+    async def touch_token(self, digest: bytes) -> None:
+        await self.store.touch_token(digest)
+
+    async def set_admin(self, user_id: int, admin: bool) -> User:
+        await self._on_user(user_id, partial(self.store.set_admin, user_id, admin))
+        return self._user(user_id)
+
+    async def deactivate(self, user_id: int, erase: bool) -> None:
+        await self._on_user(user_id, partial(self.store.deactivate, user_id, erase))
+
+    async def _on_user(self, user_id: int, write: Callable[[], Awaitable[None]]) -> None:
+        """A write on an account: 404 for an unknown user, the API's refusal for a rule the store
+        enforced (queries.Conflict)."""
+        self._user(user_id)
+        try:
+            await write()
+        except Conflict as exc:
+            raise refusal(exc) from None
 
     # -- rooms -----------------------------------------------------------------------------
 
@@ -277,8 +357,8 @@ class LocalCommands:
         return await self.store.edit_message(room, user, seq, text, txn_id)
 
     async def delete_message(self, user_id: int, room_id: int, seq: int) -> Message:
-        room, user = self._member_room(room_id, user_id), self._user(user_id)
-        return await self.store.delete_message(room, user, seq)
+        # Who may is decided in the delete's transaction (a server admin need not be a member).
+        return await self.store.delete_message(self._room(room_id), self._user(user_id), seq)
 
     async def mark_read(self, user_id: int, room_id: int, seq: int) -> int:
         room = self._member_room(room_id, user_id)
@@ -305,5 +385,5 @@ class LocalCommands:
     def _user(self, user_id: int) -> User:
         user = self.store.users.get(user_id)
         if user is None:
-            raise APIError(404, "not_found", "no such user")
+            raise no_such_user()
         return user

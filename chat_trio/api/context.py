@@ -4,13 +4,14 @@ starts with."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import trio
 
-from chat_trio.api.commands import Commands, no_such_room, not_a_member
+from chat_trio.api.commands import WWW_AUTHENTICATE, Commands, no_such_room, not_a_member
 from chat_trio.config import Config
 from chat_trio.errors import APIError
 from chat_trio.http.types import Request
@@ -23,9 +24,9 @@ from chat_trio.store.store import Store
 from chat_trio.store.writer import StoreClosed
 
 log = logging.getLogger("chat_trio")
+SEEN_EVERY = 60.0  # seconds: a token's last_seen_at is written at most this often (per process)
+_SEEN_MAX = 100_000  # tokens remembered before the memo starts over
 _BEARER = b"bearer "
-# Every 401 names the scheme (RFC 9110 §11.6.1), the login's included.
-WWW_AUTHENTICATE = (b"www-authenticate", b'Bearer realm="chat_trio"')
 
 
 def bearer_token(request: Request) -> str | None:
@@ -45,6 +46,8 @@ class Context:
     metrics: Registry = field(default_factory=Registry)
     # What GET /metrics shows; a --workers worker sets it to the supervisor's merged scrape.
     scrape_all: Callable[[], Awaitable[bytes]] | None = None
+    # Token digest → when this process last wrote its last_seen_at (trio clock).
+    seen: dict[bytes, float] = field(default_factory=dict)
 
     async def scrape(self) -> bytes:
         """The Prometheus exposition: every process's with --workers, else this one's."""
@@ -55,7 +58,27 @@ class Context:
     async def user_for_token(self, token: str | None) -> User | None:
         if not token or len(token) > 256:
             return None
-        return await self.store.token_user(digest(token))
+        key = digest(token)
+        user = await self.store.token_user(key)
+        if user is not None:
+            await self._note_seen(key)
+        return user
+
+    def just_seen(self, key: bytes) -> None:
+        """A token was issued with last_seen_at = now: no write for it for a while."""
+        if len(self.seen) >= _SEEN_MAX:
+            self.seen.clear()
+        self.seen[key] = trio.current_time()
+
+    async def _note_seen(self, key: bytes) -> None:
+        """Keep a session's last_seen_at current to within SEEN_EVERY, at one queued write per
+        token per SEEN_EVERY rather than one per request. Best effort: never fails the request."""
+        last = self.seen.get(key)
+        if last is not None and trio.current_time() - last < SEEN_EVERY:
+            return
+        self.just_seen(key)
+        with contextlib.suppress(APIError):
+            await self.commands.touch_token(key)
 
     async def authenticate(self, request: Request) -> User:
         """The caller's user, or 401."""
@@ -80,9 +103,10 @@ class Context:
 
     def visible_room(self, room_id: int, user: User) -> RoomState:
         """The room if `user` may know of it: 404 if it does not exist, and also if it is private
-        and they are neither a member nor invited (its existence is not revealed)."""
+        and they are neither a member nor invited (its existence is not revealed). A server admin
+        knows of every room (it acts as owner in any)."""
         room = self.store.room(room_id)
-        if room is None or not room.visible_to(user["id"]):
+        if room is None or not (room.visible_to(user["id"]) or user["admin"]):
             raise no_such_room()
         return room
 

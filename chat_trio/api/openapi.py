@@ -137,6 +137,7 @@ def _op(
     params: tuple[str, ...] = (),
     query: Query | None = None,
     body: Body | None = None,
+    body_optional: bool = False,
     errors: tuple[str, ...] = (),
 ) -> JSON:
     """One operation. `params` and `errors` name entries of components. A `security` without an
@@ -157,7 +158,7 @@ def _op(
     if parameters:
         op["parameters"] = parameters
     if body is not None:
-        op["requestBody"] = {"required": True, "content": _json(body.schema())}
+        op["requestBody"] = {"required": not body_optional, "content": _json(body.schema())}
         errors = ("InvalidJSON", "UnsupportedMediaType", "ValidationFailed", *errors)
     errors = tuple(dict.fromkeys(errors))
     answers = {**{ERRORS[name][0]: _ref("responses", name) for name in errors}, **responses}
@@ -173,7 +174,7 @@ _TIME = {"type": "string", "format": "date-time",
          "description": "RFC 3339 UTC with milliseconds, e.g. 2026-11-24T19:00:00.123Z"}
 _USERNAME = _SHAPES.credentials.fields[0].schema()
 _ROLE = {"enum": list(ROLES)}
-_ROOM_EVENTS = ("join", "leave", "kick", "ban", "room_updated")
+_ROOM_EVENTS = ("join", "leave", "kick", "ban", "room_updated", "erase")
 _NAME = _string(1, _DEFAULTS.room_name_max)
 _TOPIC = _string(0, _DEFAULTS.topic_max)
 _VISIBILITY = {"enum": ["public", "private"]}
@@ -187,7 +188,10 @@ SCHEMAS: JSON = {
             "field": {"type": "string", "description": "Only with 422: the offending field"},
         }, optional=("retry_after_ms", "field"))},
     ),
-    "User": _answer(User, id=_ID, username=_USERNAME, created_at=_TIME),
+    "User": _answer(User, id=_ID, username=_USERNAME, created_at=_TIME,
+                    admin={"description": "A server operator: may use /admin/* and act as owner in any room"},
+                    deactivated={"description": "The account was closed: it cannot log in and its "
+                                                "username stays taken"}),
     "Room": _answer(
         Room,
         id=_ID,
@@ -218,7 +222,7 @@ SCHEMAS: JSON = {
         author={**_answer(Author, id=_ID, username=_USERNAME),
                 "description": "Who wrote it; for a room event, who acted"},
         text={**_string(0), "description": "A text entry's current text (after its latest edit, at "
-                                            "most 4000 characters; \"\" once deleted); for any "
+                                            "most 4000 characters; \"\" once deleted or erased); for any "
                                             "other kind a human-readable summary, e.g. `alice "
                                             "joined`, `bob edited message 12`"},
         created_at=_TIME,
@@ -233,7 +237,7 @@ SCHEMAS: JSON = {
                          description="Edits only: the text it gave the message (\"\" once the "
                                      "message is deleted)"),
         subject={"description": "Room events only: the user acted on (who joined, left, was kicked "
-                                "or banned); null for `room_updated`"},
+                                "or banned, or whose messages were erased); null for `room_updated`"},
         changes={**_answer(RoomChanges, name=_NAME, topic=_TOPIC, visibility=_VISIBILITY),
                  "description": "`room_updated` only: the new values of the fields that changed"},
     ),
@@ -247,6 +251,26 @@ SCHEMAS: JSON = {
     "Invite": _answer(Invite, room_id=_ID, created_at=_TIME),
     "Ban": _answer(Ban, reason={"maxLength": _DEFAULTS.reason_max}, created_at=_TIME),
 }
+_USER_FIELDS = SCHEMAS["User"]["properties"]
+SCHEMAS["AdminUser"] = _obj({**_USER_FIELDS, "last_seen_at": {
+    "type": ["string", "null"], "format": "date-time",
+    "description": "When one of its tokens was last used (to within a minute), or it last logged in; "
+                   "null if never"}})
+SCHEMAS["Session"] = _obj({
+    "id": {"type": "string", "minLength": 1, "maxLength": 16,
+           "description": "A short public id (never the token or its hash), for DELETE /me/sessions/{id}"},
+    "created_at": {**_TIME, "description": "When it logged in"},
+    "last_seen_at": {**_TIME, "description": "When it was last used, to within a minute"},
+    "client": {"type": "string", "maxLength": 256, "description": "The User-Agent it logged in with"},
+    "current": {"type": "boolean", "description": "The token of this request"},
+})
+SCHEMAS["Export"] = _obj({
+    "exported_at": _TIME,
+    "user": _schema("User"),
+    "memberships": _list(_obj({"room": _schema("Room"), "joined_at": _TIME, "role": _ROLE})),
+    "invites": _list(_schema("Invite")),
+    "messages": _list(_schema("Message")),
+}, description="Everything the server holds about the caller, messages last (oldest first)")
 
 _RETRY_AFTER = {"Retry-After": _header("Whole seconds to wait", {"type": "integer", "minimum": 1})}
 _WWW_AUTHENTICATE = {"WWW-Authenticate": _header("Bearer realm=\"chat_trio\"", {"type": "string"})}
@@ -267,6 +291,8 @@ ERRORS: dict[str, tuple[str, JSON]] = {
                                   "not_editable")),
     "TargetNotFound": ("404", _error("No such room (as above), no such user, or the user is not a "
                                      "member", "not_found")),
+    "AdminsOnly": ("403", _error("The caller is not a server admin", "forbidden")),
+    "UserNotFound": ("404", _error("No such user", "not_found")),
     "UnsupportedMediaType": ("415", _error("The body is not Content-Type: application/json",
                                            "unsupported_media_type")),
     "ValidationFailed": ("422", _error("A field or parameter is invalid, missing or unknown; "
@@ -290,6 +316,8 @@ RESPONSES: JSON = {
 }
 
 PARAMETERS: JSON = {
+    "SessionId": _param("session_id", "path", "A session's public id (GET /me/sessions)",
+                        {"type": "string", "minLength": 1, "maxLength": 64}),
     "AssetName": _param("name", "path", "File name, e.g. app.js", {"type": "string"}, required=True),
     "Seq": _param("seq", "path", "The message's seq in its room; anything but a decimal integer is 404",
                   {"type": "integer", "minimum": 0, "maximum": MAX_ROOM_ID}),
@@ -313,6 +341,9 @@ COMPONENTS: JSON = {
 # -- operations ----------------------------------------------------------------------------------
 
 _USER_BODY = _obj({"user": _schema("User")})
+_PASSWORD_401 = _error("Missing, invalid, expired or revoked token (`unauthorized`), or the current "
+                       "password is wrong (`invalid_credentials`)", "unauthorized", "invalid_credentials",
+                       headers=_WWW_AUTHENTICATE)
 _ROOM_BODY = _obj({"room": _schema("Room")})
 _MESSAGE_BODY = _obj({"message": _schema("Message")})
 
@@ -353,7 +384,8 @@ those of REST: `invalid_json`, `bad_request`, `validation_failed`, `not_found`, 
 (too many frames). A user who leaves a room (REST) gets `{"type":"unsubscribed","room_id"}`.
 
 **Close codes**: 1001 server shutting down, 1008 auth failed / not a member, 1009 frame too big,
-4001 token revoked (logout) or expired, 4008 too slow (its bounded queue filled: reconnect and resume with
+4001 token revoked (logout, a password change or reset, an ended session, a closed account) or
+expired, 4008 too slow (its bounded queue filled: reconnect and resume with
 `after`). The server pings every `heartbeat_s` and drops a peer that does not answer.
 """
 
@@ -381,6 +413,8 @@ PATHS: dict[str, JSON] = {
     "/register": {"post": _op(
         "register", "Accounts", "Create an account", {
             "201": _ok("Created", _USER_BODY),
+            "403": _error("Registration is closed (`--registration closed`): admins create accounts",
+                          "registration_closed"),
             "409": _error("The username is taken (ignoring case)", "username_taken")},
         body=_SHAPES.credentials, errors=("RateLimited",),
         description="Passwords are hashed with argon2id; longer than 1024 characters is rejected "
@@ -392,7 +426,9 @@ PATHS: dict[str, JSON] = {
                                           "user": _schema("User")})),
             "401": _error("Wrong username or password: the same body (and similar time) for an "
                           "unknown user and a wrong password", "invalid_credentials",
-                          headers=_WWW_AUTHENTICATE)},
+                          headers=_WWW_AUTHENTICATE),
+            "403": _error("The account is deactivated (only said after the right password)",
+                          "deactivated")},
         body=_SHAPES.credentials, errors=("RateLimited",),
         description="Answers 429 with `Retry-After` when an address logs in too often (valid or "
                     "not), after repeated failures for a username from one address or from an "
@@ -403,8 +439,91 @@ PATHS: dict[str, JSON] = {
     "/logout": {"post": _op(
         "logout", "Accounts", "Revoke the token", {"204": _ok("Revoked")}, security=_BEARER,
         description="The token stops working at once and its websockets are closed (4001).")},
-    "/me": {"get": _op("me", "Accounts", "The caller", {"200": _ok("The caller", _USER_BODY)},
-                       security=_BEARER)},
+    "/me": {
+        "get": _op("me", "Accounts", "The caller", {"200": _ok("The caller", _USER_BODY)}, security=_BEARER),
+        "delete": _op(
+            "closeAccount", "Accounts", "Close (deactivate) the caller's account", {
+                "204": _ok("Deactivated"),
+                "401": _PASSWORD_401,
+                "409": _error("The caller is the last admin: promote another first", "last_admin")},
+            security=_BEARER, body=_SHAPES.close_account, errors=("RateLimited",),
+            description="Every token of the account is revoked (its websockets close with 4001), it "
+                        "leaves every room (a `leave` entry each), it can no longer log in (403 "
+                        "`deactivated`) and its username stays taken. With `erase: true` every text "
+                        "entry it wrote shows `deleted: true` and `text: \"\"` from then on, the text "
+                        "gone from the database file and its WAL (overwritten, then checkpointed), "
+                        "and each room it wrote in gets an `erase` entry (`subject`: the user). "
+                        "Backups made before keep it. A wrong password counts as a failed login."),
+    },
+    "/me/password": {"put": _op(
+        "changePassword", "Accounts", "Change the caller's password", {
+            "204": _ok("Changed"), "401": _PASSWORD_401},
+        security=_BEARER, body=_SHAPES.change_password, errors=("RateLimited",),
+        description="Every other token of the user is revoked at once (their websockets close with "
+                    "4001); the token of this request stays. A wrong current password answers 401 "
+                    "`invalid_credentials` and counts as a failed login (429 after repeated ones).")},
+    "/me/sessions": {"get": _op(
+        "listSessions", "Accounts", "The caller's sessions (live tokens)", {
+            "200": _ok("Oldest first", _obj({"sessions": _list(_schema("Session"))}))},
+        security=_BEARER)},
+    "/me/sessions/{session_id}": {"delete": _op(
+        "endSession", "Accounts", "End one of the caller's sessions", {
+            "204": _ok("Its token is revoked; its websockets close with 4001"),
+            "404": _error("The caller has no session with that id", "not_found")},
+        security=_BEARER, params=("SessionId",))},
+    "/me/export": {"get": _op(
+        "exportAccount", "Accounts", "Everything the server holds about the caller", {
+            "200": _ok("One JSON document, streamed (chunked)", _schema("Export"), headers={
+                "Content-Disposition": _header("attachment; filename=\"chat_trio-USERNAME.json\"",
+                                               {"type": "string"})})},
+        security=_BEARER,
+        description="The user, its memberships and invites, and every message it wrote with its "
+                    "current text (the right of access and portability). Streamed a page at a "
+                    "time, so its size is not limited by the server's memory.")},
+    "/admin/users": {
+        "get": _op("adminListUsers", "Admin", "List users, a page at a time", {
+            "200": _ok("A page of users ordered by id", _obj({
+                "users": _list(_schema("AdminUser")), "has_more": {"type": "boolean"}}))},
+            security=_BEARER, query=_SHAPES.list_users, errors=("AdminsOnly",),
+            description="`q`: only usernames starting with it (ignoring case)."),
+        "post": _op("adminCreateUser", "Admin", "Create an account", {
+            "201": _ok("Created", _USER_BODY),
+            "409": _error("The username is taken (ignoring case)", "username_taken")},
+            security=_BEARER, body=_SHAPES.new_user, errors=("AdminsOnly",),
+            description="Works with `--registration closed` too."),
+    },
+    "/admin/users/{user_id}/password": {"put": _op(
+        "adminSetPassword", "Admin", "Reset a user's password", {
+            "204": _ok("Set; every token of the user is revoked (websockets close with 4001)")},
+        security=_BEARER, params=("UserId",), body=_SHAPES.reset_password,
+        errors=("AdminsOnly", "UserNotFound"))},
+    "/admin/users/{user_id}/admin": {"put": _op(
+        "adminSetAdmin", "Admin", "Promote or demote a user", {
+            "200": _ok("The user as it is now", _USER_BODY),
+            "409": _error("`last_admin`: no active admin would remain; `deactivated`: a closed "
+                          "account cannot be promoted", "last_admin", "deactivated")},
+        security=_BEARER, params=("UserId",), body=_SHAPES.set_admin,
+        errors=("AdminsOnly", "UserNotFound"))},
+    "/admin/users/{user_id}/deactivate": {"post": _op(
+        "adminDeactivate", "Admin", "Close a user's account", {
+            "204": _ok("Deactivated (or already was), as DELETE /me"),
+            "409": _error("The user is the last active admin", "last_admin")},
+        security=_BEARER, params=("UserId",), body=_SHAPES.deactivate, body_optional=True,
+        errors=("AdminsOnly", "UserNotFound"))},
+    "/admin/rooms": {"get": _op(
+        "adminListRooms", "Admin", "List every room, a page at a time", {
+            "200": _ok("A page of rooms ordered by id", _obj({
+                "rooms": _list(_schema("Room")), "has_more": {"type": "boolean"}}))},
+        security=_BEARER, query=_SHAPES.list_all_rooms, errors=("AdminsOnly",))},
+    "/admin/backup": {"post": _op(
+        "adminBackup", "Admin", "Write a consistent copy of the database", {
+            "200": _ok("Written", _obj({"path": {"type": "string"}, "bytes": _COUNT})),
+            "403": _error("Not over the local admin socket (an admin's token is not enough)", "forbidden"),
+            "409": _error("The file exists", "conflict")},
+        security=_BEARER, body=_SHAPES.backup,
+        description="Only over the local admin socket (`--admin-socket`), where requests need no "
+                    "token: `python -m chat_trio admin backup PATH`. sqlite's online backup copies "
+                    "one snapshot while the server keeps writing.")},
     "/rooms": {
         "post": _op("createRoom", "Rooms", "Create a room", {
             "201": _ok("Created; the creator is its first member", _ROOM_BODY),
@@ -635,7 +754,7 @@ def document() -> JSON:
                            "server's defaults, all configurable.",
         },
         "tags": [{"name": name} for name in ("Accounts", "Rooms", "Moderation", "Messages", "Websocket",
-                                             "Service")],
+                                             "Admin", "Service")],
         "paths": PATHS,
         "components": COMPONENTS,
     }

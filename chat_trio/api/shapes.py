@@ -152,6 +152,27 @@ class Ref:
 
 
 @dataclass(frozen=True, slots=True)
+class Bool:
+    """A JSON boolean field (no 0/1 or "true": a typo must not silently mean false)."""
+
+    name: str
+    required: bool = True
+    description: str = ""
+
+    def parse(self, body: JSON) -> bool | None:
+        value = body.get(self.name)
+        if isinstance(value, bool) or (value is None and not self.required):
+            return value
+        raise validate.invalid(self.name, "is required" if value is None else "must be true or false")
+
+    def schema(self) -> JSON:
+        schema: JSON = {"type": "boolean"}
+        if self.description:
+            schema["description"] = self.description
+        return schema
+
+
+@dataclass(frozen=True, slots=True)
 class Choice:
     """A string field that is one of `options`."""
 
@@ -178,7 +199,7 @@ class Choice:
         return schema
 
 
-Field = Str | Integer | Ref | Choice
+Field = Str | Integer | Ref | Bool | Choice
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,13 +287,15 @@ class Flag:
 
 @dataclass(frozen=True, slots=True)
 class Text:
-    """A string parameter of `min_len` to `max_len` characters (code points)."""
+    """A string parameter of at most `max_len` characters (code points), at least `min_len`, all
+    in the character class `chars` when one is given."""
 
     name: str
-    min_len: int
     max_len: int
-    required: bool = False
+    chars: str | None = None
     description: str = ""
+    min_len: int = 0
+    required: bool = False
 
     def parse(self, query: dict[str, str]) -> str | None:
         raw = query.get(self.name)
@@ -282,10 +305,15 @@ class Text:
             return None
         if not self.min_len <= len(raw) <= self.max_len:
             raise validate.invalid(self.name, f"must be {self.min_len} to {self.max_len} characters")
+        if self.chars is not None and not re.fullmatch(f"[{self.chars}]*", raw):
+            raise validate.invalid(self.name, f"must be at most {self.max_len} of [{self.chars}]")
         return raw
 
     def schema(self) -> JSON:
-        return {"type": "string", "minLength": self.min_len, "maxLength": self.max_len}
+        schema: JSON = {"type": "string", "minLength": self.min_len, "maxLength": self.max_len}
+        if self.chars is not None:
+            schema["pattern"] = f"^[{self.chars}]*$"
+        return schema
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,6 +392,29 @@ class Shapes:
                                                      "previous page)"),
             Int("limit", 1, 500, 100, "Page size"),
         ))
+        # Accounts over their lifetime, and the operators' calls
+        self.change_password = Body((
+            Str("password", c.password_max, description="The current password"),
+            Str("new_password", c.password_max, c.password_min),
+        ))
+        erase = Bool("erase", required=False,
+                     description="Also erase every message text the account wrote (default false)")
+        self.close_account = Body((Str("password", c.password_max, description="The current password"),
+                                   erase))
+        self.new_user = Body((*self.credentials.fields,
+                              Bool("admin", required=False, description="A server operator (default false)")))
+        self.reset_password = Body((Str("new_password", c.password_max, c.password_min),))
+        self.set_admin = Body((Bool("admin"),))
+        self.deactivate = Body((erase,))
+        self.list_users = Query((
+            Text("q", c.username_max, "A-Za-z0-9_.-", "Usernames starting with this, ignoring case"),
+            Int("after", 0, MAX_ROOM_ID, description="Users with id > after (the last id of the "
+                                                     "previous page)"),
+            Int("limit", 1, 500, 100, "Page size"),
+        ))
+        self.list_all_rooms = Query(tuple(p for p in self.list_rooms.params if p.name != "joined"))
+        self.backup = Body((Str("path", 4096, refuse=(CONTROL, "control characters"),
+                                description="Absolute path of the copy to write; must not exist"),))
         # Websocket frames (besides `type`): the same declarations, checked by api/websocket.py.
         room_id = Integer("room_id", 1, MAX_ROOM_ID)
         self.frames = {
@@ -385,7 +436,7 @@ class Shapes:
                                                       "room's last_seq is clamped to it"),
         ))
         self.search = Query((
-            Text("q", 1, 200, required=True,
+            Text("q", 200, min_len=1, required=True,
                  description="Words to find (letters and digits; everything else separates "
                              "them): each matches a word it is a prefix of, ignoring case and "
                              "accents, and all must match. Never a query language"),

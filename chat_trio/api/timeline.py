@@ -23,7 +23,7 @@ def routes(s: Context) -> list[Route]:
 
     async def delete(request: Request) -> Response:
         user = await s.authenticate(request)
-        room = s.member_room(request.params["room_id"], user)
+        room = s.visible_room(request.params["room_id"], user)  # an admin need not be a member
         entry = await s.commands.delete_message(user["id"], room.id, request.params["seq"])
         return json_response({"message": entry})
 

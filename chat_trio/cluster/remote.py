@@ -56,13 +56,13 @@ def decode_error(err: Any) -> APIError:
     return APIError(err["status"], err.get("code"), err.get("message") or "", headers, err.get("extra") or {})
 
 
-_DIGEST_ARGS = frozenset({"digest"})
+_DIGEST_ARGS = frozenset({"digest", "keep"})
 
 
 def _decode_args(args: JSON) -> JSON:
     if _DIGEST_ARGS.isdisjoint(args):  # most calls: nothing to convert, no copy
         return args
-    return {k: bytes.fromhex(v) if k in _DIGEST_ARGS else v for k, v in args.items()}
+    return {k: bytes.fromhex(v) if k in _DIGEST_ARGS and v is not None else v for k, v in args.items()}
 
 
 def _encode_args(args: JSON) -> JSON:
@@ -157,8 +157,9 @@ class RemoteCommands:
     async def allow_registration(self, client: str) -> None:
         await self._call("allow_registration", client=client)
 
-    async def create_user(self, username: str, password_hash: str) -> User:
-        user: User = await self._call("create_user", username=username, password_hash=password_hash)
+    async def create_user(self, username: str, password_hash: str, admin: bool = False) -> User:
+        user: User = await self._call("create_user", username=username, password_hash=password_hash,
+                                      admin=admin)
         return user
 
     async def login_allowed(self, username: str, client: str) -> None:
@@ -173,11 +174,30 @@ class RemoteCommands:
     async def rehash_password(self, user_id: int, password_hash: str) -> None:
         await self._call("rehash_password", user_id=user_id, password_hash=password_hash)
 
-    async def create_token(self, digest: bytes, user_id: int) -> int:
-        return int(await self._call("create_token", digest=digest, user_id=user_id))
+    async def create_token(self, digest: bytes, user_id: int, client: str = "",
+                           verified: str | None = None) -> int:
+        return int(await self._call("create_token", digest=digest, user_id=user_id, client=client,
+                                    verified=verified))
 
     async def revoke_token(self, digest: bytes) -> None:
         await self._call("revoke_token", digest=digest)
+
+    async def set_password(self, user_id: int, password_hash: str, keep: bytes | None = None) -> None:
+        await self._call("set_password", user_id=user_id, password_hash=password_hash, keep=keep)
+
+    async def end_session(self, user_id: int, session_id: str) -> bool:
+        return bool(await self._call("end_session", user_id=user_id, session_id=session_id))
+
+    async def touch_token(self, digest: bytes) -> None:
+        """Queued, not awaited: a last-seen time is not worth a round trip."""
+        await self._send("touch_token", {"digest": digest})
+
+    async def set_admin(self, user_id: int, admin: bool) -> User:
+        user: User = await self._call("set_admin", user_id=user_id, admin=admin)
+        return user
+
+    async def deactivate(self, user_id: int, erase: bool) -> None:
+        await self._call("deactivate", user_id=user_id, erase=erase)
 
     async def create_room(self, user_id: int, name: str, topic: str, visibility: str = "public") -> int:
         return int(await self._call("create_room", user_id=user_id, name=name, topic=topic,
@@ -246,7 +266,8 @@ class RemoteCommands:
 _OPS = frozenset({"allow_registration", "create_user", "login_allowed", "login_failed",
                   "login_succeeded", "rehash_password", "create_token", "revoke_token",
                   "create_room", "join", "leave", "submit_message", "update_room", "invite",
-                  "uninvite", "kick", "ban", "unban", "set_role", "open_direct", "mark_read",
+                  "uninvite", "kick", "ban", "unban", "set_role", "open_direct",
+                  "set_password", "end_session", "touch_token", "set_admin", "deactivate", "mark_read",
                   "edit_message", "delete_message"})
 
 

@@ -25,6 +25,8 @@ import math
 import re
 import socket
 import time
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import TYPE_CHECKING
 
 import h11
@@ -174,6 +176,8 @@ class HTTPConnection:
             self.served += 1
             close = self.served >= self.config.max_requests_per_connection or self.server.draining
             await self._write(self._frame(response, close=close, head_only=request.method == "HEAD"))
+            if response.stream is not None:
+                await self._stream(response.stream, head_only=request.method == "HEAD")
             self.server.finished(request, response.status, time.perf_counter() - started)
             if self.h11.our_state is not h11.DONE or self.h11.their_state is not h11.DONE:
                 return  # Connection: close, HTTP/1.0, or a declined upgrade
@@ -270,7 +274,8 @@ class HTTPConnection:
             forwarded = _forwarded_for(headers)
             self._hold(forwarded)
             client = forwarded or client
-        request = Request(event.method.decode("ascii", "replace"), event.target, headers, body, client)
+        request = Request(event.method.decode("ascii", "replace"), event.target, headers, body, client,
+                          operator=self.server.operator)
         # An Upgrade (or CONNECT) request: what follows its head may not be HTTP. Only h11's
         # MIGHT_SWITCH_PROTOCOL says so; next_event() is also PAUSED for a plain request that has
         # a pipelined one behind it, which must not be handed the raw stream.
@@ -321,13 +326,16 @@ class HTTPConnection:
                    *self.server.answer_headers, *response.headers]
         if response.content_type is not None:
             headers.append((b"content-type", response.content_type))
-        if response.status != 204:
+        streamed = response.stream is not None
+        if response.status != 204 and not streamed:
             headers.append((b"content-length", b"%d" % len(response.body)))
         if close:
             headers.append((b"connection", b"close"))
         try:
             out = self.h11.send(h11.Response(status_code=response.status, headers=headers,
                                              reason=reason(response.status)))
+            if streamed and not head_only:
+                return out  # the body follows in chunks: _stream
             if response.body and not head_only:
                 out += self.h11.send(h11.Data(data=response.body))
             out += self.h11.send(h11.EndOfMessage())
@@ -335,6 +343,24 @@ class HTTPConnection:
             log.exception("could not frame response %d", response.status)
             raise _Closed from None
         return out
+
+    async def _stream(self, chunks: AsyncGenerator[bytes, None], *, head_only: bool) -> None:
+        """Send a streamed body as it is produced (chunked on HTTP/1.1), each piece within
+        send_timeout. If producing it fails midway the connection is closed: the client sees an
+        incomplete body, never a truncated one passed off as whole."""
+        async with aclosing(chunks):
+            if head_only:
+                return
+            try:
+                async for chunk in chunks:
+                    if chunk:
+                        await self._write(self.h11.send(h11.Data(data=chunk)))
+            except _Closed:
+                raise
+            except Exception:
+                log.exception("producing a streamed answer failed; closing the connection")
+                raise _Closed from None
+            await self._write(self.h11.send(h11.EndOfMessage()))
 
     async def _write(self, data: bytes) -> None:
         """Send within send_timeout; a client that does not read loses its connection."""

@@ -96,8 +96,10 @@ async def open_listeners(host: str, port: int, *, reuse_port: bool = False,
 
 class HTTPServer:
     def __init__(self, config: Config, router: Router, listeners: list[socket.socket] | None = None,
-                 *, worker_id: int | None = None) -> None:
+                 *, worker_id: int | None = None, operator: bool = False) -> None:
         self.config = config
+        # The local admin socket's server: its requests are the operator's (Request.operator).
+        self.operator = operator
         # In workers mode every answer names the worker that gave it (x-chat-worker).
         self.answer_headers = [] if worker_id is None else [(b"x-chat-worker", b"%d" % worker_id)]
         self.reuse_port = worker_id is not None
@@ -181,9 +183,13 @@ class HTTPServer:
         if not self.listeners:
             self.listeners = await open_listeners(self.config.host, self.config.port,
                                                   reuse_port=self.reuse_port)
-        port = self.listeners[0].getsockname()[1]
+        local = self.listeners[0].family == socket.AF_UNIX  # the admin socket: no port
+        port = 0 if local else self.listeners[0].getsockname()[1]
         for sock in self.listeners:
-            log.info("listening on http://%s", _where(sock.family, sock.getsockname()))
+            if local:
+                log.info("admin socket at %s", self.config.admin_socket_path())
+            else:
+                log.info("listening on http://%s", _where(sock.family, sock.getsockname()))
         try:
             async with trio.open_nursery() as connections:
                 with self._accept_scope:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
@@ -63,6 +64,7 @@ class Request:
     route: str = ""  # the matched route pattern ("" when none matched)
     upgrade: Upgrade | None = None  # set for an Upgrade request; see take_stream()
     stream_taken: bool = False  # once True the HTTP loop never writes on this connection again
+    operator: bool = False  # it came over the local admin socket: an admin request without a token
     _query: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
@@ -120,6 +122,9 @@ class Response:
     body: bytes = b""
     headers: Headers = field(default_factory=list)
     content_type: bytes | None = JSON_TYPE
+    # A body produced piece by piece (sent chunked, each piece as it comes) instead of `body`:
+    # for answers too large to build in memory (GET /me/export).
+    stream: AsyncGenerator[bytes, None] | None = None
 
 
 def json_response(value: Any, status: int = 200, headers: Headers | None = None) -> Response:

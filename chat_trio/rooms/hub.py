@@ -134,15 +134,16 @@ class Hub:
 
     def _room_frames(self, room_id: int, event: str, only: int | None = None) -> None:
         """`room` frames to every connection whose user can see the room (public: everyone;
-        private: its members), each shaped for its user (their role, a direct room's name); with
-        `only`, to that user alone (someone who joined a private room sees it appear)."""
+        private: its members, not its invitees, who got theirs in the `invite` frame), each
+        shaped for its user (their role, a direct room's name); with `only`, to that user alone
+        (someone who joined a private room sees it appear)."""
         room = self.state.rooms.get(room_id) if self.state is not None else None
         if room is None:
             return
         shared: bytes | None = None  # one frame for every non-member
         for sub in list(self.connections if only is None else self._sockets.get(only, ())):
             viewer = sub.user_id
-            if not room.visible_to(viewer):
+            if room.private and viewer not in room.members:
                 continue
             if viewer in room.members or room.direct is not None:
                 sub.send(self._room_frame(room, event, viewer))

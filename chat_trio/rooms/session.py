@@ -81,7 +81,8 @@ class Session:
         self.store = store
         self._authenticator = authenticate
         self._frames = frames
-        self.user: User = {"id": 0, "username": "", "created_at": ""}  # set by _authenticate
+        self.user: User = {"id": 0, "username": "", "created_at": "", "admin": False,
+                           "deactivated": False}  # set by _authenticate
         self.user_id = 0
         self.token_digest = b""
         self.subs: dict[int, _Subscription] = {}

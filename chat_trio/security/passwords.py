@@ -29,6 +29,10 @@ class Passwords:
         async with self.turns.turn(client):
             return await trio.to_thread.run_sync(self._hasher.hash, password, limiter=self.limiter)
 
+    def hash_here(self, password: str) -> str:
+        """Hash on the calling thread: for the admin command line, which has no event loop."""
+        return self._hasher.hash(password)
+
     async def verify(self, stored: str | None, password: str, client: str) -> bool:
         """True if `password` matches `stored`; with `stored=None` still spends one hash.
         `client` (an address) waits for its own previous hash to finish first."""

@@ -36,6 +36,24 @@ class UserCreated:
 
 
 @dataclass(frozen=True, slots=True)
+class UserUpdated:
+    """A user's operator or deactivated flag changed (an admin created, promoted, demoted, or an
+    account closed)."""
+
+    kind: ClassVar[str] = "user_flags"
+    id: int
+    admin: bool
+    deactivated: bool
+
+    def pack(self) -> list[Any]:
+        return [self.kind, self.id, self.admin, self.deactivated]
+
+    @classmethod
+    def unpack(cls, f: list[Any]) -> UserUpdated:
+        return cls(f[1], bool(f[2]), bool(f[3]))
+
+
+@dataclass(frozen=True, slots=True)
 class RoomCreated:
     """A new room (its first members join it by MemberJoined in the same commit). `direct` is a
     direct room's pair of user ids, lower first."""
@@ -228,7 +246,8 @@ class TokenIssued:
 
 @dataclass(frozen=True, slots=True)
 class TokensRevoked:
-    """Tokens that stopped working: logout, the per-user cap, or the purge of expired ones."""
+    """Tokens that stopped working: logout, the per-user cap, the purge of expired ones, a
+    password change or reset, an ended session, or a closed account."""
 
     kind: ClassVar[str] = "revoked"
     digests: tuple[bytes, ...]
@@ -242,14 +261,16 @@ class TokensRevoked:
 
 
 Change = (UserCreated | RoomCreated | MemberJoined | MemberLeft | MessageCommitted | TokenIssued
-          | TokensRevoked | RoomUpdated | RoleChanged | Invited | InviteRemoved | ReadMoved | TextErased)
+          | TokensRevoked | RoomUpdated | RoleChanged | Invited | InviteRemoved | UserUpdated
+          | ReadMoved | TextErased)
 Changes = tuple[Change, ...]
 NO_CHANGES: Changes = ()
 
 _KINDS: dict[str, Callable[[list[Any]], Change]] = {
     cls.kind: cls.unpack
     for cls in (UserCreated, RoomCreated, MemberJoined, MemberLeft, MessageCommitted, TokenIssued,
-                TokensRevoked, RoomUpdated, RoleChanged, Invited, InviteRemoved, ReadMoved, TextErased)
+                TokensRevoked, RoomUpdated, RoleChanged, Invited, InviteRemoved, UserUpdated,
+                ReadMoved, TextErased)
 }
 
 

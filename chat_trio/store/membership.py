@@ -91,8 +91,16 @@ def _outsider(conn: sqlite3.Connection, room: _Room, user_id: int, why: str) -> 
     return forbidden(why)
 
 
+def _admin(conn: sqlite3.Connection, user_id: int) -> bool:
+    """A server admin (an active account): it acts as owner in any room, member or not."""
+    return conn.execute("SELECT 1 FROM users WHERE id = ? AND admin = 1 AND deactivated = 0",
+                        (user_id,)).fetchone() is not None
+
+
 def _authority(conn: sqlite3.Connection, room: _Room, actor_id: int, need: str) -> int:
-    """The actor's rank, if at least `need`'s; else the refusal."""
+    """The actor's rank, if at least `need`'s; else the refusal. A server admin ranks as owner."""
+    if _admin(conn, actor_id):
+        return RANK["owner"]
     role = _role(conn, room.id, actor_id)
     if role is None:
         raise _outsider(conn, room, actor_id, "you are not a member of this room")
@@ -164,7 +172,7 @@ def join(conn: sqlite3.Connection, room_id: int, user: User, now: int) -> tuple[
     if _role(conn, room_id, user_id) is not None:
         return None, NO_CHANGES
     invited = _invited(conn, room_id, user_id)
-    if room.direct or (room.private and not invited):
+    if room.direct or (room.private and not invited and not _admin(conn, user_id)):
         raise not_found()
     if _banned(conn, room_id, user_id):
         raise banned()
@@ -296,11 +304,16 @@ def set_role(conn: sqlite3.Connection, room_id: int, actor_id: int, target_id: i
         raise not_found("that user is not a member of this room")
     if current == role:
         return None, NO_CHANGES
+    if current == "owner":  # only an admin acting for the owner gets here
+        raise forbidden("a room always has an owner: make another member owner instead")
     made: list[Change] = []
     update = "UPDATE members SET role = ? WHERE room_id = ? AND user_id = ?"
-    if role == "owner":
-        conn.execute(update, ("moderator", room_id, actor_id))
-        made.append(RoleChanged(room_id, actor_id, "moderator"))
+    if role == "owner":  # the owner (the actor, unless an admin acts for it) steps down
+        owner = conn.execute("SELECT user_id FROM members WHERE room_id = ? AND role = 'owner'",
+                             (room_id,)).fetchone()
+        if owner is not None:
+            conn.execute(update, ("moderator", room_id, owner[0]))
+            made.append(RoleChanged(room_id, owner[0], "moderator"))
     conn.execute(update, (role, room_id, target_id))
     made.append(RoleChanged(room_id, target_id, role))
     return None, tuple(made)

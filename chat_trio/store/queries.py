@@ -15,6 +15,7 @@ from typing import Any
 from chat_trio.store.changes import (
     NO_CHANGES,
     Changes,
+    InviteRemoved,
     MemberJoined,
     MessageCommitted,
     ReadMoved,
@@ -22,6 +23,7 @@ from chat_trio.store.changes import (
     TokenIssued,
     TokensRevoked,
     UserCreated,
+    UserUpdated,
 )
 from chat_trio.store.records import Author, Message, User, entry_json, message_json
 from chat_trio.store.search import SEARCH
@@ -34,7 +36,9 @@ MESSAGE_COLUMNS = ("id, room_id, seq, author_id, text, txn_id, created_at,"
 
 
 class Conflict(Exception):
-    """A uniqueness rule refused the write (taken username or room name)."""
+    """A rule refused the write; the message is the API's code: a taken username or room name,
+    `last_admin` (no admin would be left), `deactivated` (the account is closed),
+    `password_changed` (a login raced a password change)."""
 
 
 class NotMember(Exception):
@@ -59,7 +63,7 @@ def room_key(name: str, visibility: str) -> str:
 # -- loading the in-memory state at start ---------------------------------------------------
 
 def load_users(conn: sqlite3.Connection) -> list[Row]:
-    return conn.execute("SELECT id, username, created_at FROM users").fetchall()
+    return conn.execute("SELECT id, username, created_at, admin, deactivated FROM users").fetchall()
 
 
 def load_rooms(conn: sqlite3.Connection) -> list[Row]:
@@ -91,16 +95,18 @@ def delete_expired_tokens(conn: sqlite3.Connection, now: int) -> None:
 
 # -- accounts --------------------------------------------------------------------------------
 
-def insert_user(conn: sqlite3.Connection, username: str, password_hash: str, now: int) -> tuple[int, Changes]:
+def insert_user(conn: sqlite3.Connection, username: str, password_hash: str, now: int,
+                admin: bool = False) -> tuple[int, Changes]:
     try:
         cur = conn.execute(
-            "INSERT INTO users (username, password_hash, created_at) VALUES (?, ?, ?)",
-            (username, password_hash, now),
+            "INSERT INTO users (username, password_hash, created_at, admin) VALUES (?, ?, ?, ?)",
+            (username, password_hash, now, int(admin)),
         )
     except sqlite3.IntegrityError:
         raise Conflict("username_taken") from None
     assert cur.lastrowid is not None
-    return cur.lastrowid, (UserCreated(cur.lastrowid, username, now),)
+    created = UserCreated(cur.lastrowid, username, now)
+    return cur.lastrowid, (created, UserUpdated(cur.lastrowid, True, False)) if admin else (created,)
 
 
 def password_hash(conn: sqlite3.Connection, username: str) -> Row | None:
@@ -115,14 +121,24 @@ def update_password_hash(conn: sqlite3.Connection, user_id: int, new_hash: str) 
 
 
 def insert_token(
-    conn: sqlite3.Connection, digest: bytes, user_id: int, now: int, expires: int, keep: int
+    conn: sqlite3.Connection, digest: bytes, user_id: int, now: int, expires: int, keep: int,
+    client: str = "", verified: str | None = None,
 ) -> tuple[None, Changes]:
     """Store a token; with `keep` > 0 also revoke the user's oldest live tokens beyond the newest
-    `keep` (this one always stays)."""
+    `keep` (this one always stays). Refused (Conflict) for a closed account, and, given the
+    password hash the login `verified`, when the password changed meanwhile: a login racing a
+    password change or a deactivation must not outlive the revocation."""
+    row = conn.execute("SELECT password_hash, deactivated FROM users WHERE id = ?", (user_id,)).fetchone()
+    if row is None or row[1]:
+        raise Conflict("deactivated")
+    if verified is not None and row[0] != verified:
+        raise Conflict("password_changed")
     conn.execute(
-        "INSERT INTO tokens (hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
-        (digest, user_id, now, expires),
+        "INSERT INTO tokens (hash, user_id, created_at, expires_at, public_id, client, last_seen_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (digest, user_id, now, expires, secrets.token_urlsafe(9), client, now),
     )
+    conn.execute("UPDATE users SET last_seen_at = ? WHERE id = ?", (now, user_id))
     issued = TokenIssued(digest, user_id, expires)
     if keep <= 0:
         return None, (issued,)
@@ -159,6 +175,108 @@ def token_owner(conn: sqlite3.Connection, digest: bytes) -> Row | None:
         "SELECT user_id, expires_at FROM tokens WHERE hash = ?", (digest,)
     ).fetchone()
     return row
+
+
+def revoke_user_tokens(conn: sqlite3.Connection, user_id: int, keep: bytes = b"") -> Changes:
+    """Delete every token of the user but `keep`'s; the revocation of what was deleted."""
+    rows = conn.execute("DELETE FROM tokens WHERE user_id = ? AND hash <> ? RETURNING hash",
+                        (user_id, keep)).fetchall()
+    return (TokensRevoked(tuple(row[0] for row in rows)),) if rows else NO_CHANGES
+
+
+def set_password(conn: sqlite3.Connection, user_id: int, new_hash: str, keep: bytes) -> tuple[None, Changes]:
+    """A new password: every token of the user but `keep` (the caller's own, or none) stops working."""
+    if conn.execute("UPDATE users SET password_hash = ? WHERE id = ?", (new_hash, user_id)).rowcount == 0:
+        raise Conflict("not_found")
+    return None, revoke_user_tokens(conn, user_id, keep)
+
+
+def delete_session(conn: sqlite3.Connection, user_id: int, public_id: str) -> tuple[bool, Changes]:
+    rows = conn.execute("DELETE FROM tokens WHERE user_id = ? AND public_id = ? RETURNING hash",
+                        (user_id, public_id)).fetchall()
+    return bool(rows), (TokensRevoked(tuple(row[0] for row in rows)),) if rows else NO_CHANGES
+
+
+def sessions(conn: sqlite3.Connection, user_id: int, now: int) -> list[Row]:
+    """(public id, created_at, last_seen_at, client, hash) of the user's live tokens, oldest first."""
+    return conn.execute(
+        "SELECT public_id, created_at, last_seen_at, client, hash FROM tokens"
+        " WHERE user_id = ? AND expires_at > ? ORDER BY created_at, public_id",
+        (user_id, now),
+    ).fetchall()
+
+
+def touch_token(conn: sqlite3.Connection, digest: bytes, now: int) -> None:
+    """Record that a token was used (its session's and its user's last_seen_at); callers do it
+    at most about once a minute per token."""
+    conn.execute("UPDATE tokens SET last_seen_at = ? WHERE hash = ?", (now, digest))
+    conn.execute("UPDATE users SET last_seen_at = ? WHERE id = (SELECT user_id FROM tokens WHERE hash = ?)",
+                 (now, digest))
+
+
+def _other_admins(conn: sqlite3.Connection, user_id: int) -> int:
+    row = conn.execute("SELECT COUNT(*) FROM users WHERE admin = 1 AND deactivated = 0 AND id <> ?",
+                       (user_id,)).fetchone()
+    return int(row[0])
+
+
+def _flags(conn: sqlite3.Connection, user_id: int) -> tuple[bool, bool]:
+    row = conn.execute("SELECT admin, deactivated FROM users WHERE id = ?", (user_id,)).fetchone()
+    if row is None:
+        raise Conflict("not_found")
+    return bool(row[0]), bool(row[1])
+
+
+def set_admin(conn: sqlite3.Connection, user_id: int, admin: bool) -> tuple[None, Changes]:
+    """Promote or demote; at least one active admin always remains, and a closed account cannot
+    become one."""
+    was_admin, deactivated = _flags(conn, user_id)
+    if admin == was_admin:
+        return None, NO_CHANGES
+    if deactivated:
+        raise Conflict("deactivated")
+    if not admin and _other_admins(conn, user_id) == 0:
+        raise Conflict("last_admin")
+    conn.execute("UPDATE users SET admin = ? WHERE id = ?", (int(admin), user_id))
+    return None, (UserUpdated(user_id, admin, False),)
+
+
+def deactivate_user(conn: sqlite3.Connection, user_id: int) -> tuple[list[int], Changes]:
+    """Close an account: no admin any more (the last active admin cannot go), every token
+    revoked, every pending invite voided. The row stays, so its username stays taken and its
+    messages keep their author. Returns the rooms it is still a member of (the caller removes it,
+    with their timeline entries); closing a closed account changes nothing."""
+    was_admin, deactivated = _flags(conn, user_id)
+    if deactivated:
+        return [], NO_CHANGES
+    if was_admin and _other_admins(conn, user_id) == 0:
+        raise Conflict("last_admin")
+    conn.execute("UPDATE users SET deactivated = 1, admin = 0 WHERE id = ?", (user_id,))
+    invites = conn.execute("DELETE FROM invites WHERE user_id = ? RETURNING room_id", (user_id,)).fetchall()
+    rooms = conn.execute("SELECT room_id FROM members WHERE user_id = ? ORDER BY room_id",
+                         (user_id,)).fetchall()
+    return [room_id for (room_id,) in rooms], (
+        UserUpdated(user_id, False, True), *revoke_user_tokens(conn, user_id),
+        *(InviteRemoved(room_id, user_id) for (room_id,) in sorted(invites)))
+
+
+def users_page(conn: sqlite3.Connection, prefix: str, after: int, limit: int) -> list[Row]:
+    """(id, last_seen_at) of up to `limit` users with id > `after` whose username starts with
+    `prefix` (ignoring case), in id order."""
+    pattern = prefix.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return conn.execute(
+        "SELECT id, last_seen_at FROM users WHERE id > ? AND LOWER(username) LIKE ? ESCAPE '\\'"
+        " ORDER BY id LIMIT ?",
+        (after, pattern, limit),
+    ).fetchall()
+
+
+def messages_by_author(conn: sqlite3.Connection, user_id: int, after_id: int, limit: int) -> list[Row]:
+    """A page of the user's messages in id order, after message id `after_id`."""
+    return conn.execute(
+        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE author_id = ? AND id > ? ORDER BY id LIMIT ?",
+        (user_id, after_id, limit),
+    ).fetchall()
 
 
 # -- rooms -----------------------------------------------------------------------------------

@@ -22,6 +22,8 @@ class User(TypedDict):
     id: int
     username: str
     created_at: str
+    admin: bool  # a server operator
+    deactivated: bool  # the account was closed: no login, its username stays reserved
 
 
 class _Entry(TypedDict):
@@ -108,8 +110,10 @@ def iso(ms: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
 
 
-def user_json(user_id: int, username: str, created_at: int) -> User:
-    return {"id": user_id, "username": username, "created_at": iso(created_at)}
+def user_json(user_id: int, username: str, created_at: int, admin: bool = False,
+              deactivated: bool = False) -> User:
+    return {"id": user_id, "username": username, "created_at": iso(created_at), "admin": admin,
+            "deactivated": deactivated}
 
 
 def message_json(row: tuple[Any, ...], author: User | Author) -> Message:

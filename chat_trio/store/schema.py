@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 from collections.abc import Callable
 
@@ -28,6 +29,27 @@ def _nfkc_room_name_keys(conn: sqlite3.Connection) -> None:
         conn.execute("UPDATE rooms SET name_key = ? WHERE id = ?", (key, room_id))
 
 
+def _accounts_over_time(conn: sqlite3.Connection) -> None:
+    """4: server operators and deactivated accounts (`users.admin`, `users.deactivated`, both 0/1,
+    and `users.last_seen_at`), and sessions: each token gets a short public id (what
+    `GET /me/sessions` shows and `DELETE /me/sessions/{id}` takes, never the hash), the client
+    that signed in (its User-Agent, capped) and when it was last used (epoch ms, written at most
+    about once a minute per token). Existing tokens get fresh public ids."""
+    for statement in (
+        "ALTER TABLE users ADD COLUMN admin INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE users ADD COLUMN deactivated INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE users ADD COLUMN last_seen_at INTEGER",
+        "ALTER TABLE tokens ADD COLUMN public_id TEXT",
+        "ALTER TABLE tokens ADD COLUMN client TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE tokens ADD COLUMN last_seen_at INTEGER",
+    ):
+        conn.execute(statement)
+    for (digest,) in conn.execute("SELECT hash FROM tokens").fetchall():
+        conn.execute("UPDATE tokens SET public_id = ?, last_seen_at = created_at WHERE hash = ?",
+                     (secrets.token_urlsafe(9), digest))
+    conn.execute("CREATE UNIQUE INDEX tokens_by_public_id ON tokens(public_id)")
+    # A user's messages in id order: export pages through them, erasure finds them.
+    conn.execute("CREATE INDEX messages_by_author ON messages(author_id, id)")
 def _timeline(conn: sqlite3.Connection) -> None:
     """5: read markers, unread counters, edits and deletes, and the search index.
 
@@ -145,7 +167,7 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
         PRIMARY KEY (room_id, user_id)
     );
     """,
-    "",  # 4: accounts and administration (being written on another branch)
+    _accounts_over_time,
     _timeline,
 ]
 

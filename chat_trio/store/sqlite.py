@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 
 BUSY_TIMEOUT_MS = 5000
@@ -31,8 +32,30 @@ def connect(
         if mode.lower() != "wal":
             raise RuntimeError(f"could not switch {path} to WAL mode (got {mode})")
         conn.execute(f"PRAGMA wal_autocheckpoint = {int(wal_autocheckpoint)}")
-        # Overwrite deleted and replaced content with zeros, so erased message text does not
-        # linger in free space of the database (or of the WAL's copies of its pages).
+        # What is deleted or overwritten is zeroed in the file, not left in free space (an
+        # erased account's texts must be gone, not merely unreferenced).
         conn.execute("PRAGMA secure_delete = ON")
     conn.execute(f"PRAGMA synchronous = {'FULL' if durability == 'full' else 'NORMAL'}")
     return conn
+
+
+def backup(source: str, target: str) -> None:
+    """A consistent copy of the database `source` at `target` (a new file) with sqlite's online
+    backup API: it reads one snapshot, so a running server's writes go on meanwhile. Blocking:
+    call it from a thread. FileExistsError if `target` exists; a failed copy leaves no file."""
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.close(fd)
+    try:
+        src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+        try:
+            dst = sqlite3.connect(target)
+            try:
+                src.backup(dst)
+                dst.execute("PRAGMA journal_mode = DELETE")
+            finally:
+                dst.close()
+        finally:
+            src.close()
+    except BaseException:
+        os.unlink(target)
+        raise

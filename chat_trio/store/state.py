@@ -33,6 +33,7 @@ from chat_trio.store.changes import (
     TokenIssued,
     TokensRevoked,
     UserCreated,
+    UserUpdated,
 )
 from chat_trio.store.queries import name_key
 from chat_trio.store.records import Message, RoomState, User, user_json
@@ -54,12 +55,14 @@ class State:
         self.directs: dict[tuple[int, int], int] = {}  # (lower, higher user id) → direct room id
         self.tokens: dict[bytes, tuple[int, int]] = {}  # sha256 → (user id, expires ms)
         self.revocations = 0  # bumped by every revocation; guards the token cache against races
+        self.erasures = 0  # bumped by every erasure; guards the message cache against racing reads
         self.messages_committed = 0
 
     def load(self, conn: sqlite3.Connection) -> None:
         """Fill an empty state with the users, rooms and memberships committed in the database."""
-        for user_id, username, created_at in queries.load_users(conn):
+        for user_id, username, created_at, admin, deactivated in queries.load_users(conn):
             self.add_user(user_id, username, created_at)
+            self._flag_user(user_id, bool(admin), bool(deactivated))
         for room_id, name, topic, created_by, created_at, last_seq, visibility, a, b in (
                 queries.load_rooms(conn)):
             self.add_room(RoomState(room_id, name, topic, created_by, created_at, last_seq, visibility,
@@ -85,7 +88,8 @@ class State:
                 case MessageCommitted(message):
                     self._add_message(message)
                 case UserCreated(user_id, username, created_at):
-                    self.add_user(user_id, username, created_at)
+                    if user_id not in self.users:  # applied again: keep the flags it has since
+                        self.add_user(user_id, username, created_at)
                 case RoomCreated(room_id, name, topic, created_by, created_at, visibility, direct):
                     if room_id not in self.rooms:
                         self.add_room(RoomState(room_id, name, topic, created_by, created_at, 0,
@@ -122,10 +126,19 @@ class State:
                     if room is not None and user_id in room.members \
                             and read_seq > room.reads.get(user_id, (0, 0))[0]:
                         room.reads[user_id] = (read_seq, text_n)
+                case UserUpdated(user_id, admin, deactivated):
+                    self._flag_user(user_id, admin, deactivated)
 
     def add_user(self, user_id: int, username: str, created_at: int) -> None:
         self.users[user_id] = user_json(user_id, username, created_at)
         self.user_ids[username.lower()] = user_id
+
+    def _flag_user(self, user_id: int, admin: bool, deactivated: bool) -> None:
+        """A new user dict rather than a change in place: a caller holding the old one (an
+        authenticated request) keeps a consistent view of it."""
+        user = self.users.get(user_id)
+        if user is not None:
+            self.users[user_id] = {**user, "admin": admin, "deactivated": deactivated}
 
     def add_room(self, room: RoomState) -> None:
         self.rooms[room.id] = room
@@ -216,6 +229,7 @@ class State:
 
     def _erase(self, room: RoomState, seqs: tuple[int, ...]) -> None:
         """Text entries erased (a delete, an account's erasure): deleted, and their edits too."""
+        self.erasures += 1
         for seq in seqs:
             at = bisect_left(room.deleted, seq)
             if at == len(room.deleted) or room.deleted[at] != seq:  # once each: apply is idempotent

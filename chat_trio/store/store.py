@@ -15,6 +15,7 @@ from bisect import bisect_right
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import orjson
 import trio
 
 from chat_trio.config import Config
@@ -26,7 +27,7 @@ from chat_trio.store.readers import ReaderPool
 from chat_trio.store.records import Message, RoomState, User, entry_json, now_ms
 from chat_trio.store.schema import migrate
 from chat_trio.store.search import SEARCH
-from chat_trio.store.sqlite import connect
+from chat_trio.store.sqlite import backup, connect
 from chat_trio.store.state import State
 from chat_trio.store.writer import GroupCommitWriter
 
@@ -99,6 +100,10 @@ class Store:
 
         await self.readers.read(load)
 
+    async def backup(self, path: str) -> None:
+        """A consistent online copy of the database at `path` (sqlite.backup), in a thread."""
+        await trio.to_thread.run_sync(backup, self.config.db, path)
+
     async def close(self) -> None:
         def close_all() -> None:
             self.readers.close()
@@ -117,9 +122,10 @@ class Store:
     def username_taken(self, username: str) -> bool:
         return username.lower() in self.state.user_ids
 
-    async def create_user(self, username: str, password_hash: str) -> User:
+    async def create_user(self, username: str, password_hash: str, admin: bool = False) -> User:
         now = now_ms()
-        user_id = await self.writer.change(lambda c: queries.insert_user(c, username, password_hash, now))
+        user_id = await self.writer.change(
+            lambda c: queries.insert_user(c, username, password_hash, now, admin))
         return self.state.users[user_id]
 
     async def password_hash(self, username: str) -> tuple[int, str] | None:
@@ -131,13 +137,79 @@ class Store:
     async def rehash_password(self, user_id: int, new_hash: str) -> None:
         await self.writer.write(lambda c: queries.update_password_hash(c, user_id, new_hash))
 
-    async def create_token(self, digest: bytes, user_id: int, ttl_ms: int, keep: int = 0) -> int:
+    async def create_token(self, digest: bytes, user_id: int, ttl_ms: int, keep: int = 0,
+                           client: str = "", verified: str | None = None) -> int:
         """Store a token's hash and, with `keep` > 0, revoke the user's oldest live tokens beyond
-        the newest `keep`, in the same transaction. Returns its expiry (ms)."""
+        the newest `keep`, in the same transaction. Returns its expiry (ms). Conflict when the
+        account is closed or its password is no longer `verified` (see queries.insert_token)."""
         now = now_ms()
         expires = now + ttl_ms
-        await self.writer.change(lambda c: queries.insert_token(c, digest, user_id, now, expires, keep))
+        await self.writer.change(
+            lambda c: queries.insert_token(c, digest, user_id, now, expires, keep, client, verified))
         return expires
+
+    async def set_password(self, user_id: int, password_hash: str, keep: bytes = b"") -> None:
+        """Replace the password; every token of the user but `keep` is revoked in the same commit."""
+        await self.writer.change(lambda c: queries.set_password(c, user_id, password_hash, keep))
+
+    async def end_session(self, user_id: int, public_id: str) -> bool:
+        """Revoke the user's token with this public id; False if there is none."""
+        return await self.writer.change(lambda c: queries.delete_session(c, user_id, public_id))
+
+    async def sessions(self, user_id: int) -> list[tuple[str, int, int, str, bytes]]:
+        now = now_ms()
+        rows = await self.readers.read(lambda c: queries.sessions(c, user_id, now))
+        return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    async def touch_token(self, digest: bytes) -> None:
+        """Queue a last-seen update for a token; returns without waiting for its commit."""
+        now = now_ms()
+        await self.writer.submit(lambda c: queries.touch_token(c, digest, now))
+
+    async def set_admin(self, user_id: int, admin: bool) -> None:
+        await self.writer.change(lambda c: queries.set_admin(c, user_id, admin))
+
+    async def deactivate(self, user_id: int, erase: bool) -> None:
+        """Close the account in one commit: it leaves every room (a `leave` entry each) and, with
+        `erase`, its texts are erased (timeline.erase_author: as a delete erases, and an `erase`
+        entry in each room it wrote in)."""
+        user = self.state.users[user_id]
+
+        def close(conn: sqlite3.Connection, now: int) -> tuple[None, Changes]:
+            rooms, changes = queries.deactivate_user(conn, user_id)
+            if erase:
+                wrote_in, erased = timeline.erase_author(conn, user_id)
+                changes += erased
+                for room_id in wrote_in:
+                    text = f"{user['username']}'s messages were erased"
+                    changes += (membership.append_event(conn, room_id, "erase", user, user, text, now),)
+            for room_id in rooms:
+                changes += membership.leave(conn, room_id, user, now)[1]
+            return None, changes
+
+        await self.change(close)  # the writer checkpoints the WAL after an erasure
+
+    async def users_page(self, prefix: str, after: int,
+                         limit: int) -> tuple[list[tuple[User, int | None]], bool]:
+        """Users whose name starts with `prefix` (ignoring case) in id order after `after`, each
+        with when it was last seen (epoch ms or None), and whether more follow."""
+        rows = await self.readers.read(lambda c: queries.users_page(c, prefix, after, limit + 1))
+        users = self.state.users
+        page = [(users[uid], seen) for uid, seen in rows[:limit] if uid in users]
+        return page, len(rows) > limit
+
+    async def export_messages(self, user_id: int, after_id: int, limit: int) -> tuple[bytes, int]:
+        """Up to `limit` of the user's messages after message id `after_id`, read and encoded
+        (JSON objects joined by commas) in a reader thread, and the last id (0: none left)."""
+        users = self.state.users
+
+        def page(conn: sqlite3.Connection) -> tuple[bytes, int]:
+            rows = queries.messages_by_author(conn, user_id, after_id, limit)
+            if not rows:
+                return b"", 0
+            return orjson.dumps([entry_json(row, users) for row in rows])[1:-1], rows[-1][0]
+
+        return await self.readers.read(page)
 
     async def purge_expired_tokens(self, chunk: int = 1000) -> list[bytes]:
         """Delete every expired token; returns their hashes. The table scan runs on a reader
@@ -172,7 +244,8 @@ class Store:
         if expires <= now_ms():
             state.tokens.pop(digest, None)
             return None
-        return state.users.get(user_id)
+        user = state.users.get(user_id)
+        return None if user is None or user["deactivated"] else user
 
     def token_expiry(self, digest: bytes) -> int | None:
         """When a token `token_user` found live expires (epoch ms); None once it is revoked."""
@@ -196,6 +269,13 @@ class Store:
             return [state.rooms[i] for i in ids[start:start + limit]], len(ids) > start + limit
         page = list(itertools.islice(state.visible_rooms(viewer, after), limit + 1))
         return [state.rooms[i] for i in page[:limit]], len(page) > limit
+
+    def every_room_page(self, after: int, limit: int) -> tuple[list[RoomState], bool]:
+        """Up to `limit` rooms with id > `after` in id order, private and direct ones included
+        (what an admin lists), and whether more follow."""
+        ids = self.state.room_order
+        start = bisect_right(ids, after)
+        return [self.state.rooms[i] for i in ids[start:start + limit]], len(ids) > start + limit
 
     def room_name_taken(self, name: str) -> bool:
         return queries.name_key(name) in self.state.room_ids
@@ -251,10 +331,12 @@ class Store:
         if recent and recent[0]["seq"] <= first and last <= recent[-1]["seq"]:
             base = recent[0]["seq"]
             return recent[first - base : last - base + 1]
+        erasures = self.state.erasures
         rows = await self.readers.read(lambda c: queries.messages_between(c, room.id, first, last))
         users = self.state.users
         messages = [entry_json(row, users) for row in rows]
-        self.state.warm(room, messages)
+        if erasures == self.state.erasures:  # else the read may predate an erasure: do not cache it
+            self.state.warm(room, messages)
         return messages
 
     async def edit_message(self, room: RoomState, editor: User, seq: int, text: str,

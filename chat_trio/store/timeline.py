@@ -31,12 +31,10 @@ def not_editable() -> APIError:
     return APIError(409, "not_editable", "only text messages that are not deleted can be edited or deleted")
 
 
-def _member_role(conn: sqlite3.Connection, room_id: int, user_id: int) -> str:
-    """The user's role in the room, as committed; 403 if they are not a member."""
-    role = membership._role(conn, room_id, user_id)
-    if role is None:
-        raise APIError(403, "forbidden", "you are not a member of this room")
-    return role
+def _rank(conn: sqlite3.Connection, room_id: int, user_id: int) -> int:
+    """The user's rank in the room as committed (records.RANK; a server admin ranks as owner);
+    403 if they are not a member, 404 for a private room they may not know of."""
+    return membership._authority(conn, membership._Room(conn, room_id), user_id, "member")
 
 
 def _target(conn: sqlite3.Connection, room_id: int, seq: int) -> Row:
@@ -79,7 +77,7 @@ def edit_message(conn: sqlite3.Connection, room_id: int, editor: User, seq: int,
                 raise APIError(422, "validation_failed", "txn_id: already used for another message",
                                extra={"field": "txn_id"})
             return entry, ()
-    _member_role(conn, room_id, editor["id"])
+    _rank(conn, room_id, editor["id"])
     message_id, author_id, old_text = _target(conn, room_id, seq)
     if author_id != editor["id"]:
         raise APIError(403, "forbidden", "only its author may edit a message")
@@ -92,11 +90,11 @@ def edit_message(conn: sqlite3.Connection, room_id: int, editor: User, seq: int,
 
 def delete_message(conn: sqlite3.Connection, room_id: int, actor: User, seq: int,
                    now: int) -> tuple[Message, Changes]:
-    """Delete message `seq` (its author's own, or anyone's for a moderator or the owner): its
-    text is erased (erase_text); returns the delete entry."""
-    role = _member_role(conn, room_id, actor["id"])
+    """Delete message `seq` (its author's own, or anyone's for a moderator, the owner or a server
+    admin): its text is erased (erase_text); returns the delete entry."""
+    rank = _rank(conn, room_id, actor["id"])
     message_id, author_id, old_text = _target(conn, room_id, seq)
-    if author_id != actor["id"] and RANK[role] < RANK["moderator"]:
+    if author_id != actor["id"] and rank < RANK["moderator"]:
         raise APIError(403, "forbidden", "only its author or a moderator may delete a message")
     erased = erase_text(conn, room_id, [(message_id, seq, old_text)])
     entry = _append(conn, room_id, actor, "delete", seq, None, None, now)
@@ -116,13 +114,17 @@ def erase_text(conn: sqlite3.Connection, room_id: int, targets: list[tuple[int, 
     return TextErased(room_id, tuple(seq for _, seq, _ in targets))
 
 
-def erasable_text(conn: sqlite3.Connection, room_id: int, author_id: int) -> list[tuple[int, int, str]]:
-    """The author's text entries in a room that are not deleted, as erase_text takes them."""
+def erase_author(conn: sqlite3.Connection, user_id: int) -> tuple[list[int], Changes]:
+    """Erase every text entry the user wrote that is not deleted yet (an account's erasure),
+    through erase_text: the rooms it wrote in, ascending, and a TextErased for each."""
     rows = conn.execute(
-        "SELECT id, seq, text FROM messages WHERE room_id = ? AND author_id = ? AND kind = 'text'"
-        " AND deleted = 0 ORDER BY seq", (room_id, author_id)
+        "SELECT room_id, id, seq, text FROM messages WHERE author_id = ? AND kind = 'text' AND deleted = 0"
+        " ORDER BY room_id, seq", (user_id,)
     ).fetchall()
-    return [(row[0], row[1], row[2]) for row in rows]
+    by_room: dict[int, list[tuple[int, int, str]]] = {}
+    for room_id, message_id, seq, text in rows:
+        by_room.setdefault(room_id, []).append((message_id, seq, text))
+    return list(by_room), tuple(erase_text(conn, room_id, targets) for room_id, targets in by_room.items())
 
 
 def load_deleted(conn: sqlite3.Connection) -> list[Row]:
