@@ -192,6 +192,10 @@ async def test_query_parameters_are_validated(client: HTTPClient) -> None:
     assert_error(await search(client, alice, "x", sort="asc"), 422, "validation_failed", "sort")
     reply = await search(client, alice, "anything")
     assert reply.json == {"results": [], "has_more": False}  # in no room at all
+    many = " ".join(f"{chr(97 + n)}word" for n in range(17))
+    assert_error(await search(client, alice, many), 422, "validation_failed", "q")
+    # Repeated words, or words another one starts with, count once: each costs an index lookup.
+    assert (await search(client, alice, " ".join(["hello", "hel", "HELLO", "héllo"] * 9))).status == 200
 
 
 def version_2_database(path: Path) -> None:

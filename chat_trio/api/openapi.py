@@ -727,8 +727,10 @@ PATHS: dict[str, JSON] = {
                     "letters and digits): each must match the start of a word of the text, "
                     "ignoring case and accents. Nothing in `q` is a query language: quotes, `*`, "
                     "`OR`, `NEAR`, `-` and `column:` are plain text or separators; a `q` with no "
-                    "letter or digit finds nothing. Results are newest first (by message id); page "
-                    "with `before`. `highlights` are the matching words of `text`.")},
+                    "letter or digit finds nothing. A repeated word, or one another word of `q` "
+                    "starts with, is left out; more than 16 different words is 422. Results are "
+                    "newest first (by message id); page with `before`. `highlights` are the "
+                    "matching words of `text`.")},
     "/ws": {"get": _op(
         "websocket", "Websocket", "Open the websocket", {
             "101": _ok("Switching Protocols: the connection is a websocket from here on", headers={

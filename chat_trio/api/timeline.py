@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+from chat_trio.api import validate
 from chat_trio.api.context import Context
 from chat_trio.api.shapes import bodyless, shapes_for
 from chat_trio.http.router import Route
 from chat_trio.http.types import Request, Response, json_response
 from chat_trio.store.search import highlights, words
+
+MAX_WORDS = 16  # each word is one index lookup; more make one request cost many
 
 
 def routes(s: Context) -> list[Route]:
@@ -42,6 +45,8 @@ def routes(s: Context) -> list[Route]:
         else:
             room_ids = list(s.store.state.joined.get(user["id"], ()))
         found = words(query["q"])
+        if len(found) > MAX_WORDS:
+            raise validate.invalid("q", f"at most {MAX_WORDS} different words")
         limit = query["limit"]
         messages = []
         if found and room_ids:  # a query of punctuation alone finds nothing

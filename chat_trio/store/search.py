@@ -25,8 +25,15 @@ _WORD = re.compile(r"[^\W_]+")  # letters and digits: what unicode61 keeps as to
 
 
 def words(query: str) -> list[str]:
-    """The words of a search query, in order (none for a query of punctuation alone)."""
-    return _WORD.findall(unicodedata.normalize("NFC", query))
+    """The words a search query asks for, in order (none for a query of punctuation alone).
+    A word that another one starts with (ignoring case and accents), or that repeats, adds
+    nothing: every text with a word starting with `hello` also has one starting with `hel`. So
+    it is left out, and `hello hello hello` costs the index one lookup, not three."""
+    found = _WORD.findall(unicodedata.normalize("NFC", query))
+    folded = [fold(w) for w in found]
+    return [w for i, w in enumerate(found)
+            if not any(other.startswith(folded[i]) and (other != folded[i] or j < i)
+                       for j, other in enumerate(folded) if j != i)]
 
 
 def fold(word: str) -> str:

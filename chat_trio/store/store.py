@@ -47,6 +47,7 @@ class Store:
         self.readers = readers
         self.state = State(config.recent_cache)
         self.feed = Feed(self.state)
+        self.search_limiter = trio.CapacityLimiter(max(1, min(config.search_readers, config.readers)))
         self._writer = None if conn is None else GroupCommitWriter(
             conn, max_batch=config.write_batch, queue_size=config.write_queue, on_commit=self.feed.apply)
         self.users = self.state.users  # read-only views for the handlers
@@ -366,6 +367,7 @@ class Store:
     async def search(self, query_words: list[str], room_ids: list[int], before: int | None,
                      limit: int) -> list[Message]:
         """Messages in `room_ids` matching every word by prefix, newest first (store/search.py)."""
-        rows = await self.readers.read(lambda c: queries.search(c, query_words, room_ids, before, limit))
+        async with self.search_limiter:  # a costly search never holds every reader connection
+            rows = await self.readers.read(lambda c: queries.search(c, query_words, room_ids, before, limit))
         users = self.state.users
         return [entry_json(row, users) for row in rows]
