@@ -85,6 +85,8 @@ class Config:
     send_burst: int = _opt(40, "message sends a user may burst")
     room_create_rate: float = _opt(0.1, "rooms a user may create per second (0 turns the limit off)")
     room_create_burst: int = _opt(20, "rooms a user may create in a burst")
+    invite_rate: float = _opt(1.0, "invites a user may send per second (0 turns the limit off)")
+    invite_burst: int = _opt(20, "invites a user may send in a burst")
 
     # Validation
     username_min: int = _opt(3, "shortest username")
@@ -129,7 +131,7 @@ class Config:
         error). Zero is allowed where it means "off" (send_rate, ws_rate, register_limit, port)."""
         may_be_zero = {"port", "send_rate", "ws_rate", "ws_typing_rate", "register_limit", "username_min",
                        "password_min", "login_rate", "login_user_limit", "login_fail_address_limit",
-                       "login_backoff_after", "max_tokens_per_user", "room_create_rate"}
+                       "login_backoff_after", "max_tokens_per_user", "room_create_rate", "invite_rate"}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             number = isinstance(value, int | float) and not isinstance(value, bool)

@@ -12,6 +12,17 @@ LOAD_FLAGS=(--send-rate 0 --register-limit 0 --login-rate 0 --login-user-limit 0
 
 [[ -x $PY ]] || { echo "missing $PY: create the venv first (see README.md), or set PY" >&2; exit 2; }
 
+# bounded_duration D: D ("5" or "5s") as wrk's "5s" if it is 1 to 10 seconds, else exit 2: every
+# run is bounded.
+bounded_duration() {
+    local secs=${1%s}
+    if ! [[ $secs =~ ^[0-9]+$ ]] || (( secs < 1 || secs > 10 )); then
+        echo "duration must be 1s..10s (got '$1')" >&2
+        exit 2
+    fi
+    echo "${secs}s"
+}
+
 # wait_ready URL PID: poll until URL answers (10 s at most); fails if the process exits first.
 wait_ready() {
     for _ in $(seq 100); do

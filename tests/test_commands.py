@@ -164,3 +164,35 @@ async def test_a_login_that_raced_a_password_change_or_a_deactivation_gets_no_to
                 await commands.create_token(b"\x03" * 32, user["id"], "", "new hash")
             assert (closed.value.status, closed.value.code) == (403, "deactivated")
             assert await store.token_user(b"\x02" * 32) is None  # revoked by the deactivation
+async def test_room_administration_is_decided_on_what_is_committed(tmp_path: Path) -> None:
+    """A worker's view of roles, bans and invites may lag, and a request may race another: the
+    supervisor's LocalCommands decide on the committed rows, whatever the caller checked. An
+    outsider is refused (403 on a public room, 404 on a private one or a missing one) and
+    nothing is written."""
+    with trio.fail_after(20):
+        async with running_store(tmp_path) as (store, commits):
+            commands = LocalCommands(store.config, store)
+            owner = await commands.create_user("owner", "hash")
+            member = await commands.create_user("member", "hash")
+            stranger = await commands.create_user("stranger", "hash")
+            public = await commands.create_room(owner["id"], "lobby", "")
+            private = await commands.create_room(owner["id"], "secret", "", "private")
+            await commands.join(public, member["id"])
+            before = len(commits)
+            for room_id, actor, status in ((public, stranger, 403), (public, member, 403),
+                                           (private, stranger, 404), (private + 1, owner, 404)):
+                who, target = actor["id"], member["id"] if actor is not member else owner["id"]
+                for call in (commands.kick(who, room_id, target, None),
+                             commands.ban(who, room_id, target, "x"), commands.unban(who, room_id, target),
+                             commands.invite(who, room_id, stranger["id"]),
+                             commands.set_role(who, room_id, target, "moderator"),
+                             commands.update_room(who, room_id, "taken", None, None)):
+                    with pytest.raises(APIError) as refused:
+                        await call
+                    assert refused.value.status == status, (room_id, actor["username"], refused.value)
+            with pytest.raises(APIError) as hidden:
+                await commands.join(private, stranger["id"])
+            assert (hidden.value.status, hidden.value.code) == (404, "not_found")
+            assert len(commits) == before
+            assert await commands.open_direct(owner["id"], member["id"]) is True
+            assert await commands.open_direct(member["id"], owner["id"]) is False

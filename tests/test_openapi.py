@@ -22,7 +22,8 @@ METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 def config(tmp_path: Path) -> Config:
     # Small limits so 429s are cheap to reach.
     return make_config(tmp_path, send_rate=0.01, send_burst=4, login_fail_limit=2, register_limit=3,
-                       login_fail_address_limit=2, room_create_rate=0.01, room_create_burst=1)
+                       login_fail_address_limit=2, room_create_rate=0.01, room_create_burst=1,
+                       invite_rate=0.01, invite_burst=2)
 
 
 async def served(client: HTTPClient) -> JSON:
@@ -267,6 +268,7 @@ async def test_answers_match_the_document(client: HTTPClient) -> None:
     await check("POST", invites, 409, path=ipath, json={"user_id": bob_id}, token=token)
     await check("POST", invites, 404, path=ipath, json={"user_id": 999}, token=token)
     await check("POST", invites, 403, path=ipath, json={"user_id": bob_id}, token=carol_token)
+    await check("POST", invites, 429, path=ipath, json={"user_id": carol_id}, token=token)  # the third
     assert len((await check("GET", "/invites", 200, token=carol_token)).json["invites"]) == 1
     invite = "/rooms/{room_id}/invites/{user_id}"
     await check("DELETE", invite, 403, path=f"{ipath}/1", token=carol_token)

@@ -4,7 +4,8 @@ status codes and content types, bodies matching their schemas — once without c
 once with the token of a user who is a member of room 1.
 
 The server runs as a subprocess (schemathesis' pytest integration is synchronous) with the send
-rate limit off and a login failure limit no run can reach, so 429s do not hide everything else.
+and registration rate limits off (the anonymous run's registrations would use up the signed-in
+run's) and a login failure limit no run can reach, so 429s do not hide everything else.
 GET /ws (an upgrade) is left to the websocket tests; POST /logout is left out of the signed-in
 run because it would revoke the very token the run uses (the anonymous run covers it)."""
 
@@ -46,7 +47,7 @@ SETTINGS = hypothesis.settings(
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     srv = ServerProcess(tmp_path_factory.mktemp("schemathesis"), "--send-rate", "0",
-                        "--login-fail-limit", "1000000")
+                        "--login-fail-limit", "1000000", "--register-limit", "0")
     try:
         srv.start_sync()
         yield srv
@@ -99,6 +100,9 @@ def _run(
             case.query["wait"] = 0.2
         if headers:  # a generated POST /rooms/1/leave must not end the membership for the rest
             requests.post(f"{server.url}/rooms/1/join", headers=headers, timeout=10).raise_for_status()
+            # nor may a generated PATCH leave it private: left empty, nobody could join it again
+            requests.patch(f"{server.url}/rooms/1", json={"visibility": "public"}, headers=headers,
+                           timeout=10)
         response = case.call(base_url=server.url, headers=headers, timeout=15)
         case.validate_response(response, checks=CHECKS, headers=headers)
 

@@ -150,7 +150,7 @@ class Commands(Protocol):
         ...
 
     async def invite(self, user_id: int, room_id: int, target_id: int) -> None:
-        """APIError 409 already_member, 403 banned."""
+        """APIError 409 already_member, 403 banned, 429 over the user's invite rate."""
         ...
 
     async def uninvite(self, user_id: int, room_id: int, target_id: int) -> None: ...
@@ -206,6 +206,7 @@ class LocalCommands:
         self.registrations = WindowLimit(c.register_limit, c.register_window)  # per client address
         self.sends = TokenBucket(c.send_rate, c.send_burst)  # per user
         self.room_creates = TokenBucket(c.room_create_rate, c.room_create_burst)  # per user
+        self.invites = TokenBucket(c.invite_rate, c.invite_burst)  # per user: each may reach someone
 
     # -- accounts --------------------------------------------------------------------------
 
@@ -306,6 +307,9 @@ class LocalCommands:
 
     async def invite(self, user_id: int, room_id: int, target_id: int) -> None:
         self._user(target_id)
+        wait = self.invites.take(user_id)
+        if wait:
+            raise rate_limited(wait)
         await self.store.change(lambda c, now: membership.invite(c, room_id, user_id, target_id, now))
 
     async def uninvite(self, user_id: int, room_id: int, target_id: int) -> None:

@@ -6,12 +6,14 @@ committed (store/membership.py). Answers are read from the state the commit has 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from chat_trio.api import validate
 from chat_trio.api.commands import not_a_member
 from chat_trio.api.context import Context
 from chat_trio.api.shapes import bodyless, shapes_for
 from chat_trio.errors import APIError
-from chat_trio.http.router import Route
+from chat_trio.http.router import Handler, Route
 from chat_trio.http.types import Request, Response, json_response, no_content
 from chat_trio.store import membership
 from chat_trio.store.membership import already_member
@@ -46,19 +48,17 @@ def routes(s: Context) -> list[Route]:
         await s.commands.uninvite(user["id"], room.id, request.params["user_id"])
         return no_content()
 
-    async def kick(request: Request) -> Response:
-        user = await s.authenticate(request)
-        room = s.visible_room(request.params["room_id"], user)
-        body = shapes.moderation.read(request)
-        await s.commands.kick(user["id"], room.id, s.user(body["user_id"])["id"], body["reason"])
-        return no_content()
+    def removal(action: Callable[[int, int, int, str | None], Awaitable[None]]) -> Handler:
+        """A kick or a ban: `{user_id, reason?}` → 204."""
 
-    async def ban(request: Request) -> Response:
-        user = await s.authenticate(request)
-        room = s.visible_room(request.params["room_id"], user)
-        body = shapes.moderation.read(request)
-        await s.commands.ban(user["id"], room.id, s.user(body["user_id"])["id"], body["reason"])
-        return no_content()
+        async def remove(request: Request) -> Response:
+            user = await s.authenticate(request)
+            room = s.visible_room(request.params["room_id"], user)
+            body = shapes.moderation.read(request)
+            await action(user["id"], room.id, s.user(body["user_id"])["id"], body["reason"])
+            return no_content()
+
+        return remove
 
     async def unban(request: Request) -> Response:
         user = await s.authenticate(request)
@@ -94,8 +94,8 @@ def routes(s: Context) -> list[Route]:
         Route("POST", "/rooms/{room_id:int}/invites", invite),
         Route("DELETE", "/rooms/{room_id:int}/invites/{user_id:int}", bodyless(uninvite)),
         Route("GET", "/invites", bodyless(my_invites)),
-        Route("POST", "/rooms/{room_id:int}/kick", kick),
-        Route("POST", "/rooms/{room_id:int}/bans", ban),
+        Route("POST", "/rooms/{room_id:int}/kick", removal(s.commands.kick)),
+        Route("POST", "/rooms/{room_id:int}/bans", removal(s.commands.ban)),
         Route("GET", "/rooms/{room_id:int}/bans", bodyless(list_bans)),
         Route("DELETE", "/rooms/{room_id:int}/bans/{user_id:int}", bodyless(unban)),
         Route("POST", "/direct", direct),

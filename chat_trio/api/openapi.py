@@ -381,7 +381,17 @@ Live frame: `{"type":"message","message"}` (`message` is a `Message`). Per room 
 each seq once, in order, without gaps (except an announced `gap`). `ref` (a string of at most 64
 characters, or an integer) is echoed in `ack` (null when not given) and `error`. Error codes are
 those of REST: `invalid_json`, `bad_request`, `validation_failed`, `not_found`, `rate_limited`
-(too many frames). A user who leaves a room (REST) gets `{"type":"unsubscribed","room_id"}`.
+(too many frames). A user who stops being a member gets `{"type":"unsubscribed","room_id","reason"}`
+(`reason`: `left`, `kicked` or `banned`), after the room's entry that says so.
+
+**v2 frames** (server → client): every timeline entry (a message or a room event: `join`, `leave`,
+`kick`, `ban`, `room_updated`) arrives as a `message` frame. `{"type":"room","event":"created"|"updated",
+"room"}` goes to every connected user who can see the room (public: everyone; private: its
+members), the room shaped for each (their `my_role`, a direct room's name); `{"type":"invite",
+"invite"}` (an `Invite` with its `room`) to the invitee; `{"type":"presence","room_id","user",
+"online"}` to a room's subscribers when a member's first websocket opens or last one closes. For
+a private room the caller may not see, `subscribe`, `send` and `typing` answer `not_found`, as
+for a room that does not exist.
 
 **Close codes**: 1001 server shutting down, 1008 auth failed / not a member, 1009 frame too big,
 4001 token revoked (logout, a password change or reset, an ended session, a closed account) or
@@ -591,10 +601,11 @@ PATHS: dict[str, JSON] = {
             "403": _error("The caller's role is too low, the room is direct, or the user is banned",
                           "forbidden", "banned"),
             "409": _error("The user is a member already", "already_member")},
-        security=_BEARER, params=("RoomId",), body=_SHAPES.target, errors=("TargetNotFound",),
+        security=_BEARER, params=("RoomId",), body=_SHAPES.target, errors=("TargetNotFound", "RateLimited"),
         description="Moderators and the owner, into any room but a direct one. The invitee gets "
                     "an `invite` frame; the room becomes visible to them until they join "
-                    "(consuming the invite) or decline.")},
+                    "(consuming the invite) or decline. Invites are rate limited per user (default "
+                    "1/s, bursts of 20; 429 with `Retry-After`): each may reach someone else.")},
     "/rooms/{room_id}/invites/{user_id}": {"delete": _op(
         "uninvite", "Moderation", "Withdraw or decline an invite", {
             "204": _ok("No invite pending any more (also if there was none)")},

@@ -184,13 +184,11 @@ class Choice:
 
     def parse(self, body: JSON) -> str | None:
         value = body.get(self.name)
-        if value is None:
-            if self.required:
-                raise validate.invalid(self.name, "is required")
-            return None
-        if value not in self.options:
-            raise validate.invalid(self.name, f"must be one of {', '.join(self.options)}")
-        return str(value)
+        if value is None and self.required:
+            raise validate.invalid(self.name, "is required")
+        if value is None or value in self.options:
+            return None if value is None else str(value)
+        raise validate.invalid(self.name, f"must be one of {', '.join(self.options)}")
 
     def schema(self) -> JSON:
         schema: JSON = {"enum": [*self.options, None] if self.nullable else list(self.options)}

@@ -87,7 +87,7 @@ class Hub:
 
     def react(self, commit: Commit) -> None:
         """The feed's reaction: called once per commit, after the state has taken it in."""
-        created: set[int] = set()
+        created: tuple[int, ...] = ()  # rooms this commit created (their joins need no frame)
         for change in commit.changes:
             match change:
                 case MessageCommitted(message, frame):
@@ -99,7 +99,7 @@ class Hub:
                 case ReadMoved(room_id, user_id, read_seq, _):
                     self.to_user(user_id, {"type": "read", "room_id": room_id, "read_seq": read_seq})
                 case RoomCreated(room_id):
-                    created.add(room_id)
+                    created += (room_id,)
                     self._room_frames(room_id, "created")
                 case RoomUpdated(room_id):
                     self._room_frames(room_id, "updated")
@@ -138,7 +138,7 @@ class Hub:
         shaped for its user (their role, a direct room's name); with `only`, to that user alone
         (someone who joined a private room sees it appear)."""
         room = self.state.rooms.get(room_id) if self.state is not None else None
-        if room is None:
+        if room is None or (only is not None and not room.private):  # a public room: seen already
             return
         shared: bytes | None = None  # one frame for every non-member
         for sub in list(self.connections if only is None else self._sockets.get(only, ())):

@@ -162,18 +162,10 @@ def change_json(entry: Message, kind: str, target_seq: int, new_text: str | None
 def event_json(row: tuple[Any, ...], author: User | Author, kind: str, subject: User | Author | None,
                changes: RoomChanges | None) -> Message:
     """A room event from its (id, room_id, seq, author_id, text, txn_id, created_at) row."""
-    msg_id, room_id, seq, _author_id, text, _txn_id, created_at = row[:7]
-    entry: Message = {
-        "id": msg_id,
-        "room_id": room_id,
-        "seq": seq,
-        "author": {"id": author["id"], "username": author["username"]},
-        "text": text,
-        "created_at": iso(created_at),
-        "txn_id": None,
-        "kind": kind,
-        "subject": None if subject is None else {"id": subject["id"], "username": subject["username"]},
-    }
+    entry = message_json(row, author)  # then what an event has instead of a text's fields
+    del entry["edited_at"], entry["deleted"]
+    entry["kind"] = kind
+    entry["subject"] = None if subject is None else {"id": subject["id"], "username": subject["username"]}
     if changes is not None:
         entry["changes"] = changes
     return entry
