@@ -164,6 +164,8 @@ async def test_a_login_that_raced_a_password_change_or_a_deactivation_gets_no_to
                 await commands.create_token(b"\x03" * 32, user["id"], "", "new hash")
             assert (closed.value.status, closed.value.code) == (403, "deactivated")
             assert await store.token_user(b"\x02" * 32) is None  # revoked by the deactivation
+
+
 async def test_room_administration_is_decided_on_what_is_committed(tmp_path: Path) -> None:
     """A worker's view of roles, bans and invites may lag, and a request may race another: the
     supervisor's LocalCommands decide on the committed rows, whatever the caller checked. An

@@ -189,6 +189,9 @@ async def test_export_streams_every_message_with_its_current_text(start_server: 
     bob, _ = await register_and_login(client, "bob")
     await join(client, bob, rooms[0]["id"])
     assert (await send(client, bob, rooms[0]["id"], "not ann's")).status == 201
+    bobs = await make_room(client, bob, "bob's public")
+    await join(client, ann, bobs["id"])  # a join entry of ann's: a room event, not a message
+    assert (await client.post(f"/rooms/{bobs['id']}/leave", token=ann)).status == 204
     secret = (await client.post("/rooms", {"name": "bob's", "visibility": "private"}, token=bob)).json["room"]
     invited = await client.post(f"/rooms/{secret['id']}/invites", {"user_id": user["id"]}, token=bob)
     assert invited.status == 201, invited.body
@@ -205,7 +208,8 @@ async def test_export_streams_every_message_with_its_current_text(start_server: 
                                                                                  ("two", "owner")]
     assert [(i["room"]["name"], i["invited_by"]["username"]) for i in doc["invites"]] == [("bob's", "bob")]
     assert [m["text"] for m in doc["messages"]] == [f"message {n}" for n in range(sent)]
-    assert {m["author"]["id"] for m in doc["messages"]} == {user["id"]}
+    shapes = {(m["author"]["id"], m["kind"], m["deleted"]) for m in doc["messages"]}
+    assert shapes == {(user["id"], "text", False)}
     assert_error(await client.get("/me/export"), 401, "unauthorized")
     await client.aclose()
 
@@ -313,6 +317,11 @@ async def test_the_admin_socket_is_private_and_its_requests_are_the_operators(ap
     reply = await op.get("/admin/users")
     assert reply.status == 200 and reply.json == {"users": [], "has_more": False}
     assert (await op.get("/rooms")).status == 404  # only the admin calls are served there
+    # The prefix is literal: `_` and `%` are no wildcards.
+    for name in ("a_b", "axb", "a_c"):
+        assert (await op.post("/admin/users", {"username": name, "password": PASSWORD})).status == 201
+    listed = (await op.get("/admin/users?q=A_")).json["users"]
+    assert [u["username"] for u in listed] == ["a_b", "a_c"]
     await op.aclose()
 
 

@@ -272,9 +272,11 @@ def users_page(conn: sqlite3.Connection, prefix: str, after: int, limit: int) ->
 
 
 def messages_by_author(conn: sqlite3.Connection, user_id: int, after_id: int, limit: int) -> list[Row]:
-    """A page of the user's messages in id order, after message id `after_id`."""
+    """A page of the messages (text entries, not room events) the user wrote, in id order, after
+    message id `after_id`."""
     return conn.execute(
-        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE author_id = ? AND id > ? ORDER BY id LIMIT ?",
+        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE author_id = ? AND id > ? AND kind = 'text'"
+        " ORDER BY id LIMIT ?",
         (user_id, after_id, limit),
     ).fetchall()
 
