@@ -37,6 +37,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+port_free() { ! (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
+for port in "$BEFORE_PORT" "$AFTER_PORT"; do   # never measure (or seed) a server of someone else's
+    port_free "$port" || { echo "port $port is in use; set BEFORE_PORT/AFTER_PORT" >&2; exit 2; }
+done
 git archive "$REV" chat_trio | tar -x -C "$TREE"
 PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=$TREE start_chat "$BEFORE_PORT" "$SERVER_CPU" "$OUT/before.log" "$DATA/before.db"
 PIDS+=("$CHAT_PID")

@@ -63,7 +63,7 @@ run() {
     awk '/^Requests\/sec:/ {r = $2} $1 == "50%" {p50 = $2} $1 == "99%" {p99 = $2}
          / requests in / {n = $1} $1 == "cpu" {cpu = $2}
          function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000 }
-         END {printf "%.0f %.2f %.2f %.0f\n", r, ms(p50), ms(p99), n > 0 ? cpu / n : 0}' "$out"
+         END {printf "%.0f %.2f %.2f %.0f\n", r, ms(p50), ms(p99), (n > 0 ? cpu / n : 0)}' "$out"
 }
 login_reader() {
     api_post "http://$HOST:$PORT" /login '{"username":"reader","password":"reader-password"}' >/dev/null

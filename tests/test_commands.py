@@ -17,8 +17,9 @@ import trio
 from chat_trio.api.commands import Commands, LocalCommands
 from chat_trio.cluster.remote import RemoteCommands
 from chat_trio.errors import APIError
-from chat_trio.store.changes import Commit
-from chat_trio.store.records import Message, User
+from chat_trio.store import membership
+from chat_trio.store.changes import Commit, MessageCommitted
+from chat_trio.store.records import Message, User, now_ms
 from chat_trio.store.store import Store
 from tests.helpers import make_config
 
@@ -198,3 +199,33 @@ async def test_room_administration_is_decided_on_what_is_committed(tmp_path: Pat
             assert len(commits) == before
             assert await commands.open_direct(owner["id"], member["id"]) is True
             assert await commands.open_direct(member["id"], owner["id"]) is False
+
+
+async def test_a_send_checked_before_a_kick_commits_after_it_is_refused(tmp_path: Path) -> None:
+    """A send passes the membership check on the state before a kick has committed, and is
+    queued behind it: the kick commits first, so the send must not land after the kick entry (a
+    removal takes effect at commit). It is refused with what a non-member gets; nothing of it is
+    written, and the next send of the kicked user is refused at once."""
+    with trio.fail_after(20):
+        async with running_store(tmp_path) as (store, commits):
+            commands = LocalCommands(store.config, store)
+            owner = await commands.create_user("owner", "hash")
+            bob = await commands.create_user("bob", "hash")
+            room_id = await commands.create_room(owner["id"], "lobby", "")
+            await commands.join(room_id, bob["id"])
+            kick = await store.writer.submit_changes(
+                lambda c: membership.kick(c, room_id, owner, bob, None, now_ms()))
+            # checked against the state, where bob is a member still
+            send = await commands.submit_message(bob["id"], room_id, "sneaked in", "t1")
+            await kick.result()
+            with pytest.raises(APIError) as refused:
+                await send()
+            assert (refused.value.status, refused.value.code) == (403, "forbidden")
+            entries = [c.message for commit in commits for c in commit.changes
+                       if isinstance(c, MessageCommitted)]
+            assert [(m["kind"], m["seq"]) for m in entries] == [("join", 1), ("kick", 2)]
+            room = store.room(room_id)
+            assert room is not None and room.last_seq == 2
+            with pytest.raises(APIError) as again:
+                await commands.submit_message(bob["id"], room_id, "again", "t2")
+            assert again.value.status == 403

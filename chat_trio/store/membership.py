@@ -29,7 +29,8 @@ from chat_trio.store.changes import (
     RoomCreated,
     RoomUpdated,
 )
-from chat_trio.store.queries import Conflict, name_key, next_seq, room_key
+from chat_trio.store.queries import Conflict, name_key, next_seq, outsider, room_key
+from chat_trio.store.queries import invited as _invited
 from chat_trio.store.records import RANK, RoomChanges, User, event_json
 
 # -- refusals --------------------------------------------------------------------------------
@@ -73,22 +74,14 @@ def _role(conn: sqlite3.Connection, room_id: int, user_id: int) -> str | None:
     return None if row is None else str(row[0])
 
 
-def _invited(conn: sqlite3.Connection, room_id: int, user_id: int) -> bool:
-    return conn.execute("SELECT 1 FROM invites WHERE room_id = ? AND user_id = ?",
-                        (room_id, user_id)).fetchone() is not None
-
-
 def _banned(conn: sqlite3.Connection, room_id: int, user_id: int) -> bool:
     return conn.execute("SELECT 1 FROM bans WHERE room_id = ? AND user_id = ?",
                         (room_id, user_id)).fetchone() is not None
 
 
 def _outsider(conn: sqlite3.Connection, room: _Room, user_id: int, why: str) -> APIError:
-    """The refusal for someone who is not a member: a private room they hold no invite to does
-    not exist for them (404, never 403), any other room refuses them (403)."""
-    if room.private and not _invited(conn, room.id, user_id):
-        return not_found()
-    return forbidden(why)
+    """The refusal for someone who is not a member (queries.outsider)."""
+    return outsider(conn, room.id, user_id, why)
 
 
 def _admin(conn: sqlite3.Connection, user_id: int) -> bool:

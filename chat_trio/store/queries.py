@@ -12,6 +12,7 @@ import sqlite3
 import unicodedata
 from typing import Any
 
+from chat_trio.errors import APIError
 from chat_trio.store.changes import (
     NO_CHANGES,
     Changes,
@@ -317,10 +318,17 @@ def insert_message(
         row = message_by_txn(conn, room_id, author_id, txn_id)
         if row is not None:
             return (entry_json(row, {author_id: author}), False), NO_CHANGES
-    seq, text_n = conn.execute(
+    # The seq only while the author is a member, in the same statement: a send checked against
+    # the state before a kick or ban that commits first in the same batch must not land after it.
+    found = conn.execute(
         "UPDATE rooms SET last_seq = last_seq + 1, text_count = text_count + 1 WHERE id = ?"
-        " RETURNING last_seq, text_count", (room_id,)
+        " AND EXISTS (SELECT 1 FROM members WHERE room_id = ? AND user_id = ?)"
+        " RETURNING last_seq, text_count",
+        (room_id, room_id, author_id),
     ).fetchone()
+    if found is None:
+        raise outsider(conn, room_id, author_id)
+    seq, text_n = found
     cur = conn.execute(
         "INSERT INTO messages (room_id, seq, author_id, text, txn_id, created_at, text_n)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -331,6 +339,22 @@ def insert_message(
     move_own_marker(conn, room_id, author_id, seq, text_n)
     message = message_json((cur.lastrowid, room_id, seq, author_id, text, txn_id, now), author)
     return (message, True), (MessageCommitted(message),)
+
+
+def invited(conn: sqlite3.Connection, room_id: int, user_id: int) -> bool:
+    return conn.execute("SELECT 1 FROM invites WHERE room_id = ? AND user_id = ?",
+                        (room_id, user_id)).fetchone() is not None
+
+
+def outsider(conn: sqlite3.Connection, room_id: int, user_id: int,
+             why: str = "you are not a member of this room") -> APIError:
+    """The refusal for someone who is not a member: a room that does not exist, or a private
+    room they hold no invite to, does not exist for them (404, never 403); any other refuses
+    them (403)."""
+    row = conn.execute("SELECT visibility FROM rooms WHERE id = ?", (room_id,)).fetchone()
+    if row is None or (row[0] == "private" and not invited(conn, room_id, user_id)):
+        return APIError(404, "not_found", "no such room")
+    return APIError(403, "forbidden", why)
 
 
 def next_seq(conn: sqlite3.Connection, room_id: int, author_id: int | None = None) -> int:
