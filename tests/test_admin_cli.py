@@ -143,3 +143,43 @@ async def test_every_subcommand_against_a_running_server(tmp_path: Path, workers
     finally:
         server.stop()
     assert not server.errors(), server.log()
+
+
+async def test_the_admin_socket_is_never_taken_from_a_live_server_and_a_dead_ones_is_replaced(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "chat.db"
+    first = ServerProcess(tmp_path, db=db)
+    try:
+        await first.start()
+        second = ServerProcess(tmp_path, db=db, log_name="second.log")
+        assert await second.wait() == 1
+        assert "cannot open the admin socket" in second.log() and "another server" in second.log()
+        assert (await admin(db, "users")).returncode == 0  # still the first one's
+    finally:
+        first.stop()
+    # A server killed outright leaves its socket file behind; the next start replaces it.
+    killed = ServerProcess(tmp_path, db=db, log_name="killed.log")
+    await killed.start()
+    killed.kill()
+    assert os.path.exists(str(db) + ".sock")
+    third = ServerProcess(tmp_path, db=db, log_name="third.log")
+    try:
+        await third.start()
+        assert (await admin(db, "users")).returncode == 0
+    finally:
+        third.stop()
+
+
+async def test_a_socket_path_longer_than_a_unix_address_still_works(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    db = deep / "chat.db"
+    assert len(os.fsencode(str(db) + ".sock")) > 108
+    server = ServerProcess(tmp_path, db=db)
+    try:
+        await server.start()
+        made = await admin(db, "create-user", "root", "--admin", password=PASSWORD)
+        assert made.returncode == 0 and "server is not running" not in made.stdout, made
+    finally:
+        server.stop()

@@ -140,6 +140,11 @@ async def test_closing_an_account_revokes_it_removes_it_from_rooms_and_keeps_the
     members = (await client.get(f"/rooms/{room['id']}/members", token=owner)).json["members"]
     assert [m["user"]["username"] for m in members] == ["owner"]
     assert_error(await client.post("/login", {"username": "ann", "password": PASSWORD}), 403, "deactivated")
+    # Nobody brings a closed account back into a room.
+    assert_error(await client.post("/direct", {"user_id": user["id"]}, token=owner), 409, "deactivated")
+    hidden = (await client.post("/rooms", {"name": "h", "visibility": "private"}, token=owner)).json["room"]
+    invite = await client.post(f"/rooms/{hidden['id']}/invites", {"user_id": user["id"]}, token=owner)
+    assert_error(invite, 409, "deactivated")
     assert_error(await client.post("/register", {"username": "ANN", "password": PASSWORD}), 409,
                  "username_taken")
     # It left the room with a `leave` entry; not erased: its message stays, with its author.

@@ -313,7 +313,8 @@ async def test_answers_match_the_document(client: HTTPClient) -> None:
 def lifetime_op(method: str, path: str, status: str) -> bool:
     """An answer of an account's lifetime or of the admin calls."""
     return (path.startswith(("/me/", "/admin/")) or (method, path) == ("DELETE", "/me")
-            or (method, path, status) in {("POST", "/register", "403"), ("POST", "/login", "403")})
+            or (method, path, status) in {("POST", "/register", "403"), ("POST", "/login", "403"),
+                                          ("POST", "/direct", "409")})
 
 
 async def test_lifetime_and_admin_answers_match_the_document(
@@ -365,6 +366,7 @@ async def test_lifetime_and_admin_answers_match_the_document(
     await check("POST", deactivate, 409, path=at(deactivate, 1), json={"erase": False}, token=admin)
     await check("POST", deactivate, 204, path=at(deactivate, "bob"), token=admin)
     await check("POST", "/login", 403, json={**bob, "password": new["new_password"]})
+    await check("POST", "/direct", 409, json={"user_id": ids["bob"]}, token=admin)
     backup = str(tmp_path / "backup.db")
     await local("POST", "/admin/backup", 200, json={"path": backup})
     await local("POST", "/admin/backup", 409, json={"path": backup})

@@ -306,7 +306,7 @@ class LocalCommands:
             raise room_name_taken() from None
 
     async def invite(self, user_id: int, room_id: int, target_id: int) -> None:
-        self._user(target_id)
+        self._open_account(target_id)
         wait = self.invites.take(user_id)
         if wait:
             raise rate_limited(wait)
@@ -330,7 +330,7 @@ class LocalCommands:
         await self.store.change(lambda c, _: membership.set_role(c, room_id, user_id, target_id, role))
 
     async def open_direct(self, user_id: int, other_id: int) -> bool:
-        user, other = self._user(user_id), self._user(other_id)
+        user, other = self._user(user_id), self._open_account(other_id)
         return await self.store.change(lambda c, now: membership.open_direct(c, user, other, now))
 
     # -- messages --------------------------------------------------------------------------
@@ -390,4 +390,11 @@ class LocalCommands:
         user = self.store.users.get(user_id)
         if user is None:
             raise no_such_user()
+        return user
+
+    def _open_account(self, user_id: int) -> User:
+        """A user others may bring into a room: 409 deactivated for a closed account."""
+        user = self._user(user_id)
+        if user["deactivated"]:
+            raise deactivated()
         return user

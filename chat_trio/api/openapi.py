@@ -600,7 +600,8 @@ PATHS: dict[str, JSON] = {
                        _obj({"invite": _schema("Invite")})),
             "403": _error("The caller's role is too low, the room is direct, or the user is banned",
                           "forbidden", "banned"),
-            "409": _error("The user is a member already", "already_member")},
+            "409": _error("The user is a member already (`already_member`), or its account is "
+                          "deactivated (`deactivated`)", "already_member", "deactivated")},
         security=_BEARER, params=("RoomId",), body=_SHAPES.target, errors=("TargetNotFound", "RateLimited"),
         description="Moderators and the owner, into any room but a direct one. The invitee gets "
                     "an `invite` frame; the room becomes visible to them until they join "
@@ -648,7 +649,8 @@ PATHS: dict[str, JSON] = {
         "openDirect", "Rooms", "Open the direct room with a user", {
             "201": _ok("Created", _ROOM_BODY),
             "200": _ok("It existed; whichever of the two had left is a member again", _ROOM_BODY),
-            "404": _error("No such user", "not_found")},
+            "404": _error("No such user", "not_found"),
+            "409": _error("The user's account is deactivated", "deactivated")},
         security=_BEARER, body=_SHAPES.target,
         description="The one direct room of the pair (`kind` direct, private, both members with "
                     "role `member`, named after the other user as each sees it), also when both "
