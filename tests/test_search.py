@@ -134,6 +134,13 @@ async def test_only_rooms_the_caller_is_a_member_of(client: HTTPClient) -> None:
     assert (await client.post(f"/rooms/{shared['id']}/leave", token=bob)).status == 204
     assert await found(client, bob, "swordfish") == []
     assert_error(await client.get("/search?q=swordfish"), 401, "unauthorized")
+    # A private room never leaks: its messages are not found, and naming it is 404, not 403.
+    made = await client.post("/rooms", {"name": "vault", "visibility": "private"}, token=alice)
+    vault = made.json["room"]
+    await posted(client, alice, vault["id"], "swordfish in the vault")
+    assert await found(client, bob, "swordfish") == []
+    assert_error(await search(client, bob, "swordfish", room_id=vault["id"]), 404, "not_found")
+    assert (await found(client, alice, "vault")) == ["swordfish in the vault"]
 
 
 async def test_a_member_of_many_rooms_sees_only_theirs(client: HTTPClient,
