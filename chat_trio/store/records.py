@@ -203,7 +203,9 @@ class RoomState:
         bisection, never a walk over history. None of them is the member's own, since sending
         moves the sender's marker to the message it sent."""
         read_seq, text_n = self.reads.get(user_id, (self.last_seq, self.text_count))
-        return self.text_count - text_n - (len(self.deleted) - bisect_right(self.deleted, read_seq))
+        # Never below 0: a PostgreSQL node catching up holds markers and deletes newer than its
+        # last applied seq for a moment (store/pgfeed.py, resync).
+        return max(0, self.text_count - text_n - (len(self.deleted) - bisect_right(self.deleted, read_seq)))
 
     @property
     def private(self) -> bool:

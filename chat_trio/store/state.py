@@ -221,8 +221,11 @@ class State:
         elif kind == "edit":
             self._replace_recent(room, message["target_seq"], text=message["new_text"],
                                  edited_at=message["created_at"])
-        if message["author"]["id"] in room.members:  # a member's own entry moves their marker to it
-            room.reads[message["author"]["id"]] = (seq, room.text_count)
+        author_id = message["author"]["id"]
+        # A member's own entry moves their marker to it; never back (a PostgreSQL node catching
+        # up replays entries older than the markers it loaded: store/pgfeed.py).
+        if author_id in room.members and seq > room.reads.get(author_id, (0, 0))[0]:
+            room.reads[author_id] = (seq, room.text_count)
         recent = room.recent
         if recent and recent[-1]["seq"] == seq - 1:
             recent.append(message)
@@ -238,6 +241,13 @@ class State:
         if recent and recent[0]["seq"] <= seq <= recent[-1]["seq"]:
             at = seq - recent[0]["seq"]
             recent[at] = cast(Message, {**recent[at], **fields})
+
+    def show_deleted(self) -> None:
+        """After a PostgreSQL node's resync (store/pgfeed.py): the cached entries it kept show
+        every delete of the loaded state, whose own records it may have missed."""
+        for room in self.rooms.values():
+            if room.recent and room.deleted:
+                self._erase(room, tuple(room.deleted))
 
     def _erase(self, room: RoomState, seqs: tuple[int, ...]) -> None:
         """Text entries erased (a delete, an account's erasure): deleted, and their edits too."""

@@ -1,0 +1,158 @@
+"""The timeline on either engine: search answers the same on sqlite (FTS5) and PostgreSQL (its
+text search: store/pgsearch.py) whatever the query holds, sends appended together (PostgreSQL's
+bulk append) are indexed and counted as one by one, PostgreSQL's index forgets a deleted text in
+the delete's commit, and read markers, edits and deletes hold across PostgreSQL nodes (the change
+feed), also after a node resyncs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from chat_trio.api.commands import LocalCommands
+from tests.client import HTTPClient
+from tests.conftest import POSTGRES
+from tests.helpers import Served, all_messages, get_room, join, register_and_login
+from tests.pg import query
+from tests.test_commands import running_store
+from tests.test_edits import delete, edit, sent
+from tests.test_pg_nodes import dsn, node, people_in_room
+from tests.test_reads import mark
+from tests.test_search import found, posted, search
+from tests.ws_client import connect
+
+__all__ = ["dsn"]  # the fixture, shared with test_pg_nodes.py
+
+# PostgreSQL's tsquery syntax (quotes, operators, weights, prefix marks, phrase distances) and
+# FTS5's: each is plain words, or nothing.
+HOSTILE = ["'", "''", "\\", "&", "|", "!", "!!", "<->", "<2>", ":*", "a:*", ":A", "fish:B", "(", ")",
+           "sword & !fish", "sword | fish", "sword <-> and", "'sword' | 'fish'", "sword:*B",
+           "\"", "*", "NEAR(sword fish)", "text:", "-", "^sword", "%_", ";" * 200, "&|!()<>:*'\\" * 18]
+
+
+@pytest.mark.workers
+async def test_search_takes_any_query_as_words_on_every_engine(client: HTTPClient) -> None:
+    alice, _ = await register_and_login(client, "alice")
+    room = (await client.post("/rooms", {"name": "armoury", "topic": ""}, token=alice)).json["room"]
+    await posted(client, alice, room["id"], "sword and shield", "fish and chips", "it's a trap",
+                 "longword " + "x" * 2049)
+    for q in HOSTILE:
+        reply = await search(client, alice, q)
+        assert reply.status == 200, (q, reply.body)
+    assert await found(client, alice, "sword | fish") == []  # every word must match
+    assert await found(client, alice, "sword & !fish") == []
+    assert await found(client, alice, "'sword'") == ["sword and shield"]
+    assert await found(client, alice, "fish:B") == []  # `B` is a word, and no word starts with it
+    assert await found(client, alice, "fish:A") == ["fish and chips"]
+    assert await found(client, alice, "it's") == ["it's a trap"]
+    assert await found(client, alice, "sword:*") == ["sword and shield"]
+    # A word longer than an index keeps (PostgreSQL: under 2048 bytes a lexeme, silently cut
+    # to its length modulo 2048 beyond) is found by its prefix.
+    reply = await search(client, alice, "x" * 200)
+    assert [r["highlights"] for r in reply.json["results"]] == [[[9, 2058]]]
+
+
+@pytest.mark.workers
+async def test_sends_appended_together_are_searchable_and_counted(app: Served, client: HTTPClient) -> None:
+    """Sends pipelined on a websocket commit in batches (PostgreSQL appends a batch's messages
+    in bulk): each is searchable at once, the other member's unread count has every one, and the
+    sender's marker stands at its last message."""
+    alice, _ = await register_and_login(client, "alice")
+    bob, _ = await register_and_login(client, "bob")
+    room = (await client.post("/rooms", {"name": "lobby", "topic": ""}, token=alice)).json["room"]
+    await join(client, bob, room["id"])
+    async with connect(app.port, alice) as ws:
+        for i in range(30):
+            await ws.send({"type": "send", "room_id": room["id"], "text": f"batched número {i}", "ref": i})
+        acks = [await ws.expect("ack") for _ in range(30)]
+    last = max(a["message"]["seq"] for a in acks)
+    assert len(await found(client, bob, "numero", limit=50)) == 30
+    assert (await get_room(client, bob, room["id"]))["unread"] == 30
+    seen = await get_room(client, alice, room["id"])
+    assert (seen["read_seq"], seen["unread"]) == (last, 0)
+
+
+@pytest.mark.parametrize("app", [POSTGRES], indirect=True)
+async def test_postgres_index_forgets_edited_and_deleted_text_at_commit(app: Served,
+                                                                        client: HTTPClient) -> None:
+    alice, _ = await register_and_login(client, "alice")
+    room = (await client.post("/rooms", {"name": "lobby", "topic": ""}, token=alice)).json["room"]
+    message = await sent(client, alice, room["id"], "meet at the Harbour café")
+    dsn = app.config.database
+
+    def words() -> list[Any]:
+        return query(dsn, "SELECT words::text FROM messages_search WHERE id = %s", message["id"])
+
+    assert words() == [("'at' 'cafe' 'harbour' 'meet' 'the'",)]
+    await edit(client, alice, room["id"], message["seq"], "meet at the station")
+    assert words() == [("'at' 'meet' 'station' 'the'",)]
+    await delete(client, alice, room["id"], message["seq"])
+    assert words() == []  # gone in the delete's own commit: the reply came after it
+    assert query(dsn, "SELECT count(*) FROM messages WHERE strpos(text, 'station') > 0"
+                      " OR strpos(new_text, 'station') > 0") == [(0,)]
+    assert await found(client, alice, "meet") == []
+
+
+async def test_markers_edits_and_deletes_hold_across_nodes(tmp_path: Path, dsn: str) -> None:
+    async with node(tmp_path, dsn, "a") as a, node(tmp_path, dsn, "b") as b:
+        room_id, [(alice, _), (bob, _)] = await people_in_room([a.port, b.port], ["alice", "bobby"])
+        on_a, on_b = HTTPClient(a.port), HTTPClient(b.port)
+        async with connect(a.port, alice) as subscriber, connect(b.port, alice) as phone:
+            await subscriber.subscribe(room_id, after=0)
+            texts = [await sent(on_b, bob, room_id, f"harbour {n}") for n in range(3)]
+            with trio.fail_after(5):  # node A takes in node B's commits through the feed
+                while (await get_room(on_a, alice, room_id))["unread"] != 3:
+                    await trio.sleep(0.01)
+            await subscriber.messages_until(texts[-1]["seq"])
+            assert await mark(on_a, alice, room_id, texts[0]["seq"]) == texts[0]["seq"]
+            for ws in (phone, subscriber):  # her devices on either node
+                assert await ws.expect("read") == {"type": "read", "room_id": room_id,
+                                                   "read_seq": texts[0]["seq"]}
+            edited = (await edit(on_b, bob, room_id, texts[1]["seq"], "station 1")).json["message"]
+            deleted = (await delete(on_b, bob, room_id, texts[2]["seq"])).json["message"]
+            live = await subscriber.messages_until(deleted["seq"])
+            assert live[-2:] == [edited, deleted]
+            with trio.fail_after(5):
+                while (await get_room(on_a, alice, room_id))["unread"] != 1:  # the deleted one left
+                    await trio.sleep(0.01)
+            history = {m["seq"]: m for m in await all_messages(on_a, alice, room_id)}
+            shown = history[texts[1]["seq"]]["text"], history[texts[2]["seq"]]["deleted"]
+            assert shown == ("station 1", True)
+            assert await found(on_a, alice, "harbour") == ["harbour 0"]
+        await on_a.aclose()
+        await on_b.aclose()
+
+
+async def test_a_resync_counts_and_erases_what_the_node_missed(tmp_path: Path, dsn: str) -> None:
+    """Commits a node did not hear of (its listener was reconnecting) are read again after its
+    resync: a text entry counts once in the unread counts, and a cached entry deleted meanwhile
+    shows as deleted."""
+    with trio.fail_after(20):
+        async with running_store(tmp_path, database=dsn) as (store, _):
+            assert store.node is not None
+            commands = LocalCommands(store.config, store)
+            alice = await commands.create_user("alice", "hash")
+            bob = await commands.create_user("bob", "hash")
+            room_id = await commands.create_room(alice["id"], "lobby", "")
+            await commands.join(room_id, bob["id"])
+            first, _ = await (await commands.submit_message(alice["id"], room_id, "secret", None))()
+            room = store.room(room_id)
+            assert room is not None and room.unread(bob["id"]) == 1
+            # Committed elsewhere, not heard of: a delete of the first and one more message.
+            query(dsn, "UPDATE messages SET text = '', deleted = 1 WHERE id = %s", first["id"])
+            query(dsn, "DELETE FROM messages_search WHERE id = %s", first["id"])
+            query(dsn, "WITH r AS (UPDATE rooms SET last_seq = last_seq + 1, text_count = text_count + 1"
+                       " WHERE id = %s RETURNING last_seq, text_count)"
+                       " INSERT INTO messages (room_id, seq, author_id, text, created_at, text_n)"
+                       " SELECT %s, last_seq, %s, 'later', 0, text_count FROM r",
+                  room_id, room_id, alice["id"])
+            await store.node.ordered.resync()
+            await store.node.ordered.catch_up(room_id)
+            room = store.room(room_id)
+            assert room is not None and room.last_seq == first["seq"] + 1
+            assert room.unread(bob["id"]) == 1  # "later"; the deleted one not, nor twice
+            cached = await store.messages(room, first["seq"], first["seq"])
+            assert (cached[0]["text"], cached[0]["deleted"]) == ("", True)
