@@ -13,6 +13,8 @@ import pytest
 import trio
 
 from chat_trio.api.commands import LocalCommands
+from chat_trio.store import pgschema, queries
+from chat_trio.store.pg import PgConnection
 from tests.client import HTTPClient
 from tests.conftest import POSTGRES
 from tests.helpers import Served, all_messages, get_room, join, register_and_login
@@ -156,3 +158,36 @@ async def test_a_resync_counts_and_erases_what_the_node_missed(tmp_path: Path, d
             assert room.unread(bob["id"]) == 1  # "later"; the deleted one not, nor twice
             cached = await store.messages(room, first["seq"], first["seq"])
             assert (cached[0]["text"], cached[0]["deleted"]) == ("", True)
+
+
+async def test_an_existing_postgres_database_gets_markers_counts_and_its_index(dsn: str) -> None:
+    """Migration 5 on a database of version 4: texts numbered per room, every member has read
+    everything, and the texts that are not deleted are indexed."""
+    def run() -> None:
+        conn = PgConnection.connect(dsn)
+        try:
+            conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            conn.execute("INSERT INTO schema_version VALUES (4)")
+            for script in pgschema.MIGRATIONS[:4]:
+                assert isinstance(script, str)
+                pgschema._run(conn, script)
+            conn.execute("INSERT INTO users (username, password_hash, created_at) VALUES ('alice', 'x', 0)")
+            conn.execute("INSERT INTO rooms (name, name_key, created_by, created_at, last_seq)"
+                         " VALUES ('lobby', 'lobby', 1, 0, 4)")
+            conn.execute("INSERT INTO members (room_id, user_id, joined_at, role) VALUES (1, 1, 0, 'owner')")
+            for seq, text, kind, deleted in ((1, "Café at noon", "text", 0), (2, "alice joined", "join", 0),
+                                             (3, "", "text", 1), (4, "see the harbour", "text", 0)):
+                conn.execute("INSERT INTO messages (room_id, seq, author_id, text, created_at, kind, deleted)"
+                             " VALUES (1, ?, 1, ?, 0, ?, ?)", (seq, text, kind, deleted))
+            assert pgschema.migrate(conn) == len(pgschema.MIGRATIONS)
+            assert conn.execute("SELECT seq, text_n FROM messages ORDER BY seq").fetchall() == [
+                (1, 1), (2, None), (3, 2), (4, 3)]
+            assert conn.execute("SELECT text_count FROM rooms").fetchall() == [(3,)]
+            assert conn.execute("SELECT read_seq, read_text_n FROM members").fetchall() == [(4, 3)]
+            assert conn.execute("SELECT count(*) FROM messages_search").fetchall() == [(2,)]
+            assert [row[2] for row in queries.search(conn, ["cafe"], [1], None, 10)] == [1]
+            assert queries.search(conn, ["alice"], [1], None, 10) == []  # a room event is not a message
+        finally:
+            conn.close()
+
+    await trio.to_thread.run_sync(run)
