@@ -52,7 +52,7 @@ def lexemes(text: str) -> list[str]:
     return list(dict.fromkeys(w for w in (fold(m)[:LEXEME_MAX] for m in _WORD.findall(text)) if w))
 
 
-LEXEME_MAX = 500  # characters: PostgreSQL refuses a lexeme over 2047 bytes
+LEXEME_MAX = 500  # characters (2,000 bytes at most): PostgreSQL mangles a lexeme of 2 KB or more
 
 
 def highlights(text: str, query_words: list[str]) -> list[list[int]]:
