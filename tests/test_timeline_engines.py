@@ -18,6 +18,7 @@ from chat_trio.store.pg import PgConnection
 from tests.client import HTTPClient
 from tests.conftest import POSTGRES
 from tests.helpers import Served, all_messages, get_room, join, register_and_login
+from tests.helpers import send as send_text
 from tests.pg import query
 from tests.test_commands import running_store
 from tests.test_edits import delete, edit, sent
@@ -191,3 +192,21 @@ async def test_an_existing_postgres_database_gets_markers_counts_and_its_index(d
             conn.close()
 
     await trio.to_thread.run_sync(run)
+
+
+async def test_edits_take_the_send_limit_shared_by_the_nodes(tmp_path: Path, dsn: str) -> None:
+    """An edit counts as a send against the bucket kept in the database, whichever node takes it;
+    a retried edit that committed is still answered, and deletes are not sends."""
+    limit = ("--send-rate", "0.001", "--send-burst", "3")
+    async with node(tmp_path, dsn, "a", *limit) as a, node(tmp_path, dsn, "b", *limit) as b:
+        room_id, [(alice, _)] = await people_in_room([a.port, b.port], ["alice"])
+        on_a, on_b = HTTPClient(a.port), HTTPClient(b.port)
+        await sent(on_a, alice, room_id, "one")
+        assert (await edit(on_b, alice, room_id, 1, "uno", "e-1")).status == 200
+        assert (await edit(on_a, alice, room_id, 1, "un", "e-2")).status == 200
+        assert (await edit(on_b, alice, room_id, 1, "eins", "e-3")).status == 429
+        assert (await send_text(on_a, alice, room_id, "two")).status == 429
+        assert (await edit(on_b, alice, room_id, 1, "un", "e-2")).status == 200  # the retry
+        assert (await delete(on_a, alice, room_id, 1)).status == 200
+        await on_a.aclose()
+        await on_b.aclose()
