@@ -14,7 +14,16 @@ import trio
 
 from chat_trio.api.commands import LocalCommands
 from chat_trio.store import pgschema, queries
+from chat_trio.store.changes import (
+    Commit,
+    MemberJoined,
+    MessageCommitted,
+    RoomCreated,
+    TextErased,
+    UserCreated,
+)
 from chat_trio.store.pg import PgConnection
+from chat_trio.store.state import State
 from tests.client import HTTPClient
 from tests.conftest import POSTGRES
 from tests.helpers import Served, all_messages, get_room, join, register_and_login
@@ -210,3 +219,24 @@ async def test_edits_take_the_send_limit_shared_by_the_nodes(tmp_path: Path, dsn
         assert (await delete(on_a, alice, room_id, 1)).status == 200
         await on_a.aclose()
         await on_b.aclose()
+
+
+def test_an_entry_erased_before_it_is_applied_is_cached_erased() -> None:
+    """A PostgreSQL node applies another node's erasure at once but may apply an entry it held
+    for a gap later (a message too large to notify, read back after the delete's notification):
+    the cache must not keep that text, nor an edit's new text of it."""
+    state = State(100)
+    state.apply(Commit((UserCreated(5, "alice", 0), RoomCreated(3, "lobby", "", 5, 0),
+                        MemberJoined(3, 5, 0, "owner"))))
+    author = {"id": 5, "username": "alice"}
+    text: Any = {"id": 1, "room_id": 3, "seq": 1, "author": author, "text": "secret", "txn_id": None,
+                 "created_at": "2026-11-30T08:00:00.000Z", "kind": "text", "edited_at": None,
+                 "deleted": False}
+    edit_entry: Any = {**text, "id": 2, "seq": 2, "text": "alice edited message 1", "kind": "edit",
+                       "target_seq": 1, "new_text": "secret too"}
+    state.apply(Commit((TextErased(3, (1,)),)))
+    state.apply(Commit((MessageCommitted(text), MessageCommitted(edit_entry))))
+    recent = state.rooms[3].recent
+    assert [(m["text"], m["deleted"]) for m in recent[:1]] == [("", True)]
+    assert recent[1]["new_text"] == ""
+    assert state.rooms[3].unread(5) == 0 and state.rooms[3].text_count == 1

@@ -216,6 +216,8 @@ class State:
         room.last_seq = seq
         self.messages_committed += 1
         kind = message["kind"]
+        if room.deleted and (seq <= room.deleted[-1] or kind == "edit"):
+            message = self._as_erased(room, message)
         if kind == "text":
             room.text_count += 1
         elif kind == "edit":
@@ -241,6 +243,19 @@ class State:
         if recent and recent[0]["seq"] <= seq <= recent[-1]["seq"]:
             at = seq - recent[0]["seq"]
             recent[at] = cast(Message, {**recent[at], **fields})
+
+    @staticmethod
+    def _as_erased(room: RoomState, message: Message) -> Message:
+        """An entry erased before it was applied (a PostgreSQL node applies another node's
+        erasure at once, while an entry held for a gap comes later) is cached as erased."""
+        kind = message["kind"]
+        seq = message["seq"] if kind == "text" else message.get("target_seq")
+        at = bisect_left(room.deleted, seq) if isinstance(seq, int) else len(room.deleted)
+        if at == len(room.deleted) or room.deleted[at] != seq:
+            return message
+        if kind == "text":
+            return cast(Message, {**message, "text": "", "deleted": True})
+        return cast(Message, {**message, "new_text": ""}) if kind == "edit" else message
 
     def show_deleted(self) -> None:
         """After a PostgreSQL node's resync (store/pgfeed.py): the cached entries it kept show
