@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from chat_trio.api.commands import LocalCommands
-from chat_trio.store import pgschema, queries
+from chat_trio.store import pgschema, pgsearch, queries
 from chat_trio.store.changes import (
     Commit,
     MemberJoined,
@@ -25,7 +25,7 @@ from chat_trio.store.changes import (
 from chat_trio.store.pg import PgConnection
 from chat_trio.store.state import State
 from tests.client import HTTPClient
-from tests.conftest import POSTGRES
+from tests.conftest import IN_PROCESS, POSTGRES
 from tests.helpers import Served, all_messages, get_room, join, register_and_login
 from tests.helpers import send as send_text
 from tests.pg import query
@@ -240,3 +240,21 @@ def test_an_entry_erased_before_it_is_applied_is_cached_erased() -> None:
     assert [(m["text"], m["deleted"]) for m in recent[:1]] == [("", True)]
     assert recent[1]["new_text"] == ""
     assert state.rooms[3].unread(5) == 0 and state.rooms[3].text_count == 1
+
+
+@pytest.mark.parametrize("app", [IN_PROCESS, POSTGRES], indirect=True)
+async def test_a_search_in_a_few_rooms_answers_the_newest_matches_of_all(
+        app: Served, client: HTTPClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL reads each room's newest rows first (two here): a match beyond one room's
+    walk may be newer than one inside another's, and must still come first."""
+    monkeypatch.setattr(pgsearch, "NEWEST_WALK", 2)
+    alice, _ = await register_and_login(client, "alice")
+    first = (await client.post("/rooms", {"name": "first", "topic": ""}, token=alice)).json["room"]
+    second = (await client.post("/rooms", {"name": "second", "topic": ""}, token=alice)).json["room"]
+    for room, text in ((first, "apple one"), (first, "apple two"), (second, "apple three"),
+                       (second, "pear"), (second, "pear")):
+        await sent(client, alice, room["id"], text)
+    assert await found(client, alice, "apple", limit=1) == ["apple three"]
+    assert await found(client, alice, "apple", limit=2) == ["apple three", "apple two"]
+    assert await found(client, alice, "apple", limit=3) == ["apple three", "apple two", "apple one"]
+    assert await found(client, alice, "pear", limit=1, room_id=second["id"]) == ["pear"]

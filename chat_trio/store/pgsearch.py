@@ -21,7 +21,8 @@ from chat_trio.store.db import Connection
 from chat_trio.store.search import LEXEME_MAX, fold, lexemes
 
 BACKFILL_CHUNK = 5000  # messages indexed per statement when the index is first created
-NEWEST_WALK = 2000  # rows a search reads by recency before it asks the GIN index
+NEWEST_WALK = 2000  # rows of each room a search reads by recency before it asks the GIN index
+WALK_ROOMS = 10  # searches in at most this many rooms read their newest rows first
 
 
 def tsquery(query_words: list[str]) -> str:
@@ -75,25 +76,45 @@ class PgTextIndex:
 
     def find(self, conn: Connection, query_words: list[str], room_ids: list[int],
              before: int | None, limit: int) -> list[int]:
-        """In one room, first its newest NEWEST_WALK rows by the (room, id) index: a common word
-        fills the page there at once, where the GIN index would gather every one of its matches
-        first (PostgreSQL guesses a prefix's matches rare). Then, or over several rooms (where
-        the planner walks the ids newest first for a common word itself), the GIN index."""
+        """In up to WALK_ROOMS rooms, first each room's newest NEWEST_WALK rows by the (room, id)
+        index (`_newest`): a common word fills the page there at once, where the GIN index
+        would gather every one of its matches first (PostgreSQL guesses a prefix's matches
+        rare). Then, or over more rooms (where the planner walks the ids newest first for a
+        common word itself), the GIN index."""
         if not query_words or not room_ids:
             return []
         below = before if before is not None else 2**63 - 1
         q = tsquery(query_words)
-        if len(room_ids) == 1:
-            rows = conn.execute(
-                "SELECT id FROM (SELECT id, words FROM messages_search WHERE room_id = ? AND id < ?"
-                " ORDER BY id DESC LIMIT ?) AS newest WHERE words @@ ?::tsquery ORDER BY id DESC LIMIT ?",
-                (room_ids[0], below, NEWEST_WALK, q, limit)).fetchall()
+        if len(room_ids) <= WALK_ROOMS:
+            rows = _newest(conn, q, room_ids, below, limit)
             if len(rows) == limit:
-                return [row[0] for row in rows]
-        rows = conn.execute(
+                return rows
+        found = conn.execute(
             "SELECT id FROM messages_search WHERE room_id = ANY(?::bigint[]) AND id < ?"
             " AND words @@ ?::tsquery ORDER BY id DESC LIMIT ?", (room_ids, below, q, limit)).fetchall()
+        return [row[0] for row in found]
+
+
+def _newest(conn: Connection, q: str, room_ids: list[int], below: int, limit: int) -> list[int]:
+    """The matches among each room's newest NEWEST_WALK rows below `below` that are certainly
+    the newest of all: at or above the highest lowest id of a room whose walk stopped at
+    NEWEST_WALK rows (a match it did not reach is older than that). Exact if `limit` of them."""
+    walk = NEWEST_WALK
+    if len(room_ids) == 1:  # the same, stopping at `limit` matches
+        rows = conn.execute(
+            "SELECT id FROM (SELECT id, words FROM messages_search WHERE room_id = ? AND id < ?"
+            " ORDER BY id DESC LIMIT ?) AS newest WHERE words @@ ?::tsquery ORDER BY id DESC LIMIT ?",
+            (room_ids[0], below, walk, q, limit)).fetchall()
         return [row[0] for row in rows]
+    rows = conn.execute(
+        "WITH w AS (SELECT n.room_id, n.id, n.words FROM unnest(?::bigint[]) AS r(room_id)"
+        "  CROSS JOIN LATERAL (SELECT m.room_id, m.id, m.words FROM messages_search m"
+        "   WHERE m.room_id = r.room_id AND m.id < ? ORDER BY m.id DESC LIMIT ?) AS n),"
+        " cut AS (SELECT min(id) AS lo FROM w GROUP BY room_id HAVING count(*) = ?)"
+        " SELECT id FROM w WHERE id >= (SELECT COALESCE(max(lo), 0) FROM cut)"
+        " AND words @@ ?::tsquery ORDER BY id DESC LIMIT ?",
+        (room_ids, below, walk, walk, q, limit)).fetchall()
+    return [row[0] for row in rows]
 
 
 PG_INDEX = PgTextIndex()
