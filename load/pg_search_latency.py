@@ -23,7 +23,7 @@ from chat_trio.store.pg import PgConnection
 from chat_trio.store.pgschema import migrate
 from chat_trio.store.pgsearch import add_many
 from chat_trio.store.search import words as query_words
-from load.timeline_seed import AUTHORS, RARE, WORDS_PER_MESSAGE, vocabulary
+from load.timeline_seed import AUTHORS, RARE, room_texts, vocabulary
 
 QUERIES = ["hello", "zanzibar", "a", "hello zanzibar"]
 CHUNK = 20_000
@@ -42,13 +42,7 @@ def seed(conn: PgConnection, rooms: int, per_room: int) -> None:
                      " VALUES (?, ?, ?, 2, 0, ?, ?)",
                      (room, f"room-{room}", f"room-{room}", per_room, per_room))
         conn.execute("INSERT INTO members (room_id, user_id, joined_at) VALUES (?, 1, 0)", (room,))
-        chosen = rng.choices(words, cum_weights=weights, k=per_room * WORDS_PER_MESSAGE)
-        texts = []
-        for seq in range(1, per_room + 1):
-            text = " ".join(chosen[(seq - 1) * WORDS_PER_MESSAGE:seq * WORDS_PER_MESSAGE])
-            if (room - 1) * per_room + seq - 1 in rare:
-                text += " zanzibar"
-            texts.append(text)
+        texts = room_texts(rng, words, weights, room, per_room, rare)
         for start in range(0, per_room, CHUNK):
             part = texts[start:start + CHUNK]
             seqs = list(range(start + 1, start + len(part) + 1))

@@ -36,6 +36,20 @@ def vocabulary(rng: random.Random, size: int) -> list[str]:
     return ["hello", *sorted(words)]
 
 
+def room_texts(rng: random.Random, words: list[str], weights: list[float], room: int, per_room: int,
+               rare: set[int]) -> list[str]:
+    """The texts of room `room` (numbered from 1), in seq order: WORDS_PER_MESSAGE words each,
+    and `zanzibar` where the corpus-wide message number is in `rare`."""
+    chosen = rng.choices(words, cum_weights=weights, k=per_room * WORDS_PER_MESSAGE)
+    texts = []
+    for seq in range(1, per_room + 1):
+        text = " ".join(chosen[(seq - 1) * WORDS_PER_MESSAGE:seq * WORDS_PER_MESSAGE])
+        if (room - 1) * per_room + seq - 1 in rare:
+            text += " zanzibar"
+        texts.append(text)
+    return texts
+
+
 def main(path: str, rooms: int, per_room: int) -> None:
     rng = random.Random(16)
     words = vocabulary(rng, 5000)
@@ -59,13 +73,8 @@ def main(path: str, rooms: int, per_room: int) -> None:
                          " VALUES (?, ?, ?, ?, ?)",
                          [(room, 1, 0, half, half)]
                          + [(room, 2 + n, 0, per_room, per_room) for n in range(AUTHORS)])
-        chosen = rng.choices(words, cum_weights=weights, k=per_room * WORDS_PER_MESSAGE)
-        rows = []
-        for seq in range(1, per_room + 1):
-            text = " ".join(chosen[(seq - 1) * WORDS_PER_MESSAGE:seq * WORDS_PER_MESSAGE])
-            if (room - 1) * per_room + seq - 1 in rare:
-                text += " zanzibar"
-            rows.append((room, seq, 2 + seq % AUTHORS, text, seq, seq))
+        rows = [(room, seq, 2 + seq % AUTHORS, text, seq, seq)
+                for seq, text in enumerate(room_texts(rng, words, weights, room, per_room, rare), 1)]
         conn.executemany("INSERT INTO messages (room_id, seq, author_id, text, created_at, text_n)"
                          " VALUES (?, ?, ?, ?, ?, ?)", rows)
     conn.execute("INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')")
