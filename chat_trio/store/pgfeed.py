@@ -229,8 +229,10 @@ class OrderedFeed:
         behind = {room.id: room.last_seq for room in fresh.rooms.values()}
         for room in fresh.rooms.values():  # a room new to this node has no subscribers here yet
             if (known := state.rooms.get(room.id)) is not None:
-                room.last_seq, room.recent = known.last_seq, known.recent
+                # (and its text count at that seq: the entries after it are applied again)
+                room.last_seq, room.recent, room.text_count = known.last_seq, known.recent, known.text_count
         state.take(fresh)
+        state.show_deleted()  # the kept entries may predate deletes whose records were missed
         # Tokens revoked meanwhile close their websockets (4001); the others are read again on
         # their next use (the revocation counter is bumped either way).
         self.feed.apply(Commit((TokensRevoked(tuple(d for d in cached if d not in live)),)))

@@ -3,10 +3,45 @@ applied at start under an advisory lock so nodes starting together migrate once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from chat_trio.store.pg import PgConnection, schema_key
+from chat_trio.store.pgsearch import PG_INDEX
+
+TIMELINE = """
+    ALTER TABLE rooms ADD COLUMN text_count BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN text_n BIGINT;
+    ALTER TABLE messages ADD COLUMN target_seq BIGINT;
+    ALTER TABLE messages ADD COLUMN new_text TEXT;
+    ALTER TABLE members ADD COLUMN read_seq BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE members ADD COLUMN read_text_n BIGINT NOT NULL DEFAULT 0;
+    CREATE INDEX messages_by_target ON messages(room_id, target_seq) WHERE target_seq IS NOT NULL;
+    CREATE INDEX messages_deleted ON messages(room_id, seq) WHERE deleted = 1;
+    UPDATE messages SET text_n = n.n FROM (
+        SELECT id, row_number() OVER (PARTITION BY room_id ORDER BY seq) AS n FROM messages
+        WHERE kind = 'text') AS n
+        WHERE messages.id = n.id;
+    UPDATE rooms SET text_count = (SELECT count(*) FROM messages WHERE room_id = rooms.id AND kind = 'text');
+    UPDATE members SET read_seq = r.last_seq, read_text_n = r.text_count
+        FROM rooms r WHERE r.id = members.room_id
+"""
+
+
+def _run(conn: PgConnection, script: str) -> None:
+    for statement in script.split(";\n"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def _timeline(conn: PgConnection) -> None:
+    """5 (schema._timeline): read markers, unread counters, edits and deletes, and the search
+    index (store/pgsearch.py); existing members have read everything."""
+    _run(conn, TIMELINE)
+    PG_INDEX.create(conn)
+
 
 # Numbered as schema.MIGRATIONS: version N here holds what version N holds there.
-MIGRATIONS: list[str] = [
+MIGRATIONS: list[str | Callable[[PgConnection], None]] = [
     # 1: accounts, rooms, memberships and messages. Usernames are unique regardless of case, as
     # sqlite's COLLATE NOCASE makes them (they are ASCII: api/shapes.py).
     """
@@ -106,6 +141,7 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX tokens_by_public_id ON tokens(public_id);
     CREATE INDEX messages_by_author ON messages(author_id, id)
     """,
+    _timeline,
 ]
 
 # Tables only PostgreSQL has: what the nodes share beyond the sqlite schema (queries.py's shared
@@ -149,17 +185,17 @@ def migrate(conn: PgConnection) -> int:
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             conn.execute("BEGIN")
             try:
-                for statement in script.split(";\n"):
-                    if statement.strip():
-                        conn.execute(statement)
+                if callable(script):
+                    script(conn)
+                else:
+                    _run(conn, script)
                 conn.execute("UPDATE schema_version SET version = ?", (number,))
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             version = number
-        for statement in NODE_TABLES.split(";\n"):
-            conn.execute(statement)
+        _run(conn, NODE_TABLES)
         return version
     finally:
         conn.execute("SELECT pg_advisory_unlock(?)", (key,))

@@ -26,11 +26,13 @@ from chat_trio.store import queries
 from chat_trio.store.changes import Change, MessageCommitted
 from chat_trio.store.pg import PgConnection
 from chat_trio.store.pgfeed import payloads
-from chat_trio.store.queries import NewMessage, NothingWritten, Row
-from chat_trio.store.records import message_json
+from chat_trio.store.pgsearch import add_many
+from chat_trio.store.queries import MESSAGE_COLUMNS, NewMessage, NothingWritten, Row
+from chat_trio.store.records import entry_json, message_json
 from chat_trio.store.writer import GroupCommitWriter, Pending, StoreClosed
 
 log = logging.getLogger("chat_trio.store")
+_COLUMNS = ", ".join("m." + column.strip() for column in MESSAGE_COLUMNS.split(","))
 T = TypeVar("T")
 
 
@@ -56,7 +58,7 @@ def _append(conn: PgConnection, items: list[Pending[Any]]) -> list[Change]:
     if keys:
         rooms, authors, txns = zip(*keys, strict=True)
         rows = conn.execute(
-            "SELECT m.id, m.room_id, m.seq, m.author_id, m.text, m.txn_id, m.created_at FROM messages m"
+            f"SELECT {_COLUMNS} FROM messages m"
             " JOIN unnest(?::bigint[], ?::bigint[], ?::text[]) AS k(room_id, author_id, txn_id)"
             " ON m.room_id = k.room_id AND m.author_id = k.author_id AND m.txn_id = k.txn_id",
             (list(rooms), list(authors), list(txns))).fetchall()
@@ -69,7 +71,7 @@ def _append(conn: PgConnection, items: list[Pending[Any]]) -> list[Change]:
         key = None if spec.txn_id is None else (spec.room_id, spec.author["id"], spec.txn_id)
         original = None if key is None else found.get(key)
         if original is not None:
-            item.value = (message_json(original, spec.author), False)
+            item.value = (entry_json(original, {spec.author["id"]: spec.author}), False)
             continue
         if key is not None:
             if key in first:
@@ -109,37 +111,55 @@ def _append(conn: PgConnection, items: list[Pending[Any]]) -> list[Change]:
 
 
 def _insert(conn: PgConnection, new: list[Pending[Any]]) -> list[Change]:
-    """The new messages of `new`, in one statement: each room's seqs allocated by one `UPDATE
-    rooms … RETURNING` and numbered in the order of `new`, then one multi-row INSERT."""
+    """The new messages of `new`, in one statement: each room's seqs (and text numbers) allocated
+    by one `UPDATE rooms … RETURNING` and numbered in the order of `new`, then one multi-row
+    INSERT; then, as insert_message does for one, their search index rows and their authors'
+    read markers (each moved to the author's last message of the run)."""
     specs: list[NewMessage] = [item.spec for item in new]
     counts: dict[int, int] = {}
     for spec in specs:
         counts[spec.room_id] = counts.get(spec.room_id, 0) + 1
     rows = conn.execute(
         "WITH bumped AS ("
-        "  UPDATE rooms SET last_seq = rooms.last_seq + v.k FROM unnest(?::bigint[], ?::bigint[]) AS v(id, k)"
-        "  WHERE rooms.id = v.id RETURNING rooms.id, rooms.last_seq - v.k AS base),"
+        "  UPDATE rooms SET last_seq = rooms.last_seq + v.k, text_count = rooms.text_count + v.k"
+        "  FROM unnest(?::bigint[], ?::bigint[]) AS v(id, k)"
+        "  WHERE rooms.id = v.id"
+        "  RETURNING rooms.id, rooms.last_seq - v.k AS base, rooms.text_count - v.k AS text_base),"
         " new AS (SELECT * FROM unnest(?::bigint[], ?::bigint[], ?::text[], ?::text[], ?::bigint[])"
-        "  WITH ORDINALITY AS n(room_id, author_id, text, txn_id, created_at, position))"
-        " INSERT INTO messages (room_id, seq, author_id, text, txn_id, created_at)"
-        " SELECT new.room_id, bumped.base + row_number() OVER (PARTITION BY new.room_id ORDER BY position),"
-        "  author_id, text, txn_id, created_at FROM new JOIN bumped ON bumped.id = new.room_id"
-        " ORDER BY position RETURNING id, room_id, seq",
+        "  WITH ORDINALITY AS n(room_id, author_id, text, txn_id, created_at, position)),"
+        " numbered AS (SELECT new.*, bumped.base, bumped.text_base,"
+        "  row_number() OVER (PARTITION BY new.room_id ORDER BY position) AS n"
+        "  FROM new JOIN bumped ON bumped.id = new.room_id)"
+        " INSERT INTO messages (room_id, seq, author_id, text, txn_id, created_at, text_n)"
+        " SELECT room_id, base + n, author_id, text, txn_id, created_at, text_base + n FROM numbered"
+        " ORDER BY position RETURNING id, room_id, seq, text_n",
         (list(counts), list(counts.values()), [s.room_id for s in specs], [s.author["id"] for s in specs],
          [s.text for s in specs], [s.txn_id for s in specs], [s.now for s in specs])).fetchall()
     base: dict[int, int] = {}
-    ids: dict[tuple[int, int], int] = {}
-    for message_id, room_id, seq in rows:
+    ids: dict[tuple[int, int], tuple[int, int]] = {}
+    for message_id, room_id, seq, text_n in rows:
         base[room_id] = min(seq, base.get(room_id, seq))
-        ids[room_id, seq] = message_id
+        ids[room_id, seq] = message_id, text_n
+    markers: dict[tuple[int, int], tuple[int, int]] = {}  # (room, author) → (seq, text_n), the last
     changes: list[Change] = []
     for item, spec in zip(new, specs, strict=True):
         seq = base[spec.room_id]
         base[spec.room_id] += 1
-        message = message_json((ids[spec.room_id, seq], spec.room_id, seq, spec.author["id"], spec.text,
+        message_id, text_n = ids[spec.room_id, seq]
+        markers[spec.room_id, spec.author["id"]] = seq, text_n
+        message = message_json((message_id, spec.room_id, seq, spec.author["id"], spec.text,
                                 spec.txn_id, spec.now), spec.author)
         item.value = (message, True)
         changes.append(MessageCommitted(message))
+    add_many(conn, [(m.message["id"], m.message["room_id"], m.message["text"])
+                    for m in changes if isinstance(m, MessageCommitted)])
+    conn.execute(
+        "UPDATE members SET read_seq = v.seq, read_text_n = v.text_n"
+        " FROM unnest(?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[])"
+        "  AS v(room_id, user_id, seq, text_n)"
+        " WHERE members.room_id = v.room_id AND members.user_id = v.user_id",
+        ([r for r, _ in markers], [u for _, u in markers], [m[0] for m in markers.values()],
+         [m[1] for m in markers.values()]))
     return changes
 
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterator
+from typing import cast
 
-from chat_trio.store import queries
+from chat_trio.store import queries, timeline
 from chat_trio.store.changes import (
     Commit,
     Invited,
@@ -23,10 +24,11 @@ from chat_trio.store.changes import (
     MemberJoined,
     MemberLeft,
     MessageCommitted,
+    ReadMoved,
     RoleChanged,
     RoomCreated,
     RoomUpdated,
-    TextsErased,
+    TextErased,
     TokenIssued,
     TokensRevoked,
     UserCreated,
@@ -81,6 +83,12 @@ class State:
             self.add_member(self.rooms[room_id], user_id, joined_at, role)
         for room_id, user_id, invited_by, created_at in queries.load_invites(conn):
             self._add_invite(self.rooms[room_id], user_id, invited_by, created_at)
+        for room_id, text_count in queries.load_text_counts(conn):
+            self.rooms[room_id].text_count = text_count
+        for room_id, user_id, read_seq, text_n in queries.load_reads(conn):
+            self.rooms[room_id].reads[user_id] = (read_seq, text_n)
+        for room_id, seq in timeline.load_deleted(conn):
+            self.rooms[room_id].deleted.append(seq)  # ascending
 
     # -- the feed's consumer ---------------------------------------------------------------
 
@@ -122,10 +130,16 @@ class State:
                     self.revocations += 1
                     for digest in digests:
                         self.tokens.pop(digest, None)
+                case TextErased(room_id, seqs):
+                    if (room := self.rooms.get(room_id)) is not None:
+                        self._erase(room, seqs)
+                case ReadMoved(room_id, user_id, read_seq, text_n):
+                    room = self.rooms.get(room_id)
+                    if room is not None and user_id in room.members \
+                            and read_seq > room.reads.get(user_id, (0, 0))[0]:
+                        room.reads[user_id] = (read_seq, text_n)
                 case UserUpdated(user_id, admin, deactivated):
                     self._flag_user(user_id, admin, deactivated)
-                case TextsErased(user_id):
-                    self._erase_texts(user_id)
 
     def add_user(self, user_id: int, username: str, created_at: int) -> None:
         self.users[user_id] = user_json(user_id, username, created_at)
@@ -137,19 +151,6 @@ class State:
         user = self.users.get(user_id)
         if user is not None:
             self.users[user_id] = {**user, "admin": admin, "deactivated": deactivated}
-
-    def _erase_texts(self, user_id: int) -> None:
-        """Show the user's cached text entries as deleted, their text gone (new dicts: a page
-        already handed out keeps its own)."""
-
-        self.erasures += 1
-
-        def erased(m: Message) -> bool:
-            return m["author"]["id"] == user_id and m.get("kind", "text") == "text"
-
-        for room in self.rooms.values():
-            if any(erased(m) for m in room.recent):
-                room.recent = [{**m, "text": "", "deleted": True} if erased(m) else m for m in room.recent]
 
     def add_room(self, room: RoomState) -> None:
         self.rooms[room.id] = room
@@ -180,6 +181,9 @@ class State:
     def add_member(self, room: RoomState, user_id: int, joined_at: int, role: str = "member") -> None:
         if user_id not in room.members:
             insort(self.joined.setdefault(user_id, []), room.id)
+            # A new member has read what came before; their join entry then moves the marker to
+            # it (queries.next_seq does the same).
+            room.reads[user_id] = (room.last_seq, room.text_count)
         room.members[user_id] = joined_at
         self._set_role(room, user_id, role)
 
@@ -190,6 +194,7 @@ class State:
             room.roles[user_id] = role
 
     def _remove_member(self, room: RoomState, user_id: int) -> None:
+        room.reads.pop(user_id, None)
         room.roles.pop(user_id, None)
         if room.members.pop(user_id, None) is not None:
             _discard_from(self.joined, user_id, room.id)
@@ -210,6 +215,19 @@ class State:
             return
         room.last_seq = seq
         self.messages_committed += 1
+        kind = message["kind"]
+        if room.deleted and (seq <= room.deleted[-1] or kind == "edit"):
+            message = self._as_erased(room, message)
+        if kind == "text":
+            room.text_count += 1
+        elif kind == "edit":
+            self._replace_recent(room, message["target_seq"], text=message["new_text"],
+                                 edited_at=message["created_at"])
+        author_id = message["author"]["id"]
+        # A member's own entry moves their marker to it; never back (a PostgreSQL node catching
+        # up replays entries older than the markers it loaded: store/pgfeed.py).
+        if author_id in room.members and seq > room.reads.get(author_id, (0, 0))[0]:
+            room.reads[author_id] = (seq, room.text_count)
         recent = room.recent
         if recent and recent[-1]["seq"] == seq - 1:
             recent.append(message)
@@ -218,6 +236,46 @@ class State:
         else:
             room.recent = [message]
 
+    def _replace_recent(self, room: RoomState, seq: int, **fields: object) -> None:
+        """Show a cached entry's new state: a new dict, since the old one may be on its way to
+        a client."""
+        recent = room.recent
+        if recent and recent[0]["seq"] <= seq <= recent[-1]["seq"]:
+            at = seq - recent[0]["seq"]
+            recent[at] = cast(Message, {**recent[at], **fields})
+
+    @staticmethod
+    def _as_erased(room: RoomState, message: Message) -> Message:
+        """An entry erased before it was applied (a PostgreSQL node applies another node's
+        erasure at once, while an entry held for a gap comes later) is cached as erased."""
+        kind = message["kind"]
+        seq = message["seq"] if kind == "text" else message.get("target_seq")
+        at = bisect_left(room.deleted, seq) if isinstance(seq, int) else len(room.deleted)
+        if at == len(room.deleted) or room.deleted[at] != seq:
+            return message
+        if kind == "text":
+            return cast(Message, {**message, "text": "", "deleted": True})
+        return cast(Message, {**message, "new_text": ""}) if kind == "edit" else message
+
+    def show_deleted(self) -> None:
+        """After a PostgreSQL node's resync (store/pgfeed.py): the cached entries it kept show
+        every delete of the loaded state, whose own records it may have missed."""
+        for room in self.rooms.values():
+            if room.recent and room.deleted:
+                self._erase(room, tuple(room.deleted))
+
+    def _erase(self, room: RoomState, seqs: tuple[int, ...]) -> None:
+        """Text entries erased (a delete, an account's erasure): deleted, and their edits too."""
+        self.erasures += 1
+        for seq in seqs:
+            at = bisect_left(room.deleted, seq)
+            if at == len(room.deleted) or room.deleted[at] != seq:  # once each: apply is idempotent
+                room.deleted.insert(at, seq)
+            self._replace_recent(room, seq, text="", deleted=True)
+        erased = set(seqs)
+        for entry in room.recent:
+            if entry["kind"] == "edit" and entry["target_seq"] in erased:
+                self._replace_recent(room, entry["seq"], new_text="")
     # -- views -----------------------------------------------------------------------------
 
     def visible_rooms(self, user_id: int, after: int) -> Iterator[int]:
