@@ -101,6 +101,7 @@ class Config:
 
     # Store
     readers: int = _opt(4, "sqlite reader connections")
+    search_readers: int = _opt(2, "reader connections searches may hold at once (the rest stay free)")
     write_batch: int = _opt(256, "most writes gathered into one transaction")
     write_queue: int = _opt(4096, "writes waiting for the writer before callers wait")
     recent_cache: int = _opt(200, "newest messages per room kept in memory")

@@ -96,6 +96,15 @@ class HTTPClient:
     async def post(self, path: str, json: Any = None, **kw: Any) -> Reply:
         return await self.request("POST", path, json, **kw)
 
+    async def put(self, path: str, json: Any = None, **kw: Any) -> Reply:
+        return await self.request("PUT", path, json, **kw)
+
+    async def patch(self, path: str, json: Any = None, **kw: Any) -> Reply:
+        return await self.request("PATCH", path, json, **kw)
+
+    async def delete(self, path: str, json: Any = None, **kw: Any) -> Reply:
+        return await self.request("DELETE", path, json, **kw)
+
     async def aclose(self) -> None:
         if self.stream is not None:
             await self.stream.aclose()

@@ -38,6 +38,7 @@ TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 USER_KEYS = {"id", "username", "created_at", "admin", "deactivated"}
 ROOM_KEYS = {"id", "name", "topic", "created_by", "created_at", "member_count", "last_seq", "visibility",
              "kind"}  # and "my_role" for a member
+MEMBER_ROOM_KEYS = ROOM_KEYS | {"my_role", "read_seq", "unread"}  # a room as one of its members sees it
 MESSAGE_KEYS = {"id", "room_id", "seq", "author", "text", "created_at", "txn_id", "kind", "edited_at",
                 "deleted"}  # a text entry's
 
@@ -268,6 +269,11 @@ def assert_error(reply: Reply, status: int, code: str, field: str | None = None)
     if field is not None:
         assert field in error["message"], error
     return dict(error)
+
+
+def as_non_member(room: dict[str, Any]) -> dict[str, Any]:
+    """A room object as a member saw it, as a non-member sees it (no read marker, no count)."""
+    return {key: value for key, value in room.items() if key not in MEMBER_ROOM_KEYS - ROOM_KEYS}
 
 
 def assert_message_shape(message: dict[str, Any]) -> None:

@@ -90,6 +90,21 @@ class StoreCommands:
         assert room is not None
         await self.store.leave(room, user_id)
 
+    async def mark_read(self, user_id: int, room_id: int, seq: int) -> int:
+        room = self.store.room(room_id)
+        assert room is not None
+        return await self.store.mark_read(room, user_id, seq)
+
+    async def edit_message(self, user_id: int, room_id: int, seq: int, text: str,
+                           txn_id: str | None) -> Message:
+        room = self.store.room(room_id)
+        assert room is not None
+        return await self.store.edit_message(room, self.store.users[user_id], seq, text, txn_id)
+
+    async def delete_message(self, user_id: int, room_id: int, seq: int) -> Message:
+        room = self.store.room(room_id)
+        assert room is not None
+        return await self.store.delete_message(room, self.store.users[user_id], seq)
     async def set_password(self, user_id: int, password_hash: str, keep: bytes | None = None) -> None:
         await self.store.set_password(user_id, password_hash, keep or b"")
 

@@ -27,7 +27,8 @@ COMMANDS = {"allow_registration", "create_user", "login_allowed", "login_failed"
             "rehash_password", "create_token", "revoke_token", "create_room", "join", "leave",
             "submit_message", "update_room", "invite", "uninvite", "kick", "ban", "unban", "set_role",
             "open_direct",
-            "set_password", "end_session", "touch_token", "set_admin", "deactivate"}
+            "set_password", "end_session", "touch_token", "set_admin", "deactivate", "mark_read",
+            "edit_message", "delete_message"}
 # What may cross a process boundary: JSON values, User/Message dicts, digests (as hex).
 PLAIN: set[Any] = {int, str, bool, bytes, str | None, bytes | None, User, Message, type(None)}
 SUBMITTED = Callable[[], Awaitable[tuple[Message, bool]]]  # submit_message's two-step result

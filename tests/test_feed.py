@@ -22,7 +22,9 @@ from chat_trio.store.changes import (
     MemberJoined,
     MemberLeft,
     MessageCommitted,
+    ReadMoved,
     RoomCreated,
+    TextErased,
     TokenIssued,
     TokensRevoked,
     UserCreated,
@@ -51,6 +53,9 @@ EVERY_KIND: list[Change] = [
     TokenIssued(bytes(range(32)), 5, 1_795_086_400_000),
     TokensRevoked((b"\x00" * 32, b"\xff" * 32)),
     TokensRevoked(()),
+    ReadMoved(3, 5, 42, 40),
+    TextErased(3, (7, 42)),
+    TextErased(3, ()),
 ]
 
 

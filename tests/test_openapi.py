@@ -63,7 +63,7 @@ async def test_authenticated_operations_list_401(client: HTTPClient) -> None:
     assert doc["components"]["securitySchemes"]["bearerAuth"] == {
         **doc["components"]["securitySchemes"]["bearerAuth"], "type": "http", "scheme": "bearer"}
     secured = [(m, p, op) for m, p, op in operations(doc) if op.get("security")]
-    assert len(secured) == 33
+    assert len(secured) == 37
     for method, path, op in secured:
         if {} in op["security"]:
             # Anonymous allowed at the HTTP level: only /ws, whose token is checked after the
@@ -77,7 +77,7 @@ async def test_authenticated_operations_list_401(client: HTTPClient) -> None:
 async def test_path_parameters_are_declared(client: HTTPClient) -> None:
     doc = await served(client)
     with_room = [p for p in doc["paths"] if "{room_id}" in p]
-    assert len(with_room) == 11
+    assert len(with_room) == 13
     for method, path, op in operations(doc):
         declared = {param["name"]: param for param in map(lambda p: resolve(doc, p), op.get("parameters", []))
                     if param["in"] == "path"}
@@ -146,11 +146,12 @@ async def sweep(check: Checker, room_id: int, token: str) -> None:
     for method, template, op in operations(check.doc):
         verb = method.upper()
         path = template.replace("{room_id}", str(room_id)).replace("{user_id}", "1")
-        path = path.replace("{session_id}", "x")
+        path = path.replace("{session_id}", "x").replace("{seq}", "1")
         if op.get("security") and {} not in op["security"]:
             await check(verb, template, 401, path=path)
         if "{room_id}" in template:
-            await check(verb, template, 404, path=template.replace("{room_id}", "999"), token=token)
+            missing = path.replace(f"/rooms/{room_id}", "/rooms/999")
+            await check(verb, template, 404, path=missing, token=token)
         if "requestBody" in op:
             await check(verb, template, 400, path=path, body=b"{", headers=json_type, token=token)
             await check(verb, template, 415, path=path, body=b"{}", headers=[("content-type", "text/plain")],
@@ -218,11 +219,33 @@ async def test_answers_match_the_document(client: HTTPClient) -> None:
     await check("GET", messages, 422, path=f"{mpath}?before=2&after=1", token=bob_token)
     await check("GET", messages, 422, path=f"{mpath}?wait=1", token=bob_token)
     await check("GET", messages, 400, path=f"{mpath}?limit=%ff", token=bob_token)
+    entry = "/rooms/{room_id}/messages/{seq}"
+    # seq 1 is bob's join entry; alice's messages are 2, 3 and 4
+    await check("POST", messages, 201, path=mpath, json={"text": "bob's"}, token=bob_token)  # seq 5
+    await check("PATCH", entry, 200, path=f"{mpath}/5", json={"text": "Bob's", "txn_id": "e1"},
+                token=bob_token)
+    await check("PATCH", entry, 409, path=f"{mpath}/6", json={"text": "x"}, token=bob_token)
+    await check("PATCH", entry, 403, path=f"{mpath}/2", json={"text": "mine"}, token=bob_token)
+    await check("PATCH", entry, 429, path=f"{mpath}/2", json={"text": "x"}, token=token)
+    await check("DELETE", entry, 403, path=f"{mpath}/3", token=bob_token)
+    await check("DELETE", entry, 200, path=f"{mpath}/3", token=token)
+    await check("DELETE", entry, 409, path=f"{mpath}/3", token=token)
+    await check("DELETE", entry, 404, path=f"{mpath}/99", token=token)
+    await check("PUT", "/rooms/{room_id}/read", 200, path=f"{room_path}/read", json={"seq": 2},
+                token=bob_token)
+    await check("GET", "/search", 200, path="/search?q=one", token=bob_token)
+    await check("GET", "/search", 200, path=f"/search?q=t&room_id={rid}&before=99&limit=1", token=token)
+    await check("GET", "/search", 422, path="/search?q=", token=token)
+    await check("GET", "/search", 400, path="/search?q=%ff", token=token)
+    await check("GET", "/search", 404, path="/search?q=one&room_id=999", token=token)
     await sweep(check, rid, token)
 
     await check("POST", "/rooms/{room_id}/leave", 204, path=f"{room_path}/leave", token=bob_token)
     await check("GET", messages, 403, path=mpath, token=bob_token)
     await check("POST", messages, 403, path=mpath, json={"text": "hi"}, token=bob_token)
+    await check("PUT", "/rooms/{room_id}/read", 403, path=f"{room_path}/read", json={"seq": 3},
+                token=bob_token)
+    await check("GET", "/search", 403, path=f"/search?q=one&room_id={rid}", token=bob_token)
 
     # v2: changing a room, roles, invites, kicks, bans, direct rooms.
     await check("POST", "/rooms/{room_id}/join", 200, path=f"{room_path}/join", token=bob_token)

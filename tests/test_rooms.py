@@ -13,9 +13,10 @@ import trio.testing
 from chat_trio.app import App
 from tests.client import HTTPClient, Reply
 from tests.helpers import (
-    ROOM_KEYS,
+    MEMBER_ROOM_KEYS,
     USER_KEYS,
     Served,
+    as_non_member,
     assert_error,
     get_room,
     join,
@@ -37,7 +38,7 @@ async def test_create_room(client: HTTPClient) -> None:
     assert reply.status == 201
     assert set(reply.json) == {"room"}
     room = reply.json["room"]
-    assert set(room) == ROOM_KEYS | {"my_role"}  # the role: for a member only
+    assert set(room) == MEMBER_ROOM_KEYS  # the role, read marker and count: for a member only
     assert (room["visibility"], room["kind"], room["my_role"]) == ("public", "room", "owner")
     assert isinstance(room["id"], int) and room["id"] >= 1
     assert room["name"] == "General" and room["topic"] == "Anything goes"
@@ -132,7 +133,7 @@ async def test_list_rooms(client: HTTPClient) -> None:
     a1 = await make_room(client, alice, "zeta")
     b1 = await make_room(client, bob, "alpha")
     a2 = await make_room(client, alice, "mu")
-    a1, a2 = ({k: v for k, v in r.items() if k != "my_role"} for r in (a1, a2))  # as bob sees them
+    a1, a2 = (as_non_member(r) for r in (a1, a2))  # as bob sees them
     reply = await client.get("/rooms", token=bob)
     assert reply.status == 200 and set(reply.json) == {"rooms", "has_more"}
     assert reply.json["rooms"] == [a1, b1, a2]  # ordered by id, not by name
@@ -156,7 +157,7 @@ async def test_show_room(client: HTTPClient) -> None:
     other, _ = await register_and_login(client, "bob")
     room = await make_room(client, token, "lobby", "hi")
     reply = await client.get(f"/rooms/{room['id']}", token=other)  # non-members may look
-    assert reply.status == 200 and reply.json == {"room": {k: v for k, v in room.items() if k != "my_role"}}
+    assert reply.status == 200 and reply.json == {"room": as_non_member(room)}
     assert_error(await client.get(f"/rooms/{room['id'] + 1000}", token=token), 404, "not_found")
     assert_error(await client.get("/rooms/abc", token=token), 404, "not_found")
 
@@ -170,7 +171,8 @@ async def test_join_is_idempotent(client: HTTPClient) -> None:
         reply = await client.post(f"/rooms/{room['id']}/join", token=bob)
         assert reply.status == 200 and set(reply.json) == {"room"}
         # bob's join is the room's first timeline entry
-        assert reply.json["room"] == {**room, "member_count": 2, "my_role": "member", "last_seq": 1}
+        assert reply.json["room"] == {**room, "member_count": 2, "my_role": "member", "last_seq": 1,
+                                      "read_seq": 1}
     assert (await join(client, alice, room["id"]))["member_count"] == 2  # the creator joining again
     assert (await get_room(client, alice, room["id"]))["member_count"] == 2
     members = (await client.get(f"/rooms/{room['id']}/members", token=bob)).json["members"]

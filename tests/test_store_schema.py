@@ -126,7 +126,7 @@ async def test_a_database_of_the_previous_version_upgrades_in_place(tmp_path: Pa
                 await client.aclose()
     conn = sqlite3.connect(config.db)
     try:
-        assert conn.execute("SELECT version FROM schema_version").fetchone() == (len(MIGRATIONS),) == (4,)
+        assert conn.execute("SELECT version FROM schema_version").fetchone() == (len(MIGRATIONS),) == (5,)
     finally:
         conn.close()
 

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from chat_trio.api import accounts, admin, export, messages, moderation, rooms, system, web, websocket
+from chat_trio.api import (
+    accounts,
+    admin,
+    export,
+    messages,
+    moderation,
+    rooms,
+    system,
+    timeline,
+    web,
+    websocket,
+)
 from chat_trio.api.context import Context
 from chat_trio.http.router import Route
 
@@ -16,6 +27,7 @@ def build_routes(context: Context) -> list[Route]:
         *rooms.routes(context),
         *moderation.routes(context),
         *messages.routes(context),
+        *timeline.routes(context),
         *websocket.routes(context),
         *web.routes(),
     ]

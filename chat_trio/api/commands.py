@@ -21,7 +21,7 @@ from chat_trio.errors import APIError
 from chat_trio.security.logins import LoginGuard
 from chat_trio.security.ratelimit import TokenBucket, WindowLimit
 from chat_trio.store import membership
-from chat_trio.store.queries import Conflict
+from chat_trio.store.queries import Conflict, NotMember
 from chat_trio.store.records import Message, RoomState, User
 from chat_trio.store.store import Store
 
@@ -173,6 +173,23 @@ class Commands(Protocol):
         (message, created)."""
         ...
 
+    async def edit_message(self, user_id: int, room_id: int, seq: int, text: str,
+                           txn_id: str | None) -> Message:
+        """Replace the text of the user's message `seq`; the edit entry. An edit counts as a send
+        for the rate limit (429); idempotent by txn_id like a send. APIError 403 (not a member,
+        not the author), 404 (no such message), 409 not_editable."""
+        ...
+
+    async def delete_message(self, user_id: int, room_id: int, seq: int) -> Message:
+        """Delete message `seq` (the author's own, or any as a moderator, the owner or a server
+        admin); the delete entry. APIError 403, 404, 409 not_editable."""
+        ...
+
+    async def mark_read(self, user_id: int, room_id: int, seq: int) -> int:
+        """Move the member's read marker forward to `seq` (clamped to the room's last seq); the
+        marker after the call. APIError 403 if not a member."""
+        ...
+
 
 async def _replayed(message: Message) -> tuple[Message, bool]:
     return message, False
@@ -320,9 +337,7 @@ class LocalCommands:
 
     async def submit_message(self, user_id: int, room_id: int, text: str,
                              txn_id: str | None) -> Callable[[], Awaitable[tuple[Message, bool]]]:
-        room, user = self._room(room_id), self._user(user_id)
-        if user_id not in room.members:
-            raise no_such_room() if not room.visible_to(user_id) else not_a_member()
+        room, user = self._member_room(room_id, user_id), self._user(user_id)
         wait = self.sends.take(user_id)
         if wait:
             # A retry of a send that already committed writes nothing, so the limit does not
@@ -333,12 +348,42 @@ class LocalCommands:
             return partial(_replayed, original)
         return await self.store.submit_post(room, user, text, txn_id)
 
+    async def edit_message(self, user_id: int, room_id: int, seq: int, text: str,
+                           txn_id: str | None) -> Message:
+        room, user = self._member_room(room_id, user_id), self._user(user_id)
+        wait = self.sends.take(user_id)
+        if wait:
+            # As for sends: a retry of an edit that committed writes nothing, so it is answered.
+            original = None if txn_id is None else await self.store.sent_message(room, user, txn_id)
+            if original is None or original["kind"] != "edit" or original["target_seq"] != seq:
+                raise rate_limited(wait)
+            return original
+        return await self.store.edit_message(room, user, seq, text, txn_id)
+
+    async def delete_message(self, user_id: int, room_id: int, seq: int) -> Message:
+        # Who may is decided in the delete's transaction (a server admin need not be a member).
+        return await self.store.delete_message(self._room(room_id), self._user(user_id), seq)
+
+    async def mark_read(self, user_id: int, room_id: int, seq: int) -> int:
+        room = self._member_room(room_id, user_id)
+        try:
+            return await self.store.mark_read(room, user_id, seq)  # the feed tells their websockets
+        except NotMember:
+            raise not_a_member() from None
+
     # -- lookups: a caller checked these already, but a worker's view may lag ------------------
 
     def _room(self, room_id: int) -> RoomState:
         room = self.store.room(room_id)
         if room is None:
             raise no_such_room()
+        return room
+
+    def _member_room(self, room_id: int, user_id: int) -> RoomState:
+        """The room if the user is a member; 404 if they may not know of it, else 403."""
+        room = self._room(room_id)
+        if user_id not in room.members:
+            raise no_such_room() if not room.visible_to(user_id) else not_a_member()
         return room
 
     def _user(self, user_id: int) -> User:

@@ -207,6 +207,11 @@ SCHEMAS: JSON = {
         kind={"enum": ["room", "direct"], "description": "`direct`: the one private room of a pair "
                                                          "of users (POST /direct)"},
         my_role={**_ROLE, "description": "The caller's role; present only when the caller is a member"},
+        read_seq={**_COUNT, "description": "Only for a member: the caller's read marker (a new "
+                                           "member starts at the room's last_seq; sending moves it "
+                                           "to the message sent)"},
+        unread={**_COUNT, "description": "Only for a member: text entries with seq > read_seq, "
+                                         "not deleted, not the caller's"},
     ),
     "Message": _answer(
         Message,
@@ -216,16 +221,21 @@ SCHEMAS: JSON = {
                                    "order, paging cursor and resume point a client needs"},
         author={**_answer(Author, id=_ID, username=_USERNAME),
                 "description": "Who wrote it; for a room event, who acted"},
-        text={**_string(0), "description": "A text entry's text (at most 4000 characters; empty once "
-                                            "deleted or erased); a room event's human-readable "
-                                            "summary, e.g. `alice joined`"},
+        text={**_string(0), "description": "A text entry's current text (after its latest edit, at "
+                                            "most 4000 characters; \"\" once deleted or erased); for any "
+                                            "other kind a human-readable summary, e.g. `alice "
+                                            "joined`, `bob edited message 12`"},
         created_at=_TIME,
         txn_id={"minLength": 1, "maxLength": _DEFAULTS.txn_id_max},
-        kind={"enum": ["text", *_ROOM_EVENTS],
-              "description": "`text`: a message; else a room event. A client that does not know a "
-                             "kind can show `text`"},
+        kind={"enum": ["text", "edit", "delete", *_ROOM_EVENTS],
+              "description": "`text`: a message; `edit` / `delete`: a change to one; else a room "
+                             "event. A client that does not know a kind can show `text`"},
         edited_at={"description": "Text entries only: when last edited (null: never)"},
-        deleted={"description": "Text entries only"},
+        deleted={"description": "Text entries only: deleted (its text is erased: \"\")"},
+        target_seq={**_ID, "description": "Edits and deletes only: the seq of the text entry changed"},
+        new_text=_string(0, _DEFAULTS.text_max,
+                         description="Edits only: the text it gave the message (\"\" once the "
+                                     "message is deleted)"),
         subject={"description": "Room events only: the user acted on (who joined, left, was kicked "
                                 "or banned, or whose messages were erased); null for `room_updated`"},
         changes={**_answer(RoomChanges, name=_NAME, topic=_TOPIC, visibility=_VISIBILITY),
@@ -277,6 +287,8 @@ ERRORS: dict[str, tuple[str, JSON]] = {
     "RoomNotFound": ("404", _error("No such room, or a private room the caller is neither a "
                                    "member of nor invited to (its existence is not revealed)",
                                    "not_found")),
+    "NotEditable": ("409", _error("Only text entries that are not deleted can be edited or deleted",
+                                  "not_editable")),
     "TargetNotFound": ("404", _error("No such room (as above), no such user, or the user is not a "
                                      "member", "not_found")),
     "AdminsOnly": ("403", _error("The caller is not a server admin", "forbidden")),
@@ -307,6 +319,8 @@ PARAMETERS: JSON = {
     "SessionId": _param("session_id", "path", "A session's public id (GET /me/sessions)",
                         {"type": "string", "minLength": 1, "maxLength": 64}),
     "AssetName": _param("name", "path", "File name, e.g. app.js", {"type": "string"}, required=True),
+    "Seq": _param("seq", "path", "The message's seq in its room; anything but a decimal integer is 404",
+                  {"type": "integer", "minimum": 0, "maximum": MAX_ROOM_ID}),
     "RoomId": _param("room_id", "path", "The room's id; anything but a decimal integer is 404",
                      {"type": "integer", "minimum": 0, "maximum": MAX_ROOM_ID}),
     "UserId": _param("user_id", "path", "A user's id; anything but a decimal integer is 404",
@@ -359,6 +373,8 @@ message with seq > after in order, then live ones. If more than 1000 are missed:
 | `{"type":"typing","room_id"}` | others get `{"type":"typing","room_id","user"}` (ephemeral, dropped \
 first under pressure, and beyond `--ws-typing-rate` per user) |
 | `{"type":"ping"}` | `{"type":"pong"}` |
+| (the caller moved their read marker: `PUT /rooms/{room_id}/read`) | `{"type":"read","room_id",\
+"read_seq"}` on each of the user's websockets, subscribed or not |
 | anything invalid | `{"type":"error","code","message","ref"?}`; the connection stays open |
 
 Live frame: `{"type":"message","message"}` (`message` is a `Message`). Per room a subscriber sees
@@ -671,6 +687,63 @@ PATHS: dict[str, JSON] = {
                         "or T seconds pass, then answers `messages: []`. A caller that left the "
                         "room while waiting gets 403."),
     },
+    "/rooms/{room_id}/messages/{seq}": {
+        "patch": _op(
+            "editMessage", "Messages", "Edit one's message", {
+                "200": _ok("The edit entry (kind `edit`, `target_seq`, `new_text`): a timeline entry "
+                           "with the room's next seq", _MESSAGE_BODY),
+                "404": _error("No such room, or no entry with that seq", "not_found")},
+            security=_BEARER, params=("RoomId", "Seq"), body=_SHAPES.new_message,
+            errors=("NotMember", "NotEditable", "RateLimited"),
+            description="Only the message's author may edit it (403 otherwise), and only a text entry "
+                        "that is not deleted (409 `not_editable`). The text follows the rules of "
+                        "sends. The message's `text` becomes the new one and its `edited_at` the "
+                        "edit's time, in history and in every later live frame; the edit itself "
+                        "reaches subscribers as a `message` frame. Idempotent by `txn_id` like a "
+                        "send (the same `txn_id` answers the same edit entry; one used for another "
+                        "message is 422). An edit counts as a send for the rate limit."),
+        "delete": _op(
+            "deleteMessage", "Messages", "Delete a message", {
+                "200": _ok("The delete entry (kind `delete`, `target_seq`): a timeline entry with the "
+                           "room's next seq", _MESSAGE_BODY),
+                "404": _error("No such room, or no entry with that seq", "not_found")},
+            security=_BEARER, params=("RoomId", "Seq"), errors=("NotMember", "NotEditable"),
+            description="The author, a moderator or the owner may delete a message (403 for other "
+                        "members), and only a text entry that is not deleted (409 `not_editable`). "
+                        "The stored text is erased, not hidden: the message shows `\"text\": \"\"` "
+                        "and `deleted: true`, the edits made to it `\"new_text\": \"\"`, and search "
+                        "forgets it at the same commit."),
+    },
+    "/rooms/{room_id}/read": {"put": _op(
+        "markRead", "Messages", "Move the caller's read marker", {
+            "200": _ok("The marker after the call", _obj({"read_seq": _COUNT}))},
+        security=_BEARER, params=("RoomId",), body=_SHAPES.read_marker,
+        errors=("RoomNotFound", "NotMember"),
+        description="Moves the marker forward only: a seq at or below it is ignored (not an "
+                    "error), one above the room's `last_seq` is clamped to it. When it moves, "
+                    "every websocket of the caller gets `{\"type\":\"read\",\"room_id\","
+                    "\"read_seq\"}`, so another device clears its badge.")},
+    "/search": {"get": _op(
+        "search", "Messages", "Search the messages of the caller's rooms", {
+            "200": _ok("Matching messages, newest first", _obj({
+                "results": _list(_obj({
+                    "message": _schema("Message"),
+                    "highlights": _list({"type": "array", "items": _COUNT, "minItems": 2, "maxItems": 2,
+                                         "description": "[start, end) in code points of `text`"}),
+                })),
+                "has_more": {"type": "boolean", "description": "More results exist: ask again with "
+                                                               "`before` = the last message id"}}))},
+        security=_BEARER, query=_SHAPES.search, errors=("RoomNotFound", "NotMember"),
+        description="Full-text search over the current text of the text messages in the rooms "
+                    "the caller is a member of (or, with `room_id`, that one: 404 if it does not "
+                    "exist, 403 if the caller is not a member). `q` is split into words (runs of "
+                    "letters and digits): each must match the start of a word of the text, "
+                    "ignoring case and accents. Nothing in `q` is a query language: quotes, `*`, "
+                    "`OR`, `NEAR`, `-` and `column:` are plain text or separators; a `q` with no "
+                    "letter or digit finds nothing. A repeated word, or one another word of `q` "
+                    "starts with, is left out; more than 16 different words is 422. Results are "
+                    "newest first (by message id); page with `before`. `highlights` are the "
+                    "matching words of `text`.")},
     "/ws": {"get": _op(
         "websocket", "Websocket", "Open the websocket", {
             "101": _ok("Switching Protocols: the connection is a websocket from here on", headers={

@@ -285,21 +285,33 @@ class Flag:
 
 @dataclass(frozen=True, slots=True)
 class Text:
-    """A string parameter of at most `max_len` characters, all in the character class `chars`."""
+    """A string parameter of at most `max_len` characters (code points), at least `min_len`, all
+    in the character class `chars` when one is given."""
 
     name: str
     max_len: int
-    chars: str
+    chars: str | None = None
     description: str = ""
+    min_len: int = 0
+    required: bool = False
 
     def parse(self, query: dict[str, str]) -> str | None:
         raw = query.get(self.name)
-        if raw is not None and (len(raw) > self.max_len or not re.fullmatch(f"[{self.chars}]*", raw)):
+        if raw is None:
+            if self.required:
+                raise validate.invalid(self.name, "is required")
+            return None
+        if not self.min_len <= len(raw) <= self.max_len:
+            raise validate.invalid(self.name, f"must be {self.min_len} to {self.max_len} characters")
+        if self.chars is not None and not re.fullmatch(f"[{self.chars}]*", raw):
             raise validate.invalid(self.name, f"must be at most {self.max_len} of [{self.chars}]")
         return raw
 
     def schema(self) -> JSON:
-        return {"type": "string", "maxLength": self.max_len, "pattern": f"^[{self.chars}]*$"}
+        schema: JSON = {"type": "string", "minLength": self.min_len, "maxLength": self.max_len}
+        if self.chars is not None:
+            schema["pattern"] = f"^[{self.chars}]*$"
+        return schema
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,8 +329,8 @@ class Query:
         return {p.name: p.parse(query) for p in self.params}
 
     def parameters(self) -> list[JSON]:
-        return [{"name": p.name, "in": "query", "required": False, "description": p.description,
-                 "schema": p.schema()} for p in self.params]
+        return [{"name": p.name, "in": "query", "required": isinstance(p, Text) and p.required,
+                 "description": p.description, "schema": p.schema()} for p in self.params]
 
 
 # -- the API's shapes ----------------------------------------------------------------------------
@@ -415,6 +427,21 @@ class Shapes:
             Int("after", 0, MAX_CURSOR, description="The oldest `limit` messages with seq > after"),
             Int("limit", 1, 100, 50, "Page size"),
             Seconds("wait", 30.0, "Seconds to long-poll; only together with `after`"),
+        ))
+        self.read_marker = Body((
+            Integer("seq", 0, MAX_CURSOR, description="Read up to this seq: a lower one than the "
+                                                      "marker is ignored, a higher one than the "
+                                                      "room's last_seq is clamped to it"),
+        ))
+        self.search = Query((
+            Text("q", 200, min_len=1, required=True,
+                 description="Words to find (letters and digits; everything else separates "
+                             "them): each matches a word it is a prefix of, ignoring case and "
+                             "accents, and all must match. Never a query language"),
+            Int("room_id", 1, MAX_ROOM_ID, description="Only this room (the caller must be a member)"),
+            Int("before", 1, MAX_CURSOR, description="Only messages with id < before (the last "
+                                                     "message id of the previous page)"),
+            Int("limit", 1, 50, 20, "Page size"),
         ))
 
 

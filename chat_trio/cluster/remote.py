@@ -247,6 +247,19 @@ class RemoteCommands:
 
         return finish
 
+    async def edit_message(self, user_id: int, room_id: int, seq: int, text: str,
+                           txn_id: str | None) -> Message:
+        entry: Message = await self._call("edit_message", user_id=user_id, room_id=room_id, seq=seq,
+                                          text=text, txn_id=txn_id)
+        return entry
+
+    async def delete_message(self, user_id: int, room_id: int, seq: int) -> Message:
+        entry: Message = await self._call("delete_message", user_id=user_id, room_id=room_id, seq=seq)
+        return entry
+
+    async def mark_read(self, user_id: int, room_id: int, seq: int) -> int:
+        return int(await self._call("mark_read", user_id=user_id, room_id=room_id, seq=seq))
+
 
 # -- the supervisor's side --------------------------------------------------------------------
 
@@ -254,7 +267,8 @@ _OPS = frozenset({"allow_registration", "create_user", "login_allowed", "login_f
                   "login_succeeded", "rehash_password", "create_token", "revoke_token",
                   "create_room", "join", "leave", "submit_message", "update_room", "invite",
                   "uninvite", "kick", "ban", "unban", "set_role", "open_direct",
-                  "set_password", "end_session", "touch_token", "set_admin", "deactivate"})
+                  "set_password", "end_session", "touch_token", "set_admin", "deactivate", "mark_read",
+                  "edit_message", "delete_message"})
 
 
 async def begin_call(commands: Commands, frame: JSON) -> Callable[[], Awaitable[JSON]]:

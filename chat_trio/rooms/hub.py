@@ -28,6 +28,7 @@ from chat_trio.store.changes import (
     MemberJoined,
     MemberLeft,
     MessageCommitted,
+    ReadMoved,
     RoomCreated,
     RoomUpdated,
     TokensRevoked,
@@ -58,7 +59,7 @@ class Subscriber(Protocol):
         subscription."""
 
     def send(self, frame: bytes) -> None:
-        """Queue a frame that must not be dropped (room, invite, presence), without blocking."""
+        """Queue a frame that must not be dropped (room, invite, presence, read), without blocking."""
 
 
 class Relay(Protocol):
@@ -95,6 +96,8 @@ class Hub:
                     self.user_left(room_id, user_id, reason)
                 case TokensRevoked(digests):
                     self.tokens_revoked(digests)
+                case ReadMoved(room_id, user_id, read_seq, _):
+                    self.to_user(user_id, {"type": "read", "room_id": room_id, "read_seq": read_seq})
                 case RoomCreated(room_id):
                     created += (room_id,)
                     self._room_frames(room_id, "created")
@@ -120,6 +123,14 @@ class Hub:
         waiter = self._waiters.pop(room_id, None)
         if waiter is not None:
             waiter.set()
+
+    def to_user(self, user_id: int, frame: JSON) -> None:
+        """Send a frame to every open websocket of the user (on this process)."""
+        sockets = self._sockets.get(user_id)
+        if sockets:
+            encoded = json_frame(frame)
+            for sub in list(sockets):
+                sub.send(encoded)
 
     def _room_frames(self, room_id: int, event: str, only: int | None = None) -> None:
         """`room` frames to every connection whose user can see the room (public: everyone;

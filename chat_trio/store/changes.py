@@ -54,22 +54,6 @@ class UserUpdated:
 
 
 @dataclass(frozen=True, slots=True)
-class TextsErased:
-    """Every text the user wrote was erased from storage (`DELETE /me` with `erase`): caches
-    must drop them too."""
-
-    kind: ClassVar[str] = "erased"
-    user_id: int
-
-    def pack(self) -> list[Any]:
-        return [self.kind, self.user_id]
-
-    @classmethod
-    def unpack(cls, f: list[Any]) -> TextsErased:
-        return cls(f[1])
-
-
-@dataclass(frozen=True, slots=True)
 class RoomCreated:
     """A new room (its first members join it by MemberJoined in the same commit). `direct` is a
     direct room's pair of user ids, lower first."""
@@ -210,6 +194,42 @@ class MessageCommitted:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadMoved:
+    """A member's read marker moved forward (PUT /rooms/{id}/read), to `read_seq`, where the
+    room had `text_n` text entries (see schema migration 5)."""
+
+    kind: ClassVar[str] = "read"
+    room_id: int
+    user_id: int
+    read_seq: int
+    text_n: int
+
+    def pack(self) -> list[Any]:
+        return [self.kind, self.room_id, self.user_id, self.read_seq, self.text_n]
+
+    @classmethod
+    def unpack(cls, f: list[Any]) -> ReadMoved:
+        return cls(f[1], f[2], f[3], f[4])
+
+
+@dataclass(frozen=True, slots=True)
+class TextErased:
+    """Text entries of a room whose text was erased (a delete, or an account's erasure): they
+    show `"text": ""` and `"deleted": true` from now on, and so do the edits made to them."""
+
+    kind: ClassVar[str] = "erased"
+    room_id: int
+    seqs: tuple[int, ...]
+
+    def pack(self) -> list[Any]:
+        return [self.kind, self.room_id, list(self.seqs)]
+
+    @classmethod
+    def unpack(cls, f: list[Any]) -> TextErased:
+        return cls(f[1], tuple(f[2]))
+
+
+@dataclass(frozen=True, slots=True)
 class TokenIssued:
     kind: ClassVar[str] = "token"
     digest: bytes  # sha256 of the token
@@ -242,7 +262,7 @@ class TokensRevoked:
 
 Change = (UserCreated | RoomCreated | MemberJoined | MemberLeft | MessageCommitted | TokenIssued
           | TokensRevoked | RoomUpdated | RoleChanged | Invited | InviteRemoved | UserUpdated
-          | TextsErased)
+          | ReadMoved | TextErased)
 Changes = tuple[Change, ...]
 NO_CHANGES: Changes = ()
 
@@ -250,7 +270,7 @@ _KINDS: dict[str, Callable[[list[Any]], Change]] = {
     cls.kind: cls.unpack
     for cls in (UserCreated, RoomCreated, MemberJoined, MemberLeft, MessageCommitted, TokenIssued,
                 TokensRevoked, RoomUpdated, RoleChanged, Invited, InviteRemoved, UserUpdated,
-                TextsErased)
+                ReadMoved, TextErased)
 }
 
 

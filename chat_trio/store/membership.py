@@ -120,7 +120,7 @@ def _over(conn: sqlite3.Connection, room: _Room, actor_id: int, target_id: int) 
 def append_event(conn: sqlite3.Connection, room_id: int, kind: str, actor: User, subject: User | None,
                  text: str, now: int, changes: RoomChanges | None = None) -> MessageCommitted:
     """Add a room event with the room's next seq; `text` is its human-readable summary."""
-    seq = next_seq(conn, room_id)
+    seq = next_seq(conn, room_id, actor["id"])
     cur = conn.execute(
         "INSERT INTO messages (room_id, seq, author_id, text, created_at, kind, subject_id, changes)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

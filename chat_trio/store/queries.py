@@ -19,27 +19,31 @@ from chat_trio.store.changes import (
     InviteRemoved,
     MemberJoined,
     MessageCommitted,
+    ReadMoved,
     RoomCreated,
-    TextsErased,
     TokenIssued,
     TokensRevoked,
     UserCreated,
     UserUpdated,
 )
-from chat_trio.store.records import Author, Message, User, message_json
+from chat_trio.store.records import Author, Message, User, entry_json, message_json
+from chat_trio.store.search import SEARCH
 
 Row = tuple[Any, ...]
-# A timeline entry's columns (records.entry_json): a text message's first, then what room
-# events and edits add.
+# A timeline entry's columns (records.entry_json): a text message's first, then what other
+# kinds add.
 MESSAGE_COLUMNS = ("id, room_id, seq, author_id, text, txn_id, created_at,"
-                   " kind, subject_id, changes, edited_at, deleted")
-TEXT_COLUMNS = "id, room_id, seq, author_id, text, txn_id, created_at"
+                   " kind, subject_id, changes, edited_at, deleted, target_seq, new_text")
 
 
 class Conflict(Exception):
     """A rule refused the write; the message is the API's code: a taken username or room name,
     `last_admin` (no admin would be left), `deactivated` (the account is closed),
     `password_changed` (a login raced a password change)."""
+
+
+class NotMember(Exception):
+    """The user is not (or no longer) a member of the room the write is about."""
 
 
 def name_key(name: str) -> str:
@@ -76,6 +80,14 @@ def load_members(conn: sqlite3.Connection) -> list[Row]:
 
 def load_invites(conn: sqlite3.Connection) -> list[Row]:
     return conn.execute("SELECT room_id, user_id, invited_by, created_at FROM invites").fetchall()
+
+
+def load_text_counts(conn: sqlite3.Connection) -> list[Row]:
+    return conn.execute("SELECT id, text_count FROM rooms").fetchall()
+
+
+def load_reads(conn: sqlite3.Connection) -> list[Row]:
+    return conn.execute("SELECT room_id, user_id, read_seq, read_text_n FROM members").fetchall()
 
 
 def delete_expired_tokens(conn: sqlite3.Connection, now: int) -> None:
@@ -249,15 +261,6 @@ def deactivate_user(conn: sqlite3.Connection, user_id: int) -> tuple[list[int], 
         *(InviteRemoved(room_id, user_id) for (room_id,) in sorted(invites)))
 
 
-def erase_texts(conn: sqlite3.Connection, user_id: int) -> tuple[list[int], Changes]:
-    """Erase every text the user wrote: blanked and marked deleted in storage (with
-    `secure_delete` on, sqlite overwrites the old bytes; the WAL's copies go at the next
-    checkpoint). Returns the rooms it wrote in, for their `erase` entries."""
-    rooms = conn.execute("UPDATE messages SET text = '', deleted = 1 WHERE author_id = ? AND kind = 'text'"
-                         " AND (text <> '' OR deleted = 0) RETURNING room_id", (user_id,)).fetchall()
-    return sorted({room_id for (room_id,) in rooms}), (TextsErased(user_id),)
-
-
 def users_page(conn: sqlite3.Connection, prefix: str, after: int, limit: int) -> list[Row]:
     """(id, last_seen_at) of up to `limit` users with id > `after` whose username starts with
     `prefix` (ignoring case), in id order."""
@@ -314,22 +317,26 @@ def insert_message(
     if txn_id is not None:
         row = message_by_txn(conn, room_id, author_id, txn_id)
         if row is not None:
-            return (message_json(row, author), False), NO_CHANGES
+            return (entry_json(row, {author_id: author}), False), NO_CHANGES
     # The seq only while the author is a member, in the same statement: a send checked against
     # the state before a kick or ban that commits first in the same batch must not land after it.
     found = conn.execute(
-        "UPDATE rooms SET last_seq = last_seq + 1 WHERE id = ?"
-        " AND EXISTS (SELECT 1 FROM members WHERE room_id = ? AND user_id = ?) RETURNING last_seq",
+        "UPDATE rooms SET last_seq = last_seq + 1, text_count = text_count + 1 WHERE id = ?"
+        " AND EXISTS (SELECT 1 FROM members WHERE room_id = ? AND user_id = ?)"
+        " RETURNING last_seq, text_count",
         (room_id, room_id, author_id),
     ).fetchone()
     if found is None:
         raise outsider(conn, room_id, author_id)
-    seq = found[0]
+    seq, text_n = found
     cur = conn.execute(
-        "INSERT INTO messages (room_id, seq, author_id, text, txn_id, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (room_id, seq, author_id, text, txn_id, now),
+        "INSERT INTO messages (room_id, seq, author_id, text, txn_id, created_at, text_n)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (room_id, seq, author_id, text, txn_id, now, text_n),
     )
+    assert cur.lastrowid is not None
+    SEARCH.add(conn, cur.lastrowid, room_id, text)
+    move_own_marker(conn, room_id, author_id, seq, text_n)
     message = message_json((cur.lastrowid, room_id, seq, author_id, text, txn_id, now), author)
     return (message, True), (MessageCommitted(message),)
 
@@ -350,18 +357,29 @@ def outsider(conn: sqlite3.Connection, room_id: int, user_id: int,
     return APIError(403, "forbidden", why)
 
 
-def next_seq(conn: sqlite3.Connection, room_id: int) -> int:
-    """Take the room's next seq for a new timeline entry (message or room event)."""
-    seq: int = conn.execute(
-        "UPDATE rooms SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq", (room_id,)
-    ).fetchone()[0]
+def next_seq(conn: sqlite3.Connection, room_id: int, author_id: int | None = None) -> int:
+    """Take the room's next seq for a new timeline entry (message or room event); the marker of
+    its author (who acted), if given, moves to it."""
+    seq: int
+    seq, text_n = conn.execute(
+        "UPDATE rooms SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq, text_count", (room_id,)
+    ).fetchone()
+    if author_id is not None:
+        move_own_marker(conn, room_id, author_id, seq, text_n)
     return seq
+
+
+def move_own_marker(conn: sqlite3.Connection, room_id: int, user_id: int, seq: int, text_n: int) -> None:
+    """A member's own entry (a message, an edit, a join...) moves their read marker to it
+    (State._add_message does the same); nothing for a user who is not a member."""
+    conn.execute("UPDATE members SET read_seq = ?, read_text_n = ? WHERE room_id = ? AND user_id = ?",
+                 (seq, text_n, room_id, user_id))
 
 
 def message_by_txn(conn: sqlite3.Connection, room_id: int, author_id: int, txn_id: str) -> Row | None:
     """The author's message with this txn_id in this room, if any."""
     row: Row | None = conn.execute(
-        f"SELECT {TEXT_COLUMNS} FROM messages WHERE room_id = ? AND author_id = ? AND txn_id = ?",
+        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = ? AND author_id = ? AND txn_id = ?",
         (room_id, author_id, txn_id),
     ).fetchone()
     return row
@@ -374,3 +392,43 @@ def messages_between(conn: sqlite3.Connection, room_id: int, first: int, last: i
         " ORDER BY seq",
         (room_id, first, last),
     ).fetchall()
+
+
+def messages_by_id(conn: sqlite3.Connection, ids: list[int]) -> list[Row]:
+    """The messages with these ids, in the order given (missing ones left out)."""
+    if not ids:
+        return []
+    rows = conn.execute(
+        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id IN ({', '.join('?' * len(ids))})", ids
+    ).fetchall()
+    by_id = {row[0]: row for row in rows}
+    return [by_id[i] for i in ids if i in by_id]
+
+
+# -- read markers and search -----------------------------------------------------------------
+
+def move_read_marker(conn: sqlite3.Connection, room_id: int, user_id: int, seq: int) -> tuple[int, Changes]:
+    """Move a member's marker forward to `seq` (clamped to the room's last seq; a lower one
+    changes nothing). Returns the marker after the call; None if `user_id` is not a member."""
+    last_seq = conn.execute("SELECT last_seq FROM rooms WHERE id = ?", (room_id,)).fetchone()[0]
+    current = conn.execute("SELECT read_seq FROM members WHERE room_id = ? AND user_id = ?",
+                           (room_id, user_id)).fetchone()
+    if current is None:
+        raise NotMember()
+    target = min(seq, last_seq)
+    if target <= current[0]:
+        return current[0], NO_CHANGES
+    row = conn.execute(
+        "SELECT text_n FROM messages WHERE room_id = ? AND seq <= ? AND text_n IS NOT NULL"
+        " ORDER BY seq DESC LIMIT 1", (room_id, target)
+    ).fetchone()
+    text_n = 0 if row is None else row[0]
+    conn.execute("UPDATE members SET read_seq = ?, read_text_n = ? WHERE room_id = ? AND user_id = ?",
+                 (target, text_n, room_id, user_id))
+    return target, (ReadMoved(room_id, user_id, target, text_n),)
+
+
+def search(conn: sqlite3.Connection, query_words: list[str], room_ids: list[int], before: int | None,
+           limit: int) -> list[Row]:
+    """Message rows matching every word (by prefix) in these rooms, newest first."""
+    return messages_by_id(conn, SEARCH.find(conn, query_words, room_ids, before, limit))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from bisect import bisect_right
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
@@ -36,14 +38,17 @@ class _Entry(TypedDict):
 
 
 class Message(_Entry, total=False):
-    """A timeline entry: a `text` message, or a room event (`join`, `leave`, `kick`, `ban`,
-    `room_updated`) whose `text` is a human-readable summary and whose `author` is who acted.
-    (The keys below are optional: each kind carries its own.)"""
+    """A timeline entry: a `text` message, an `edit` or `delete` of one, or a room event
+    (`join`, `leave`, `kick`, `ban`, `room_updated`); all but text entries have a human-readable
+    summary as `text`, and `author` is who acted. (The keys below are optional: each kind
+    carries its own.)"""
 
     edited_at: str | None  # text entries only
     deleted: bool  # text entries only
     subject: Author | None  # room events only: the user acted on
     changes: RoomChanges  # room_updated only: the new values of the changed fields
+    target_seq: int  # edits and deletes: the text entry they change
+    new_text: str  # edits only: the text it now has ("" once the message is deleted)
 
 
 class RoomChanges(TypedDict, total=False):
@@ -65,7 +70,9 @@ class _Room(TypedDict):
 
 
 class Room(_Room, total=False):
-    my_role: str  # only for a viewer who is a member
+    my_role: str  # only for a viewer who is a member, as are the two below
+    read_seq: int
+    unread: int
 
 
 class Member(TypedDict):
@@ -126,18 +133,30 @@ def message_json(row: tuple[Any, ...], author: User | Author) -> Message:
     }
 
 
-def entry_json(row: tuple[Any, ...], users: dict[int, User]) -> Message:
+def entry_json(row: tuple[Any, ...], users: Mapping[int, User | Author]) -> Message:
     """Any timeline entry from a row of `queries.MESSAGE_COLUMNS` (the message columns, then
-    kind, subject_id, changes, edited_at, deleted)."""
+    kind, subject_id, changes, edited_at, deleted, target_seq, new_text)."""
     author = users[row[3]]
-    kind, subject_id, changes, edited_at, deleted = row[7:12]
+    kind, subject_id, changes, edited_at, deleted, target_seq, new_text = row[7:14]
     if kind == "text":
         entry = message_json(row, author)
         entry["edited_at"] = None if edited_at is None else iso(edited_at)
         entry["deleted"] = bool(deleted)
         return entry
+    if kind in ("edit", "delete"):
+        return change_json(message_json(row, author), kind, target_seq, new_text)
     return event_json(row, author, kind, None if subject_id is None else users[subject_id],
                       None if changes is None else orjson.loads(changes))
+
+
+def change_json(entry: Message, kind: str, target_seq: int, new_text: str | None) -> Message:
+    """`entry` (a text message's shape) as an `edit` or `delete` entry of message `target_seq`."""
+    del entry["edited_at"], entry["deleted"]
+    entry["kind"] = kind
+    entry["target_seq"] = target_seq
+    if kind == "edit":
+        entry["new_text"] = new_text or ""
+    return entry
 
 
 def event_json(row: tuple[Any, ...], author: User | Author, kind: str, subject: User | Author | None,
@@ -174,6 +193,17 @@ class RoomState:
     roles: dict[int, str] = field(default_factory=dict)  # member id → its role, when not "member"
     invites: dict[int, tuple[int, int]] = field(default_factory=dict)  # invitee → (inviter, at ms)
     recent: list[Message] = field(default_factory=list)  # contiguous seqs ending at last_seq
+    text_count: int = 0  # text entries ever committed (deleted ones too)
+    # member → (read_seq, text_count when the room's last_seq was read_seq)
+    reads: dict[int, tuple[int, int]] = field(default_factory=dict)
+    deleted: list[int] = field(default_factory=list)  # seqs of deleted text entries, ascending
+
+    def unread(self, user_id: int) -> int:
+        """Text entries past the member's marker that are not deleted: a subtraction and a
+        bisection, never a walk over history. None of them is the member's own, since sending
+        moves the sender's marker to the message it sent."""
+        read_seq, text_n = self.reads.get(user_id, (self.last_seq, self.text_count))
+        return self.text_count - text_n - (len(self.deleted) - bisect_right(self.deleted, read_seq))
 
     @property
     def private(self) -> bool:
@@ -190,7 +220,8 @@ class RoomState:
         return self.visibility == "public" or user_id in self.members or user_id in self.invites
 
     def json(self, viewer: int = 0, users: dict[int, User] | None = None) -> Room:
-        """The room as `viewer` sees it (their role; a direct room named after the other user)."""
+        """The room as `viewer` sees it (their role, read marker and unread count; a direct room
+        named after the other user)."""
         name = self.name
         if self.direct is not None and users is not None:
             others = [u for u in self.direct if u != viewer] or [viewer]
@@ -208,4 +239,6 @@ class RoomState:
         }
         if viewer in self.members:
             room["my_role"] = self.roles.get(viewer, "member")
+            room["read_seq"] = self.reads.get(viewer, (self.last_seq, 0))[0]
+            room["unread"] = self.unread(viewer)
         return room

@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import Callable
 
 from chat_trio.store.queries import name_key
+from chat_trio.store.search import SEARCH
 
 
 def _nfkc_room_name_keys(conn: sqlite3.Connection) -> None:
@@ -49,6 +50,37 @@ def _accounts_over_time(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE UNIQUE INDEX tokens_by_public_id ON tokens(public_id)")
     # A user's messages in id order: export pages through them, erasure finds them.
     conn.execute("CREATE INDEX messages_by_author ON messages(author_id, id)")
+def _timeline(conn: sqlite3.Connection) -> None:
+    """5: read markers, unread counters, edits and deletes, and the search index.
+
+    `rooms.text_count` counts the room's text entries ever committed and `messages.text_n` is a
+    text entry's place among them (null for other kinds), both set at commit; a member's marker
+    keeps the `text_n` it stands at. So a room's unread count is a subtraction (less the deleted
+    entries past the marker), never a count over its history. Edit and delete entries name their
+    target by `target_seq`; an edit's new text is `new_text`. Existing members have read
+    everything; existing text entries get numbered and indexed for search."""
+    for statement in (
+        "ALTER TABLE rooms ADD COLUMN text_count INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE messages ADD COLUMN text_n INTEGER",
+        "ALTER TABLE messages ADD COLUMN target_seq INTEGER",
+        "ALTER TABLE messages ADD COLUMN new_text TEXT",
+        "ALTER TABLE members ADD COLUMN read_seq INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE members ADD COLUMN read_text_n INTEGER NOT NULL DEFAULT 0",
+        "CREATE INDEX messages_by_target ON messages(room_id, target_seq) WHERE target_seq IS NOT NULL",
+        "CREATE INDEX messages_deleted ON messages(room_id, seq) WHERE deleted = 1",
+    ):
+        conn.execute(statement)
+    counts: dict[int, int] = {}
+    numbered = []
+    for message_id, room_id in conn.execute(
+            "SELECT id, room_id FROM messages WHERE kind = 'text' ORDER BY room_id, seq"):
+        counts[room_id] = counts.get(room_id, 0) + 1
+        numbered.append((counts[room_id], message_id))
+    conn.executemany("UPDATE messages SET text_n = ? WHERE id = ?", numbered)
+    conn.executemany("UPDATE rooms SET text_count = ? WHERE id = ?", [(n, r) for r, n in counts.items()])
+    conn.execute("UPDATE members SET (read_seq, read_text_n) ="
+                 " (SELECT last_seq, text_count FROM rooms WHERE rooms.id = members.room_id)")
+    SEARCH.create(conn)
 
 
 # Each a script of SQL statements, or a function for what SQL cannot do.
@@ -136,6 +168,7 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     );
     """,
     _accounts_over_time,
+    _timeline,
 ]
 
 

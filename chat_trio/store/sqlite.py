@@ -16,7 +16,7 @@ def connect(
     `durability="full"` sets synchronous=FULL: COMMIT returns only after the WAL is fsynced, so an
     acknowledged write survives power loss. "normal" survives a process crash but may lose the
     last commits on power loss. `wal_autocheckpoint` (pages) bounds the WAL: the commit that
-    passes it also checkpoints.
+    passes it also checkpoints. A writable connection zeroes what it deletes (secure_delete).
     """
     if path == ":memory:" or not path:
         raise ValueError("the server needs a database file, not :memory:")

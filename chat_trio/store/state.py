@@ -15,8 +15,9 @@ import heapq
 import sqlite3
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterator
+from typing import cast
 
-from chat_trio.store import queries
+from chat_trio.store import queries, timeline
 from chat_trio.store.changes import (
     Commit,
     Invited,
@@ -24,10 +25,11 @@ from chat_trio.store.changes import (
     MemberJoined,
     MemberLeft,
     MessageCommitted,
+    ReadMoved,
     RoleChanged,
     RoomCreated,
     RoomUpdated,
-    TextsErased,
+    TextErased,
     TokenIssued,
     TokensRevoked,
     UserCreated,
@@ -69,6 +71,12 @@ class State:
             self.add_member(self.rooms[room_id], user_id, joined_at, role)
         for room_id, user_id, invited_by, created_at in queries.load_invites(conn):
             self._add_invite(self.rooms[room_id], user_id, invited_by, created_at)
+        for room_id, text_count in queries.load_text_counts(conn):
+            self.rooms[room_id].text_count = text_count
+        for room_id, user_id, read_seq, text_n in queries.load_reads(conn):
+            self.rooms[room_id].reads[user_id] = (read_seq, text_n)
+        for room_id, seq in timeline.load_deleted(conn):
+            self.rooms[room_id].deleted.append(seq)  # ascending
 
     # -- the feed's consumer ---------------------------------------------------------------
 
@@ -110,10 +118,16 @@ class State:
                     self.revocations += 1
                     for digest in digests:
                         self.tokens.pop(digest, None)
+                case TextErased(room_id, seqs):
+                    if (room := self.rooms.get(room_id)) is not None:
+                        self._erase(room, seqs)
+                case ReadMoved(room_id, user_id, read_seq, text_n):
+                    room = self.rooms.get(room_id)
+                    if room is not None and user_id in room.members \
+                            and read_seq > room.reads.get(user_id, (0, 0))[0]:
+                        room.reads[user_id] = (read_seq, text_n)
                 case UserUpdated(user_id, admin, deactivated):
                     self._flag_user(user_id, admin, deactivated)
-                case TextsErased(user_id):
-                    self._erase_texts(user_id)
 
     def add_user(self, user_id: int, username: str, created_at: int) -> None:
         self.users[user_id] = user_json(user_id, username, created_at)
@@ -125,19 +139,6 @@ class State:
         user = self.users.get(user_id)
         if user is not None:
             self.users[user_id] = {**user, "admin": admin, "deactivated": deactivated}
-
-    def _erase_texts(self, user_id: int) -> None:
-        """Show the user's cached text entries as deleted, their text gone (new dicts: a page
-        already handed out keeps its own)."""
-
-        self.erasures += 1
-
-        def erased(m: Message) -> bool:
-            return m["author"]["id"] == user_id and m.get("kind", "text") == "text"
-
-        for room in self.rooms.values():
-            if any(erased(m) for m in room.recent):
-                room.recent = [{**m, "text": "", "deleted": True} if erased(m) else m for m in room.recent]
 
     def add_room(self, room: RoomState) -> None:
         self.rooms[room.id] = room
@@ -168,6 +169,9 @@ class State:
     def add_member(self, room: RoomState, user_id: int, joined_at: int, role: str = "member") -> None:
         if user_id not in room.members:
             insort(self.joined.setdefault(user_id, []), room.id)
+            # A new member has read what came before; their join entry then moves the marker to
+            # it (queries.next_seq does the same).
+            room.reads[user_id] = (room.last_seq, room.text_count)
         room.members[user_id] = joined_at
         self._set_role(room, user_id, role)
 
@@ -178,6 +182,7 @@ class State:
             room.roles[user_id] = role
 
     def _remove_member(self, room: RoomState, user_id: int) -> None:
+        room.reads.pop(user_id, None)
         room.roles.pop(user_id, None)
         if room.members.pop(user_id, None) is not None:
             _discard_from(self.joined, user_id, room.id)
@@ -198,6 +203,14 @@ class State:
             return
         room.last_seq = seq
         self.messages_committed += 1
+        kind = message["kind"]
+        if kind == "text":
+            room.text_count += 1
+        elif kind == "edit":
+            self._replace_recent(room, message["target_seq"], text=message["new_text"],
+                                 edited_at=message["created_at"])
+        if message["author"]["id"] in room.members:  # a member's own entry moves their marker to it
+            room.reads[message["author"]["id"]] = (seq, room.text_count)
         recent = room.recent
         if recent and recent[-1]["seq"] == seq - 1:
             recent.append(message)
@@ -206,6 +219,26 @@ class State:
         else:
             room.recent = [message]
 
+    def _replace_recent(self, room: RoomState, seq: int, **fields: object) -> None:
+        """Show a cached entry's new state: a new dict, since the old one may be on its way to
+        a client."""
+        recent = room.recent
+        if recent and recent[0]["seq"] <= seq <= recent[-1]["seq"]:
+            at = seq - recent[0]["seq"]
+            recent[at] = cast(Message, {**recent[at], **fields})
+
+    def _erase(self, room: RoomState, seqs: tuple[int, ...]) -> None:
+        """Text entries erased (a delete, an account's erasure): deleted, and their edits too."""
+        self.erasures += 1
+        for seq in seqs:
+            at = bisect_left(room.deleted, seq)
+            if at == len(room.deleted) or room.deleted[at] != seq:  # once each: apply is idempotent
+                room.deleted.insert(at, seq)
+            self._replace_recent(room, seq, text="", deleted=True)
+        erased = set(seqs)
+        for entry in room.recent:
+            if entry["kind"] == "edit" and entry["target_seq"] in erased:
+                self._replace_recent(room, entry["seq"], new_text="")
     # -- views -----------------------------------------------------------------------------
 
     def visible_rooms(self, user_id: int, after: int) -> Iterator[int]:

@@ -19,18 +19,19 @@ import orjson
 import trio
 
 from chat_trio.config import Config
-from chat_trio.store import membership, queries
+from chat_trio.store import membership, queries, timeline
 from chat_trio.store.changes import Changes
 from chat_trio.store.feed import Feed
-from chat_trio.store.queries import Conflict
+from chat_trio.store.queries import Conflict, NotMember
 from chat_trio.store.readers import ReaderPool
-from chat_trio.store.records import Message, RoomState, User, entry_json, message_json, now_ms
+from chat_trio.store.records import Message, RoomState, User, entry_json, now_ms
 from chat_trio.store.schema import migrate
+from chat_trio.store.search import SEARCH
 from chat_trio.store.sqlite import backup, connect
 from chat_trio.store.state import State
 from chat_trio.store.writer import GroupCommitWriter
 
-__all__ = ["Conflict", "ReadOnlyStore", "Store"]
+__all__ = ["Conflict", "NotMember", "ReadOnlyStore", "Store"]
 T = TypeVar("T")
 
 
@@ -46,6 +47,7 @@ class Store:
         self.readers = readers
         self.state = State(config.recent_cache)
         self.feed = Feed(self.state)
+        self.search_limiter = trio.CapacityLimiter(max(1, min(config.search_readers, config.readers)))
         self._writer = None if conn is None else GroupCommitWriter(
             conn, max_batch=config.write_batch, queue_size=config.write_queue, on_commit=self.feed.apply)
         self.users = self.state.users  # read-only views for the handlers
@@ -70,6 +72,7 @@ class Store:
             conn = connect(config.db, durability=config.durability,
                            wal_autocheckpoint=config.wal_autocheckpoint)
             migrate(conn)
+            SEARCH.prepare(conn)
             queries.delete_expired_tokens(conn, now_ms())
             store = cls(config, conn, ReaderPool(config.db, config.readers))
             store.state.load(conn)
@@ -169,14 +172,14 @@ class Store:
 
     async def deactivate(self, user_id: int, erase: bool) -> None:
         """Close the account in one commit: it leaves every room (a `leave` entry each) and, with
-        `erase`, its texts are erased (an `erase` entry in each room it wrote in); after an
-        erasure, checkpoint the WAL so the old pages leave it too."""
+        `erase`, its texts are erased (timeline.erase_author: as a delete erases, and an `erase`
+        entry in each room it wrote in)."""
         user = self.state.users[user_id]
 
         def close(conn: sqlite3.Connection, now: int) -> tuple[None, Changes]:
             rooms, changes = queries.deactivate_user(conn, user_id)
             if erase:
-                wrote_in, erased = queries.erase_texts(conn, user_id)
+                wrote_in, erased = timeline.erase_author(conn, user_id)
                 changes += erased
                 for room_id in wrote_in:
                     text = f"{user['username']}'s messages were erased"
@@ -185,22 +188,7 @@ class Store:
                 changes += membership.leave(conn, room_id, user, now)[1]
             return None, changes
 
-        await self.change(close)
-        if erase:
-            await self.checkpoint()
-
-    async def checkpoint(self) -> None:
-        """Copy the WAL into the database and truncate it, between the writer's transactions
-        (it runs on the writer's connection, under the writer's thread limiter)."""
-        conn = self._conn
-        assert conn is not None
-        for _ in range(10):  # a reader on an old snapshot can hold it back; it moves on quickly
-            busy = await trio.to_thread.run_sync(
-                lambda: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0],
-                limiter=self.writer.thread)
-            if not busy:
-                return
-            await trio.sleep(0.05)
+        await self.change(close)  # the writer checkpoints the WAL after an erasure
 
     async def users_page(self, prefix: str, after: int,
                          limit: int) -> tuple[list[tuple[User, int | None]], bool]:
@@ -334,7 +322,7 @@ class Store:
     async def sent_message(self, room: RoomState, author: User, txn_id: str) -> Message | None:
         """The committed message `author` sent to `room` with `txn_id`, if there is one."""
         row = await self.readers.read(lambda c: queries.message_by_txn(c, room.id, author["id"], txn_id))
-        return None if row is None else message_json(row, author)
+        return None if row is None else entry_json(row, {author["id"]: author})
 
     async def messages(self, room: RoomState, first: int, last: int) -> list[Message]:
         """Messages first..last (inclusive, ascending) from memory when it holds them."""
@@ -351,3 +339,35 @@ class Store:
         if erasures == self.state.erasures:  # else the read may predate an erasure: do not cache it
             self.state.warm(room, messages)
         return messages
+
+    async def edit_message(self, room: RoomState, editor: User, seq: int, text: str,
+                           txn_id: str | None) -> Message:
+        """The edit entry (store/timeline.py); APIError 403 / 404 / 409 as it says."""
+        room_id = room.id
+        entry: Message = await self.change(
+            lambda c, now: timeline.edit_message(c, room_id, editor, seq, text, txn_id, now))
+        return entry
+
+    async def delete_message(self, room: RoomState, actor: User, seq: int) -> Message:
+        """The delete entry (store/timeline.py); APIError 403 / 404 / 409 as it says."""
+        room_id = room.id
+        entry: Message = await self.change(
+            lambda c, now: timeline.delete_message(c, room_id, actor, seq, now))
+        return entry
+
+    # -- read markers and search -----------------------------------------------------------
+
+    async def mark_read(self, room: RoomState, user_id: int, seq: int) -> int:
+        """Move the member's read marker forward to `seq`; the marker after the call.
+        NotMember if they are not a member when it commits."""
+        room_id = room.id
+        read_seq: int = await self.writer.change(lambda c: queries.move_read_marker(c, room_id, user_id, seq))
+        return read_seq
+
+    async def search(self, query_words: list[str], room_ids: list[int], before: int | None,
+                     limit: int) -> list[Message]:
+        """Messages in `room_ids` matching every word by prefix, newest first (store/search.py)."""
+        async with self.search_limiter:  # a costly search never holds every reader connection
+            rows = await self.readers.read(lambda c: queries.search(c, query_words, room_ids, before, limit))
+        users = self.state.users
+        return [entry_json(row, users) for row in rows]

@@ -25,10 +25,12 @@ import trio
 
 from chat_trio.errors import APIError
 from chat_trio.metrics import BATCH_BUCKETS, Histogram
-from chat_trio.store.changes import NO_CHANGES, Change, Changes, Commit
+from chat_trio.store.changes import NO_CHANGES, Change, Changes, Commit, TextErased
+from chat_trio.store.sqlite import BUSY_TIMEOUT_MS
 
 log = logging.getLogger("chat_trio.store")
 T = TypeVar("T")
+ERASE_WAIT_MS = 100  # how long the checkpoint after an erasure waits for readers to finish
 
 
 class StoreClosed(APIError):
@@ -177,6 +179,22 @@ class GroupCommitWriter:
             for item in batch:
                 item.finish()
 
+    def _erase_checkpoint(self) -> None:
+        """Worker thread, after a commit that erased text: older copies of its pages are still
+        in the WAL, so copy the WAL into the database and truncate it. A reader in the middle
+        of a read makes it wait ERASE_WAIT_MS at most; then the copies stay until the WAL is
+        next checkpointed and reused (see docs/API.md, what deleting erases)."""
+        conn = self._conn
+        conn.execute(f"PRAGMA busy_timeout = {ERASE_WAIT_MS}")
+        try:
+            busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            if busy:
+                log.info("the WAL could not be truncated after an erasure (readers were busy)")
+        except sqlite3.Error:
+            log.warning("checkpoint after an erasure failed", exc_info=True)
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+
     def _commit(self, batch: list[Pending[Any]]) -> list[Change] | None:
         """Worker thread: one transaction for the whole batch. Returns the changes of the writes
         that succeeded, in order, or None if the transaction did not commit."""
@@ -195,6 +213,8 @@ class GroupCommitWriter:
                     changes += made
                 conn.execute("RELEASE w")
             conn.execute("COMMIT")
+            if any(isinstance(change, TextErased) for change in changes):
+                self._erase_checkpoint()
             return changes
         except sqlite3.Error:
             log.exception("transaction failed; %d writes refused", len(batch))
