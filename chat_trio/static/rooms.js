@@ -104,7 +104,7 @@ export function renderRooms() {
       ? room.member_count + (room.member_count === 1 ? " member" : " members")
       : "join");
     b.append(name, meta);
-    if (state.joined.has(room.id) && room.unread > 0) {
+    if (state.joined.has(room.id) && room.unread > 0 && room.id !== state.roomId) {
       const badge = node("span", "unread-badge", room.unread > 99 ? "99+" : String(room.unread));
       badge.setAttribute("aria-label", room.unread + " unread");
       b.classList.add("has-unread");

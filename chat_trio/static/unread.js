@@ -11,6 +11,7 @@ import { actions, state } from "./state.js";
 
 const SUBSCRIBE_BATCH = 40; // subscriptions sent at once: under the server's inbound frame limit
 const SUBSCRIBE_GAP_MS = 1000;
+const RECOUNT_AGAIN_MS = 250; // with --workers, the REST answer may come from a worker a little behind
 
 const subscribed = new Set(); // rooms subscribed on this socket by this module
 let queue = [];
@@ -103,7 +104,7 @@ export function recount(roomId) {
       const room = state.rooms.get(roomId);
       if (!room || !data || !data.room || !state.joined.has(roomId)) return;
       if (data.room.last_seq < (room.last_seq || 0)) {
-        setTimeout(() => recount(roomId), 0); // entries arrived meanwhile: an older answer
+        setTimeout(() => recount(roomId), RECOUNT_AGAIN_MS); // an answer older than what I counted
         return;
       }
       Object.assign(room, { last_seq: data.room.last_seq, read_seq: data.room.read_seq, unread: data.room.unread });
