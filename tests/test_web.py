@@ -918,3 +918,32 @@ def _timeline_scenario(base: str, browser: Any, problems: list[str]) -> None:
     expect(c.locator("#messages .message").last.locator(".message-text")).to_have_text("newest of all")
     expect(c.locator("#jump-latest")).to_be_hidden()
     expect(plaza_c.locator(".unread-badge")).to_have_count(0)
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install -y chromium")
+async def test_unread_badges_in_every_room_of_many(app: App, client: HTTPClient) -> None:
+    """A user in 120 rooms: the page subscribes to all of them, paced under the server's inbound
+    frame limit (50/s, bursts of 100), so a message in the last one still shows its badge."""
+    with trio.fail_after(60):
+        reply = await client.post("/register", {"username": "busy", "password": PASSWORD})
+        busy = reply.json["user"]["id"]
+        async with trio.open_nursery() as nursery:  # concurrent creates share commits
+            for i in range(120):
+                nursery.start_soon(store_of(app).create_room, busy, f"room {i:03}", "")
+        await client.post("/register", {"username": "poster", "password": PASSWORD})
+        token = (await client.post("/login", {"username": "poster", "password": PASSWORD})).json["token"]
+    await _in_browser(partial(_many_rooms_scenario, f"http://127.0.0.1:{app.port}", token))
+
+
+def _many_rooms_scenario(base: str, token: str, browser: Any, problems: list[str]) -> None:
+    from playwright.sync_api import expect
+
+    page = _open_page(browser, "busy", problems)
+    _sign_in(page, base, "busy", register=False)
+    expect(page.locator(".room-button .room-meta", has_text="member")).to_have_count(120)
+    last = page.locator(".room-button").last  # the newest room: subscribed in the last batch
+    room_id = int(last.get_attribute("data-room-id") or 0)
+    _rest(base, "POST", f"/rooms/{room_id}/join", token)
+    _rest(base, "POST", f"/rooms/{room_id}/messages", token, {"text": "anyone here?"})
+    expect(last.locator(".unread-badge")).to_have_text("1")
+    expect(page.locator(".unread-badge")).to_have_count(1)
