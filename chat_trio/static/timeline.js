@@ -96,6 +96,7 @@ export async function showAround(seq) {
     setDetached(last < tl.lastSeq);
     for (const m of data.messages) insertMessage(m);
     setOlder(data.has_more);
+    if (!tl.detached) showPendingFor(state.roomId);
   }
   const li = shownEntry(seq);
   if (!li) return;
@@ -142,7 +143,9 @@ el.scroller.addEventListener("scroll", () => {
 export async function refetch() {
   const gen = state.generation;
   await loadNewest(gen);
-  if (gen === state.generation) subscribe();
+  if (gen !== state.generation) return;
+  showPendingFor(state.roomId); // the reload cleared my unsent messages from the page
+  subscribe();
 }
 
 // -- entries -----------------------------------------------------------------------------
