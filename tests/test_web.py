@@ -741,14 +741,19 @@ def _admin_scenario(base: str, browser: Any, problems: list[str]) -> None:
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install -y chromium")
+async def _user_in_rooms(app: App, client: HTTPClient, username: str, rooms: int) -> None:
+    """A new user who created `rooms` rooms, "room 000" and on."""
+    reply = await client.post("/register", {"username": username, "password": PASSWORD})
+    user_id = reply.json["user"]["id"]
+    async with trio.open_nursery() as nursery:  # concurrent creates share commits
+        for i in range(rooms):
+            nursery.start_soon(store_of(app).create_room, user_id, f"room {i:03}", "")
+
+
 async def test_room_list_pages_through_every_room(app: App, client: HTTPClient) -> None:
     """GET /rooms answers at most 500 rooms a page: the page lists all of them, across pages."""
     with trio.fail_after(60):
-        reply = await client.post("/register", {"username": "owner", "password": PASSWORD})
-        owner = reply.json["user"]["id"]
-        async with trio.open_nursery() as nursery:  # concurrent creates share commits
-            for i in range(503):
-                nursery.start_soon(store_of(app).create_room, owner, f"room {i:03}", "")
+        await _user_in_rooms(app, client, "owner", 503)
         await trio.to_thread.run_sync(_room_list_scenario, f"http://127.0.0.1:{app.port}")
 
 
@@ -933,11 +938,7 @@ async def test_unread_badges_in_every_room_of_many(app: App, client: HTTPClient)
     """A user in 120 rooms: the page subscribes to all of them, paced under the server's inbound
     frame limit (50/s, bursts of 100), so a message in the last one still shows its badge."""
     with trio.fail_after(60):
-        reply = await client.post("/register", {"username": "busy", "password": PASSWORD})
-        busy = reply.json["user"]["id"]
-        async with trio.open_nursery() as nursery:  # concurrent creates share commits
-            for i in range(120):
-                nursery.start_soon(store_of(app).create_room, busy, f"room {i:03}", "")
+        await _user_in_rooms(app, client, "busy", 120)
         await client.post("/register", {"username": "poster", "password": PASSWORD})
         token = (await client.post("/login", {"username": "poster", "password": PASSWORD})).json["token"]
     await _in_browser(partial(_many_rooms_scenario, f"http://127.0.0.1:{app.port}", token))
