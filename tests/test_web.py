@@ -741,13 +741,14 @@ def _admin_scenario(base: str, browser: Any, problems: list[str]) -> None:
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install -y chromium")
-async def _user_in_rooms(app: App, client: HTTPClient, username: str, rooms: int) -> None:
-    """A new user who created `rooms` rooms, "room 000" and on."""
+async def _user_in_rooms(app: App, client: HTTPClient, username: str, rooms: int) -> int:
+    """A new user (their id) who created `rooms` rooms, "room 000" and on."""
     reply = await client.post("/register", {"username": username, "password": PASSWORD})
     user_id = reply.json["user"]["id"]
     async with trio.open_nursery() as nursery:  # concurrent creates share commits
         for i in range(rooms):
             nursery.start_soon(store_of(app).create_room, user_id, f"room {i:03}", "")
+    return int(user_id)
 
 
 async def test_room_list_pages_through_every_room(app: App, client: HTTPClient) -> None:
@@ -936,15 +937,26 @@ def _timeline_scenario(base: str, browser: Any, problems: list[str]) -> None:
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install -y chromium")
 async def test_unread_badges_in_every_room_of_many(app: App, client: HTTPClient) -> None:
     """A user in 120 rooms: the page subscribes to all of them, paced under the server's inbound
-    frame limit (50/s, bursts of 100), so a message in the last one still shows its badge."""
+    frame limit (50/s, bursts of 100), so a message in the last one still shows its badge; after
+    the server drops the websocket, the page resumes every room and counts each message once."""
     with trio.fail_after(60):
-        await _user_in_rooms(app, client, "busy", 120)
+        busy = await _user_in_rooms(app, client, "busy", 120)
         await client.post("/register", {"username": "poster", "password": PASSWORD})
         token = (await client.post("/login", {"username": "poster", "password": PASSWORD})).json["token"]
-    await _in_browser(partial(_many_rooms_scenario, f"http://127.0.0.1:{app.port}", token))
+
+    def drop_websockets() -> None:
+        def close() -> None:
+            for sub in list(app.hub.connections):
+                if sub.user_id == busy:
+                    sub.close(4008, "too slow; reconnect and resume with after")
+
+        trio.from_thread.run_sync(close)
+
+    await _in_browser(partial(_many_rooms_scenario, f"http://127.0.0.1:{app.port}", token, drop_websockets))
 
 
-def _many_rooms_scenario(base: str, token: str, browser: Any, problems: list[str]) -> None:
+def _many_rooms_scenario(base: str, token: str, drop_websockets: Callable[[], None], browser: Any,
+                         problems: list[str]) -> None:
     from playwright.sync_api import expect
 
     page = _open_page(browser, "busy", problems)
@@ -955,4 +967,12 @@ def _many_rooms_scenario(base: str, token: str, browser: Any, problems: list[str
     _rest(base, "POST", f"/rooms/{room_id}/join", token)
     _rest(base, "POST", f"/rooms/{room_id}/messages", token, {"text": "anyone here?"})
     expect(last.locator(".unread-badge")).to_have_text("1")
+    expect(page.locator(".unread-badge")).to_have_count(1)
+    drop_websockets()  # whether these come while offline or after the resume, each counts once
+    for text in ("still there?", "hello?"):
+        _rest(base, "POST", f"/rooms/{room_id}/messages", token, {"text": text})
+    expect(last.locator(".unread-badge")).to_have_text("3")
+    expect(page.locator("#conn-status")).to_have_text("Live")
+    _rest(base, "POST", f"/rooms/{room_id}/messages", token, {"text": "bye"})
+    expect(last.locator(".unread-badge")).to_have_text("4")
     expect(page.locator(".unread-badge")).to_have_count(1)
