@@ -741,14 +741,20 @@ def _admin_scenario(base: str, browser: Any, problems: list[str]) -> None:
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install -y chromium")
+async def _user_in_rooms(app: App, client: HTTPClient, username: str, rooms: int) -> int:
+    """A new user (their id) who created `rooms` rooms, "room 000" and on."""
+    reply = await client.post("/register", {"username": username, "password": PASSWORD})
+    user_id = reply.json["user"]["id"]
+    async with trio.open_nursery() as nursery:  # concurrent creates share commits
+        for i in range(rooms):
+            nursery.start_soon(store_of(app).create_room, user_id, f"room {i:03}", "")
+    return int(user_id)
+
+
 async def test_room_list_pages_through_every_room(app: App, client: HTTPClient) -> None:
     """GET /rooms answers at most 500 rooms a page: the page lists all of them, across pages."""
     with trio.fail_after(60):
-        reply = await client.post("/register", {"username": "owner", "password": PASSWORD})
-        owner = reply.json["user"]["id"]
-        async with trio.open_nursery() as nursery:  # concurrent creates share commits
-            for i in range(503):
-                nursery.start_soon(store_of(app).create_room, owner, f"room {i:03}", "")
+        await _user_in_rooms(app, client, "owner", 503)
         await trio.to_thread.run_sync(_room_list_scenario, f"http://127.0.0.1:{app.port}")
 
 
@@ -769,3 +775,204 @@ def _room_list_scenario(base: str) -> None:
             expect(page.locator(".room-button", has_text="room 502")).to_have_count(1)
         finally:
             browser.close()
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install -y chromium")
+@pytest.mark.workers
+async def test_edits_deletes_unread_badges_and_search(app: Served) -> None:
+    """Issue 16 in three pages (alice; bob on two devices): ↑ edits my last message and Escape
+    cancels; edits and deletes (mine, and a moderator's of someone else's) change the message
+    in place in the other browser; an unread badge appears live and clears on both of bob's
+    devices when one of them reads the room; search marks the matched words (code points, text
+    only) and opens the room at an older message with what surrounds it."""
+    await _in_browser(partial(_timeline_scenario, f"http://127.0.0.1:{app.port}"))
+
+
+def _create_room(page: Any, name: str) -> None:
+    from playwright.sync_api import expect
+
+    if page.locator("#create-room").get_attribute("open") is None:
+        page.locator("#create-room summary").click()
+    page.get_by_label("Name", exact=True).fill(name)
+    page.get_by_role("button", name="Create room").click()
+    expect(page.locator("#room-title")).to_have_text(name)
+
+
+def _send(page: Any, text: str) -> None:
+    page.locator("#message-input").fill(text)
+    page.locator("#message-input").press("Enter")
+
+
+def _timeline_scenario(base: str, browser: Any, problems: list[str]) -> None:
+    from playwright.sync_api import expect
+
+    a = _open_page(browser, "A", problems)
+    b = _open_page(browser, "B", problems)
+    _sign_in(a, base, "alice")
+    _create_room(a, "plaza")
+    _sign_in(b, base, "bob")
+    b.locator(".room-button", has_text="plaza").click()
+    expect(b.locator("#composer")).to_be_visible()  # joined
+    # B opens a room of its own: plaza goes on in the background, with nothing unread
+    _create_room(b, "corner")
+    plaza_b = b.locator(".room-button", has_text="plaza")
+    expect(plaza_b.locator(".unread-badge")).to_have_count(0)
+
+    # A sends with a typo, then an emoji: B's badge counts them live
+    _send(a, "hello wrold")
+    _send(a, "🎉 café at noon")
+    expect(a.locator("#messages .message.mine:not(.pending) .message-text")).to_have_text(
+        ["hello wrold", "🎉 café at noon"])
+    expect(plaza_b.locator(".unread-badge")).to_have_text("2")
+    # bob's second device reads the same count from the room list
+    c = _open_page(browser, "C", problems)
+    _sign_in(c, base, "bob", register=False)
+    plaza_c = c.locator(".room-button", has_text="plaza")
+    expect(plaza_c.locator(".unread-badge")).to_have_text("2")
+
+    # ↑ in A's empty composer edits A's last message; Escape cancels; ↑ again, Enter saves
+    a.locator("#message-input").press("ArrowUp")
+    editor = a.locator("#messages .edit-form textarea")
+    expect(editor).to_have_value("🎉 café at noon")
+    expect(editor).to_be_focused()
+    editor.press("Escape")
+    expect(editor).to_have_count(0)
+    expect(a.locator("#message-input")).to_be_focused()
+    first_a = a.locator("#messages .message").first
+    first_a.hover()
+    first_a.get_by_role("button", name="Edit message").click()
+    expect(editor).to_have_value("hello wrold")
+    editor.fill("hello world")
+    editor.press("Enter")
+    expect(first_a.locator(".message-text")).to_have_text("hello world")
+    expect(first_a.locator(".edited")).to_have_text("(edited)")
+    expect(plaza_b.locator(".unread-badge")).to_have_text("2")  # an edit is nothing new to read
+
+    # B opens plaza: history shows the edit; the badge clears on B, and on C by the read frame
+    plaza_b.click()
+    texts_b = b.locator("#messages .message .message-text")
+    expect(texts_b).to_have_text(["hello world", "🎉 café at noon"])
+    expect(b.locator("#messages .message .edited")).to_have_count(1)
+    expect(plaza_b.locator(".unread-badge")).to_have_count(0)
+    expect(plaza_c.locator(".unread-badge")).to_have_count(0)
+    # a plain member may neither edit nor delete someone else's message
+    expect(b.locator("#messages .message").first.get_by_role("button", name="Edit message")).to_have_count(0)
+    expect(b.locator("#messages .message").first.get_by_role("button", name="Delete message")).to_be_hidden()
+
+    # Live in B: A edits again with ↑, then deletes the message (after confirming)
+    a.locator("#message-input").press("ArrowUp")
+    editor.fill("🎉 café at one")
+    editor.press("Enter")
+    expect(texts_b).to_have_text(["hello world", "🎉 café at one"])
+    expect(b.locator("#messages .message .edited")).to_have_count(2)
+    last_a = a.locator("#messages .message").last
+    last_a.hover()
+    last_a.get_by_role("button", name="Delete message").click()
+    last_a.locator(".delete-confirm").get_by_role("button", name="Delete", exact=True).click()
+    expect(texts_b).to_have_text(["hello world", "message deleted"])
+    expect(b.locator("#messages .message.deleted")).to_have_count(1)
+    expect(last_a.locator(".message-text")).to_have_text("message deleted")
+    expect(last_a.get_by_role("button", name="Edit message")).to_have_count(0)
+
+    # A moderates: B's message, deleted by A (the owner), goes in both pages
+    _send(b, "oops, wrong room")
+    oops_a = a.locator("#messages .message", has_text="oops, wrong room")
+    oops_a.hover()
+    oops_a.get_by_role("button", name="Delete message").click()
+    a.locator(".delete-confirm").get_by_role("button", name="Delete", exact=True).click()
+    expect(texts_b).to_have_text(["hello world", "message deleted", "message deleted"])
+
+    # Enough newer messages that "hello world" is off the newest page
+    room_id = int(plaza_b.get_attribute("data-room-id") or 0)
+    for page in (a, b):
+        token = page.evaluate("() => sessionStorage.getItem('chat_trio.token')")
+        for i in range(28):
+            _rest(base, "POST", f"/rooms/{room_id}/messages", token, {"text": f"filler {i}"})
+    expect(b.locator("#messages .message", has_text="filler 27")).to_have_count(2)
+
+    # C searches: matched words marked as text (offsets in code points: the emoji before
+    # `café` is two UTF-16 units, one code point); a deleted message is not found
+    c.get_by_label("Search messages").fill("WOR")
+    c.get_by_label("Search messages").press("Enter")
+    hits = c.locator("#search-results .search-hit")
+    expect(hits).to_have_count(1)
+    expect(hits.locator("mark")).to_have_text(["world"])
+    expect(hits.locator(".search-text")).to_have_text("hello world")
+    expect(hits.locator(".search-room")).to_have_text("plaza")
+    c.get_by_label("Search messages").fill("cafe")
+    c.get_by_label("Search messages").press("Enter")
+    expect(c.locator("#search-empty")).to_be_visible()
+    _send(b, "<b>Café</b> 🎉 café again")
+    c.get_by_label("Search messages").press("Enter")
+    expect(hits).to_have_count(1)
+    expect(hits.locator("mark")).to_have_text(["Café", "café"])
+    expect(hits.locator(".search-text b")).to_have_count(0)
+
+    # narrowed to the open room (corner), "hello" finds nothing; over all rooms it opens plaza on
+    # C around that older message, marked, with the way back
+    c.locator(".room-button", has_text="corner").click()
+    expect(c.locator("#room-title")).to_have_text("corner")
+    c.get_by_label("In the open room only").check()
+    c.get_by_label("Search messages").fill("hello")
+    c.get_by_label("Search messages").press("Enter")
+    expect(c.locator("#search-empty")).to_be_visible()
+    expect(hits).to_have_count(0)
+    c.get_by_label("In the open room only").uncheck()
+    c.get_by_label("Search messages").press("Enter")
+    expect(hits).to_have_count(1)
+    hits.click()
+    expect(c.locator("#room-title")).to_have_text("plaza")
+    found = c.locator("#messages .message.found")
+    expect(found.locator(".message-text")).to_have_text("hello world")
+    expect(found).to_be_in_viewport()
+    expect(c.locator("#messages .message", has_text="<b>Café</b>")).to_have_count(0)
+    # a live entry meanwhile waits behind "Jump to the latest"
+    _send(a, "newest of all")
+    c.get_by_role("button", name="Jump to the latest messages").click()
+    expect(c.locator("#messages .message").last.locator(".message-text")).to_have_text("newest of all")
+    expect(c.locator("#jump-latest")).to_be_hidden()
+    expect(plaza_c.locator(".unread-badge")).to_have_count(0)
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install -y chromium")
+async def test_unread_badges_in_every_room_of_many(app: App, client: HTTPClient) -> None:
+    """A user in 120 rooms: the page subscribes to all of them, paced under the server's inbound
+    frame limit (50/s, bursts of 100), so a message in the last one still shows its badge; after
+    the server drops the websocket, the page resumes every room and counts each message once."""
+    with trio.fail_after(60):
+        busy = await _user_in_rooms(app, client, "busy", 120)
+        await client.post("/register", {"username": "poster", "password": PASSWORD})
+        token = (await client.post("/login", {"username": "poster", "password": PASSWORD})).json["token"]
+
+    def drop_websockets() -> None:
+        def close() -> None:
+            for sub in list(app.hub.connections):
+                if sub.user_id == busy:
+                    sub.close(4008, "too slow; reconnect and resume with after")
+
+        trio.from_thread.run_sync(close)
+
+    await _in_browser(partial(_many_rooms_scenario, f"http://127.0.0.1:{app.port}", token, drop_websockets))
+
+
+def _many_rooms_scenario(base: str, token: str, drop_websockets: Callable[[], None], browser: Any,
+                         problems: list[str]) -> None:
+    from playwright.sync_api import expect
+
+    page = _open_page(browser, "busy", problems)
+    _sign_in(page, base, "busy", register=False)
+    expect(page.locator(".room-button .room-meta", has_text="member")).to_have_count(120)
+    last = page.locator(".room-button").last  # the newest room: subscribed in the last batch
+    room_id = int(last.get_attribute("data-room-id") or 0)
+    _rest(base, "POST", f"/rooms/{room_id}/join", token)
+    _rest(base, "POST", f"/rooms/{room_id}/messages", token, {"text": "anyone here?"})
+    expect(last.locator(".unread-badge")).to_have_text("1")
+    expect(page.locator(".unread-badge")).to_have_count(1)
+    drop_websockets()  # whether these come while offline or after the resume, each counts once
+    for text in ("still there?", "hello?"):
+        _rest(base, "POST", f"/rooms/{room_id}/messages", token, {"text": text})
+    expect(last.locator(".unread-badge")).to_have_text("3")
+    expect(page.locator("#conn-status")).to_have_text("Live")
+    _rest(base, "POST", f"/rooms/{room_id}/messages", token, {"text": "bye"})
+    expect(last.locator(".unread-badge")).to_have_text("4")
+    expect(page.locator(".unread-badge")).to_have_count(1)

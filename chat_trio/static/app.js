@@ -16,7 +16,9 @@ import { clearMembers, forgetPeople, presence, refreshMembers } from "./members.
 import { clearRooms, joinedRoom, leftRoom, refreshInvites, refreshRooms, renderRooms, roomChanged } from "./rooms.js";
 import * as socket from "./socket.js";
 import { actions, state } from "./state.js";
+import { closeSearch } from "./search.js";
 import * as timeline from "./timeline.js";
+import * as unread from "./unread.js";
 
 const el = {
   session: $("session"),
@@ -67,6 +69,7 @@ function showView(name) {
   el.adminButton.hidden = name === "admin" || !(state.user && state.user.admin);
   if (name === "account") showAccount();
   if (name === "admin") showAdmin();
+  if (name === "chat") unread.markRead();
 }
 
 el.chatButton.addEventListener("click", () => showView("chat"));
@@ -93,6 +96,7 @@ function signedOut(message) {
   forgetPeople();
   closeRoom();
   clearRooms();
+  closeSearch();
   showAuth(message);
 }
 
@@ -135,7 +139,9 @@ el.logout.addEventListener("click", async () => {
 // -- the open room -----------------------------------------------------------------------
 
 function closeRoom() {
-  if (state.roomId !== null && socket.send({ type: "unsubscribe", room_id: state.roomId })) {
+  // a room I am in stays subscribed: its unread count keeps up
+  const keep = state.joined.has(state.roomId);
+  if (state.roomId !== null && !keep && socket.send({ type: "unsubscribe", room_id: state.roomId })) {
     unsubscribing.add(state.roomId);
   }
   state.generation += 1;
@@ -236,7 +242,8 @@ async function resync() {
 function onFrame(frame) {
   switch (frame.type) {
     case "hello":
-      if (helloSeen) resync().catch(() => {});
+      if (helloSeen) resync().catch(() => {}); // and then subscribes my rooms from the fresh list
+      else unread.subscribeAll();
       helloSeen = true;
       timeline.subscribe();
       composer.resendPending();
@@ -244,12 +251,18 @@ function onFrame(frame) {
       break;
     case "message":
       timeline.receiveMessage(frame.message);
+      unread.entry(frame.message);
       break;
     case "ack":
       if (frame.message) timeline.receiveMessage(frame.message);
+      if (frame.message) unread.entry(frame.message);
       break;
     case "gap":
       if (frame.room_id === state.roomId) timeline.refetch().catch(() => {});
+      else unread.recount(frame.room_id);
+      break;
+    case "read":
+      unread.read(frame);
       break;
     case "typing":
       composer.someoneTyping(frame);
@@ -265,6 +278,7 @@ function onFrame(frame) {
       refreshInvites().catch(() => {});
       break;
     case "unsubscribed":
+      unread.unsubscribed(frame.room_id);
       if (unsubscribing.delete(frame.room_id) && !frame.reason) break; // the answer to our own unsubscribe
       removed(frame);
       break;
@@ -277,7 +291,10 @@ function onFrame(frame) {
 }
 
 socket.configure({
-  opened: () => unsubscribing.clear(),
+  opened: () => {
+    unsubscribing.clear();
+    unread.socketOpened();
+  },
   frame: onFrame,
   revoked: () => signedOut("Your session ended. Please sign in again."),
   refused: recheckThenReconnect,

@@ -22,7 +22,7 @@ const typers = new Map(); // user id → {name, until}
 let lastTypingSent = 0;
 let typingTimer = null;
 
-function txnId() {
+export function txnId() {
   const bytes = new Uint8Array(12);
   crypto.getRandomValues(bytes);
   return "web-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");

@@ -24,6 +24,7 @@ let shownFor = null; // the room the settings and bans shown are of
 
 // Called whenever the member list is drawn: `allowed` says whether my role is moderator or up.
 export function showModeration(allowed) {
+  $("messages").classList.toggle("can-moderate", Boolean(allowed)); // others' messages: Delete
   const room = state.rooms.get(state.roomId);
   const show = Boolean(allowed && room && room.kind !== "direct");
   el.settings.hidden = !show;

@@ -104,6 +104,12 @@ export function renderRooms() {
       ? room.member_count + (room.member_count === 1 ? " member" : " members")
       : "join");
     b.append(name, meta);
+    if (state.joined.has(room.id) && room.unread > 0 && room.id !== state.roomId) {
+      const badge = node("span", "unread-badge", room.unread > 99 ? "99+" : String(room.unread));
+      badge.setAttribute("aria-label", room.unread + " unread");
+      b.classList.add("has-unread");
+      b.append(badge);
+    }
     if (room.id === state.roomId) {
       b.setAttribute("aria-current", "true");
       li.className = "current";
@@ -118,6 +124,7 @@ export function renderRooms() {
     el.roomTitle.textContent = room.name;
     el.roomTopicText.textContent = room.topic || "";
   }
+  if (actions.roomsChanged) actions.roomsChanged();
 }
 
 el.createRoomForm.addEventListener("submit", async (event) => {

@@ -13,4 +13,5 @@ export const actions = {
   openRoom: null, // async (roomId) → opens the room, joining it first if need be
   signedOut: null, // (message) → forgets the session and shows the sign-in form
   received: null, // (message) → shows a committed timeline entry of the open room
+  roomsChanged: null, // () → the room list was drawn again (unread badges keep up with it)
 };

@@ -3,6 +3,7 @@
 import { api } from "./api.js";
 import { resetTyping, settle, showPendingFor, stoppedTyping } from "./composer.js";
 import { $, clear, node, scrollToBottom, showError, timeLabel } from "./dom.js";
+import { closeActions, messageActions } from "./edits.js";
 import { isMember, refreshMembers } from "./members.js";
 import * as socket from "./socket.js";
 import { actions, state } from "./state.js";
@@ -14,6 +15,7 @@ const el = {
   loadOlder: $("load-older"),
   historyStart: $("history-start"),
   messages: $("messages"),
+  jumpLatest: $("jump-latest"),
 };
 
 const tl = {
@@ -22,6 +24,7 @@ const tl = {
   firstSeq: null, // lowest seq shown (for "load older")
   hasOlder: false,
   loadingOlder: false,
+  detached: false, // showing an older stretch (a search result), not the newest entries
 };
 
 function nearBottom() {
@@ -37,6 +40,7 @@ export function resetTimeline() {
   tl.lastSeq = 0;
   tl.firstSeq = null;
   tl.hasOlder = false;
+  setDetached(false);
   el.loadOlder.hidden = true;
   el.historyStart.hidden = true;
   resetTyping();
@@ -66,10 +70,42 @@ async function loadNewest(gen) {
   tl.seqs.clear();
   tl.lastSeq = 0;
   tl.firstSeq = null;
+  setDetached(false);
   for (const m of data.messages) insertMessage(m);
   setOlder(data.has_more);
   scrollToBottom();
 }
+
+function setDetached(on) {
+  tl.detached = on;
+  el.jumpLatest.hidden = !on;
+}
+
+// A search result: show the entry with what surrounds it, loading that stretch of history when
+// it is older than what is shown (live entries then wait behind "Jump to the latest").
+export async function showAround(seq) {
+  const gen = state.generation;
+  if (!shownEntry(seq) && (tl.firstSeq === null || seq < tl.firstSeq)) {
+    const around = "&before=" + (seq + PAGE_SIZE / 2);
+    const data = await api("GET", "/rooms/" + state.roomId + "/messages?limit=" + PAGE_SIZE + around);
+    if (gen !== state.generation) return;
+    const last = data.messages.length ? data.messages[data.messages.length - 1].seq : 0;
+    clear(el.messages);
+    tl.seqs.clear();
+    tl.firstSeq = null;
+    setDetached(last < tl.lastSeq);
+    for (const m of data.messages) insertMessage(m);
+    setOlder(data.has_more);
+    if (!tl.detached) showPendingFor(state.roomId);
+  }
+  const li = shownEntry(seq);
+  if (!li) return;
+  for (const n of el.messages.querySelectorAll(".found")) n.classList.remove("found");
+  li.classList.add("found");
+  li.scrollIntoView({ block: "center" });
+}
+
+el.jumpLatest.addEventListener("click", () => refetch().catch(showError));
 
 function setOlder(hasMore) {
   tl.hasOlder = hasMore;
@@ -107,7 +143,9 @@ el.scroller.addEventListener("scroll", () => {
 export async function refetch() {
   const gen = state.generation;
   await loadNewest(gen);
-  if (gen === state.generation) subscribe();
+  if (gen !== state.generation) return;
+  showPendingFor(state.roomId); // the reload cleared my unsent messages from the page
+  subscribe();
 }
 
 // -- entries -----------------------------------------------------------------------------
@@ -137,12 +175,18 @@ function renderMessage(m) {
   if (m.edited_at) head.append(node("span", "time edited", "(edited)"));
   li.append(head, node("div", "message-text", m.text));
   if (m.deleted) markDeleted(li);
+  else li.append(messageActions(li, li.classList.contains("mine")));
   return li;
 }
 
 function markDeleted(li) {
   li.classList.add("deleted");
   li.querySelector(".message-text").textContent = "message deleted";
+  closeActions(li);
+}
+
+function shownEntry(seq) {
+  return el.messages.querySelector('li[data-seq="' + Number(seq) + '"]');
 }
 
 // An edit, delete or erase entry changes what earlier entries show (history already shows
@@ -199,6 +243,13 @@ export function receiveMessage(m) {
   stoppedTyping(author);
   if (ROOM_EVENTS.has(m.kind)) onRoomEvent(m);
   else if (author !== null && !isMember(author)) refreshMembers(); // someone new: update the list
+  if (tl.detached) {
+    // an older stretch is shown: corrections still apply to it; my own entry brings me back
+    if (m.seq > tl.lastSeq) tl.lastSeq = m.seq;
+    if (CORRECTIONS.has(m.kind) || m.kind === "erase") applyCorrection(m);
+    if (state.user && author === state.user.id && (m.kind || "text") === "text") refetch().catch(() => {});
+    return;
+  }
   const stick = nearBottom() || (state.user && author === state.user.id);
   if (tl.lastSeq && m.seq > tl.lastSeq + 1 && !tl.seqs.has(m.seq - 1)) {
     // The server never skips a seq on a subscription; if we still see a hole, refetch.
