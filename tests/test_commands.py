@@ -201,6 +201,20 @@ async def test_room_administration_is_decided_on_what_is_committed(tmp_path: Pat
             assert await commands.open_direct(member["id"], owner["id"]) is False
 
 
+async def queue_a_kick(store: Store) -> tuple[LocalCommands, User, User, int, Any]:
+    """An owner and bob in a room, and bob's kick handed to the writer but not yet committed: a
+    send checked against the state now passes the membership check and queues behind the kick.
+    Returns (commands, owner, bob, room id, the kick's pending write)."""
+    commands = LocalCommands(store.config, store)
+    owner = await commands.create_user("owner", "hash")
+    bob = await commands.create_user("bob", "hash")
+    room_id = await commands.create_room(owner["id"], "lobby", "")
+    await commands.join(room_id, bob["id"])
+    kick = await store.writer.submit_changes(
+        lambda c: membership.kick(c, room_id, owner, bob, None, now_ms()))
+    return commands, owner, bob, room_id, kick
+
+
 async def test_a_send_checked_before_a_kick_commits_after_it_is_refused(tmp_path: Path) -> None:
     """A send passes the membership check on the state before a kick has committed, and is
     queued behind it: the kick commits first, so the send must not land after the kick entry (a
@@ -208,13 +222,7 @@ async def test_a_send_checked_before_a_kick_commits_after_it_is_refused(tmp_path
     written, and the next send of the kicked user is refused at once."""
     with trio.fail_after(20):
         async with running_store(tmp_path) as (store, commits):
-            commands = LocalCommands(store.config, store)
-            owner = await commands.create_user("owner", "hash")
-            bob = await commands.create_user("bob", "hash")
-            room_id = await commands.create_room(owner["id"], "lobby", "")
-            await commands.join(room_id, bob["id"])
-            kick = await store.writer.submit_changes(
-                lambda c: membership.kick(c, room_id, owner, bob, None, now_ms()))
+            commands, _, bob, room_id, kick = await queue_a_kick(store)
             # checked against the state, where bob is a member still
             send = await commands.submit_message(bob["id"], room_id, "sneaked in", "t1")
             await kick.result()

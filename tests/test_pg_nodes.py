@@ -22,10 +22,8 @@ from chat_trio.api.commands import LocalCommands
 from chat_trio.config import Config
 from chat_trio.errors import APIError
 from chat_trio.security.tokens import digest
-from chat_trio.store import membership
 from chat_trio.store.changes import TokensRevoked
 from chat_trio.store.pgschema import MIGRATIONS as PG_MIGRATIONS
-from chat_trio.store.records import now_ms
 from tests.client import HTTPClient
 from tests.helpers import (
     PASSWORD,
@@ -41,7 +39,7 @@ from tests.helpers import (
 from tests.pg import REQUIRED, fresh_schema, query, require_pg
 from tests.server_process import ServerProcess, workers_args
 from tests.test_cli import _failed_start
-from tests.test_commands import running_store
+from tests.test_commands import queue_a_kick, running_store
 from tests.test_metrics import scrape, value
 from tests.test_workers import GONE, OPEN
 from tests.ws_client import connect
@@ -302,13 +300,7 @@ async def test_sends_queued_behind_a_kick_in_one_batch_are_refused(tmp_path: Pat
     owner's, in the same batch, are appended after the kick entry."""
     with trio.fail_after(20):
         async with running_store(tmp_path, database=dsn) as (store, _):
-            commands = LocalCommands(store.config, store)
-            owner = await commands.create_user("owner", "hash")
-            bob = await commands.create_user("bob", "hash")
-            room_id = await commands.create_room(owner["id"], "lobby", "")
-            await commands.join(room_id, bob["id"])
-            kick = await store.writer.submit_changes(
-                lambda c: membership.kick(c, room_id, owner, bob, None, now_ms()))
+            commands, owner, bob, room_id, kick = await queue_a_kick(store)
             sends = [await commands.submit_message(who["id"], room_id, f"m{n}", f"t{n}")
                      for n, who in enumerate((bob, owner, bob, owner))]
             await kick.result()

@@ -49,8 +49,8 @@ def already_member() -> APIError:
     return APIError(409, "already_member", "that user is a member of this room already")
 
 
-def banned() -> APIError:
-    return APIError(403, "banned", "you are banned from this room")
+def banned(message: str = "you are banned from this room") -> APIError:
+    return APIError(403, "banned", message)
 
 
 class _Room:
@@ -265,7 +265,7 @@ def invite(conn: Connection, room_id: int, actor_id: int, target_id: int,
     if _role(conn, room_id, target_id) is not None:
         raise already_member()
     if _banned(conn, room_id, target_id):
-        raise APIError(403, "banned", "that user is banned from this room")
+        raise banned("that user is banned from this room")
     if _invited(conn, room_id, target_id):
         return None, NO_CHANGES
     conn.execute("INSERT INTO invites (room_id, user_id, invited_by, created_at) VALUES (?, ?, ?, ?)",
