@@ -18,7 +18,6 @@ import argparse
 import getpass
 import http.client
 import os
-import sqlite3
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
@@ -35,6 +34,7 @@ from chat_trio.security.passwords import Passwords
 from chat_trio.store import queries, sqlite
 from chat_trio.store.records import now_ms
 from chat_trio.store.schema import migrate
+from chat_trio.store.sqlite import sqlite3
 
 PROG = "python -m chat_trio admin"
 TIMEOUT = 60.0  # seconds for one request (a password hash, a backup of a large database)

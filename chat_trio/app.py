@@ -7,7 +7,6 @@ import logging
 import os
 import signal
 import socket
-import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -25,6 +24,7 @@ from chat_trio.logs import setup_logging
 from chat_trio.metrics import Registry, Sampled
 from chat_trio.rooms.hub import Hub
 from chat_trio.security.passwords import Passwords
+from chat_trio.store.sqlite import sqlite3
 from chat_trio.store.store import Store
 
 log = logging.getLogger("chat_trio")

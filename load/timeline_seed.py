@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import random
-import sqlite3
 import sys
 import time
 
@@ -21,6 +20,7 @@ import argon2
 
 from chat_trio.store.schema import migrate
 from chat_trio.store.search import SEARCH
+from chat_trio.store.sqlite import sqlite3
 
 AUTHORS = 20
 RARE = 20

@@ -12,7 +12,6 @@ pytest (it lives outside tests/); it reuses the tests' client and subprocess hel
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import sys
 import tempfile
 import time
@@ -20,6 +19,8 @@ from pathlib import Path
 
 import orjson
 import trio
+
+from chat_trio.store.sqlite import sqlite3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import calendar
 import dataclasses
 import re
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager, closing
@@ -28,6 +27,7 @@ from chat_trio.http.server import HTTPServer
 from chat_trio.http.types import Request as Request
 from chat_trio.http.types import Response as Response
 from chat_trio.http.types import json_response as json_response
+from chat_trio.store.sqlite import sqlite3
 from chat_trio.store.store import Store
 from tests.client import HTTPClient, Reply
 from tests.pg import STANDS_FOR, query

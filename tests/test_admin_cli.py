@@ -4,7 +4,6 @@ server stopped (bootstrap and recovery directly on the database)."""
 from __future__ import annotations
 
 import os
-import sqlite3
 import subprocess
 import sys
 from contextlib import closing
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from chat_trio.store.sqlite import sqlite3
 from tests.client import HTTPClient
 from tests.helpers import PASSWORD, assert_error, login, register_and_login
 from tests.server_process import ServerProcess, has_workers_flag, workers_args

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import random
 import signal
-import sqlite3
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import h11
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError
 
+from chat_trio.store.sqlite import sqlite3
 from tests.client import HTTPClient
 from tests.helpers import all_messages, assert_dense, get_room, seed_rooms, send
 from tests.server_process import ServerProcess

@@ -5,7 +5,6 @@ txn_id and count as sends, and deleting erases the text from the database file a
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,9 @@ import pytest
 import trio
 
 from chat_trio.app import App
+from chat_trio.store.schema import MIGRATIONS
+from chat_trio.store.sqlite import sqlite3
+from chat_trio.store.timeline import erase_text
 from tests.client import HTTPClient, Reply
 from tests.helpers import (
     MESSAGE_KEYS,
@@ -319,8 +321,46 @@ async def test_deleting_erases_the_text_from_the_database_and_the_wal(tmp_path: 
             stored = _stored_bytes(config.db)  # the writer checkpointed after the erasure
             assert secret.encode() not in stored and edited.encode() not in stored
             assert b"do not keep" not in stored
+            assert b"plover" not in stored  # nor the search index's pages (FTS5 secure-delete)
             await client.aclose()
     stored = _stored_bytes(config.db)
     assert secret.encode() not in stored and edited.encode() not in stored
-    if sqlite3.sqlite_version_info >= (3, 42):  # FTS5 secure-delete: the words leave the index too
-        assert b"plover" not in stored
+    assert b"plover" not in stored
+
+
+async def test_words_deleted_before_the_index_forgot_words_leave_it_when_the_server_opens_it(
+        tmp_path: Path) -> None:
+    """A database whose index was written without FTS5 secure-delete (schema 5, the sqlite of
+    Debian 12): a deleted message's words stayed in the index's segment pages, unfindable but
+    readable in the file. Migration 6 merges the index once, which drops them; search still
+    finds everything else."""
+    config = make_config(tmp_path)
+    with trio.fail_after(30):
+        async with serve(config) as app:
+            client = HTTPClient(app.port)
+            alice, _ = await register_and_login(client, "alice")
+            room = await make_room(client, alice, "vault")
+            await sent(client, alice, room["id"], "plover quartzite kept")
+            await sent(client, alice, room["id"], "plover xyzzysecret erased")
+            await client.aclose()
+    conn = sqlite3.connect(config.db, isolation_level=None)
+    conn.execute("INSERT INTO messages_fts (messages_fts, rank) VALUES ('secure-delete', 0)")
+    conn.execute("UPDATE schema_version SET version = 5")
+    conn.execute("BEGIN")  # a delete as the server at schema 5 made it
+    erase_text(conn, room["id"], [(2, 2, "plover xyzzysecret erased")])
+    conn.execute("COMMIT")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    assert b"xyzzysecret" in _stored_bytes(config.db)  # only in the index's pages now
+    with trio.fail_after(30):
+        async with serve(config) as app:
+            client = HTTPClient(app.port)
+            alice = (await client.post("/login", {"username": "alice", "password": PASSWORD})).json["token"]
+            assert await found(client, alice, "plover") == ["plover quartzite kept"]
+            assert await found(client, alice, "xyzzysecret") == []
+            await client.aclose()
+    conn = sqlite3.connect(config.db)
+    assert conn.execute("SELECT version FROM schema_version").fetchone() == (len(MIGRATIONS),)
+    conn.close()
+    stored = _stored_bytes(config.db)
+    assert b"xyzzysecret" not in stored and b"quartzite" in stored

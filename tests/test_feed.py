@@ -4,7 +4,6 @@ from the feed, whichever transport carried the commit there."""
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +31,7 @@ from chat_trio.store.changes import (
     encode,
 )
 from chat_trio.store.records import Message
-from chat_trio.store.sqlite import connect
+from chat_trio.store.sqlite import connect, sqlite3
 from chat_trio.store.writer import GroupCommitWriter, Pending
 from tests.client import HTTPClient
 from tests.helpers import join, make_config, make_room, register_and_login, send, serve, store_of

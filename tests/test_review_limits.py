@@ -4,12 +4,12 @@ parallel request can pass too."""
 from __future__ import annotations
 
 import math
-import sqlite3
 from contextlib import closing
 from pathlib import Path
 
 import trio
 
+from chat_trio.store.sqlite import sqlite3
 from tests.helpers import PASSWORD, Client, make_config, register, register_and_login, serve
 
 

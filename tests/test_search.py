@@ -4,7 +4,6 @@ code-point offsets, and the query is only ever words: FTS5 syntax in it is plain
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -14,6 +13,7 @@ import trio
 
 from chat_trio.store import search as search_index
 from chat_trio.store.schema import MIGRATIONS
+from chat_trio.store.sqlite import sqlite3
 from tests.client import HTTPClient, Reply
 from tests.helpers import (
     assert_error,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import argon2
@@ -12,6 +11,7 @@ from chat_trio.config import Config
 from chat_trio.security.tokens import digest
 from chat_trio.store.queries import name_key
 from chat_trio.store.schema import MIGRATIONS
+from chat_trio.store.sqlite import sqlite3
 from tests.client import HTTPClient
 from tests.helpers import PASSWORD, assert_error, join, login, make_config, register_and_login, send, serve
 
@@ -126,7 +126,7 @@ async def test_a_database_of_the_previous_version_upgrades_in_place(tmp_path: Pa
                 await client.aclose()
     conn = sqlite3.connect(config.db)
     try:
-        assert conn.execute("SELECT version FROM schema_version").fetchone() == (len(MIGRATIONS),) == (5,)
+        assert conn.execute("SELECT version FROM schema_version").fetchone() == (len(MIGRATIONS),) == (6,)
     finally:
         conn.close()
 

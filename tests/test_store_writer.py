@@ -3,7 +3,6 @@ what the server answers when a commit fails."""
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Callable
 from contextlib import closing
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from chat_trio.store.sqlite import connect
+from chat_trio.store.sqlite import connect, sqlite3
 from chat_trio.store.writer import GroupCommitWriter, Pending, StoreClosed
 from tests.client import HTTPClient
 from tests.helpers import assert_error, make_config, make_room, register_and_login, send, serve

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, closing
 from pathlib import Path
@@ -25,6 +24,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError
 
+from chat_trio.store.sqlite import sqlite3
 from tests.client import HTTPClient, Reply
 from tests.helpers import (
     all_messages,

@@ -18,7 +18,6 @@ import itertools
 import logging
 import os
 import signal
-import sqlite3
 import sys
 from typing import Any
 
@@ -35,6 +34,7 @@ from chat_trio.logs import setup_logging
 from chat_trio.rooms.hub import Hub
 from chat_trio.security.passwords import Passwords
 from chat_trio.store.records import JSON
+from chat_trio.store.sqlite import sqlite3
 from chat_trio.store.store import Store
 
 log = logging.getLogger("chat_trio.cluster")

@@ -11,8 +11,6 @@ nothing (a repeated join, leave, ban or invite) writes nothing and adds no entry
 
 from __future__ import annotations
 
-import sqlite3
-
 import orjson
 
 from chat_trio.errors import APIError
@@ -33,6 +31,7 @@ from chat_trio.store.db import Connection
 from chat_trio.store.queries import Conflict, name_key, next_seq, outsider, room_key
 from chat_trio.store.queries import invited as _invited
 from chat_trio.store.records import RANK, RoomChanges, User, event_json
+from chat_trio.store.sqlite import sqlite3
 
 # -- refusals --------------------------------------------------------------------------------
 

@@ -9,7 +9,6 @@ BEGIN and COMMIT themselves. psycopg is imported only when PostgreSQL is configu
 
 from __future__ import annotations
 
-import sqlite3
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
@@ -20,6 +19,7 @@ import psycopg.errors
 import trio
 from psycopg_pool import ConnectionPool
 
+from chat_trio.store.sqlite import sqlite3
 from chat_trio.store.writer import StoreClosed
 
 T = TypeVar("T")

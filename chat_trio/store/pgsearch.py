@@ -65,9 +65,6 @@ class PgTextIndex:
         # A search in a few rooms walks their newest rows instead of every match of a common word.
         conn.execute("CREATE INDEX messages_search_by_room ON messages_search (room_id, id)")
 
-    def prepare(self, conn: Connection) -> None:
-        """Nothing to set: a deleted row's index entries go at VACUUM (docs/API.md)."""
-
     def add(self, conn: Connection, message_id: int, room_id: int, text: str) -> None:
         add_many(conn, [(message_id, room_id, text)])
 

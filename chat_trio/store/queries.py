@@ -8,7 +8,6 @@ the change records (changes.py) of what they actually changed, none when they ch
 from __future__ import annotations
 
 import secrets
-import sqlite3
 import unicodedata
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +29,7 @@ from chat_trio.store.changes import (
 from chat_trio.store.db import Connection
 from chat_trio.store.records import Author, Message, User, entry_json, message_json
 from chat_trio.store.search import SEARCH
+from chat_trio.store.sqlite import sqlite3
 
 Row = tuple[Any, ...]
 # A timeline entry's columns (records.entry_json): a text message's first, then what other

@@ -5,13 +5,12 @@ WAL lets these read while the writer commits. The limiter bounds how many thread
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from typing import TypeVar
 
 import trio
 
-from chat_trio.store.sqlite import connect
+from chat_trio.store.sqlite import connect, sqlite3
 
 T = TypeVar("T")
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import secrets
-import sqlite3
 from collections.abc import Callable
 
 from chat_trio.store.queries import name_key
-from chat_trio.store.search import SEARCH
+from chat_trio.store.search import FTS5, SEARCH
+from chat_trio.store.sqlite import sqlite3
 
 
 def _nfkc_room_name_keys(conn: sqlite3.Connection) -> None:
@@ -169,6 +169,10 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     """,
     _accounts_over_time,
     _timeline,
+    # 6: a deleted message's words leave the search index's pages at its commit (the database
+    # had been written by a sqlite without FTS5 secure-delete); merging the index once takes
+    # out the words of messages deleted before.
+    FTS5.forget_deleted,
 ]
 
 

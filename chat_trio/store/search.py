@@ -15,14 +15,13 @@ plain text (or nothing). Highlights are computed here too, so every backend answ
 from __future__ import annotations
 
 import re
-import sqlite3
 import unicodedata
-from contextlib import suppress
 from typing import Protocol
 
 import orjson
 
 from chat_trio.store.db import Connection
+from chat_trio.store.sqlite import sqlite3
 
 _WORD = re.compile(r"[^\W_]+")  # letters and digits: what unicode61 keeps as token characters
 
@@ -69,9 +68,6 @@ class SearchIndex(Protocol):
         """Schema migration: create the index and index every text entry already stored (and
         not deleted)."""
 
-    def prepare(self, conn: Connection) -> None:
-        """At start, on the writer's connection, after the migrations."""
-
     def add(self, conn: Connection, message_id: int, room_id: int, text: str) -> None: ...
 
     def remove(self, conn: Connection, message_id: int, room_id: int, text: str) -> None:
@@ -102,11 +98,14 @@ class Fts5Index:
                      " tokenize='unicode61 remove_diacritics 2', prefix='1 2')")
         conn.execute("INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')")
 
-    def prepare(self, conn: Connection) -> None:
-        """Where sqlite has it (3.42+), FTS5's secure-delete: a removed message's words leave the
-        index's pages at once instead of when its segments are next merged."""
-        with suppress(sqlite3.OperationalError):  # an older sqlite: see docs/API.md, deletes
-            conn.execute("INSERT INTO messages_fts (messages_fts, rank) VALUES ('secure-delete', 1)")
+    def forget_deleted(self, conn: Connection) -> None:
+        """Schema migration 6: FTS5's secure-delete (sqlite 3.42+, a setting stored in the index)
+        takes a removed message's words out of the index's pages at once. Without it, a removal
+        only adds a tombstone and the words stay in older segments until those are merged; so
+        merge every segment once, which drops what was removed before. The pages this frees are
+        zeroed (secure_delete)."""
+        conn.execute("INSERT INTO messages_fts (messages_fts, rank) VALUES ('secure-delete', 1)")
+        conn.execute("INSERT INTO messages_fts (messages_fts) VALUES ('optimize')")
 
     def add(self, conn: Connection, message_id: int, room_id: int, text: str) -> None:
         conn.execute("INSERT INTO messages_fts (rowid, text, room) VALUES (?, ?, ?)",
@@ -140,20 +139,14 @@ class _ByEngine:
     """The index of the engine a connection belongs to: FTS5 for sqlite, PostgreSQL's text
     search otherwise (imported only then, as the PostgreSQL backend is)."""
 
-    def __init__(self) -> None:
-        self.fts5 = Fts5Index()
-
     def _index(self, conn: Connection) -> SearchIndex:
         if isinstance(conn, sqlite3.Connection):
-            return self.fts5
+            return FTS5
         from chat_trio.store.pgsearch import PG_INDEX
         return PG_INDEX
 
     def create(self, conn: Connection) -> None:
         self._index(conn).create(conn)
-
-    def prepare(self, conn: Connection) -> None:
-        self._index(conn).prepare(conn)
 
     def add(self, conn: Connection, message_id: int, room_id: int, text: str) -> None:
         self._index(conn).add(conn, message_id, room_id, text)
@@ -166,4 +159,5 @@ class _ByEngine:
         return self._index(conn).find(conn, query_words, room_ids, before, limit)
 
 
+FTS5 = Fts5Index()  # the sqlite index, for what only sqlite has (schema.py's migration 6)
 SEARCH: SearchIndex = _ByEngine()

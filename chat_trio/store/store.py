@@ -10,7 +10,6 @@ recent history) need no thread hop at all. Each write returns once its commit ha
 from __future__ import annotations
 
 import itertools
-import sqlite3
 from bisect import bisect_right
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
@@ -28,8 +27,7 @@ from chat_trio.store.queries import Bucket, Conflict, NotMember
 from chat_trio.store.readers import ReaderPool
 from chat_trio.store.records import JSON, Message, RoomState, User, entry_json, now_ms
 from chat_trio.store.schema import migrate
-from chat_trio.store.search import SEARCH
-from chat_trio.store.sqlite import backup, connect
+from chat_trio.store.sqlite import backup, connect, sqlite3
 from chat_trio.store.state import State
 from chat_trio.store.writer import GroupCommitWriter
 
@@ -86,7 +84,6 @@ class Store:
             conn = connect(config.db, durability=config.durability,
                            wal_autocheckpoint=config.wal_autocheckpoint)
             migrate(conn)
-            SEARCH.prepare(conn)
             queries.delete_expired_tokens(conn, now_ms())
             store = cls(config, conn, ReaderPool(config.db, config.readers))
             store.state.load(conn)

@@ -16,7 +16,6 @@ reads its own write as soon as it wakes.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -26,7 +25,7 @@ import trio
 from chat_trio.errors import APIError
 from chat_trio.metrics import BATCH_BUCKETS, Histogram
 from chat_trio.store.changes import NO_CHANGES, Change, Changes, Commit, TextErased
-from chat_trio.store.sqlite import BUSY_TIMEOUT_MS
+from chat_trio.store.sqlite import BUSY_TIMEOUT_MS, sqlite3
 
 log = logging.getLogger("chat_trio.store")
 T = TypeVar("T")
