@@ -15,7 +15,8 @@
 # Every row also shows the server's CPU-µs per request (load/cpu.py), steadier than req/s on a
 # machine others share; the summary gives the after/before ratios of both.
 #
-# BEFORE_REF is taken with `git archive` into a temp dir and run from there with this venv.
+# BEFORE_REF is taken with `git archive` into a temp dir and run from there with this venv
+# (load/lib.sh's CHAT_TREE).
 # Servers on core SERVER_CPU (0), wrk on CLIENT_CPU (1). Only 127.0.0.1 is targeted.
 
 set -euo pipefail
@@ -35,18 +36,14 @@ trap 'exit 130' INT TERM
 
 mkdir -p "$WORK/before"
 git archive "$BEFORE_REF" | tar -x -C "$WORK/before"
-# Run a tree's chat_trio with this venv: drop the editable install's finder so the tree's own
-# package is imported.
-LAUNCH='import runpy, sys; sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f)]; sys.path.insert(0, sys.argv.pop(1)); sys.argv[0] = "chat_trio"; runpy.run_module("chat_trio", run_name="__main__")'
-
-# serve TREE DB [FLAGS...]: start a server of TREE (a directory) on DB; sets PID.
+# serve TREE DB [FLAGS...]: start the server of TREE (a directory; empty for this tree) on DB
+# with load/lib.sh's start_chat; sets PID.
 serve() {
     local tree=$1 db=$2
     shift 2
-    taskset -c "$SERVER_CPU" "$PY" -c "$LAUNCH" "$tree" --host "$HOST" --port "$PORT" --db "$db" \
-        --log-level warning "${LOAD_FLAGS[@]}" "$@" >"$WORK/server.log" 2>&1 &
-    PID=$!
-    wait_ready "http://$HOST:$PORT/healthz" "$PID" || { cat "$WORK/server.log" >&2; exit 1; }
+    CHAT_TREE=$tree start_chat "$PORT" "$SERVER_CPU" "$WORK/server.log" "$db" "$@" \
+        || { cat "$WORK/server.log" >&2; exit 1; }
+    PID=$CHAT_PID
 }
 stop() { stop_chat "$PID"; PID=""; }
 
@@ -84,7 +81,7 @@ echo "|---|---|---|---|---|---|---|"
 declare -A RPS CPU
 for tree in before after; do
     cp "$WORK/seed.db" "$WORK/$tree.db"
-    serve "$([[ $tree == before ]] && echo "$WORK/before" || pwd)" "$WORK/$tree.db"
+    serve "$([[ $tree == before ]] && echo "$WORK/before")" "$WORK/$tree.db"
     login_reader
     for query in "" "?joined=true"; do
         read -r rps p50 p99 cpu < <(URL_PATH="/rooms$query" run "rooms-$tree$query" 10 get.lua)
@@ -102,7 +99,7 @@ done
 for round in $(seq "$ROUNDS"); do
     for tree in before after; do
         rm -f "$WORK/fresh.db"*
-        serve "$([[ $tree == before ]] && echo "$WORK/before" || pwd)" "$WORK/fresh.db"
+        serve "$([[ $tree == before ]] && echo "$WORK/before")" "$WORK/fresh.db"
         seed_user_room "http://$HOST:$PORT" "bench" 60
         export TOKEN ROOM_ID
         read -r rps p50 p99 cpu < <(run "send-$tree-$round" 100 send.lua)
