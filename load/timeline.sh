@@ -8,9 +8,8 @@
 #    tree's run on copies of it, one at a time: GET /rooms and GET /rooms?joined=true (100 rooms a
 #    page), wrk -c10.
 # 2. Search latency on the same 1,000,000 messages (both trees, where BEFORE_REF has search): one
-#    client (wrk -c1), for a common
-#    word (`hello`, in ~1 message of 6), a rare one (`zanzibar`, 20 messages), a one-letter
-#    prefix, two words, and the common word in one room only.
+#    client (wrk -c1), for a common word (`hello`, in ~1 message of 6), a rare one (`zanzibar`,
+#    20 messages), a one-letter prefix, two words, and each word in one room only.
 # 3. v1 send (durable, --durability full) and history (newest 50) on fresh databases, BEFORE_REF
 #    and this tree alternately, ROUNDS (3) times, wrk -c100 as load/bench.sh runs them.
 # Every row also shows the server's CPU-µs per request (load/cpu.py), steadier than req/s on a
