@@ -341,7 +341,8 @@ class LocalCommands:
         actor = self._user(user_id)
         try:
             await self.store.change(
-                lambda c, now: membership.update_room(c, room_id, actor, name, topic, visibility, now))
+                lambda c, now: membership.update_room(c, room_id, actor, name, topic, visibility, now),
+                (room_id,))
         except Conflict:
             raise room_name_taken() from None
 
@@ -361,28 +362,32 @@ class LocalCommands:
             return membership.invite(conn, room_id, user_id, target_id, now)
 
         with limits_as_429():
-            await self.store.change(invite)
+            await self.store.change(invite, (room_id,))
 
     async def uninvite(self, user_id: int, room_id: int, target_id: int) -> None:
-        await self.store.change(lambda c, _: membership.uninvite(c, room_id, user_id, target_id))
+        await self.store.change(lambda c, _: membership.uninvite(c, room_id, user_id, target_id), (room_id,))
 
     async def kick(self, user_id: int, room_id: int, target_id: int, reason: str | None) -> None:
         actor, target = self._user(user_id), self._user(target_id)
-        await self.store.change(lambda c, now: membership.kick(c, room_id, actor, target, reason, now))
+        await self.store.change(lambda c, now: membership.kick(c, room_id, actor, target, reason, now),
+                                (room_id,))
 
     async def ban(self, user_id: int, room_id: int, target_id: int, reason: str | None) -> None:
         actor, target = self._user(user_id), self._user(target_id)
-        await self.store.change(lambda c, now: membership.ban(c, room_id, actor, target, reason, now))
+        await self.store.change(lambda c, now: membership.ban(c, room_id, actor, target, reason, now),
+                                (room_id,))
 
     async def unban(self, user_id: int, room_id: int, target_id: int) -> None:
-        await self.store.change(lambda c, _: membership.unban(c, room_id, user_id, target_id))
+        await self.store.change(lambda c, _: membership.unban(c, room_id, user_id, target_id), (room_id,))
 
     async def set_role(self, user_id: int, room_id: int, target_id: int, role: str) -> None:
-        await self.store.change(lambda c, _: membership.set_role(c, room_id, user_id, target_id, role))
+        await self.store.change(lambda c, _: membership.set_role(c, room_id, user_id, target_id, role),
+                                (room_id,))
 
     async def open_direct(self, user_id: int, other_id: int) -> bool:
         user, other = self._user(user_id), self._open_account(other_id)
-        return await self.store.change(lambda c, now: membership.open_direct(c, user, other, now))
+        return await self.store.change(lambda c, now: membership.open_direct(c, user, other, now),
+                                       lambda c: membership.direct_room(c, user_id, other_id))
 
     # -- messages --------------------------------------------------------------------------
 
