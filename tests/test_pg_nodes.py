@@ -397,8 +397,8 @@ async def test_a_resync_closes_the_sockets_of_tokens_revoked_meanwhile(tmp_path:
 
 
 async def test_failed_logins_count_on_every_node(tmp_path: Path, dsn: str) -> None:
-    """Failed logins are announced to the other nodes, whose login policy counts them too (within
-    a notification's delay: not decided in one place like the limits above)."""
+    """Failed logins are rows in the database (store/loginlimits.py), decided there like the
+    limits above: guesses alternating between nodes add up, at once."""
     limits = ("--login-fail-limit", "3")
     async with node(tmp_path, dsn, "a", *limits) as a, node(tmp_path, dsn, "b", *limits) as b:
         clients = [HTTPClient(a.port), HTTPClient(b.port)]
@@ -406,11 +406,38 @@ async def test_failed_logins_count_on_every_node(tmp_path: Path, dsn: str) -> No
         for n in range(3):
             reply = await clients[n % 2].post("/login", {"username": "alice", "password": "wrong password"})
             assert reply.status == 401, reply.body
-        await trio.sleep(0.3)
         for c in clients:
             reply = await c.post("/login", {"username": "alice", "password": PASSWORD})
             assert reply.status == 429, reply.body
             await c.aclose()
+
+
+async def test_a_node_started_after_the_guesses_refuses_too(tmp_path: Path, dsn: str) -> None:
+    """A guesser gets no fresh allowance from a node started (or restarted) after its guesses:
+    the pair limit, the username's backoff and the address's attempt bucket outlive the node that
+    counted them; a success clears them and the owner's address is remembered by every node."""
+    limits = ("--login-fail-limit", "3", "--login-backoff-after", "4", "--login-fail-address-limit", "0")
+    async with node(tmp_path, dsn, "a", *limits) as a:
+        c = HTTPClient(a.port)
+        await register(c, "alice")
+        for _ in range(3):
+            assert (await c.post("/login", {"username": "alice", "password": "wrong password"})).status == 401
+        assert (await c.post("/login", {"username": "alice", "password": PASSWORD})).status == 429
+        await c.aclose()
+    async with node(tmp_path, dsn, "b", *limits) as b:
+        c = HTTPClient(b.port)
+        reply = await c.post("/login", {"username": "alice", "password": PASSWORD})
+        assert reply.status == 429 and reply.json["error"]["retry_after_ms"] > 250_000, reply.body
+        assert query(dsn, "SELECT tokens FROM limits WHERE key = 'login-backoff:alice'") == [(3,)]
+        query(dsn, "DELETE FROM limit_events")  # the window passed: the username's backoff remains,
+        query(dsn, "UPDATE limits SET tokens = 5, at = (extract(epoch FROM now()) * 1000)::bigint"
+              " WHERE key = 'login-backoff:alice'")  # one failure past it: locked for a second
+        reply = await c.post("/login", {"username": "alice", "password": PASSWORD})
+        assert reply.status == 429 and 0 < reply.json["error"]["retry_after_ms"] <= 1000, reply.body
+        query(dsn, "DELETE FROM limits WHERE key = 'login-backoff:alice'")
+        assert (await c.post("/login", {"username": "alice", "password": PASSWORD})).status == 200
+        assert query(dsn, "SELECT username, address FROM login_addresses") == [("alice", "127.0.0.1")]
+        await c.aclose()
 
 
 async def test_logout_on_one_node_closes_the_socket_on_the_other_4001(tmp_path: Path, dsn: str) -> None:

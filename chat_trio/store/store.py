@@ -19,13 +19,13 @@ import trio
 
 from chat_trio.config import Config
 from chat_trio.errors import APIError
-from chat_trio.store import membership, queries, timeline
+from chat_trio.store import loginlimits, membership, queries, timeline
 from chat_trio.store.changes import Changes
 from chat_trio.store.db import Connection, Readers
 from chat_trio.store.feed import Feed
 from chat_trio.store.queries import Bucket, Conflict, NotMember
 from chat_trio.store.readers import ReaderPool
-from chat_trio.store.records import JSON, Message, RoomState, User, entry_json, now_ms
+from chat_trio.store.records import Message, RoomState, User, entry_json, now_ms
 from chat_trio.store.schema import migrate
 from chat_trio.store.sqlite import backup, connect, sqlite3
 from chat_trio.store.state import State
@@ -265,16 +265,20 @@ class Store:
         they limit, so they hold across nodes (PostgreSQL), instead of in this process's memory."""
         return self.node is not None
 
-    async def announce(self, body: JSON) -> None:
-        """Tell the other nodes `body` (not durable: for counters kept in memory, such as the
-        login policy's); nothing to do without other nodes."""
-        if self.node is not None:
-            await self.node.announce(body)
+    async def login_check(self, username: str, address: str) -> None:
+        """The login policy kept in the database (store/loginlimits.py, when `shares_limits`):
+        queries.Limited if the attempt must wait, else it is counted against the address."""
+        now = now_ms()
+        await self.writer.write(lambda c: loginlimits.check(c, self.config, username, address, now))
 
-    def on_announcement(self, hook: Callable[[JSON], None]) -> None:
-        """Call `hook(body)` with what other nodes `announce`."""
-        if self.node is not None:
-            self.node.listener.hooks.append(hook)
+    async def login_failed(self, username: str, address: str, account: bool) -> None:
+        now = now_ms()
+        await self.writer.write(lambda c: loginlimits.failed(c, self.config, username, address, account, now))
+
+    async def login_succeeded(self, username: str, address: str) -> None:
+        """queries.Limited when the user's successes ran out meanwhile (loginlimits.succeeded)."""
+        now = now_ms()
+        await self.writer.write(lambda c: loginlimits.succeeded(c, self.config, username, address, now))
 
     async def count_event(self, key: str, limit: int, window: float) -> None:
         """Count one event against a window limit shared between nodes (queries.Limited when over)."""
