@@ -368,6 +368,11 @@ async def test_cross_room_writes_from_two_nodes_never_deadlock(tmp_path: Path, d
                     nursery.start_soon(topics, n)
         assert set(statuses) <= {200, 201, 204}, sorted(set(statuses))
         assert not [line for n in (a, b) for line in n.log().splitlines() if "rolled back" in line]
+        c = HTTPClient(b.port)  # closing an account finds its rooms (written in, joined) in the database
+        erased = await c.request("DELETE", "/me", {"password": PASSWORD, "erase": True}, token=movers[0])
+        assert erased.status == 204, erased.body
+        await c.aclose()
+        assert query(dsn, "SELECT count(*) FROM messages WHERE kind = 'erase'") == [(len(rooms),)]
     assert_dense_in_db(dsn)
     with trio.move_on_after(3):  # the nodes' connections report their statistics as they end
         while deadlocks() == before:
