@@ -25,7 +25,7 @@ from chat_trio.store import membership, queries
 from chat_trio.store.changes import Changes
 from chat_trio.store.db import Connection
 from chat_trio.store.queries import Conflict, Limited, NotMember
-from chat_trio.store.records import JSON, Message, RoomState, User
+from chat_trio.store.records import Message, RoomState, User
 from chat_trio.store.store import Store
 
 # Every 401 names the scheme (RFC 9110 §11.6.1), the login's included.
@@ -223,8 +223,6 @@ class LocalCommands:
         self.registrations = WindowLimit(c.register_limit, c.register_window)  # per client address
         self.sends = TokenBucket(c.send_rate, c.send_burst)  # per user
         self.room_creates = TokenBucket(c.room_create_rate, c.room_create_burst)  # per user
-        # On PostgreSQL every node's login policy also counts the logins other nodes saw.
-        store.on_announcement(self._login_elsewhere)
         self.invites = TokenBucket(c.invite_rate, c.invite_burst)  # per user: each may reach someone
 
     # -- accounts --------------------------------------------------------------------------
@@ -247,28 +245,28 @@ class LocalCommands:
         except Conflict:
             raise username_taken() from None
 
+    # On PostgreSQL the login policy's counters are rows every node decides on (a node started
+    # after the guesses refuses too); else they are this process's memory.
+
     async def login_allowed(self, username: str, client: str) -> None:
-        wait = self.logins.check(username.lower(), client)
-        if wait:
+        if self.store.shares_limits:
+            with limits_as_429():
+                await self.store.login_check(username.lower(), client)
+        elif wait := self.logins.check(username.lower(), client):
             raise rate_limited(wait)
 
     async def login_failed(self, username: str, client: str, has_account: bool) -> None:
-        self.logins.failed(username.lower(), client, account=has_account)
-        await self.store.announce({"login_failed": [username.lower(), client, has_account]})
+        if self.store.shares_limits:
+            await self.store.login_failed(username.lower(), client, has_account)
+        else:
+            self.logins.failed(username.lower(), client, account=has_account)
 
     async def login_succeeded(self, username: str, client: str) -> None:
-        wait = self.logins.succeeded(username.lower(), client)
-        if wait:
+        if self.store.shares_limits:
+            with limits_as_429():
+                await self.store.login_succeeded(username.lower(), client)
+        elif wait := self.logins.succeeded(username.lower(), client):
             raise rate_limited(wait)
-        await self.store.announce({"login_ok": [username.lower(), client]})
-
-    def _login_elsewhere(self, note: JSON) -> None:
-        if isinstance(failed := note.get("login_failed"), list):
-            username, client, account = failed
-            self.logins.failed(str(username), str(client), account=bool(account))
-        elif isinstance(ok := note.get("login_ok"), list):
-            username, client = ok
-            self.logins.succeeded(str(username), str(client))
 
     async def rehash_password(self, user_id: int, password_hash: str) -> None:
         await self.store.rehash_password(user_id, password_hash)
@@ -341,7 +339,8 @@ class LocalCommands:
         actor = self._user(user_id)
         try:
             await self.store.change(
-                lambda c, now: membership.update_room(c, room_id, actor, name, topic, visibility, now))
+                lambda c, now: membership.update_room(c, room_id, actor, name, topic, visibility, now),
+                (room_id,))
         except Conflict:
             raise room_name_taken() from None
 
@@ -361,28 +360,32 @@ class LocalCommands:
             return membership.invite(conn, room_id, user_id, target_id, now)
 
         with limits_as_429():
-            await self.store.change(invite)
+            await self.store.change(invite, (room_id,))
 
     async def uninvite(self, user_id: int, room_id: int, target_id: int) -> None:
-        await self.store.change(lambda c, _: membership.uninvite(c, room_id, user_id, target_id))
+        await self.store.change(lambda c, _: membership.uninvite(c, room_id, user_id, target_id), (room_id,))
 
     async def kick(self, user_id: int, room_id: int, target_id: int, reason: str | None) -> None:
         actor, target = self._user(user_id), self._user(target_id)
-        await self.store.change(lambda c, now: membership.kick(c, room_id, actor, target, reason, now))
+        await self.store.change(lambda c, now: membership.kick(c, room_id, actor, target, reason, now),
+                                (room_id,))
 
     async def ban(self, user_id: int, room_id: int, target_id: int, reason: str | None) -> None:
         actor, target = self._user(user_id), self._user(target_id)
-        await self.store.change(lambda c, now: membership.ban(c, room_id, actor, target, reason, now))
+        await self.store.change(lambda c, now: membership.ban(c, room_id, actor, target, reason, now),
+                                (room_id,))
 
     async def unban(self, user_id: int, room_id: int, target_id: int) -> None:
-        await self.store.change(lambda c, _: membership.unban(c, room_id, user_id, target_id))
+        await self.store.change(lambda c, _: membership.unban(c, room_id, user_id, target_id), (room_id,))
 
     async def set_role(self, user_id: int, room_id: int, target_id: int, role: str) -> None:
-        await self.store.change(lambda c, _: membership.set_role(c, room_id, user_id, target_id, role))
+        await self.store.change(lambda c, _: membership.set_role(c, room_id, user_id, target_id, role),
+                                (room_id,))
 
     async def open_direct(self, user_id: int, other_id: int) -> bool:
         user, other = self._user(user_id), self._open_account(other_id)
-        return await self.store.change(lambda c, now: membership.open_direct(c, user, other, now))
+        return await self.store.change(lambda c, now: membership.open_direct(c, user, other, now),
+                                       lambda c: membership.direct_room(c, user_id, other_id))
 
     # -- messages --------------------------------------------------------------------------
 

@@ -98,6 +98,14 @@ class TokenBucket:
         return 0.0
 
 
+def backoff_delay(failures: int, free: int, base: float, cap: float) -> float:
+    """How long the `failures`-th failure locks a key under Backoff(free, base, cap): nothing for
+    the first `free`, then `base`, doubling, at most `cap` seconds."""
+    if failures <= free:
+        return 0.0
+    return min(cap, base * 2.0 ** min(failures - free - 1, 64))
+
+
 class Backoff:
     """Exponential backoff per key: the first `free` failures cost nothing; each one after that
     locks the key for `base * 2**n` seconds (n = failures beyond `free`, at most `cap` seconds).
@@ -130,7 +138,7 @@ class Backoff:
             failures, until = 0, now
         failures += 1
         if failures > self.free:
-            until = now + min(self.cap, self.base * 2.0 ** min(failures - self.free - 1, 64))
+            until = now + backoff_delay(failures, self.free, self.base, self.cap)
         self._state[key] = (failures, now, until)
         self._fails += 1
         if self._fails % _PRUNE_EVERY == 0:

@@ -349,12 +349,20 @@ def update_room(conn: Connection, room_id: int, actor: User, name: str | None, t
 # -- direct rooms ----------------------------------------------------------------------------
 
 
+def direct_room(conn: Connection, a: int, b: int) -> list[int]:
+    """The direct room of users `a` and `b` (either order), as a list of none or one: the room
+    `open_direct` changes, if it exists."""
+    low, high = sorted((a, b))
+    return [room_id for (room_id,) in conn.execute(
+        "SELECT id FROM rooms WHERE direct_a = ? AND direct_b = ?", (low, high)).fetchall()]
+
+
 def open_direct(conn: Connection, user: User, other: User, now: int) -> tuple[bool, Changes]:
     """The pair's one direct room, created (True) or brought back: whichever of the two left it
     joins it again (a `join` entry each). A new one has no entries: both are members from seq 0."""
     a, b = sorted((user["id"], other["id"]))
-    found = conn.execute("SELECT id FROM rooms WHERE direct_a = ? AND direct_b = ?", (a, b)).fetchone()
-    if found is None:
+    found = direct_room(conn, a, b)
+    if not found:
         cur = conn.execute(
             "INSERT INTO rooms (name, name_key, topic, created_by, created_at, visibility, direct_a,"
             " direct_b) VALUES ('', ?, '', ?, ?, 'private', ?, ?) ON CONFLICT DO NOTHING RETURNING id",
@@ -366,7 +374,7 @@ def open_direct(conn: Connection, user: User, other: User, now: int) -> tuple[bo
                              [(room_id, a, now), (room_id, b, now)])
             return True, (RoomCreated(room_id, "", "", user["id"], now, "private", (a, b)),
                           MemberJoined(room_id, a, now), MemberJoined(room_id, b, now))
-        found = conn.execute("SELECT id FROM rooms WHERE direct_a = ? AND direct_b = ?", (a, b)).fetchone()
+        found = direct_room(conn, a, b)
     room_id = found[0]
     made: list[Change] = []
     for who in (user, other):

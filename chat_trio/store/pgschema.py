@@ -158,6 +158,12 @@ NODE_TABLES = """
         at  BIGINT NOT NULL
     );
     CREATE INDEX IF NOT EXISTS limit_events_by_key ON limit_events(key, at);
+    CREATE TABLE IF NOT EXISTS login_addresses (  -- the last 8 an account signed in from, kept
+        username TEXT NOT NULL,
+        address  TEXT NOT NULL,
+        at       BIGINT NOT NULL,
+        PRIMARY KEY (username, address)
+    );
     CREATE TABLE IF NOT EXISTS nodes (
         node    TEXT PRIMARY KEY,
         seen_at BIGINT NOT NULL

@@ -42,7 +42,7 @@ class PgNode:
         writer.on_commit = self.ordered.apply
 
     def notify(self, conn: PgConnection, body: dict[str, Any]) -> None:
-        """Thread: send the other nodes `body` (a JSON object: presence, typing, login events) on
+        """Thread: send the other nodes `body` (a JSON object: presence, typing) on
         the feed's channel, within `conn`'s transaction if one is open. Their listeners hand it
         to their hooks."""
         note = orjson.dumps({**body, "node": self.id}).decode()

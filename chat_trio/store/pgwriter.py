@@ -1,7 +1,8 @@
 """The group-commit writer's PostgreSQL transaction shape (writer.py keeps the batching).
 
-One transaction per batch: lock the batch's rooms in id order (`FOR NO KEY UPDATE`: nodes never
-deadlock on them, and foreign-key checks on them are not blocked), then run the writes (a
+One transaction per batch: lock the rooms every write of the batch changes (messages, room events,
+members, read markers: `Pending.rooms`) in id order (`FOR NO KEY UPDATE`: nodes never deadlock on
+them, and foreign-key checks on them are not blocked), then run the writes (a
 message's txn_id is looked up after the lock, so a retry racing on another node finds the
 original and takes no seq; `UPDATE rooms … RETURNING` allocates the seq, and a rollback gives it
 back, so seqs stay dense), then NOTIFY the commit's change records (pgfeed.payloads), then
@@ -92,7 +93,8 @@ def _append(conn: PgConnection, items: list[Pending[Any]]) -> list[Change]:
                 item.error = queries.outsider(conn, spec.room_id, spec.author["id"])
             elif spec.bucket is not None:
                 buckets.setdefault(spec.bucket[0], []).append(item)
-    for bucket, takers in buckets.items():
+    for bucket in sorted(buckets):  # in key order, as the rooms: no deadlock between nodes
+        takers = buckets[bucket]
         _, rate, burst = takers[0].spec.bucket
         tokens, at = queries.locked_bucket(conn, bucket, burst, takers[0].spec.now)
         for item in takers:
@@ -163,6 +165,25 @@ def _insert(conn: PgConnection, new: list[Pending[Any]]) -> list[Change]:
     return changes
 
 
+def _lock_rooms(conn: PgConnection, items: list[Pending[Any]]) -> None:
+    """BEGIN, and lock the rows of every room the writes of `items` change, in id order, before
+    any of them runs: two nodes' transactions then take their room locks in one order and never
+    deadlock (a write that took its rooms as it went could hold one room another transaction
+    waits for while it waits for one that transaction holds). Their members, bans, invites and
+    timeline rows are only written under their room's lock, so they follow the same order."""
+    rooms = {room for item in items if not callable(item.rooms) for room in item.rooms}
+    finders = [item.rooms for item in items if callable(item.rooms)]
+    lock = "SELECT id FROM rooms WHERE id = ANY(?) ORDER BY id FOR NO KEY UPDATE"
+    with conn.raw.pipeline():  # one round trip for both, unless the database must find rooms first
+        conn.execute("BEGIN")
+        if rooms and not finders:
+            conn.execute(lock, (sorted(rooms),))
+    if finders:
+        for find in finders:
+            rooms.update(find(conn))
+        conn.execute(lock, (sorted(rooms),))
+
+
 class PgWriter(GroupCommitWriter):
     def __init__(self, dsn: str, channel: str, **kw: Any) -> None:
         super().__init__(None, **kw)  # type: ignore[arg-type]
@@ -187,8 +208,12 @@ class PgWriter(GroupCommitWriter):
             try:
                 committed.append(self._transaction(conn, batch))
                 return committed
-            except _WriteFailed:
+            except _WriteFailed as failed:
                 conn.execute("ROLLBACK")
+                if isinstance(failed.error, psycopg.Error):  # not a refusal: a deadlock, say
+                    log.warning("a batch was rolled back (%s); its %d writes are retried one by one",
+                                " ".join(str(failed.error).split()) or type(failed.error).__name__,
+                                len(batch))
             for item in batch:
                 try:
                     committed.append(self._transaction(conn, [item]))
@@ -217,11 +242,7 @@ class PgWriter(GroupCommitWriter):
 
     def _transaction(self, conn: PgConnection, items: list[Pending[Any]]) -> list[Change]:
         """BEGIN … COMMIT of `items`; _WriteFailed (still in the transaction) if one raised."""
-        rooms = sorted({item.room for item in items if item.room is not None})
-        with conn.raw.pipeline():  # one round trip for both
-            conn.execute("BEGIN")
-            if rooms:
-                conn.execute("SELECT id FROM rooms WHERE id = ANY(?) ORDER BY id FOR NO KEY UPDATE", (rooms,))
+        _lock_rooms(conn, items)
         changes: list[Change] = []
         at = 0
         while at < len(items):

@@ -270,6 +270,17 @@ def deactivate_user(conn: Connection, user_id: int) -> tuple[list[int], Changes]
         *(InviteRemoved(room_id, user_id) for (room_id,) in sorted(invites)))
 
 
+def account_rooms(conn: Connection, user_id: int, erase: bool) -> list[int]:
+    """The rooms closing the account changes: those it is a member of (it leaves them) and, with
+    `erase`, those holding its texts (each gets an `erase` entry), as timeline.erase_author finds
+    them."""
+    written = (" UNION SELECT DISTINCT room_id FROM messages"
+               " WHERE author_id = ? AND kind = 'text' AND deleted = 0") if erase else ""
+    rows = conn.execute(f"SELECT room_id FROM members WHERE user_id = ?{written}",
+                        (user_id, user_id) if erase else (user_id,)).fetchall()
+    return [room_id for (room_id,) in rows]
+
+
 def users_page(conn: Connection, prefix: str, after: int, limit: int) -> list[Row]:
     """(id, last_seen_at) of up to `limit` users with id > `after` whose username starts with
     `prefix` (ignoring case), in id order."""

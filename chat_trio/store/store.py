@@ -19,17 +19,17 @@ import trio
 
 from chat_trio.config import Config
 from chat_trio.errors import APIError
-from chat_trio.store import membership, queries, timeline
+from chat_trio.store import loginlimits, membership, queries, timeline
 from chat_trio.store.changes import Changes
 from chat_trio.store.db import Connection, Readers
 from chat_trio.store.feed import Feed
 from chat_trio.store.queries import Bucket, Conflict, NotMember
 from chat_trio.store.readers import ReaderPool
-from chat_trio.store.records import JSON, Message, RoomState, User, entry_json, now_ms
+from chat_trio.store.records import Message, RoomState, User, entry_json, now_ms
 from chat_trio.store.schema import migrate
 from chat_trio.store.sqlite import backup, connect, sqlite3
 from chat_trio.store.state import State
-from chat_trio.store.writer import GroupCommitWriter
+from chat_trio.store.writer import GroupCommitWriter, Rooms
 
 if TYPE_CHECKING:
     from chat_trio.store.pgstore import PgNode
@@ -216,7 +216,8 @@ class Store:
                 changes += membership.leave(conn, room_id, user, now)[1]
             return None, changes
 
-        await self.change(close)  # the writer checkpoints the WAL after an erasure (sqlite)
+        # the writer checkpoints the WAL after an erasure (sqlite)
+        await self.change(close, lambda c: queries.account_rooms(c, user_id, erase))
 
     async def users_page(self, prefix: str, after: int,
                          limit: int) -> tuple[list[tuple[User, int | None]], bool]:
@@ -264,16 +265,20 @@ class Store:
         they limit, so they hold across nodes (PostgreSQL), instead of in this process's memory."""
         return self.node is not None
 
-    async def announce(self, body: JSON) -> None:
-        """Tell the other nodes `body` (not durable: for counters kept in memory, such as the
-        login policy's); nothing to do without other nodes."""
-        if self.node is not None:
-            await self.node.announce(body)
+    async def login_check(self, username: str, address: str) -> None:
+        """The login policy kept in the database (store/loginlimits.py, when `shares_limits`):
+        queries.Limited if the attempt must wait, else it is counted against the address."""
+        now = now_ms()
+        await self.writer.write(lambda c: loginlimits.check(c, self.config, username, address, now))
 
-    def on_announcement(self, hook: Callable[[JSON], None]) -> None:
-        """Call `hook(body)` with what other nodes `announce`."""
-        if self.node is not None:
-            self.node.listener.hooks.append(hook)
+    async def login_failed(self, username: str, address: str, account: bool) -> None:
+        now = now_ms()
+        await self.writer.write(lambda c: loginlimits.failed(c, self.config, username, address, account, now))
+
+    async def login_succeeded(self, username: str, address: str) -> None:
+        """queries.Limited when the user's successes ran out meanwhile (loginlimits.succeeded)."""
+        now = now_ms()
+        await self.writer.write(lambda c: loginlimits.succeeded(c, self.config, username, address, now))
 
     async def count_event(self, key: str, limit: int, window: float) -> None:
         """Count one event against a window limit shared between nodes (queries.Limited when over)."""
@@ -353,19 +358,21 @@ class Store:
         if user_id in room.members:
             return
         user = self.state.users[user_id]
-        await self.change(lambda c, now: membership.join(c, room.id, user, now))
+        await self.change(lambda c, now: membership.join(c, room.id, user, now), (room.id,))
 
     async def leave(self, room: RoomState, user_id: int) -> None:
         if user_id not in room.members:
             return
         user = self.state.users[user_id]
-        await self.change(lambda c, now: membership.leave(c, room.id, user, now))
+        await self.change(lambda c, now: membership.leave(c, room.id, user, now), (room.id,))
 
-    async def change(self, run: Callable[[Connection, int], tuple[T, Changes]]) -> T:
+    async def change(self, run: Callable[[Connection, int], tuple[T, Changes]], rooms: Rooms = ()) -> T:
         """Run a write that changes what the caches hold (e.g. one of store/membership.py) with
-        the current time (epoch ms) in the next transaction; its result once applied."""
+        the current time (epoch ms) in the next transaction; its result once applied. `rooms`:
+        every room whose rows it changes (writer.Rooms), so that PostgreSQL nodes lock them in
+        one order and never deadlock."""
         now = now_ms()
-        return await self.writer.change(lambda c: run(c, now))
+        return await self.writer.change(lambda c: run(c, now), rooms)
 
     # -- messages --------------------------------------------------------------------------
 
@@ -378,7 +385,7 @@ class Store:
         now = now_ms()
         room_id = room.id
         new = queries.NewMessage(room_id, author, text, txn_id, now, bucket)
-        pending = await self.writer.submit_changes(new.insert, room_id, new)
+        pending = await self.writer.submit_changes(new.insert, (room_id,), new)
         return pending.result
 
     async def sent_message(self, room: RoomState, author: User, txn_id: str) -> Message | None:
@@ -408,14 +415,15 @@ class Store:
         the send limit shared between nodes, decided in the transaction (queries.Limited)."""
         room_id = room.id
         entry: Message = await self.change(
-            lambda c, now: timeline.edit_message(c, room_id, editor, seq, text, txn_id, now, bucket))
+            lambda c, now: timeline.edit_message(c, room_id, editor, seq, text, txn_id, now, bucket),
+            (room_id,))
         return entry
 
     async def delete_message(self, room: RoomState, actor: User, seq: int) -> Message:
         """The delete entry (store/timeline.py); APIError 403 / 404 / 409 as it says."""
         room_id = room.id
         entry: Message = await self.change(
-            lambda c, now: timeline.delete_message(c, room_id, actor, seq, now))
+            lambda c, now: timeline.delete_message(c, room_id, actor, seq, now), (room_id,))
         return entry
 
     # -- read markers and search -----------------------------------------------------------
@@ -424,7 +432,8 @@ class Store:
         """Move the member's read marker forward to `seq`; the marker after the call.
         NotMember if they are not a member when it commits."""
         room_id = room.id
-        read_seq: int = await self.writer.change(lambda c: queries.move_read_marker(c, room_id, user_id, seq))
+        read_seq: int = await self.writer.change(
+            lambda c: queries.move_read_marker(c, room_id, user_id, seq), (room_id,))
         return read_seq
 
     async def search(self, query_words: list[str], room_ids: list[int], before: int | None,

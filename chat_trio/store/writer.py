@@ -16,7 +16,7 @@ reads its own write as soon as it wakes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -30,6 +30,10 @@ from chat_trio.store.sqlite import BUSY_TIMEOUT_MS, sqlite3
 log = logging.getLogger("chat_trio.store")
 T = TypeVar("T")
 ERASE_WAIT_MS = 100  # how long the checkpoint after an erasure waits for readers to finish
+# The rooms whose rows a write changes (seqs, members, room events): their ids, or a function of
+# the connection that finds them, for a write whose rooms only the database knows (closing an
+# account). PostgreSQL locks every room of a batch first, in id order (pgwriter.py).
+Rooms = tuple[int, ...] | Callable[[Any], Iterable[int]]
 
 
 class StoreClosed(APIError):
@@ -47,7 +51,7 @@ class Pending(Generic[T]):
     committed."""
 
     run: Callable[[Any], tuple[T, Changes]]
-    room: int | None = None  # the room whose seq it takes (PostgreSQL locks it first)
+    rooms: Rooms = ()  # the rooms it changes (PostgreSQL locks them first, in id order)
     spec: Any = None  # the write as data, if a writer may run it in bulk (queries.NewMessage)
     value: Any = None
     error: BaseException | None = None
@@ -116,18 +120,18 @@ class GroupCommitWriter:
         """Queue a write that changes nothing the caches hold, without waiting for its commit."""
         return await self.submit_changes(_unchanged(run))
 
-    async def change(self, run: Callable[[Any], tuple[T, Changes]]) -> T:
+    async def change(self, run: Callable[[Any], tuple[T, Changes]], rooms: Rooms = ()) -> T:
         """Run `run(conn)`, which returns (result, changes made), in the next transaction; return
-        the result once it has COMMITted and its changes are applied."""
-        return await (await self.submit_changes(run)).result()
+        the result once it has COMMITted and its changes are applied. `rooms`: those it changes."""
+        return await (await self.submit_changes(run, rooms)).result()
 
     async def submit_changes(
-        self, run: Callable[[Any], tuple[T, Changes]], room: int | None = None, spec: Any = None
+        self, run: Callable[[Any], tuple[T, Changes]], rooms: Rooms = (), spec: Any = None
     ) -> Pending[T]:
         """Queue a write without waiting for its commit. Writes commit in the order they were
-        submitted, so one caller can keep several in flight and still keep their order. `room`:
-        the room whose next seq the write takes, if any; `spec`: what `run` does, as data."""
-        item: Pending[T] = Pending(run, room, spec)
+        submitted, so one caller can keep several in flight and still keep their order. `rooms`:
+        the rooms whose rows the write changes (Rooms); `spec`: what `run` does, as data."""
+        item: Pending[T] = Pending(run, rooms, spec)
         try:
             try:
                 self._send.send_nowait(item)  # the common case: no scheduler pass of its own
