@@ -32,6 +32,7 @@ from chat_trio.cluster.remote import RemoteCommands, unavailable
 from chat_trio.config import Config
 from chat_trio.http.server import HTTPServer, StartupError, open_listeners
 from chat_trio.logs import setup_logging
+from chat_trio.metrics import Sampled
 from chat_trio.rooms.hub import Hub
 from chat_trio.security.passwords import Passwords
 from chat_trio.store.barrier import ReadBarrier
@@ -228,6 +229,14 @@ class Worker:
         self.context = context = Context(self.config, self.store, self.hub, passwords, self.commands,
                                          scrape_all=self.scrape_all, barrier=self.barrier)
         self.server = http_server(context, listeners, self.worker_id)
+        barrier = self.barrier
+        if barrier is not None:
+            context.metrics.add(Sampled("chat_trio_catch_up_waits", "requests and websocket frames "
+                                        "that waited for this worker to apply commits published "
+                                        "before they arrived", lambda: barrier.waits, "counter"))
+            context.metrics.add(Sampled("chat_trio_catch_up_refusals", "of those, the ones refused "
+                                        "503 (not caught up within --catch-up-timeout)",
+                                        lambda: barrier.refusals, "counter"))
         await self.server.serve(task_status=task_status)
 
     def shutdown(self) -> None:
