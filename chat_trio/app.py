@@ -79,7 +79,8 @@ class App:
 def http_server(context: Context, listeners: list[socket.socket], worker_id: int | None = None) -> HTTPServer:
     """The HTTP stack over `context` (routes, listeners, their metrics), for the single process
     and a `--workers` worker alike."""
-    server = HTTPServer(context.config, Router(build_routes(context)), listeners, worker_id=worker_id)
+    server = HTTPServer(context.config, Router(build_routes(context)), listeners, worker_id=worker_id,
+                        barrier=context.barrier)
     register_metrics(context.metrics, server, context.store, context.hub, context.passwords)
     return server
 

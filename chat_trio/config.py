@@ -127,6 +127,8 @@ class Config:
                                     "names the client (for rate limits and logs)")
     node_heartbeat: float = _opt(5.0, "seconds between a PostgreSQL node's presence heartbeats; a node "
                                       "that stops them has its users shown offline within about two")
+    catch_up_timeout: float = _opt(2.0, "seconds a --workers worker holds a request until it has applied "
+                                        "every commit acknowledged before the request arrived; 503 beyond")
     admin_socket: str = _opt("", "Unix socket (mode 0600) whose requests are admin requests without a token, "
                                  "for python -m chat_trio admin; empty: the database path + .sock; off: none")
 

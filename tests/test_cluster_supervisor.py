@@ -20,6 +20,7 @@ import trio
 
 import chat_trio.cluster.supervisor as supervisor_module
 from chat_trio.cluster import ipc
+from chat_trio.cluster.position import MappedPosition
 from chat_trio.cluster.supervisor import Supervisor, merge_expositions
 from chat_trio.store.changes import Commit, UserCreated, decode
 from tests.cluster_standin import commands as standin_commands
@@ -202,7 +203,12 @@ async def _hello(sup: Supervisor, worker_id: int = 1) -> tuple[trio.SocketStream
     await ipc.send_json(stream, {"hello": worker_id})
     frames = ipc.read_frames(stream)
     kind, payload = await anext(frames)
-    assert kind == ipc.JSON and ipc.decode_json(payload) == {"ready": True, "online": []}
+    ready = ipc.decode_json(payload)
+    assert kind == ipc.JSON and ready["ready"] is True and ready["online"] == [], ready
+    # Where its read barrier starts: the commits fed so far, as published in shared memory.
+    published = MappedPosition(ready["position_file"])
+    assert ready["position"] == sup.position == published.word[0]
+    published.close()
     return stream, frames
 
 

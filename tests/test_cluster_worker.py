@@ -22,6 +22,7 @@ import trio
 from chat_trio.api.context import Context
 from chat_trio.app import App
 from chat_trio.cluster.ipc import COMMIT, commit_frame, json_frame, read_frames
+from chat_trio.cluster.position import PublishedPosition
 from chat_trio.cluster.remote import RemoteCommands, begin_call
 from chat_trio.cluster.worker import Link
 from chat_trio.errors import APIError
@@ -151,18 +152,42 @@ class StandIn:
     """One worker's supervisor: commits as C frames (each before the replies of its calls,
     through one ordered queue), hello → ready, calls answered, presence and typing recorded."""
 
-    def __init__(self, store: Store, online_elsewhere: list[int]) -> None:
+    def __init__(self, store: Store, online_elsewhere: list[int], position_file: str = "") -> None:
         self.commands = StoreCommands(store)
         self.online_elsewhere = online_elsewhere
         self.out: trio.MemorySendChannel[bytes] | None = None
         self.events_in, self.events = trio.open_memory_channel[JSON](100)
         self.hello: JSON | None = None
         self.scope = trio.CancelScope()
+        # As the supervisor does when given a file: number each commit and publish the number.
+        self.published = PublishedPosition(position_file) if position_file else None
+        self.position = 0
+        self.held: list[bytes] | None = None  # commits published but not sent yet (`hold`)
         store.feed.subscribe(self._commit)
 
     def _commit(self, commit: Commit) -> None:
-        if self.out is not None:
+        if self.out is None:
+            return
+        self.position += 1
+        if self.published is not None:
+            self.published.publish(self.position)
+        if self.held is not None:
+            self.held.append(commit_frame(encode(commit.changes)))
+        else:
             self.out.send_nowait(commit_frame(encode(commit.changes)))
+
+    def hold(self) -> None:
+        """From now on publish each commit's number but keep its frame: the worker falls behind."""
+        self.held = []
+
+    def release(self) -> None:
+        held, self.held = self.held or [], None
+        for data in held:
+            self.send_frame(data)
+
+    def send_frame(self, data: bytes) -> None:
+        assert self.out is not None
+        self.out.send_nowait(data)
 
     def send(self, obj: JSON) -> None:
         assert self.out is not None
@@ -193,7 +218,10 @@ class StandIn:
     async def _receive(self, frame: JSON, nursery: trio.Nursery) -> None:
         if "hello" in frame:
             self.hello = frame
-            self.send({"ready": True, "online": self.online_elsewhere})
+            ready: JSON = {"ready": True, "online": self.online_elsewhere}
+            if self.published is not None:
+                ready.update(position=self.position, position_file=self.published.path)
+            self.send(ready)
         elif "call" in frame:
             reply = await begin_call(self.commands, frame)
 
@@ -446,4 +474,70 @@ async def test_remote_store_loads_then_applies_buffered_commits_once(
             await remote.create_room(alice[1]["id"], "nope", "")
     finally:
         await remote.close()
+    await main.aclose()
+
+
+async def test_a_request_waits_until_the_worker_has_applied_what_was_published(
+        start_server: StartServer, nursery: trio.Nursery, tmp_path: Path) -> None:
+    """The read barrier (store/barrier.py): a request that arrives when the supervisor has
+    published a commit this worker has not applied waits for it; past --catch-up-timeout it is
+    answered 503; and when the supervisor goes away a waiting request is answered at once."""
+    timeout = 1.5
+    app = await start_server(catch_up_timeout=timeout)
+    main = HTTPClient(app.port)
+    alice = await register_and_login(main, "alice")
+    room = (await make_room(main, alice[0], "lobby"))["id"]
+    stand_in = StandIn(app.store, online_elsewhere=[],  # type: ignore[arg-type]
+                       position_file=str(tmp_path / "position"))
+    replies: list[tuple[float, Any]] = []
+
+    async def read_history(c: HTTPClient) -> None:
+        started = trio.current_time()
+        reply = await c.get(f"/rooms/{room}/messages")
+        replies.append((trio.current_time() - started, reply))
+
+    async with worker_process(tmp_path, app, nursery, stand_in) as (proc, port):
+        w = HTTPClient(port, alice[0])
+        assert (await w.get(f"/rooms/{room}/messages")).json["messages"] == []
+
+        stand_in.hold()  # committed and published; the worker has not got it yet
+        assert (await send(main, alice[0], room, "acknowledged elsewhere")).status == 201
+        async with trio.open_nursery() as requests:
+            requests.start_soon(read_history, w)
+            await trio.sleep(0.3)
+            assert replies == []  # held, not answered from the state before the commit
+            stand_in.release()
+        [(_, reply)] = replies
+        assert [m["text"] for m in reply.json["messages"]] == ["acknowledged elsewhere"]
+
+        bob = await register_and_login(main, "bob")
+        async with connect(port, bob[0]) as ws:  # a websocket frame waits the same way
+            stand_in.hold()
+            await join(main, bob[0], room)
+            async with trio.open_nursery() as frames:
+                frames.start_soon(ws.subscribe, room)  # as a non-member: closed with 1008
+                await trio.sleep(0.3)
+                stand_in.release()
+            assert (await send(main, alice[0], room, "to bob")).status == 201
+            assert [m["text"] for m in await ws.messages_until(3, timeout=5)] == ["to bob"]
+
+        stand_in.hold()
+        assert (await send(main, alice[0], room, "never delivered")).status == 201
+        replies.clear()
+        await read_history(w)
+        [(waited, reply)] = replies
+        assert reply.status == 503 and reply.json["error"]["code"] == "unavailable"
+        assert reply.headers[b"retry-after"] == b"1" and waited >= timeout - 0.1
+
+        replies.clear()
+        other = HTTPClient(port, alice[0])
+        async with trio.open_nursery() as requests:
+            requests.start_soon(read_history, other)
+            await trio.sleep(0.2)
+            stand_in.disconnect()  # the supervisor is gone: no wait can end well
+        [(waited, reply)] = replies
+        assert reply.status == 503 and waited < timeout - 0.3
+        assert await wait_exit(proc) == 0
+        await w.aclose()
+        await other.aclose()
     await main.aclose()

@@ -19,6 +19,7 @@ from chat_trio.metrics import Registry
 from chat_trio.rooms.hub import Hub
 from chat_trio.security.passwords import Passwords
 from chat_trio.security.tokens import digest
+from chat_trio.store.barrier import ReadBarrier
 from chat_trio.store.records import RoomState, User
 from chat_trio.store.store import Store
 from chat_trio.store.writer import StoreClosed
@@ -46,6 +47,9 @@ class Context:
     metrics: Registry = field(default_factory=Registry)
     # What GET /metrics shows; a --workers worker sets it to the supervisor's merged scrape.
     scrape_all: Callable[[], Awaitable[bytes]] | None = None
+    # With --workers: holds a request until this worker has applied every commit acknowledged
+    # before it arrived (store/barrier.py); None where the state is current when a write returns.
+    barrier: ReadBarrier | None = None
     # Token digest → when this process last wrote its last_seen_at (trio clock).
     seen: dict[bytes, float] = field(default_factory=dict)
 

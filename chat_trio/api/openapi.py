@@ -309,10 +309,11 @@ RESPONSES: JSON = {
         "method a path does not have (HEAD wherever GET is), 408 for a slow request (a head, or a "
         "body slower than 1024 B/s on average), 413 for a body over the limit (64 KiB), 431 for a "
         "head over the limit (16 KiB), 500 internal (no traceback), 503 unavailable (too many "
-        "connections, in all or from one address, or a write the store could not commit; with "
-        "`Retry-After`), 505 http_version_not_supported (an HTTP version other than 1.x). A call "
-        "that takes no body accepts an empty body or `{}`: any other is 400 `invalid_json`, 415 or "
-        "422 like a body of a call that takes one"),
+        "connections, in all or from one address, a write the store could not commit, or with "
+        "--workers a worker that could not catch up with writes acknowledged before the request "
+        "within --catch-up-timeout; with `Retry-After`), 505 http_version_not_supported (an HTTP "
+        "version other than 1.x). A call that takes no body accepts an empty body or `{}`: any "
+        "other is 400 `invalid_json`, 415 or 422 like a body of a call that takes one"),
 }
 
 PARAMETERS: JSON = {

@@ -52,6 +52,9 @@ class Frames:
         return user, token_digest, expires
 
     async def handle(self, session: Session, frame: JSON) -> None:
+        barrier = self.s.barrier  # a frame, like a request, sees every commit acknowledged before it
+        if barrier is not None and not barrier.current():
+            await barrier.wait()
         kind = frame.get("type")
         shape = self.shapes.frames.get(kind) if isinstance(kind, str) else None
         if shape is None:

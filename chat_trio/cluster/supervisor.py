@@ -46,6 +46,7 @@ from chat_trio.api.context import Context
 from chat_trio.app import running_store
 from chat_trio.cluster import ipc
 from chat_trio.cluster.nodes import NodeLink, linked_nodes
+from chat_trio.cluster.position import PublishedPosition
 from chat_trio.cluster.remote import begin_call
 from chat_trio.cluster.worker import ENV_CONFIG, ENV_ID, ENV_SOCKET
 from chat_trio.config import Config
@@ -139,6 +140,9 @@ class Supervisor:
         self.processes: dict[int, trio.Process] = {}
         self.stopping = False
         self.socket_path = ""  # set once its workers can connect to it
+        # Commits fed to the workers so far, published for their read barriers (store/barrier.py).
+        self.position = 0
+        self.published: PublishedPosition | None = None
         self._ready = trio.Event()
         self._stop = trio.Event()
         self._seen: set[int] = set()
@@ -159,12 +163,16 @@ class Supervisor:
                     self._typing_elsewhere) as nodes:
                 self.commands = self._commands_factory(context)
                 self.nodes = nodes
-                context.store.feed.subscribe(self.broadcast)
-                self._register_metrics(context)
                 directory = await trio.to_thread.run_sync(tempfile.mkdtemp, None, "chat_trio-")
                 try:
+                    self.published = await trio.to_thread.run_sync(
+                        PublishedPosition, os.path.join(directory, "position"))
+                    context.store.feed.subscribe(self.broadcast)
+                    self._register_metrics(context)
                     await self._serve(os.path.join(directory, "ipc.sock"), reserved, task_status)
                 finally:
+                    if self.published is not None:
+                        self.published.close()
                     await trio.to_thread.run_sync(shutil.rmtree, directory, True)
         finally:
             for sock in reserved:
@@ -299,10 +307,13 @@ class Supervisor:
                 self._leave(link)
 
     def _join(self, link: WorkerLink) -> None:
-        """Subscribe it to the feed, then tell it who is online elsewhere: `ready` is its first
-        frame, and every commit after its subscription follows it."""
+        """Subscribe it to the feed, then tell it who is online elsewhere and how many commits
+        came before its subscription (where its read barrier starts counting): `ready` is its
+        first frame, and every commit after its subscription follows it."""
         self.links[link.id] = link
-        link.send({"ready": True, "online": sorted(self.online_count)})
+        assert self.published is not None  # mapped before any worker can connect
+        link.send({"ready": True, "online": sorted(self.online_count), "position": self.position,
+                   "position_file": self.published.path})
         self._seen.add(link.id)
         if len(self._seen) == self.config.workers:
             self._ready.set()
@@ -348,7 +359,12 @@ class Supervisor:
     # -- the feed ----------------------------------------------------------------------------
 
     def broadcast(self, commit: Commit) -> None:
-        """Feed reaction: encode the commit once and queue it to every worker."""
+        """Feed reaction: number the commit and publish its number (before the writer wakes
+        anyone, so before any of its writes is acknowledged), then encode it once and queue it
+        to every worker."""
+        self.position += 1
+        if self.published is not None:
+            self.published.publish(self.position)
         data = ipc.commit_frame(encode(commit.changes))
         for link in list(self.links.values()):
             link.offer(data)

@@ -27,12 +27,15 @@ import trio
 from chat_trio.api.context import Context
 from chat_trio.app import _startup_failure, http_server
 from chat_trio.cluster import ipc
+from chat_trio.cluster.position import MappedPosition
 from chat_trio.cluster.remote import RemoteCommands, unavailable
 from chat_trio.config import Config
 from chat_trio.http.server import HTTPServer, StartupError, open_listeners
 from chat_trio.logs import setup_logging
+from chat_trio.metrics import Sampled
 from chat_trio.rooms.hub import Hub
 from chat_trio.security.passwords import Passwords
+from chat_trio.store.barrier import ReadBarrier
 from chat_trio.store.records import JSON
 from chat_trio.store.sqlite import sqlite3
 from chat_trio.store.store import Store
@@ -119,6 +122,10 @@ class Worker:
         self.ready = trio.Event()
         self._buffered: list[bytes] | None = []  # commits that arrive before the state is loaded
         self._online_at_start: list[int] = []
+        self._position_at_start = 0  # commits fed before this worker subscribed
+        self._position_file = ""  # where the supervisor publishes its newest commit's number
+        self.position: MappedPosition | None = None
+        self.barrier: ReadBarrier | None = None
         self._scrapes: dict[int, trio.MemorySendChannel[str]] = {}  # GET /metrics waiting for the merge
         self._scrape_ids = itertools.count(1)
         self.port = 0
@@ -140,6 +147,8 @@ class Worker:
             log.error("the supervisor link broke (%s): shutting down", exc)
         finally:
             self.commands.connection_lost()
+            if self.barrier is not None:
+                self.barrier.close()  # requests waiting to catch up are answered 503 now
             if self.server is None:  # not serving yet: nothing to drain
                 cancel.cancel()
             else:
@@ -184,6 +193,8 @@ class Worker:
             self.link.send_nowait({"metrics_reply": frame["metrics"], "text": text.decode()})
         elif "ready" in frame:
             self._online_at_start = [int(u) for u in frame.get("online") or []]
+            self._position_at_start = int(frame.get("position") or 0)
+            self._position_file = str(frame.get("position_file") or "")
             self.ready.set()
         else:
             log.warning("an unknown frame from the supervisor: %.200r", frame)
@@ -191,13 +202,21 @@ class Worker:
     # -- start and stop ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Handshake, load the state, catch up with the buffered commits."""
+        """Handshake, load the state, catch up with the buffered commits, then count every
+        commit applied for the read barrier (it starts at the supervisor's count at `ready`
+        plus those buffered; the load saw every commit before `ready`)."""
         await self.link.send({"hello": self.worker_id})
         await self.ready.wait()
+        if self._position_file:
+            self.position = await trio.to_thread.run_sync(MappedPosition, self._position_file)
         await self.store.load_remote()
         buffered, self._buffered = self._buffered or [], None
         for payload in buffered:
             self.store.feed.apply_encoded(payload)
+        if self.position is not None:
+            self.barrier = ReadBarrier(self.position.word, self._position_at_start + len(buffered),
+                                       self.config.catch_up_timeout)
+            self.store.feed.subscribe(self.barrier.advance)
         for user_id in self._online_at_start:
             self.hub.set_online_elsewhere(user_id, True)
         self.hub.state = self.store.state
@@ -208,8 +227,16 @@ class Worker:
         listeners = await open_listeners(self.config.host, self.config.port, reuse_port=True)
         passwords = await trio.to_thread.run_sync(Passwords, self.config)
         self.context = context = Context(self.config, self.store, self.hub, passwords, self.commands,
-                                         scrape_all=self.scrape_all)
+                                         scrape_all=self.scrape_all, barrier=self.barrier)
         self.server = http_server(context, listeners, self.worker_id)
+        barrier = self.barrier
+        if barrier is not None:
+            context.metrics.add(Sampled("chat_trio_catch_up_waits", "requests and websocket frames "
+                                        "that waited for this worker to apply commits published "
+                                        "before they arrived", lambda: barrier.waits, "counter"))
+            context.metrics.add(Sampled("chat_trio_catch_up_refusals", "of those, the ones refused "
+                                        "503 (not caught up within --catch-up-timeout)",
+                                        lambda: barrier.refusals, "counter"))
         await self.server.serve(task_status=task_status)
 
     def shutdown(self) -> None:
@@ -220,6 +247,7 @@ class Worker:
 
 
 async def run_worker(config: Config, worker_id: int, socket_path: str) -> None:
+    worker: Worker | None = None
     try:
         store = await Store.open_remote(config)
     except sqlite3.Error as exc:
@@ -238,6 +266,8 @@ async def run_worker(config: Config, worker_id: int, socket_path: str) -> None:
             await worker.start()
             await nursery.start(_serve_then_stop, worker, nursery.cancel_scope)
     finally:
+        if worker is not None and worker.position is not None:
+            worker.position.close()  # every task that reads it has ended
         with trio.CancelScope(shield=True):
             await store.close()
 

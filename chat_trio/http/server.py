@@ -25,6 +25,7 @@ from chat_trio.http.router import Router
 from chat_trio.http.types import Request, Response, error_answer, error_response, reason
 from chat_trio.metrics import LATENCY_BUCKETS, Counter, Histogram, method_label
 from chat_trio.security.ratelimit import client_network
+from chat_trio.store.barrier import ReadBarrier
 
 log = logging.getLogger("chat_trio.http")
 access_log = logging.getLogger("chat_trio.access")
@@ -96,8 +97,10 @@ async def open_listeners(host: str, port: int, *, reuse_port: bool = False,
 
 class HTTPServer:
     def __init__(self, config: Config, router: Router, listeners: list[socket.socket] | None = None,
-                 *, worker_id: int | None = None, operator: bool = False) -> None:
+                 *, worker_id: int | None = None, operator: bool = False,
+                 barrier: ReadBarrier | None = None) -> None:
         self.config = config
+        self.barrier = barrier  # --workers: each request first catches up (store/barrier.py)
         # The local admin socket's server: its requests are the operator's (Request.operator).
         self.operator = operator
         # In workers mode every answer names the worker that gave it (x-chat-worker).
@@ -124,6 +127,9 @@ class HTTPServer:
         try:
             match = self.router.match(request.method, request.path)
             request.params, request.route = match.params, match.route
+            barrier = self.barrier
+            if barrier is not None and not barrier.current():
+                await barrier.wait()
             return await match.handler(request)
         except APIError as exc:
             return error_answer(exc)
