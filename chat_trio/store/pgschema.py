@@ -40,7 +40,8 @@ def _timeline(conn: PgConnection) -> None:
     PG_INDEX.create(conn)
 
 
-# Numbered as schema.MIGRATIONS: version N here holds what version N holds there.
+# Numbered as schema.MIGRATIONS: version N here holds what version N holds there, so a number
+# means one schema on both engines; a migration with nothing to do on PostgreSQL is "".
 MIGRATIONS: list[str | Callable[[PgConnection], None]] = [
     # 1: accounts, rooms, memberships and messages. Usernames are unique regardless of case, as
     # sqlite's COLLATE NOCASE makes them (they are ASCII: api/shapes.py).
@@ -59,6 +60,9 @@ MIGRATIONS: list[str | Callable[[PgConnection], None]] = [
                       last_seen_at = created_at;
     """ + render(SESSION_INDEXES, POSTGRES),
     _timeline,
+    # 6: sqlite's search index forgets deleted words at commit. PostgreSQL's always removed a
+    # deleted message's row in the delete's transaction (pgsearch.py): nothing to do.
+    "",
 ]
 
 # Tables only PostgreSQL has: what the nodes share beyond the sqlite schema (queries.py's shared
