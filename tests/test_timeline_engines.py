@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from chat_trio.api.commands import LocalCommands
-from chat_trio.store import pgschema, pgsearch, queries
+from chat_trio.store import ddl, pgschema, pgsearch, queries
 from chat_trio.store.changes import (
     Commit,
     MemberJoined,
@@ -180,7 +180,7 @@ async def test_an_existing_postgres_database_gets_markers_counts_and_its_index(d
             conn.execute("INSERT INTO schema_version VALUES (4)")
             for script in pgschema.MIGRATIONS[:4]:
                 assert isinstance(script, str)
-                pgschema._run(conn, script)
+                ddl.run(conn, script)
             conn.execute("INSERT INTO users (username, password_hash, created_at) VALUES ('alice', 'x', 0)")
             conn.execute("INSERT INTO rooms (name, name_key, created_by, created_at, last_seq)"
                          " VALUES ('lobby', 'lobby', 1, 0, 4)")

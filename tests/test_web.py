@@ -412,6 +412,9 @@ def _sign_in(page: Any, base: str, username: str, password: str = PASSWORD, *, r
     page.get_by_role("button", name="Create account" if register else "Log in").click()
     expect(page.locator("#me-name")).to_have_text(username)
     expect(page.locator("#conn-status")).to_have_text("Live")
+    # The room list loads beside the websocket, and an empty one opens "Create a room" when it
+    # arrives: wait for it, as a user would, or a click meant to open the form may close it.
+    expect(page.locator("#rooms-empty").or_(page.locator("#room-list .room-button")).first).to_be_visible()
 
 
 def _member_action(page: Any, username: str, action: str) -> None:
@@ -799,8 +802,13 @@ def _create_room(page: Any, name: str) -> None:
 
 
 def _send(page: Any, text: str) -> None:
+    """Send from the composer and wait until the message is no longer "sending…": the server has
+    committed it, so a search or another page may look for it next."""
+    from playwright.sync_api import expect
+
     page.locator("#message-input").fill(text)
     page.locator("#message-input").press("Enter")
+    expect(page.locator("#messages .message.pending")).to_have_count(0)
 
 
 def _timeline_scenario(base: str, browser: Any, problems: list[str]) -> None:
