@@ -20,24 +20,50 @@ import pytest
 import requests
 from hypothesis import strategies as st
 
-from tests.helpers import PASSWORD
+from tests.helpers import MODES, PASSWORD, POSTGRES, WORKERS_2, skip_without_workers
+from tests.pg import create_schema, drop_schema
 from tests.rawhttp import statuses
-from tests.server_process import ServerProcess
+from tests.server_process import ServerProcess, workers_args
 from tests.ws_client import client_frame, raw_handshake_sync, server_frames
 
 IO_TIMEOUT = 5.0  # seconds any read may take
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    srv = ServerProcess(tmp_path_factory.mktemp("fuzz"), "--head-timeout", "1", "--body-timeout", "1",
-                        "--keepalive-timeout", "1", "--ws-auth-timeout", "1", "--send-rate", "0",
-                        "--max-body-bytes", "4096")
+def wait_workers_sync(srv: ServerProcess, workers: int) -> None:
+    """Until each worker has answered /healthz (x-chat-worker names it)."""
+    seen: set[str] = set()
+    deadline = time.monotonic() + 20
+    while len(seen) < workers:
+        assert time.monotonic() < deadline, srv.log()
+        with contextlib.suppress(requests.RequestException):
+            seen.add(requests.get(f"{srv.url}/healthz", timeout=IO_TIMEOUT).headers["x-chat-worker"])
+
+
+@pytest.fixture(scope="module", params=MODES)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """The server in each mode (a subprocess all three: the tests are synchronous): one process,
+    `--workers 2`, and one process on PostgreSQL."""
+    args = ["--head-timeout", "1", "--body-timeout", "1", "--keepalive-timeout", "1",
+            "--ws-auth-timeout", "1", "--send-rate", "0", "--max-body-bytes", "4096"]
+    workers, schema = 1, None
+    if request.param == WORKERS_2:
+        skip_without_workers()
+        workers = 2
+    if request.param == POSTGRES:
+        schema, dsn = create_schema()
+        args += ["--database", dsn]
+    srv = ServerProcess(tmp_path_factory.mktemp("fuzz"), *workers_args(workers), *args)
     try:
         srv.start_sync()
+        if workers > 1:
+            wait_workers_sync(srv, workers)
         yield srv
     finally:
         srv.stop()
+        if schema is not None:
+            drop_schema(schema)
 
 
 @pytest.fixture(scope="module")
