@@ -18,25 +18,16 @@ import hypothesis
 import orjson
 import pytest
 import requests
+import trio
 from hypothesis import strategies as st
 
-from tests.helpers import MODES, PASSWORD, POSTGRES, WORKERS_2, skip_without_workers
+from tests.helpers import MODES, PASSWORD, POSTGRES, WORKERS_2, skip_without_workers, wait_workers_ready
 from tests.pg import create_schema, drop_schema
 from tests.rawhttp import statuses
 from tests.server_process import ServerProcess, workers_args
 from tests.ws_client import client_frame, raw_handshake_sync, server_frames
 
 IO_TIMEOUT = 5.0  # seconds any read may take
-
-
-def wait_workers_sync(srv: ServerProcess, workers: int) -> None:
-    """Until each worker has answered /healthz (x-chat-worker names it)."""
-    seen: set[str] = set()
-    deadline = time.monotonic() + 20
-    while len(seen) < workers:
-        assert time.monotonic() < deadline, srv.log()
-        with contextlib.suppress(requests.RequestException):
-            seen.add(requests.get(f"{srv.url}/healthz", timeout=IO_TIMEOUT).headers["x-chat-worker"])
 
 
 @pytest.fixture(scope="module", params=MODES)
@@ -57,8 +48,7 @@ def server(
     srv = ServerProcess(tmp_path_factory.mktemp("fuzz"), *workers_args(workers), *args)
     try:
         srv.start_sync()
-        if workers > 1:
-            wait_workers_sync(srv, workers)
+        trio.run(wait_workers_ready, srv.port, workers)
         yield srv
     finally:
         srv.stop()
