@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
+import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,9 +16,17 @@ import trio
 from chat_trio.app import App
 from chat_trio.config import Config
 from tests.client import HTTPClient
-from tests.helpers import Served, StartServer, make_config, serve, serve_workers, start_app
-from tests.pg import STANDS_FOR, fresh_schema
-from tests.server_process import has_workers_flag
+from tests.helpers import (
+    IN_PROCESS,
+    MODES,
+    Served,
+    SharedServers,
+    StartServed,
+    StartServer,
+    make_config,
+    serve_in,
+    start_app,
+)
 
 # Every async test runs under trio.fail_after(TEST_DEADLINE) (as trio-websocket's tests do with
 # their decorator), so a test that waits for something that never comes fails instead of hanging
@@ -55,8 +63,9 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 # App and then a subprocess with two workers (same settings, same database path). Such a test may
 # use only what both offer (`Served`: the port and the settings), never the store.
 # They also run against PostgreSQL (an in-process App on a fresh schema, tests/pg.py); a test that
-# needs the store or the sqlite file does not take the marker.
-IN_PROCESS, WORKERS_2, POSTGRES = "in-process", "workers-2", "postgres"
+# needs the store or the sqlite file does not take the marker. A marked test that needs settings
+# of its own takes `start_served` (a server per call) or `shared_served` (in the workers and
+# PostgreSQL modes, one per module and settings) instead of `app`: each runs in the test's `mode`.
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -64,8 +73,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if metafunc.definition.get_closest_marker("workers") and "app" in metafunc.fixturenames:
-        metafunc.parametrize("app", [IN_PROCESS, WORKERS_2, POSTGRES], indirect=True)
+    if metafunc.definition.get_closest_marker("workers") and "mode" in metafunc.fixturenames:
+        metafunc.parametrize("mode", MODES)
+
+
+@pytest.fixture
+def mode() -> str:
+    """The mode of the test's servers: in-process, unless the `workers` marker parametrises it."""
+    return IN_PROCESS
 
 
 @pytest.fixture
@@ -74,23 +89,9 @@ def config(tmp_path: Path) -> Config:
 
 
 @pytest.fixture
-async def app(request: pytest.FixtureRequest, config: Config) -> AsyncIterator[Served]:
-    if getattr(request, "param", IN_PROCESS) == IN_PROCESS:
-        async with serve(config) as running:
-            yield running
-        return
-    if request.param == POSTGRES:
-        async with fresh_schema() as dsn, serve(dataclasses.replace(config, database=dsn)) as running:
-            STANDS_FOR[config.db] = dsn
-            try:
-                yield running
-            finally:
-                del STANDS_FOR[config.db]
-        return
-    if not has_workers_flag():
-        pytest.skip("this chat_trio has no --workers flag")
-    async with serve_workers(config, 2) as server:
-        yield server
+async def app(request: pytest.FixtureRequest, mode: str, config: Config) -> AsyncIterator[Served]:
+    async with serve_in(getattr(request, "param", mode), config) as running:
+        yield running
 
 
 @pytest.fixture
@@ -98,6 +99,48 @@ async def client(app: Served) -> AsyncIterator[HTTPClient]:
     c = HTTPClient(app.port)
     yield c
     await c.aclose()
+
+
+@pytest.fixture
+async def start_served(mode: str, tmp_path: Path) -> AsyncIterator[StartServed]:
+    """`await start_served(**overrides)`: a new server on the test settings with `overrides` (a
+    database of its own), in the test's mode, until the test ends. Each runs in a task of this
+    fixture, so it stops here, where it started (trio wants a nursery closed by its own task)."""
+    done = trio.Event()
+    count = itertools.count()
+
+    async def hold(config: Config, task_status: trio.TaskStatus[Served]) -> None:
+        async with serve_in(mode, config) as served:
+            task_status.started(served)
+            await done.wait()
+
+    async with trio.open_nursery() as nursery:
+        async def start(**overrides: object) -> Served:
+            home = tmp_path / f"server-{next(count)}"
+            home.mkdir()
+            served: Served = await nursery.start(hold, make_config(home, **overrides))
+            return served
+
+        yield start
+        done.set()
+
+
+@pytest.fixture(scope="module")
+def shared_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedServers]:
+    servers = SharedServers(tmp_path_factory.mktemp("shared"))
+    try:
+        yield servers
+    finally:
+        servers.stop()
+
+
+@pytest.fixture
+def shared_served(mode: str, start_served: StartServed, shared_servers: SharedServers) -> StartServed:
+    """As `start_served`, but in the workers and PostgreSQL modes the server is the module's one
+    with these settings, started by the first test that asked (SharedServers)."""
+    if mode == IN_PROCESS:
+        return start_served
+    return functools.partial(shared_servers.get, mode)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import h11
+import pytest
 import trio
 
 from chat_trio.app import App
@@ -30,8 +31,8 @@ from chat_trio.http.types import json_response as json_response
 from chat_trio.store.sqlite import sqlite3
 from chat_trio.store.store import Store
 from tests.client import HTTPClient, Reply
-from tests.pg import STANDS_FOR, query
-from tests.server_process import ServerProcess, workers_args
+from tests.pg import STANDS_FOR, create_schema, drop_schema, fresh_schema, query
+from tests.server_process import ServerProcess, has_workers_flag, workers_args
 
 PASSWORD = "correct horse battery staple"
 # RFC 3339 UTC with milliseconds, as the contract fixes it.
@@ -94,6 +95,13 @@ class Served(Protocol):
     config: Config
 
 
+class StartServed(Protocol):
+    """The `start_served` and `shared_served` fixtures: `await start(**overrides)` is a server on
+    the test settings with `overrides`, in the test's mode, running until the test ends."""
+
+    def __call__(self, **overrides: object) -> Awaitable[Served]: ...
+
+
 @dataclass
 class WorkersServer:
     """`python -m chat_trio --workers N` as a `Served`."""
@@ -132,6 +140,37 @@ async def wait_workers_ready(port: int, workers: int, timeout: float = 20.0) -> 
                 await c.aclose()
 
 
+# The modes a contract test runs in (tests/conftest.py, the `workers` marker): an in-process App
+# on sqlite, `python -m chat_trio --workers 2` on sqlite, and PostgreSQL.
+IN_PROCESS, WORKERS_2, POSTGRES = "in-process", "workers-2", "postgres"
+MODES = (IN_PROCESS, WORKERS_2, POSTGRES)
+
+
+def skip_without_workers() -> None:
+    if not has_workers_flag():
+        pytest.skip("this chat_trio has no --workers flag")
+
+
+@asynccontextmanager
+async def serve_in(mode: str, config: Config) -> AsyncIterator[Served]:
+    """A server on `config` in `mode` (an in-process App on PostgreSQL uses a fresh schema that
+    stands for `config.db`, see tests/pg.py); on exit it has stopped."""
+    if mode == IN_PROCESS:
+        async with serve(config) as app:
+            yield app
+    elif mode == POSTGRES:
+        async with fresh_schema() as dsn, serve(dataclasses.replace(config, database=dsn)) as app:
+            STANDS_FOR[config.db] = dsn
+            try:
+                yield app
+            finally:
+                del STANDS_FOR[config.db]
+    else:
+        skip_without_workers()
+        async with serve_workers(config, 2) as server:
+            yield server
+
+
 @asynccontextmanager
 async def serve_workers(config: Config, workers: int) -> AsyncIterator[WorkersServer]:
     """A subprocess server on `config` (its database, its settings) with `workers` workers; on exit
@@ -146,6 +185,50 @@ async def serve_workers(config: Config, workers: int) -> AsyncIterator[WorkersSe
         assert not process.errors(), process.log()
     finally:
         process.stop()
+
+
+@dataclass
+class SharedServers:
+    """Subprocess servers the tests of one module share in the workers and PostgreSQL modes, one
+    per (mode, settings), started by the first test that asks and stopped (their logs checked for
+    server-side errors, their schemas dropped) when the module ends: a start costs seconds there
+    (each process imports the server), a test of a few requests costs milliseconds. The tests
+    that share one must not collide (each its own user and room names)."""
+
+    tmp: Path
+    running: dict[tuple[str, str], WorkersServer] = field(default_factory=dict)
+    schemas: list[str] = field(default_factory=list)
+
+    async def get(self, mode: str, **overrides: object) -> Served:
+        key = (mode, repr(sorted(overrides.items())))
+        if key not in self.running:
+            await self._start(key, mode, make_config(self.tmp / str(len(self.running)), **overrides))
+        return self.running[key]
+
+    async def _start(self, key: tuple[str, str], mode: str, config: Config) -> None:
+        Path(config.db).parent.mkdir()
+        args, workers = _flags(config), 2
+        if mode == POSTGRES:
+            schema, dsn = await trio.to_thread.run_sync(create_schema)
+            self.schemas.append(schema)
+            STANDS_FOR[config.db] = dsn
+            args, workers = [*args, "--database", dsn], 1
+        else:
+            skip_without_workers()
+        process = ServerProcess(Path(config.db).parent, *workers_args(workers), *args, db=Path(config.db))
+        server = self.running[key] = WorkersServer(0, config, process)  # stopped at the end even if it fails
+        server.port = await process.start()
+        await wait_workers_ready(server.port, workers)
+
+    def stop(self) -> None:
+        errors = []
+        for server in self.running.values():
+            server.process.stop()
+            errors += server.process.errors()
+            STANDS_FOR.pop(server.config.db, None)
+        for schema in self.schemas:
+            drop_schema(schema)
+        assert not errors, errors
 
 
 async def start_routes(

@@ -41,17 +41,27 @@ def in_schema(schema: str) -> str:
     return f"{DSN}{joiner}options={quote(f'-csearch_path={schema}')}"
 
 
+def create_schema() -> tuple[str, str]:
+    """A new, empty schema: its name, and a URL whose search_path it is."""
+    require_pg()
+    schema = "t_" + secrets.token_hex(6)
+    _run(f"CREATE SCHEMA {schema}")
+    return schema, in_schema(schema)
+
+
+def drop_schema(schema: str) -> None:
+    _run(f"DROP SCHEMA {schema} CASCADE")
+
+
 @asynccontextmanager
 async def fresh_schema() -> AsyncIterator[str]:
     """A URL whose search_path is a new, empty schema, dropped afterwards."""
-    require_pg()
-    schema = "t_" + secrets.token_hex(6)
-    await trio.to_thread.run_sync(_run, f"CREATE SCHEMA {schema}")
+    schema, dsn = await trio.to_thread.run_sync(create_schema)
     try:
-        yield in_schema(schema)
+        yield dsn
     finally:
         with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(_run, f"DROP SCHEMA {schema} CASCADE")
+            await trio.to_thread.run_sync(drop_schema, schema)
 
 
 # The sqlite path of a test's settings → the PostgreSQL schema its server uses instead, so a check

@@ -21,6 +21,7 @@ from tests.helpers import (
     USER_KEYS,
     Client,
     Recorder,
+    StartServed,
     assert_error,
     db_rows,
     login,
@@ -178,6 +179,13 @@ async def test_unknown_user_and_wrong_password_answer_identically(client: Client
     assert wrong.headers.get(b"www-authenticate") == unknown.headers.get(b"www-authenticate")
 
 
+# The login policy's failure limits, the registration limits and the token cap are decided for the
+# whole server (by the supervisor, or in the database): their tests are marked and run in every
+# mode, on one server per settings and mode (each test its own usernames). The tests on a virtual
+# clock need an in-process server, and the per-address `attempts` bucket counts per process.
+FAILS = dict(login_fail_limit=3, max_tokens_per_user=3)
+
+
 def assert_rate_limited(reply: Reply) -> None:
     error = assert_error(reply, 429, "rate_limited")
     millis = error["retry_after_ms"]
@@ -186,50 +194,55 @@ def assert_rate_limited(reply: Reply) -> None:
     assert header >= 1 and header == math.ceil(millis / 1000)
 
 
-async def test_a_stranger_guessing_does_not_lock_the_owner_out(tmp_path: Path, recorder: Recorder) -> None:
+@pytest.mark.workers
+async def test_a_stranger_guessing_does_not_lock_the_owner_out(
+    shared_served: StartServed, recorder: Recorder
+) -> None:
     """Failures count per (username, address): the guesser's address is stopped at that account,
     even with the right password, while the owner and every other address keep signing in."""
-    async with serve(make_config(tmp_path, login_fail_limit=3)) as app:
-        def client_from(address: str) -> Client:
-            return Client(app.port, local_address=address, recorder=recorder)
+    app = await shared_served(**FAILS)
+    def client_from(address: str) -> Client:
+        return Client(app.port, local_address=address, recorder=recorder)
 
-        owner, stranger = client_from("127.0.0.2"), client_from("127.0.0.3")
-        await register(owner, "grace")
-        await register(owner, "heidi")
-        for _ in range(3):
-            assert_error(await stranger.post("/login", {"username": "grace", "password": "wrong-one"}),
-                         401, "invalid_credentials")
-        assert_rate_limited(await stranger.post("/login", {"username": "grace", "password": PASSWORD}))
-        assert_rate_limited(await stranger.post("/login", {"username": "GRACE", "password": "wrong-two"}))
-        await login(owner, "grace")  # the owner, from their own address
-        await login(client_from("127.0.0.4"), "grace")  # or from a new one
-        await login(stranger, "heidi")  # the stranger's address, another account
-
-
-async def test_failed_logins_per_address_are_limited(tmp_path: Path, recorder: Recorder) -> None:
-    async with serve(make_config(tmp_path, login_fail_address_limit=3)) as app:
-        setup = Client(app.port, recorder=recorder)
-        await register(setup, "ivan")
-        attacker = Client(app.port, local_address="127.0.0.2", recorder=recorder)
-        for name in ("ivan-not", "ivan", "nobody"):  # three different usernames
-            reply = await attacker.post("/login", {"username": name, "password": "wrong-one"})
-            assert_error(reply, 401, "invalid_credentials")
-        assert_rate_limited(await attacker.post("/login", {"username": "ivan", "password": PASSWORD}))
-        assert_rate_limited(await attacker.post("/login", {"username": "other", "password": PASSWORD}))
-        # "ivan" failed only once, and another address is not limited.
-        await login(Client(app.port, local_address="127.0.0.3", recorder=recorder), "ivan")
+    owner, stranger = client_from("127.0.0.2"), client_from("127.0.0.3")
+    await register(owner, "grace")
+    await register(owner, "heidi")
+    for _ in range(3):
+        assert_error(await stranger.post("/login", {"username": "grace", "password": "wrong-one"}),
+                     401, "invalid_credentials")
+    assert_rate_limited(await stranger.post("/login", {"username": "grace", "password": PASSWORD}))
+    assert_rate_limited(await stranger.post("/login", {"username": "GRACE", "password": "wrong-two"}))
+    await login(owner, "grace")  # the owner, from their own address
+    await login(client_from("127.0.0.4"), "grace")  # or from a new one
+    await login(stranger, "heidi")  # the stranger's address, another account
 
 
-async def test_successful_logins_do_not_count(tmp_path: Path, recorder: Recorder) -> None:
-    async with serve(make_config(tmp_path, login_fail_limit=3)) as app:
-        client = Client(app.port, recorder=recorder)
-        await register(client, "judy")
-        for _ in range(6):
-            await login(client, "judy")
-        for _ in range(2):
-            assert_error(await client.post("/login", {"username": "judy", "password": "wrong-one"}),
-                         401, "invalid_credentials")
+@pytest.mark.workers
+async def test_failed_logins_per_address_are_limited(shared_served: StartServed, recorder: Recorder) -> None:
+    app = await shared_served(login_fail_address_limit=3)
+    setup = Client(app.port, recorder=recorder)
+    await register(setup, "ivan")
+    attacker = Client(app.port, local_address="127.0.0.2", recorder=recorder)
+    for name in ("ivan-not", "ivan", "nobody"):  # three different usernames
+        reply = await attacker.post("/login", {"username": name, "password": "wrong-one"})
+        assert_error(reply, 401, "invalid_credentials")
+    assert_rate_limited(await attacker.post("/login", {"username": "ivan", "password": PASSWORD}))
+    assert_rate_limited(await attacker.post("/login", {"username": "other", "password": PASSWORD}))
+    # "ivan" failed only once, and another address is not limited.
+    await login(Client(app.port, local_address="127.0.0.3", recorder=recorder), "ivan")
+
+
+@pytest.mark.workers
+async def test_successful_logins_do_not_count(shared_served: StartServed, recorder: Recorder) -> None:
+    app = await shared_served(**FAILS)
+    client = Client(app.port, recorder=recorder)
+    await register(client, "judy")
+    for _ in range(6):
         await login(client, "judy")
+    for _ in range(2):
+        assert_error(await client.post("/login", {"username": "judy", "password": "wrong-one"}),
+                     401, "invalid_credentials")
+    await login(client, "judy")
 
 
 # -- logout, /me, expiry --------------------------------------------------------------------
@@ -260,16 +273,17 @@ async def test_logout_stops_that_token_only(client: Client) -> None:
     assert_error(await client.post("/logout"), 401, "unauthorized")
 
 
-async def test_expired_token_is_401(tmp_path: Path, recorder: Recorder) -> None:
-    async with serve(make_config(tmp_path, token_ttl=0.5)) as app:
-        client = Client(app.port, recorder=recorder)
-        await register(client, "mia")
-        reply = await client.post("/login", {"username": "mia", "password": PASSWORD})
-        token, expires = reply.json["token"], parse_time(reply.json["expires_at"])
-        assert (await client.get("/me", token=token)).status == 200
-        await trio.sleep(max(0.0, expires - time.time()) + 0.05)
-        assert_error(await client.get("/me", token=token), 401, "unauthorized")
-        assert_error(await client.get("/rooms", token=token), 401, "unauthorized")
+@pytest.mark.workers
+async def test_expired_token_is_401(shared_served: StartServed, recorder: Recorder) -> None:
+    app = await shared_served(token_ttl=0.5)
+    client = Client(app.port, recorder=recorder)
+    await register(client, "mia")
+    reply = await client.post("/login", {"username": "mia", "password": PASSWORD})
+    token, expires = reply.json["token"], parse_time(reply.json["expires_at"])
+    assert (await client.get("/me", token=token)).status == 200
+    await trio.sleep(max(0.0, expires - time.time()) + 0.05)
+    assert_error(await client.get("/me", token=token), 401, "unauthorized")
+    assert_error(await client.get("/rooms", token=token), 401, "unauthorized")
 
 
 async def test_revoked_token_stays_revoked_across_restart(tmp_path: Path, recorder: Recorder) -> None:
@@ -289,45 +303,46 @@ async def test_revoked_token_stays_revoked_across_restart(tmp_path: Path, record
         await client.aclose()
 
 
-async def test_registrations_per_address_are_limited(tmp_path: Path, recorder: Recorder) -> None:
+@pytest.mark.workers
+async def test_registrations_per_address_are_limited(shared_served: StartServed, recorder: Recorder) -> None:
     """Each registration costs a password hash, so an address gets register_limit of them per
     window; refusals (taken names, bad input) are answered before and do not count; other
     addresses are not affected; nothing is created by a refused one."""
-    async with serve(make_config(tmp_path, register_limit=2, register_window=600.0)) as app:
-        here = Client(app.port, local_address="127.0.0.2", recorder=recorder)
-        await register(here, "kim")
-        assert_error(await here.post("/register", {"username": "kim", "password": PASSWORD}),
-                     409, "username_taken")  # answered before the limit: not counted
-        await register(here, "lee")
-        assert_rate_limited(await here.post("/register", {"username": "mia", "password": PASSWORD}))
-        other = Client(app.port, local_address="127.0.0.3", recorder=recorder)
-        await register(other, "ned")
-        assert_error(await other.post("/login", {"username": "mia", "password": PASSWORD}),
-                     401, "invalid_credentials")  # the refused registration created nothing
+    app = await shared_served(register_limit=2, register_window=600.0)
+    here = Client(app.port, local_address="127.0.0.2", recorder=recorder)
+    await register(here, "kim")
+    assert_error(await here.post("/register", {"username": "kim", "password": PASSWORD}),
+                 409, "username_taken")  # answered before the limit: not counted
+    await register(here, "lee")
+    assert_rate_limited(await here.post("/register", {"username": "mia", "password": PASSWORD}))
+    other = Client(app.port, local_address="127.0.0.3", recorder=recorder)
+    await register(other, "ned")
+    assert_error(await other.post("/login", {"username": "mia", "password": PASSWORD}),
+                 401, "invalid_credentials")  # the refused registration created nothing
 
 
+@pytest.mark.workers
 async def test_behind_a_trusted_proxy_limits_count_the_forwarded_client(
-    tmp_path: Path, recorder: Recorder
+    shared_served: StartServed, recorder: Recorder
 ) -> None:
     """With --trusted-proxies, the address rate limits count is the last X-Forwarded-For entry of
     a request from that proxy (what nginx's $proxy_add_x_forwarded_for appends); from any other
     peer the header is ignored, so a client cannot pick its own address."""
-    config = make_config(tmp_path, register_limit=1, trusted_proxies="127.0.0.2")
-    async with serve(config) as app:
-        proxy = Client(app.port, local_address="127.0.0.2", recorder=recorder)
+    app = await shared_served(register_limit=1, trusted_proxies="127.0.0.2")
+    proxy = Client(app.port, local_address="127.0.0.2", recorder=recorder)
 
-        async def register_via(client: Client, name: str, forwarded: str) -> Reply:
-            body = {"username": name, "password": PASSWORD}
-            return await client.post("/register", body, headers=[("x-forwarded-for", forwarded)])
+    async def register_via(client: Client, name: str, forwarded: str) -> Reply:
+        body = {"username": name, "password": PASSWORD}
+        return await client.post("/register", body, headers=[("x-forwarded-for", forwarded)])
 
-        assert (await register_via(proxy, "amy", "198.51.100.7, 10.0.0.1")).status == 201
-        assert_rate_limited(await register_via(proxy, "bea", "203.0.113.9, 10.0.0.1"))  # same last hop
-        assert (await register_via(proxy, "cat", "10.0.0.2")).status == 201  # another client
-        assert (await register_via(proxy, "dot", "not an address")).status == 201  # the proxy's own
-        assert_rate_limited(await register_via(proxy, "eve", "garbage"))
-        spoofer = Client(app.port, local_address="127.0.0.3", recorder=recorder)  # not trusted
-        assert (await register_via(spoofer, "fay", "10.0.0.3")).status == 201
-        assert_rate_limited(await register_via(spoofer, "gus", "10.0.0.4"))  # still 127.0.0.3
+    assert (await register_via(proxy, "amy", "198.51.100.7, 10.0.0.1")).status == 201
+    assert_rate_limited(await register_via(proxy, "bea", "203.0.113.9, 10.0.0.1"))  # same last hop
+    assert (await register_via(proxy, "cat", "10.0.0.2")).status == 201  # another client
+    assert (await register_via(proxy, "dot", "not an address")).status == 201  # the proxy's own
+    assert_rate_limited(await register_via(proxy, "eve", "garbage"))
+    spoofer = Client(app.port, local_address="127.0.0.3", recorder=recorder)  # not trusted
+    assert (await register_via(spoofer, "fay", "10.0.0.3")).status == 201
+    assert_rate_limited(await register_via(spoofer, "gus", "10.0.0.4"))  # still 127.0.0.3
 
 
 def test_trusted_proxies_must_be_addresses(tmp_path: Path) -> None:
@@ -430,26 +445,27 @@ async def test_successful_logins_per_user_are_limited(
             await login(client_from("127.0.0.6"), "rita")
 
 
+@pytest.mark.workers
 async def test_live_tokens_per_user_are_capped_and_the_oldest_is_revoked_with_its_websockets(
-    tmp_path: Path, recorder: Recorder
+    shared_served: StartServed, recorder: Recorder
 ) -> None:
-    config = make_config(tmp_path, max_tokens_per_user=3)
     with trio.fail_after(30):
-        async with serve(config) as app:
-            client = Client(app.port, recorder=recorder)
-            oldest, user = await register_and_login(client, "tess")
-            kept = [await login(client, "tess") for _ in range(2)]
-            other, _ = await register_and_login(client, "uma")
-            async with connect(app.port, oldest) as ws, connect(app.port, kept[0]) as ws_kept:
-                kept.append(await login(client, "tess"))  # the fourth: the oldest goes
-                assert await ws.closed() == (4001, [])
-                await ws_kept.barrier()
-            assert_error(await client.get("/me", token=oldest), 401, "unauthorized")
-            for token in (*kept, other):
-                assert (await client.get("/me", token=token)).status == 200
-            rows = db_rows(config.db, "SELECT count(*) FROM tokens WHERE user_id = ?", user["id"])
-            assert rows == [(3,)]
-            await client.aclose()
+        app = await shared_served(**FAILS)
+        config = app.config
+        client = Client(app.port, recorder=recorder)
+        oldest, user = await register_and_login(client, "tess")
+        kept = [await login(client, "tess") for _ in range(2)]
+        other, _ = await register_and_login(client, "uma")
+        async with connect(app.port, oldest) as ws, connect(app.port, kept[0]) as ws_kept:
+            kept.append(await login(client, "tess"))  # the fourth: the oldest goes
+            assert await ws.closed() == (4001, [])
+            await ws_kept.barrier()
+        assert_error(await client.get("/me", token=oldest), 401, "unauthorized")
+        for token in (*kept, other):
+            assert (await client.get("/me", token=token)).status == 200
+        rows = db_rows(config.db, "SELECT count(*) FROM tokens WHERE user_id = ?", user["id"])
+        assert rows == [(3,)]
+        await client.aclose()
 
 
 async def test_expired_tokens_are_purged_periodically_and_their_websockets_closed(

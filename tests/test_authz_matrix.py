@@ -24,6 +24,7 @@ password, an argon2 hash, or a raw token (other than the login answer that issue
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,12 +35,13 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-from chat_trio.app import App
 from tests.client import HTTPClient, Reply
 from tests.helpers import (
     PASSWORD,
     Client,
     Recorder,
+    Served,
+    StartServed,
     assert_error,
     join,
     login,
@@ -54,7 +56,12 @@ from tests.helpers import (
 )
 from tests.ws_client import DEADLINE, connect, ws_url
 
-TTL = 0.3  # token lifetime (seconds) in the "expired" case
+# Every test runs in each mode (the `workers` marker). In the workers and PostgreSQL modes the
+# worlds of a module share its servers (`shared_served`: one per settings), each world under
+# names of its own; these settings let one address register and log in that often.
+pytestmark = pytest.mark.workers
+SETTINGS = dict(login_rate=0, login_user_limit=0, register_limit=0)
+TTL = 0.5  # token lifetime (seconds) in the "expired" case
 
 REST_CALLS = {  # name → (method, path template, JSON body)
     "show": ("GET", "/rooms/{id}", None),
@@ -74,7 +81,8 @@ WS_FRAMES = {
 }
 CALLERS = ["no_token", "expired", "revoked", "deactivated", "non_member", "other_room_member", "admin"]
 UNAUTHENTICATED = {"no_token", "expired", "revoked", "deactivated"}
-ADMIN_CALLS = {  # name → (method, path template ({target}: a user id), JSON body, an admin's status)
+# name → (method, path template ({target}: a user id), JSON body, an admin's status)
+ADMIN_CALLS: dict[str, tuple[str, str, Any, int]] = {
     "list_users": ("GET", "/admin/users", None, 200),
     "list_rooms": ("GET", "/admin/rooms", None, 200),
     "create_user": ("POST", "/admin/users", {"username": "newcomer", "password": PASSWORD}, 201),
@@ -86,55 +94,91 @@ ADMIN_CALLS = {  # name → (method, path template ({target}: a user id), JSON b
 
 @dataclass
 class World:
-    app: App
+    app: Served
     client: HTTPClient
+    prefix: str  # of its user and room names
     room_id: int  # the room the caller must not get into
     caller: str | None  # the caller's token (None: no token at all)
     target: int  # a user the /admin/* calls act on
 
+    def name(self, base: str) -> str:
+        return self.prefix + base
+
+    async def token(self, base: str) -> str:
+        return await login(self.client, self.name(base))  # fresh: tokens may be short-lived
+
     async def room_texts(self) -> list[str]:
-        """The room's messages, as its owner sees them (a fresh login: tokens may be short-lived)."""
-        owner = await login(self.client, "owner")
-        reply = await self.client.get(f"/rooms/{self.room_id}/messages", token=owner)
+        """The room's messages, as its owner sees them."""
+        reply = await self.client.get(f"/rooms/{self.room_id}/messages", token=await self.token("owner"))
         assert reply.status == 200, reply.body
         return [m["text"] for m in reply.json["messages"] if m["kind"] == "text"]
 
 
+# The worlds of the callers whose every test changes nothing (each test asserts so), built once
+# per server and kind: on a shared server every test of such a caller uses the same one (and an
+# expired token is waited for once). Keyed by the server's database path, unique to it.
+UNCHANGED: dict[tuple[str, str], World | PrivateWorld] = {}
+
+
+async def served(shared_served: StartServed, kind: str) -> Served:
+    return await shared_served(**SETTINGS, token_ttl=TTL if kind == "expired" else 3600.0)
+
+
+def new_prefix() -> str:
+    return "w" + secrets.token_hex(3) + "-"
+
+
 @pytest.fixture
-async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[World]:
+async def world(request: pytest.FixtureRequest, shared_served: StartServed) -> AsyncIterator[World]:
     kind: str = request.param
-    config = make_config(tmp_path, token_ttl=TTL if kind == "expired" else 3600.0)
-    async with serve(config) as app:
-        client = HTTPClient(app.port)
-        caller: str | None = None
-        owner, _ = await register_and_login(client, "owner")
-        room = await make_room(client, owner, "private")
-        assert (await send(client, owner, room["id"], "secret")).status == 201
-        target = await register(client, "target")
-        if kind == "revoked":
-            caller, _ = await register_and_login(client, "caller")
-            await join(client, caller, room["id"])  # even a former member: the token is what counts
-            assert (await client.post("/logout", token=caller)).status == 204
-        elif kind == "non_member":
-            caller, _ = await register_and_login(client, "caller")
-        elif kind == "other_room_member":
-            caller, _ = await register_and_login(client, "caller")
-            await make_room(client, caller, "elsewhere")
-        elif kind == "deactivated":
-            caller, _ = await register_and_login(client, "caller")
-            await join(client, caller, room["id"])
-            closed = await client.request("DELETE", "/me", {"password": PASSWORD}, token=caller)
-            assert closed.status == 204, closed.body
-        elif kind == "admin":
-            caller, _ = await make_admin(app, client, "caller")
-        elif kind == "expired":
-            caller, _ = await register_and_login(client, "caller")
-            await join(client, caller, room["id"])  # a member, but the token has expired
-            await trio.sleep(TTL + 0.05)
-        try:
-            yield World(app, client, room["id"], caller, target["id"])
-        finally:
-            await client.aclose()
+    app = await served(shared_served, kind)
+    client = HTTPClient(app.port)
+    try:
+        built = UNCHANGED.get((app.config.db, kind))
+        if isinstance(built, World):
+            yield World(app, client, built.prefix, built.room_id, built.caller, built.target)
+        else:
+            built = await build_world(World(app, client, new_prefix(), 0, None, 0), kind)
+            if kind in UNAUTHENTICATED:
+                UNCHANGED[app.config.db, kind] = built
+            yield built
+    finally:
+        await client.aclose()
+
+
+async def build_world(world: World, kind: str) -> World:
+    client, name = world.client, world.name
+    for user in ("owner", "target", "caller"):
+        user_id = (await register(client, name(user)))["id"]
+        if user == "target":
+            world.target = user_id
+    owner = await world.token("owner")
+    room = await client.post("/rooms", {"name": name("private")}, token=owner)
+    assert room.status == 201, room.body
+    world.room_id = room.json["room"]["id"]
+    assert (await send(client, owner, world.room_id, "secret")).status == 201
+    if kind == "revoked":
+        world.caller = await world.token("caller")
+        await join(client, world.caller, world.room_id)  # even a former member: the token is what counts
+        assert (await client.post("/logout", token=world.caller)).status == 204
+    elif kind == "non_member":
+        world.caller = await world.token("caller")
+    elif kind == "other_room_member":
+        world.caller = await world.token("caller")
+        elsewhere = await client.post("/rooms", {"name": name("elsewhere")}, token=world.caller)
+        assert elsewhere.status == 201, elsewhere.body
+    elif kind == "deactivated":
+        world.caller = await world.token("caller")
+        await join(client, world.caller, world.room_id)
+        closed = await client.request("DELETE", "/me", {"password": PASSWORD}, token=world.caller)
+        assert closed.status == 204, closed.body
+    elif kind == "admin":
+        world.caller, _ = await make_admin(world.app, client, name("admin"))
+    elif kind == "expired":
+        world.caller = await world.token("caller")
+        await join(client, world.caller, world.room_id)  # a member, but the token has expired
+        await trio.sleep(TTL + 0.05)
+    return world
 
 
 async def call(world: World, name: str, room_id: int | None = None) -> Reply:
@@ -214,6 +258,8 @@ async def test_admin_calls(world: World, name: str, request: pytest.FixtureReque
     kind = request.node.callspec.params["world"]
     method, path, body, admin_status = ADMIN_CALLS[name]
     path = path.format(target=world.target)
+    if name == "create_user":
+        body = {**body, "username": world.name("newcomer")}
     reply = await world.client.request(method, path, body, token=world.caller or "")
     if kind in UNAUTHENTICATED:
         assert_error(reply, 401, "unauthorized")
@@ -222,7 +268,7 @@ async def test_admin_calls(world: World, name: str, request: pytest.FixtureReque
     else:
         assert reply.status == admin_status, reply.body
     # Refused calls changed nothing: the target can still log in, as a plain user.
-    users = (await world.client.post("/login", {"username": "target", "password": PASSWORD}))
+    users = (await world.client.post("/login", {"username": world.name("target"), "password": PASSWORD}))
     if kind == "admin" and name in ("set_password", "deactivate"):
         assert users.status in (401, 403), users.body
     else:
@@ -337,75 +383,90 @@ V2_STATUS: dict[str, dict[str, int]] = {  # anything not named: 403
 
 @dataclass
 class PrivateWorld:
-    app: App
+    app: Served
     client: HTTPClient
+    prefix: str  # of its user and room names
     room_id: int
     kind: str  # one of V2_CALLERS
     caller: str  # its token
     ids: dict[str, int]
 
-    async def token(self, name: str) -> str:
-        return await login(self.client, name)  # fresh: tokens are short-lived in "expired"
+    def name(self, base: str) -> str:
+        return self.prefix + base
+
+    async def token(self, base: str) -> str:
+        return await login(self.client, self.name(base))  # fresh: tokens are short-lived in "expired"
 
 
 @pytest.fixture
-async def private_world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[PrivateWorld]:
+async def private_world(
+    request: pytest.FixtureRequest, shared_served: StartServed
+) -> AsyncIterator[PrivateWorld]:
     kind: str = request.param
-    config = make_config(tmp_path, token_ttl=2.0 if kind == "expired" else 3600.0, login_rate=0,
-                         login_user_limit=0)
-    async with serve(config) as app:
-        client = HTTPClient(app.port)
-        names = ["owner", "caller", *VICTIMS]
-        ids = {name: (await register(client, name))["id"] for name in names}
-        world = PrivateWorld(app, client, 0, kind, "", ids)
-        owner = await world.token("owner")
-        reply = await client.post("/rooms", {"name": "secret", "visibility": "private"}, token=owner)
-        rid = world.room_id = reply.json["room"]["id"]
-        assert (await send(client, owner, rid, "secret")).status == 201
+    app = await served(shared_served, kind)
+    client = HTTPClient(app.port)
+    try:
+        built = UNCHANGED.get((app.config.db, "private " + kind))
+        if isinstance(built, PrivateWorld):
+            yield PrivateWorld(app, client, built.prefix, built.room_id, kind, built.caller, built.ids)
+        else:
+            built = await build_private_world(PrivateWorld(app, client, new_prefix(), 0, kind, "", {}))
+            if kind in GONE:
+                UNCHANGED[app.config.db, "private " + kind] = built
+            yield built
+    finally:
+        await client.aclose()
 
-        async def owner_does(method: str, path: str, body: Any = None) -> None:
-            token = await world.token("owner")
-            reply = await client.request(method, f"/rooms/{rid}{path}", body, token=token)
-            assert reply.status < 300, (method, path, reply.body)
 
-        async def bring_in(name: str) -> None:
-            await owner_does("POST", "/invites", {"user_id": ids[name]})
-            await join(client, await world.token(name), rid)
+async def build_private_world(world: PrivateWorld) -> PrivateWorld:
+    client, kind, ids = world.client, world.kind, world.ids
+    for name in ["owner", "caller", *VICTIMS]:
+        ids[name] = (await register(client, world.name(name)))["id"]
+    owner = await world.token("owner")
+    reply = await client.post("/rooms", {"name": world.name("secret"), "visibility": "private"}, token=owner)
+    rid = world.room_id = reply.json["room"]["id"]
+    assert (await send(client, owner, rid, "secret")).status == 201
 
-        for name in ("v_kick", "v_ban", "v_role"):
-            await bring_in(name)
-        await owner_does("POST", "/invites", {"user_id": ids["v_uninvite"]})
-        await owner_does("POST", "/bans", {"user_id": ids["v_unban"]})
-        if kind in ("member", "moderator", "kicked", "banned", "expired", "deactivated"):
-            await bring_in("caller")
-        if kind == "invitee":
-            await owner_does("POST", "/invites", {"user_id": ids["caller"]})
-        if kind == "moderator":
-            await owner_does("PUT", f"/members/{ids['caller']}/role", {"role": "moderator"})
-        if kind == "kicked":
-            await owner_does("POST", "/kick", {"user_id": ids["caller"]})
-        if kind == "banned":
-            await owner_does("POST", "/bans", {"user_id": ids["caller"]})
-        if kind == "other_room_owner":
-            mine = await client.post("/rooms", {"name": "mine", "visibility": "private"},
-                                     token=await world.token("caller"))
-            assert mine.status == 201
-        if kind == "admin":
-            operator_client = operator(config)
-            promote = f"/admin/users/{ids['caller']}/admin"
-            promoted = await operator_client.request("PUT", promote, {"admin": True})
-            await operator_client.aclose()
-            assert promoted.status == 200, promoted.body
-        world.caller = await world.token("owner" if kind == "owner" else "caller")
-        if kind == "deactivated":
-            closed = await client.request("DELETE", "/me", {"password": PASSWORD}, token=world.caller)
-            assert closed.status == 204, closed.body
-        if kind == "expired":
-            await trio.sleep(2.05)
-        try:
-            yield world
-        finally:
-            await client.aclose()
+    async def owner_does(method: str, path: str, body: Any = None) -> None:
+        token = await world.token("owner")
+        reply = await client.request(method, f"/rooms/{rid}{path}", body, token=token)
+        assert reply.status < 300, (method, path, reply.body)
+
+    async def bring_in(name: str) -> None:
+        await owner_does("POST", "/invites", {"user_id": ids[name]})
+        await join(client, await world.token(name), rid)
+
+    for name in ("v_kick", "v_ban", "v_role"):
+        await bring_in(name)
+    await owner_does("POST", "/invites", {"user_id": ids["v_uninvite"]})
+    await owner_does("POST", "/bans", {"user_id": ids["v_unban"]})
+    if kind in ("member", "moderator", "kicked", "banned", "expired", "deactivated"):
+        await bring_in("caller")
+    if kind == "invitee":
+        await owner_does("POST", "/invites", {"user_id": ids["caller"]})
+    if kind == "moderator":
+        await owner_does("PUT", f"/members/{ids['caller']}/role", {"role": "moderator"})
+    if kind == "kicked":
+        await owner_does("POST", "/kick", {"user_id": ids["caller"]})
+    if kind == "banned":
+        await owner_does("POST", "/bans", {"user_id": ids["caller"]})
+    if kind == "other_room_owner":
+        mine = await client.post("/rooms", {"name": world.name("mine"), "visibility": "private"},
+                                 token=await world.token("caller"))
+        assert mine.status == 201
+    if kind == "admin":
+        operator_client = operator(world.app.config)
+        promote = f"/admin/users/{ids['caller']}/admin"
+        promoted = await operator_client.request("PUT", promote, {"admin": True})
+        await operator_client.aclose()
+        assert promoted.status == 200, promoted.body
+    world.caller = await world.token("owner" if kind == "owner" else "caller")
+    if kind == "deactivated":
+        closed = await client.request("DELETE", "/me", {"password": PASSWORD}, token=world.caller)
+        assert closed.status == 204, closed.body
+    if kind == "expired":
+        await trio.sleep(TTL + 0.05)
+    return world
 
 
 def v2_request(world: PrivateWorld, name: str) -> tuple[str, str, Any]:
@@ -422,7 +483,8 @@ async def test_private_room_rest(private_world: PrivateWorld) -> None:
     kind, caller = world.kind, world.caller
     reader = await world.token("v_role")  # a member whatever happens (the owner may leave)
     before = (await client.get(f"/rooms/{world.room_id}/messages?limit=100", token=reader)).json["messages"]
-    listed = await client.get("/rooms", token=caller)
+    # Whether GET /rooms lists it (the page that starts at it: a shared server holds many rooms).
+    listed = await client.get(f"/rooms?after={world.room_id - 1}&limit=1", token=caller)
     got: dict[str, int] = {}
     for name in V2_CALLS:
         method, path, body = v2_request(world, name)
@@ -450,8 +512,9 @@ async def test_private_room_rest(private_world: PrivateWorld) -> None:
     if kind in OUTSIDERS:
         assert after == before  # nothing got in, not even an entry
     elif kind == "invitee":  # its own join and leave only
-        assert [(m["kind"], m["text"]) for m in after[len(before):]] == [("join", "caller joined"),
-                                                                         ("leave", "caller left")]
+        caller_name = world.name("caller")
+        assert [(m["kind"], m["text"]) for m in after[len(before):]] == [("join", f"{caller_name} joined"),
+                                                                         ("leave", f"{caller_name} left")]
     assert after[0]["text"] == "secret"
 
 

@@ -15,9 +15,10 @@ from tests.helpers import Client, make_config, make_room, register_and_login, se
 from tests.rawhttp import exchange, get, only_error
 from tests.ws_client import connect, small_window_stream
 
+# In one process only: these watch the server's own connection count (server_of), the caps are
+# counted per process (README), and the frame flood runs on trio's mock clock.
 SLOWLORIS = 200
 SLOW_BODY = 100
-
 
 
 async def refused_503(port: int) -> None:

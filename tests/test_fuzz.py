@@ -18,26 +18,42 @@ import hypothesis
 import orjson
 import pytest
 import requests
+import trio
 from hypothesis import strategies as st
 
-from tests.helpers import PASSWORD
+from tests.helpers import MODES, PASSWORD, POSTGRES, WORKERS_2, skip_without_workers, wait_workers_ready
+from tests.pg import create_schema, drop_schema
 from tests.rawhttp import statuses
-from tests.server_process import ServerProcess
+from tests.server_process import ServerProcess, workers_args
 from tests.ws_client import client_frame, raw_handshake_sync, server_frames
 
 IO_TIMEOUT = 5.0  # seconds any read may take
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    srv = ServerProcess(tmp_path_factory.mktemp("fuzz"), "--head-timeout", "1", "--body-timeout", "1",
-                        "--keepalive-timeout", "1", "--ws-auth-timeout", "1", "--send-rate", "0",
-                        "--max-body-bytes", "4096")
+@pytest.fixture(scope="module", params=MODES)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """The server in each mode (a subprocess all three: the tests are synchronous): one process,
+    `--workers 2`, and one process on PostgreSQL."""
+    args = ["--head-timeout", "1", "--body-timeout", "1", "--keepalive-timeout", "1",
+            "--ws-auth-timeout", "1", "--send-rate", "0", "--max-body-bytes", "4096"]
+    workers, schema = 1, None
+    if request.param == WORKERS_2:
+        skip_without_workers()
+        workers = 2
+    if request.param == POSTGRES:
+        schema, dsn = create_schema()
+        args += ["--database", dsn]
+    srv = ServerProcess(tmp_path_factory.mktemp("fuzz"), *workers_args(workers), *args)
     try:
         srv.start_sync()
+        trio.run(wait_workers_ready, srv.port, workers)
         yield srv
     finally:
         srv.stop()
+        if schema is not None:
+            drop_schema(schema)
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,22 @@ import trio
 from trio.testing import MockClock
 
 from tests.client import HTTPClient
-from tests.helpers import Client, StartServer
+from tests.helpers import Client, StartServed, StartServer
 from tests.rawhttp import RawConn, assert_error_body, exchange, get, only_error, parse_responses, statuses
 from tests.server_process import ServerProcess
+
+# The size, framing and per-connection limits hold in every mode (each worker's HTTP server takes
+# the supervisor's settings): those tests are marked and share one server per mode with these
+# limits, which none of them reaches but the one it tests. The caps on connections count per
+# process (README), the slow-client tests run on virtual time, which only an in-process server
+# keeps, and the tests of a real process signal or rlimit it: those run in one process.
+LIMITS = dict(max_head_bytes=1024, head_timeout=5.0, max_body_bytes=100, body_timeout=30.0,
+              max_requests_per_connection=3)
+
+
+async def limited(shared_served: StartServed) -> int:
+    """The port of this module's server with LIMITS, in the test's mode."""
+    return (await shared_served(**LIMITS)).port
 
 
 def padded_head(size: int, *, complete: bool = True) -> bytes:
@@ -27,23 +40,26 @@ def padded_head(size: int, *, complete: bool = True) -> bytes:
 # -- head size ---------------------------------------------------------------------------------
 
 
+@pytest.mark.workers
 @pytest.mark.parametrize("size", [2048, 200_000])
-async def test_oversize_head_in_one_write_is_431(start_server: StartServer, size: int) -> None:
-    port = (await start_server(max_head_bytes=1024)).port
+async def test_oversize_head_in_one_write_is_431(shared_served: StartServed, size: int) -> None:
+    port = await limited(shared_served)
     head = padded_head(size)
     raw, closed = await exchange(port, head, timeout=3)  # one send_all of the whole head
     assert closed
     only_error(raw, 431, "headers_too_large")
 
 
-async def test_head_just_under_the_limit_is_served(start_server: StartServer) -> None:
-    port = (await start_server(max_head_bytes=1024)).port
+@pytest.mark.workers
+async def test_head_just_under_the_limit_is_served(shared_served: StartServed) -> None:
+    port = await limited(shared_served)
     raw, _ = await exchange(port, padded_head(900)[:-2] + b"Connection: close\r\n\r\n", timeout=3)
     assert statuses(raw) == [200]
 
 
-async def test_oversize_head_trickled_is_431(start_server: StartServer) -> None:
-    port = (await start_server(max_head_bytes=1024, head_timeout=5)).port
+@pytest.mark.workers
+async def test_oversize_head_trickled_is_431(shared_served: StartServed) -> None:
+    port = await limited(shared_served)
     head = padded_head(3000, complete=False)  # never finished: only the size can end it early
     conn = await RawConn.open(port)
     for i in range(0, len(head), 100):
@@ -62,10 +78,11 @@ async def test_oversize_head_trickled_is_431(start_server: StartServer) -> None:
 # -- body size ---------------------------------------------------------------------------------
 
 
+@pytest.mark.workers
 async def test_content_length_over_limit_is_413_before_the_body(
-    start_server: StartServer
+    shared_served: StartServed
 ) -> None:
-    port = (await start_server(max_body_bytes=100, body_timeout=30)).port
+    port = await limited(shared_served)
     conn = await RawConn.open(port)
     await conn.send(b"POST /healthz HTTP/1.1\r\nHost: test\r\nContent-Length: 101\r\n"
                     b"Content-Type: application/json\r\n\r\n")
@@ -78,8 +95,9 @@ async def test_content_length_over_limit_is_413_before_the_body(
     await conn.aclose()
 
 
-async def test_content_length_over_limit_with_expect_continue(start_server: StartServer) -> None:
-    port = (await start_server(max_body_bytes=100, body_timeout=30)).port
+@pytest.mark.workers
+async def test_content_length_over_limit_with_expect_continue(shared_served: StartServed) -> None:
+    port = await limited(shared_served)
     raw, closed = await exchange(
         port, b"POST /healthz HTTP/1.1\r\nHost: test\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n",
         timeout=5)
@@ -87,8 +105,9 @@ async def test_content_length_over_limit_with_expect_continue(start_server: Star
     assert statuses(raw) == [413]  # no 100 Continue first
 
 
-async def test_expect_continue_within_the_limit(start_server: StartServer) -> None:
-    port = (await start_server(max_body_bytes=100)).port
+@pytest.mark.workers
+async def test_expect_continue_within_the_limit(shared_served: StartServed) -> None:
+    port = await limited(shared_served)
     conn = await RawConn.open(port)
     await conn.send(b"GET /healthz HTTP/1.1\r\nHost: test\r\nContent-Length: 10\r\n"
                     b"Expect: 100-continue\r\n\r\n")
@@ -98,8 +117,9 @@ async def test_expect_continue_within_the_limit(start_server: StartServer) -> No
     await conn.aclose()
 
 
-async def test_body_at_the_limit_is_read(start_server: StartServer) -> None:
-    port = (await start_server(max_body_bytes=100)).port
+@pytest.mark.workers
+async def test_body_at_the_limit_is_read(shared_served: StartServed) -> None:
+    port = await limited(shared_served)
     raw, _ = await exchange(port, b"GET /healthz HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n"
                                   b"Connection: close\r\n\r\n" + b"x" * 100, timeout=3)
     assert statuses(raw) == [200]
@@ -114,8 +134,9 @@ def _chunked(total: int, piece: int = 30) -> bytes:
     return out + b"0\r\n\r\n"
 
 
-async def test_chunked_body_over_limit_is_413(start_server: StartServer) -> None:
-    port = (await start_server(max_body_bytes=100)).port
+@pytest.mark.workers
+async def test_chunked_body_over_limit_is_413(shared_served: StartServed) -> None:
+    port = await limited(shared_served)
     raw, closed = await exchange(
         port, b"GET /healthz HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n" + _chunked(130),
         timeout=3)
@@ -123,8 +144,9 @@ async def test_chunked_body_over_limit_is_413(start_server: StartServer) -> None
     only_error(raw, 413, "payload_too_large")
 
 
-async def test_chunked_body_under_limit_is_read(start_server: StartServer) -> None:
-    port = (await start_server(max_body_bytes=100)).port
+@pytest.mark.workers
+async def test_chunked_body_under_limit_is_read(shared_served: StartServed) -> None:
+    port = await limited(shared_served)
     raw, _ = await exchange(
         port,
         b"GET /healthz HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
@@ -132,8 +154,9 @@ async def test_chunked_body_under_limit_is_read(start_server: StartServer) -> No
     assert statuses(raw) == [200]
 
 
-async def test_huge_chunk_size_is_413_as_data_arrives(start_server: StartServer) -> None:
-    port = (await start_server(max_body_bytes=100, body_timeout=30)).port
+@pytest.mark.workers
+async def test_huge_chunk_size_is_413_as_data_arrives(shared_served: StartServed) -> None:
+    port = await limited(shared_served)
     conn = await RawConn.open(port)
     await conn.send(b"GET /healthz HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n"
                     b"ffffffff\r\n" + b"x" * 200)
@@ -209,10 +232,11 @@ async def test_connection_that_never_sends_is_closed_silently(
     assert raw == b""
 
 
-async def test_client_that_does_not_read_is_dropped(start_server: StartServer) -> None:
+@pytest.mark.workers
+async def test_client_that_does_not_read_is_dropped(shared_served: StartServed) -> None:
     """A peer that pipelines requests but never reads the answers fills the socket buffers; the
     server gives up after send_timeout instead of holding the connection forever."""
-    port = (await start_server(send_timeout=0.3, max_requests_per_connection=10**6)).port
+    port = (await shared_served(send_timeout=0.3, max_requests_per_connection=10**6)).port
     conn = await RawConn.open(port)
     request = get("/does-not-exist/" + "x" * 2000)  # big 404 answers fill the buffers quickly
     with trio.fail_after(20):
@@ -228,10 +252,12 @@ async def test_client_that_does_not_read_is_dropped(start_server: StartServer) -
 
 
 # -- per-connection and global caps ------------------------------------------------------------
+# (--max-connections, like the per-address cap, counts per process: one process here.)
 
 
-async def test_max_requests_per_connection(start_server: StartServer) -> None:
-    port = (await start_server(max_requests_per_connection=3)).port
+@pytest.mark.workers
+async def test_max_requests_per_connection(shared_served: StartServed) -> None:
+    port = await limited(shared_served)
     raw, closed = await exchange(port, get("/healthz") * 5, timeout=5)
     assert closed
     responses, rest = parse_responses(raw)
@@ -240,8 +266,9 @@ async def test_max_requests_per_connection(start_server: StartServer) -> None:
     assert [r.headers.get(b"connection") for r in responses] == [None, None, b"close"]
 
 
-async def test_max_requests_per_connection_one_at_a_time(start_server: StartServer) -> None:
-    port = (await start_server(max_requests_per_connection=3)).port
+@pytest.mark.workers
+async def test_max_requests_per_connection_one_at_a_time(shared_served: StartServed) -> None:
+    port = await limited(shared_served)
     conn = await RawConn.open(port)
     for expected in (None, None, b"close"):
         await conn.send(get("/healthz"))
@@ -284,8 +311,9 @@ async def test_max_connections(start_server: StartServer) -> None:
     await second.aclose()
 
 
-async def test_many_concurrent_keepalive_clients(start_server: StartServer) -> None:
-    port = (await start_server()).port
+@pytest.mark.workers
+async def test_many_concurrent_keepalive_clients(shared_served: StartServed) -> None:
+    port = await limited(shared_served)
     answered = 0
 
     async def one(i: int) -> None:

@@ -3,17 +3,19 @@ pipelining, routing errors, handler failures and JSON bodies."""
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 import pytest
 import trio
 
-from chat_trio.app import App
 from tests.client import HTTPClient
 from tests.helpers import (
     Request,
     Response,
     Route,
+    Served,
+    StartServed,
     json_response,
     make_config,
     make_room,
@@ -68,6 +70,13 @@ TEST_ROUTES = [
     Route("GET", "/items/{item_id:int}", _item),
     Route("DELETE", "/items/{item_id:int}", _item),
 ]
+
+
+# The tests "on the real app" hold in every mode: they are marked and share one server per mode
+# (the others run the bare HTTP layer with test routes, in this process).
+@pytest.fixture
+async def app(shared_served: StartServed) -> Served:
+    return await shared_served(register_limit=0, login_rate=0)
 
 
 @pytest.fixture
@@ -147,7 +156,8 @@ async def test_malformed_request_is_refused_and_connection_closed(
         assert responses[0].error_code == "bad_request"
 
 
-async def test_smuggling_defences_on_the_real_app(app: App) -> None:
+@pytest.mark.workers
+async def test_smuggling_defences_on_the_real_app(app: Served) -> None:
     """The same checks hold on the App's own router (not only the test router)."""
     data = (b"POST /healthz HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + SMUGGLED)
@@ -200,7 +210,8 @@ async def test_bytes_after_a_closing_request_are_ignored(port: int, first: bytes
     assert statuses(raw) == [200]  # the server is still up
 
 
-async def test_bytes_after_a_closing_request_on_the_real_app(app: App) -> None:
+@pytest.mark.workers
+async def test_bytes_after_a_closing_request_on_the_real_app(app: Served) -> None:
     raw, _ = await exchange(app.port, get("/healthz", "Connection: close") + get("/nope"), timeout=3)
     assert statuses(raw) == [200]
     raw, _ = await exchange(app.port, get("/healthz", "Connection: close"), timeout=3)
@@ -227,7 +238,8 @@ async def test_upgrade_request_gets_the_stream_and_a_declined_one_keeps_serving(
     await conn.aclose()
 
 
-async def test_pipelined_requests_on_the_real_app(app: App) -> None:
+@pytest.mark.workers
+async def test_pipelined_requests_on_the_real_app(app: Served) -> None:
     raw, _ = await exchange(app.port, get("/healthz") + get("/nope", "Connection: close"))
     assert statuses(raw) == [200, 404]
 
@@ -244,6 +256,7 @@ async def test_keep_alive_reuses_the_connection(port: int) -> None:
     await conn.aclose()
 
 
+@pytest.mark.workers
 async def test_client_keeps_one_socket(client: HTTPClient) -> None:
     await client.get("/healthz")
     first = client.stream
@@ -339,6 +352,7 @@ async def test_absolute_form_targets_are_served_as_their_path(
 # -- routing -----------------------------------------------------------------------------------
 
 
+@pytest.mark.workers
 async def test_unknown_route_is_404(client: HTTPClient) -> None:
     reply = await client.get("/does-not-exist")
     assert reply.status == 404
@@ -346,6 +360,7 @@ async def test_unknown_route_is_404(client: HTTPClient) -> None:
     assert set(reply.json["error"]) == {"code", "message"}
 
 
+@pytest.mark.workers
 async def test_wrong_method_is_405_with_allow(client: HTTPClient) -> None:
     reply = await client.post("/healthz", {})
     assert reply.status == 405
@@ -374,7 +389,8 @@ async def test_head_has_no_body(port: int) -> None:
     await conn.aclose()
 
 
-async def test_head_on_the_real_app(app: App) -> None:
+@pytest.mark.workers
+async def test_head_on_the_real_app(app: Served) -> None:
     raw, _ = await exchange(app.port, get("/healthz", "Connection: close", method="HEAD"))
     head, _, body = raw.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 ")
@@ -411,11 +427,13 @@ async def test_weird_paths_are_404(port: int, target: str) -> None:
     only_error(raw, 404, "not_found")
 
 
-async def test_canonical_paths_on_the_real_app(app: App, client: HTTPClient) -> None:
+@pytest.mark.workers
+async def test_canonical_paths_on_the_real_app(app: Served, client: HTTPClient) -> None:
     """One spelling per resource: another spelling of a real room, a real endpoint or a real
     static file is 404, never the resource itself (nor 401/405 from a handler behind it)."""
-    token, _ = await register_and_login(client, "canon")
-    room = (await make_room(client, token, "canon"))["id"]
+    name = "canon-" + secrets.token_hex(3)
+    token, _ = await register_and_login(client, name)
+    room = (await make_room(client, token, name))["id"]
     authed = HTTPClient(app.port, token)
     try:
         assert (await authed.get(f"/rooms/{room}")).status == 200
@@ -429,6 +447,7 @@ async def test_canonical_paths_on_the_real_app(app: App, client: HTTPClient) -> 
         await authed.aclose()
 
 
+@pytest.mark.workers
 async def test_405_allows_head_wherever_get_is_on_the_real_app(client: HTTPClient) -> None:
     reply = await client.post("/healthz", {})
     assert reply.status == 405
@@ -451,6 +470,7 @@ async def test_query_strings(port: int) -> None:
                           "query": {"a": "2", "b": "été", "empty": "", "plus": "x y"}}
 
 
+@pytest.mark.workers
 async def test_query_string_does_not_affect_routing(client: HTTPClient) -> None:
     reply = await client.get("/healthz?verbose=1&x=%ff")
     assert reply.status == 200

@@ -7,31 +7,36 @@ import math
 from contextlib import closing
 from pathlib import Path
 
+import pytest
 import trio
 
 from chat_trio.store.sqlite import sqlite3
-from tests.helpers import PASSWORD, Client, make_config, register, register_and_login, serve
+from tests.helpers import PASSWORD, Client, StartServed, make_config, register, register_and_login, serve
+
+# The login policy is exact for the whole server (the supervisor decides it, or one node): its two
+# tests run in every mode. Hashing time is per process, the room pages test writes the sqlite file
+# and the connection cap counts per process (README): those run in one process.
 
 
-async def test_parallel_logins_of_one_user_cannot_pass_the_per_user_limit(tmp_path: Path) -> None:
+@pytest.mark.workers
+async def test_parallel_logins_of_one_user_cannot_pass_the_per_user_limit(shared_served: StartServed) -> None:
     """login_user_limit counts successes, and a success is only known after the password hash:
     logins that start together (from several addresses, so no per-address limit applies) must
     still get at most login_user_limit tokens between them."""
-    config = make_config(tmp_path, login_user_limit=2, login_user_window=3600.0)
     statuses: list[int] = []
     with trio.fail_after(30):
-        async with serve(config) as app:
-            await register(Client(app.port), "wanda")
+        app = await shared_served(login_user_limit=2, login_user_window=3600.0)
+        await register(Client(app.port), "wanda")
 
-            async def attempt(n: int) -> None:
-                client = Client(app.port, local_address=f"127.0.0.{n + 2}")
-                reply = await client.post("/login", {"username": "wanda", "password": PASSWORD})
-                statuses.append(reply.status)
-                await client.aclose()
+        async def attempt(n: int) -> None:
+            client = Client(app.port, local_address=f"127.0.0.{n + 2}")
+            reply = await client.post("/login", {"username": "wanda", "password": PASSWORD})
+            statuses.append(reply.status)
+            await client.aclose()
 
-            async with trio.open_nursery() as nursery:
-                for n in range(8):
-                    nursery.start_soon(attempt, n)
+        async with trio.open_nursery() as nursery:
+            for n in range(8):
+                nursery.start_soon(attempt, n)
     assert sorted(statuses) == [200, 200] + [429] * 6, statuses
 
 
@@ -73,22 +78,24 @@ async def test_one_address_logging_in_in_parallel_does_not_queue_everyone_else_b
     assert crowded < 6 * alone, (crowded, alone)
 
 
-async def test_guessing_usernames_that_do_not_exist_takes_no_backoff_memory(tmp_path: Path) -> None:
+@pytest.mark.workers
+async def test_guessing_usernames_that_do_not_exist_takes_no_backoff_memory(
+    shared_served: StartServed,
+) -> None:
     """The per-username backoff protects accounts, and remembers each username for a day. Were
     usernames that name no account counted too, every address could add about 14,000 entries a
     day (50 failures per 300 s, each a new name), without bound as addresses are added. A name
     with no account is never backed off (its existence is no secret: /register says 409)."""
-    config = make_config(tmp_path, login_backoff_after=1)
     with trio.fail_after(30):
-        async with serve(config) as app:
-            await register(Client(app.port), "anna")
-            statuses: dict[str, list[int]] = {"anna": [], "nobody-here": []}
-            for n in range(3):  # each guess from an address of its own
-                for i, (name, seen) in enumerate(statuses.items()):
-                    client = Client(app.port, local_address=f"127.0.{n + 1}.{i + 1}")
-                    seen.append((await client.post("/login", {"username": name,
-                                                              "password": "wrong-one"})).status)
-                    await client.aclose()
+        app = await shared_served(login_backoff_after=1)
+        await register(Client(app.port), "anna")
+        statuses: dict[str, list[int]] = {"anna": [], "nobody-here": []}
+        for n in range(3):  # each guess from an address of its own
+            for i, (name, seen) in enumerate(statuses.items()):
+                client = Client(app.port, local_address=f"127.0.{n + 1}.{i + 1}")
+                seen.append((await client.post("/login", {"username": name,
+                                                          "password": "wrong-one"})).status)
+                await client.aclose()
     assert statuses == {"anna": [401, 401, 429], "nobody-here": [401, 401, 401]}, statuses
 
 

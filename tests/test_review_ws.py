@@ -11,6 +11,7 @@ from tests.helpers import Client, make_config, register_and_login, serve
 from tests.ws_client import connect
 
 
+# In one process: the test starts the shutdown itself, at the moment it needs (app.shutdown()).
 async def test_a_socket_that_authenticates_after_shutdown_began_is_closed_1001(tmp_path: Path) -> None:
     """Shutdown closes every session with 1001; one still waiting for its auth frame is not in the
     hub yet, so it must be refused when that frame comes, not let in and served until the grace

@@ -25,8 +25,7 @@ from chat_trio.store.changes import (
 from chat_trio.store.pg import PgConnection
 from chat_trio.store.state import State
 from tests.client import HTTPClient
-from tests.conftest import IN_PROCESS, POSTGRES
-from tests.helpers import Served, all_messages, get_room, join, register_and_login
+from tests.helpers import IN_PROCESS, POSTGRES, Served, all_messages, get_room, join, register_and_login
 from tests.helpers import send as send_text
 from tests.pg import query
 from tests.test_commands import running_store

@@ -18,9 +18,33 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 from chat_trio.app import App
 from chat_trio.rooms.session import Session
 from tests.client import HTTPClient
-from tests.helpers import join, login, make_config, make_room, register_and_login, serve
+from tests.helpers import (
+    Served,
+    StartServed,
+    join,
+    login,
+    make_config,
+    make_room,
+    register_and_login,
+    serve,
+)
 from tests.rawhttp import exchange, get, only_error, read_until_closed
 from tests.ws_client import DEADLINE, connect, raw_handshake, server_frames, upgrade_request, ws_url
+
+# The handshake's checks, the session's refusals, expiry and fan-out hold in every mode: those
+# tests are marked and share this module's server of their settings per mode (each user a name of
+# its own). The per-user caps count per worker (README), the access log is captured in this
+# process and a failing session is patched into it: those run in one process.
+SETTINGS = dict(ws_origins="https://x.example", trusted_proxies="127.0.0.2", register_limit=0, login_rate=0)
+
+
+@pytest.fixture
+async def served(shared_served: StartServed) -> Served:
+    return await shared_served(**SETTINGS)
+
+
+def unique(name: str) -> str:
+    return f"{name}-{os.urandom(3).hex()}"
 
 
 def b64(n: int) -> str:
@@ -56,12 +80,13 @@ def refused_request(port: int, name: str) -> bytes:
     return upgrade_request(port, **changes)
 
 
+@pytest.mark.workers
 @pytest.mark.parametrize("name", list(REFUSALS))
-async def test_upgrade_refusals_are_api_errors_that_close(app: App, name: str) -> None:
+async def test_upgrade_refusals_are_api_errors_that_close(served: Served, name: str) -> None:
     """Each refusal is the server's own answer: a reason phrase, the API's error body, the
     connection closed at once (what follows the head may be websocket frames)."""
     _, status, code, word = REFUSALS[name]
-    raw, closed = await exchange(app.port, refused_request(app.port, name), timeout=DEADLINE)
+    raw, closed = await exchange(served.port, refused_request(served.port, name), timeout=DEADLINE)
     assert closed
     phrase = {400: b"Bad Request", 403: b"Forbidden"}[status]
     assert raw.startswith(b"HTTP/1.1 %d %s\r\n" % (status, phrase)), raw[:80]
@@ -86,6 +111,7 @@ async def test_refused_upgrades_free_their_slots_at_once(tmp_path: Path) -> None
             assert raw.startswith(b"HTTP/1.1 200 "), raw[:80]
 
 
+@pytest.mark.workers
 @pytest.mark.parametrize(
     ("origin", "proto", "allowed"),
     [
@@ -99,43 +125,46 @@ async def test_refused_upgrades_free_their_slots_at_once(tmp_path: Path) -> None
     ],
 )
 async def test_origin_compares_scheme_host_and_port(
-    tmp_path: Path, origin: str, proto: str | None, allowed: bool
+    served: Served, origin: str, proto: str | None, allowed: bool
 ) -> None:
-    config = make_config(tmp_path, ws_origins="https://x.example", trusted_proxies="127.0.0.2")
-    async with serve(config) as app:
-        client = HTTPClient(app.port)
-        token, _ = await register_and_login(client, "alice")
-        await client.aclose()
-        headers = [("Authorization", f"Bearer {token}"), ("Origin", origin.format(port=app.port))]
-        if proto is not None:
-            headers.append(("X-Forwarded-Proto", proto))
-        stream, status, head, _ = await raw_handshake(app.port, headers=headers)
-        await stream.aclose()
-        assert status == (101 if allowed else 403), head
+    """With ws_origins="https://x.example" and 127.0.0.2 a trusted proxy (SETTINGS)."""
+    client = HTTPClient(served.port)
+    token, _ = await register_and_login(client, unique("alice"))
+    await client.aclose()
+    headers = [("Authorization", f"Bearer {token}"), ("Origin", origin.format(port=served.port))]
+    if proto is not None:
+        headers.append(("X-Forwarded-Proto", proto))
+    stream, status, head, _ = await raw_handshake(served.port, headers=headers)
+    await stream.aclose()
+    assert status == (101 if allowed else 403), head
 
 
 # -- the session -----------------------------------------------------------------------------------
 
 
-async def test_binary_first_frame_is_not_auth(app: App, client: HTTPClient) -> None:
-    token, _ = await register_and_login(client, "alice")
-    async with connect(app.port, hello=False) as ws:
+@pytest.mark.workers
+async def test_binary_first_frame_is_not_auth(served: Served) -> None:
+    client = HTTPClient(served.port)
+    token, _ = await register_and_login(client, unique("alice"))
+    await client.aclose()
+    async with connect(served.port, hello=False) as ws:
         await ws.conn.send_message(orjson.dumps({"type": "auth", "token": token}))
         assert await ws.closed() == (1008, [])
 
 
-async def test_socket_closes_4001_when_its_token_expires(tmp_path: Path) -> None:
-    async with serve(make_config(tmp_path, token_ttl=1.5)) as app:
-        client = HTTPClient(app.port)
-        token, _ = await register_and_login(client, "alice")
-        async with connect(app.port, token) as by_header, \
-                connect(app.port, token, auth="frame") as by_frame:
-            await by_header.barrier()
-            await by_frame.barrier()
-            assert await by_header.closed(timeout=DEADLINE) == (4001, [])
-            assert await by_frame.closed(timeout=DEADLINE) == (4001, [])
-        assert (await client.get("/me", token=token)).status == 401
-        await client.aclose()
+@pytest.mark.workers
+async def test_socket_closes_4001_when_its_token_expires(shared_served: StartServed) -> None:
+    app = await shared_served(**SETTINGS, token_ttl=1.5)
+    client = HTTPClient(app.port)
+    token, _ = await register_and_login(client, unique("alice"))
+    async with connect(app.port, token) as by_header, \
+            connect(app.port, token, auth="frame") as by_frame:
+        await by_header.barrier()
+        await by_frame.barrier()
+        assert await by_header.closed(timeout=DEADLINE) == (4001, [])
+        assert await by_frame.closed(timeout=DEADLINE) == (4001, [])
+    assert (await client.get("/me", token=token)).status == 401
+    await client.aclose()
 
 
 async def _close_reason(port: int, token: str) -> tuple[int, str | None]:
@@ -267,33 +296,37 @@ async def test_a_failing_session_never_gets_http_on_its_stream(
     assert (await client.get("/healthz")).status == 200
 
 
-async def test_ping_with_unknown_field_is_refused(app: App, client: HTTPClient) -> None:
-    token, _ = await register_and_login(client, "alice")
-    async with connect(app.port, token) as ws:
+@pytest.mark.workers
+async def test_ping_with_unknown_field_is_refused(served: Served) -> None:
+    client = HTTPClient(served.port)
+    token, _ = await register_and_login(client, unique("alice"))
+    await client.aclose()
+    async with connect(served.port, token) as ws:
         error = await ws.request({"type": "ping", "ref": 7, "colour": "red"}, "error")
         assert (error["code"], error["ref"]) == ("validation_failed", 7)
         assert "colour" in error["message"]
         await ws.barrier()
 
 
-async def test_fan_out_and_library_writes_share_one_lock(tmp_path: Path) -> None:
+@pytest.mark.workers
+async def test_fan_out_and_library_writes_share_one_lock(shared_served: StartServed) -> None:
     """The server's pings (trio-websocket's own writes) interleave with fan-out writes at a high
     rate; the client's parser sees only whole frames, every message once and in order."""
-    async with serve(make_config(tmp_path, heartbeat_s=0.05, send_rate=0, ws_rate=0)) as app:
-        client = HTTPClient(app.port)
-        ta, _ = await register_and_login(client, "alice")
-        room = await make_room(client, ta, "busy")
-        async with connect(app.port, ta) as ws:
-            await ws.subscribe(room["id"])
-            for i in range(100):
-                await ws.conn.send_message(orjson.dumps(
-                    {"type": "send", "room_id": room["id"], "text": f"m{i}"}).decode())
-            got: dict[str, list[int]] = {"message": [], "ack": []}
-            with trio.fail_after(10):
-                while min(map(len, got.values())) < 100:
-                    frame = await ws.recv()
-                    got[frame["type"]].append(frame["message"]["seq"])
-            assert got["message"] == got["ack"] == list(range(1, 101))
-            await ws.barrier()
-        await client.aclose()
+    app = await shared_served(**SETTINGS, heartbeat_s=0.05, send_rate=0, ws_rate=0)
+    client = HTTPClient(app.port)
+    ta, _ = await register_and_login(client, unique("alice"))
+    room = await make_room(client, ta, unique("busy"))
+    async with connect(app.port, ta) as ws:
+        await ws.subscribe(room["id"])
+        for i in range(100):
+            await ws.conn.send_message(orjson.dumps(
+                {"type": "send", "room_id": room["id"], "text": f"m{i}"}).decode())
+        got: dict[str, list[int]] = {"message": [], "ack": []}
+        with trio.fail_after(10):
+            while min(map(len, got.values())) < 100:
+                frame = await ws.recv()
+                got[frame["type"]].append(frame["message"]["seq"])
+        assert got["message"] == got["ack"] == list(range(1, 101))
+        await ws.barrier()
+    await client.aclose()
 
