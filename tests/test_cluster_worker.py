@@ -20,6 +20,7 @@ import pytest
 import trio
 
 from chat_trio.api.context import Context
+from chat_trio.api.system import HEALTH_TIMEOUT
 from chat_trio.app import App
 from chat_trio.cluster.ipc import COMMIT, commit_frame, json_frame, read_frames
 from chat_trio.cluster.remote import RemoteCommands, begin_call
@@ -30,7 +31,8 @@ from chat_trio.store.changes import Commit, encode
 from chat_trio.store.records import Message, User
 from chat_trio.store.store import ReadOnlyStore, Store
 from tests.client import HTTPClient
-from tests.helpers import StartServer, join, make_room, register_and_login, send
+from tests.helpers import StartServer, assert_error, join, make_room, register_and_login, send
+from tests.test_store_writer import lose_connection
 from tests.ws_client import connect
 
 JSON = dict[str, Any]
@@ -41,6 +43,13 @@ class StoreCommands:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.stall_health: trio.Event | None = None  # given: checks are never answered; set when one is
+
+    async def check_writable(self) -> None:
+        if self.stall_health is not None:
+            self.stall_health.set()
+            await trio.sleep_forever()
+        self.store.check_writable()
 
     async def create_user(self, username: str, password_hash: str, admin: bool = False) -> User:
         return await self.store.create_user(username, password_hash, admin)
@@ -410,6 +419,44 @@ async def test_remote_commands_over_a_socket(
         await commands.join(room, alice_id)  # and every later call
     await stream.aclose()
     await main.aclose()
+
+
+async def test_a_workers_health_is_its_supervisors(
+        start_server: StartServer, nursery: trio.Nursery, tmp_path: Path) -> None:
+    """A worker's /healthz is 200 only while its supervisor accepts writes: 503 `unavailable`
+    once the supervisor's writer has stopped, when the supervisor does not answer within
+    HEALTH_TIMEOUT, and when it goes away while a check waits for it."""
+    app = await start_server()
+    stand_in = StandIn(app.store, online_elsewhere=[])  # type: ignore[arg-type]
+    async with worker_process(tmp_path, app, nursery, stand_in) as (proc, port):
+        w = HTTPClient(port)
+        assert (await w.get("/healthz")).status == 200
+        with pytest.raises(APIError):
+            await app.store.writer.write(lose_connection)  # type: ignore[union-attr]
+        stopped = assert_error(await w.get("/healthz"), 503, "unavailable")
+        assert "writer has stopped" in stopped["message"]
+
+        stand_in.commands.stall_health = trio.Event()
+        started = trio.current_time()
+        silent = assert_error(await w.get("/healthz"), 503, "unavailable")
+        assert HEALTH_TIMEOUT <= trio.current_time() - started < HEALTH_TIMEOUT + 2
+        assert "did not say" in silent["message"]
+
+        stand_in.commands.stall_health = asked = trio.Event()
+        replies = []
+
+        async def check() -> None:
+            replies.append(await w.get("/healthz"))
+
+        async with trio.open_nursery() as checking:
+            checking.start_soon(check)
+            await asked.wait()
+            started = trio.current_time()
+            stand_in.disconnect()
+        assert trio.current_time() - started < HEALTH_TIMEOUT  # answered as soon as it went away
+        assert "restarting" in assert_error(replies[0], 503, "unavailable")["message"]
+        assert await wait_exit(proc) == 0
+        await w.aclose()
 
 
 async def test_remote_store_loads_then_applies_buffered_commits_once(

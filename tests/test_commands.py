@@ -23,10 +23,10 @@ from chat_trio.store.records import Message, User, now_ms
 from chat_trio.store.store import Store
 from tests.helpers import make_config
 
-COMMANDS = {"allow_registration", "create_user", "login_allowed", "login_failed", "login_succeeded",
-            "rehash_password", "create_token", "revoke_token", "create_room", "join", "leave",
-            "submit_message", "update_room", "invite", "uninvite", "kick", "ban", "unban", "set_role",
-            "open_direct",
+COMMANDS = {"check_writable", "allow_registration", "create_user", "login_allowed", "login_failed",
+            "login_succeeded", "rehash_password", "create_token", "revoke_token", "create_room", "join",
+            "leave", "submit_message", "update_room", "invite", "uninvite", "kick", "ban", "unban",
+            "set_role", "open_direct",
             "set_password", "end_session", "touch_token", "set_admin", "deactivate", "mark_read",
             "edit_message", "delete_message"}
 # What may cross a process boundary: JSON values, User/Message dicts, digests (as hex).

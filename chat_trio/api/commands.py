@@ -83,6 +83,12 @@ class Commands(Protocol):
     count it (`security.ratelimit.client_network`). Each call returns once the commit it made is
     in the caller's state (read-your-writes)."""
 
+    async def check_writable(self) -> None:
+        """APIError 503 `unavailable` if this server cannot accept writes now (its writer has
+        stopped, the database is unreachable, a worker lost its supervisor), for GET /healthz.
+        Decided from state already held: no write, no database query."""
+        ...
+
     async def allow_registration(self, client: str) -> None:
         """Count one registration (it costs a password hash) from `client`; APIError 429 when over."""
         ...
@@ -226,6 +232,9 @@ class LocalCommands:
         # On PostgreSQL every node's login policy also counts the logins other nodes saw.
         store.on_announcement(self._login_elsewhere)
         self.invites = TokenBucket(c.invite_rate, c.invite_burst)  # per user: each may reach someone
+
+    async def check_writable(self) -> None:
+        self.store.check_writable()
 
     # -- accounts --------------------------------------------------------------------------
 

@@ -400,8 +400,15 @@ expired, 4008 too slow (its bounded queue filled: reconnect and resume with
 """
 
 PATHS: dict[str, JSON] = {
-    "/healthz": {"get": _op("healthz", "Service", "Liveness check", {
-        "200": _ok("Alive", _obj({"status": {"const": "ok"}}))})},
+    "/healthz": {"get": _op("healthz", "Service", "Health check: can this server accept writes", {
+        "200": _ok("Serving, and accepting writes", _obj({"status": {"const": "ok"}})),
+        "503": _error("This server would refuse every write (reads may still be served): its "
+                      "writer has stopped after a failure, the PostgreSQL database is unreachable, "
+                      "or (with `--workers`) the supervisor is gone or did not answer within 2 s; "
+                      "`message` says which. A load balancer should send its traffic elsewhere",
+                      "unavailable", headers=_RETRY_AFTER)},
+        description="Judged from state the server already holds: no write and no database query "
+                    "(a `--workers` worker asks its supervisor over their local socket).")},
     "/openapi.json": {"get": _op("openapi", "Service", "This document", {
         "200": _ok("OpenAPI 3.1", {"type": "object"})})},
     "/": {"get": _op("webClient", "Service", "The built-in web chat client", {

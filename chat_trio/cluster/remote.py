@@ -154,6 +154,10 @@ class RemoteCommands:
 
     # -- the Commands protocol ------------------------------------------------------------
 
+    async def check_writable(self) -> None:
+        """The supervisor's answer (its writer, its database); 503 once it is gone."""
+        await self._call("check_writable")
+
     async def allow_registration(self, client: str) -> None:
         await self._call("allow_registration", client=client)
 
@@ -263,7 +267,7 @@ class RemoteCommands:
 
 # -- the supervisor's side --------------------------------------------------------------------
 
-_OPS = frozenset({"allow_registration", "create_user", "login_allowed", "login_failed",
+_OPS = frozenset({"check_writable", "allow_registration", "create_user", "login_allowed", "login_failed",
                   "login_succeeded", "rehash_password", "create_token", "revoke_token",
                   "create_room", "join", "leave", "submit_message", "update_room", "invite",
                   "uninvite", "kick", "ban", "unban", "set_role", "open_direct",
