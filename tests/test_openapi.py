@@ -302,6 +302,7 @@ async def test_answers_match_the_document(client: HTTPClient) -> None:
     upgrade = [("connection", "Upgrade"), ("upgrade", "websocket"), ("sec-websocket-version", "13"),
                ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")]
     await check("GET", "/ws", 403, headers=[*upgrade, ("origin", "http://elsewhere.example")])
+    await check("GET", "/ws", 426, headers=[*upgrade[:2], ("sec-websocket-version", "8"), upgrade[3]])
 
     # Every documented (operation, status) but the default and 101 was exercised (those of an
     # account's lifetime and of admins by the next test; /healthz's 503, which needs a stopped
