@@ -71,7 +71,7 @@ def test_local_commands_match_the_protocol_exactly() -> None:
 def test_remote_commands_match_the_protocol_exactly() -> None:
     """A worker's commands take the same arguments and give the same results as the
     supervisor's LocalCommands that carry them out."""
-    assert protocol_mismatches(RemoteCommands, frozenset({"on_reply", "connection_lost"})) == []
+    assert protocol_mismatches(RemoteCommands, frozenset({"on_reply", "on_health", "connection_lost"})) == []
 
 
 def _as_commands(local: LocalCommands) -> Commands:

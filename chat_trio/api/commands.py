@@ -86,7 +86,8 @@ class Commands(Protocol):
     async def check_writable(self) -> None:
         """APIError 503 `unavailable` if this server cannot accept writes now (its writer has
         stopped, the database is unreachable, a worker lost its supervisor), for GET /healthz.
-        Decided from state already held: no write, no database query."""
+        Decided from state already held: no write, no database query, no call to a supervisor
+        (it tells its workers when its answer changes)."""
         ...
 
     async def allow_registration(self, client: str) -> None:

@@ -405,11 +405,12 @@ PATHS: dict[str, JSON] = {
         "200": _ok("Serving, and accepting writes", _obj({"status": {"const": "ok"}})),
         "503": _error("This server would refuse every write (reads may still be served): its "
                       "writer has stopped after a failure, the PostgreSQL database is unreachable, "
-                      "or (with `--workers`) the supervisor is gone or did not answer within 2 s; "
-                      "`message` says which. A load balancer should send its traffic elsewhere",
+                      "or (with `--workers`) the worker's supervisor is gone; `message` says "
+                      "which. A load balancer should send its traffic elsewhere",
                       "unavailable", headers=_RETRY_AFTER)},
-        description="Judged from state the server already holds: no write and no database query "
-                    "(a `--workers` worker asks its supervisor over their local socket).")},
+        description="Judged from state the server already holds: no write, no database query and "
+                    "(with `--workers`) no call to the supervisor, which tells its workers when "
+                    "its writer or database changes state.")},
     "/openapi.json": {"get": _op("openapi", "Service", "This document", {
         "200": _ok("OpenAPI 3.1", {"type": "object"})})},
     "/": {"get": _op("webClient", "Service", "The built-in web chat client", {

@@ -137,6 +137,14 @@ class Store:
         if self.node is not None:
             self.node.check_reachable()
 
+    def watch_writable(self, hook: Callable[[], None]) -> None:
+        """Call `hook()` whenever `check_writable`'s answer may have changed (the writer stopped;
+        the node's listening connection went down or came back), so a `--workers` supervisor
+        can tell its workers then, instead of each of their health checks asking it."""
+        self.writer.on_stop = hook
+        if self.node is not None:
+            self.node.listener.on_connected = hook
+
     async def backup(self, path: str) -> None:
         """A consistent online copy of the database at `path` (sqlite.backup), in a thread."""
         if self.config.postgres:

@@ -96,6 +96,7 @@ class GroupCommitWriter:
         self._taken: list[Pending[Any]] = []  # the batch being committed; `run` finishes what is left
         self.thread = trio.CapacityLimiter(1)
         self.stopped = False  # for good: every write is refused from then on (GET /healthz says so)
+        self.on_stop: Callable[[], None] | None = None  # told once `stopped` is set
         # Figures for /metrics.
         self.commits = 0
         self.writes = 0
@@ -163,6 +164,11 @@ class GroupCommitWriter:
                 item.error = StoreClosed("the store is shutting down")
                 item.finish()
             self._receive.close()
+            if self.on_stop is not None:
+                try:
+                    self.on_stop()
+                except Exception:
+                    log.exception("telling that the writer stopped failed")
 
     async def _commit_batches(self) -> None:
         async for first in self._receive:
