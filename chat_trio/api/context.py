@@ -89,11 +89,16 @@ class Context:
 
     async def authenticate(self, request: Request) -> User:
         """The caller's user, or 401."""
-        user = await self.user_for_token(bearer_token(request))
-        if user is None:
+        return (await self.authenticate_session(request))[0]
+
+    async def authenticate_session(self, request: Request) -> tuple[User, bytes]:
+        """The caller's user and its token's digest (`token_session`: hashed once), or 401: for
+        the calls about the caller's own session (logout, password change, the session list)."""
+        found = await self.token_session(bearer_token(request))
+        if found is None:
             raise APIError(401, "unauthorized", "missing, invalid, expired or revoked token",
                             headers=[WWW_AUTHENTICATE])
-        return user
+        return found
 
     def room(self, room_id: int) -> RoomState:
         room = self.store.room(room_id)
