@@ -122,22 +122,27 @@ def _flags(config: Config) -> list[str]:
     return flags
 
 
-async def wait_workers_ready(port: int, workers: int, timeout: float = 20.0) -> None:
-    """Until every worker has answered /healthz (each answer names its worker in x-chat-worker):
-    the supervisor may log "listening" before its last worker listens."""
+async def wait_workers_ready(port: int, workers: int, timeout: float = 20.0,
+                             status: int = 200) -> dict[bytes | None, Reply]:
+    """Until every worker has answered /healthz with `status` (each answer names its worker in
+    x-chat-worker; the supervisor may log "listening" before its last worker listens); those
+    answers, by worker."""
     wanted = {str(n).encode() for n in range(1, workers + 1)} if workers > 1 else {None}
-    seen: set[bytes | None] = set()
+    seen: dict[bytes | None, Reply] = {}
     with trio.fail_after(timeout):
-        while not wanted <= seen:
+        while not wanted <= set(seen):
             c = HTTPClient(port)
             try:
                 reply = await c.get("/healthz")
-                if reply.status == 200:
-                    seen.add(reply.headers.get(b"x-chat-worker"))
+                if reply.status == status:
+                    seen[reply.headers.get(b"x-chat-worker")] = reply
+                else:
+                    await trio.sleep(0.02)
             except (OSError, h11.ProtocolError):
                 await trio.sleep(0.05)  # not listening yet
             finally:
                 await c.aclose()
+    return seen
 
 
 # The modes a contract test runs in (tests/conftest.py, the `workers` marker): an in-process App

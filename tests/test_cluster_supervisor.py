@@ -11,7 +11,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from unittest.mock import ANY
 
 import orjson
@@ -23,10 +23,13 @@ from chat_trio.cluster import ipc
 from chat_trio.cluster.position import MappedPosition
 from chat_trio.cluster.supervisor import Supervisor, merge_expositions
 from chat_trio.store.changes import Commit, UserCreated, decode
+from chat_trio.store.store import Store
+from chat_trio.store.writer import StoreClosed
 from tests.cluster_standin import commands as standin_commands
 from tests.helpers import make_config
 from tests.rawhttp import RawConn, RawResponse, get
 from tests.server_process import LISTENING
+from tests.test_store_writer import lose_connection
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH = ("import sys, chat_trio.cluster.supervisor as s, tests.cluster_standin as w; "
@@ -243,6 +246,30 @@ async def test_a_worker_that_does_not_read_is_cut_off_not_waited_for(
                 await trio.sleep(0.01)
             # The worker may come back (as a respawned one would).
             stream, frames = await _hello(sup)
+            await stream.aclose()
+
+
+async def test_each_worker_hears_when_the_writer_stops(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker's /healthz answers from what its supervisor tells it, never by asking: when the
+    supervisor's writer stops, each connected worker gets one `health` frame with the 503 to
+    answer, and a worker that connects afterwards gets it right after `ready`."""
+    with trio.fail_after(20):
+        async with _supervisor(tmp_path, monkeypatch) as sup:
+            stream, frames = await _hello(sup)
+            store: Store = cast(Any, sup.commands).context.store
+            with pytest.raises(StoreClosed):
+                await store.writer.write(lose_connection)
+            kind, payload = await anext(frames)
+            told = ipc.decode_json(payload)
+            assert kind == ipc.JSON and list(told) == ["health"]
+            assert (told["health"]["status"], told["health"]["code"]) == (503, "unavailable")
+            assert "writer has stopped" in told["health"]["message"]
+            await stream.aclose()
+            while sup.links:
+                await trio.sleep(0.01)
+            stream, frames = await _hello(sup)  # as a respawned worker would
+            assert ipc.decode_json((await anext(frames))[1]) == told
             await stream.aclose()
 
 

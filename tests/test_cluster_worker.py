@@ -23,7 +23,7 @@ from chat_trio.api.context import Context
 from chat_trio.app import App
 from chat_trio.cluster.ipc import COMMIT, commit_frame, json_frame, read_frames
 from chat_trio.cluster.position import PublishedPosition
-from chat_trio.cluster.remote import RemoteCommands, begin_call
+from chat_trio.cluster.remote import RemoteCommands, begin_call, health_frame
 from chat_trio.cluster.worker import Link
 from chat_trio.errors import APIError
 from chat_trio.http.server import open_listeners
@@ -31,7 +31,8 @@ from chat_trio.store.changes import Commit, encode
 from chat_trio.store.records import Message, User
 from chat_trio.store.store import ReadOnlyStore, Store
 from tests.client import HTTPClient
-from tests.helpers import StartServer, join, make_room, register_and_login, send
+from tests.helpers import StartServer, assert_error, join, make_room, register_and_login, send
+from tests.test_store_writer import lose_connection
 from tests.ws_client import connect
 
 JSON = dict[str, Any]
@@ -42,6 +43,9 @@ class StoreCommands:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+
+    async def check_writable(self) -> None:
+        self.store.check_writable()
 
     async def create_user(self, username: str, password_hash: str, admin: bool = False) -> User:
         return await self.store.create_user(username, password_hash, admin)
@@ -150,7 +154,8 @@ class StoreCommands:
 
 class StandIn:
     """One worker's supervisor: commits as C frames (each before the replies of its calls,
-    through one ordered queue), hello → ready, calls answered, presence and typing recorded."""
+    through one ordered queue), hello → ready, calls answered (their ops recorded), presence and
+    typing recorded, the store's health_frame sent when it may have changed."""
 
     def __init__(self, store: Store, online_elsewhere: list[int], position_file: str = "") -> None:
         self.commands = StoreCommands(store)
@@ -163,7 +168,9 @@ class StandIn:
         self.published = PublishedPosition(position_file) if position_file else None
         self.position = 0
         self.held: list[bytes] | None = None  # commits published but not sent yet (`hold`)
+        self.ops: list[str] = []
         store.feed.subscribe(self._commit)
+        store.watch_writable(lambda: self._health(store))
 
     def _commit(self, commit: Commit) -> None:
         if self.out is None:
@@ -188,6 +195,10 @@ class StandIn:
     def send_frame(self, data: bytes) -> None:
         assert self.out is not None
         self.out.send_nowait(data)
+
+    def _health(self, store: Store) -> None:
+        if self.out is not None:
+            self.send(health_frame(store.check_writable))
 
     def send(self, obj: JSON) -> None:
         assert self.out is not None
@@ -223,6 +234,7 @@ class StandIn:
                 ready.update(position=self.position, position_file=self.published.path)
             self.send(ready)
         elif "call" in frame:
+            self.ops.append(frame["op"])
             reply = await begin_call(self.commands, frame)
 
             async def answer() -> None:
@@ -436,8 +448,36 @@ async def test_remote_commands_over_a_socket(
     assert (gone.value.status, gone.value.code) == (503, "unavailable")
     with pytest.raises(APIError):
         await commands.join(room, alice_id)  # and every later call
+    with pytest.raises(APIError) as unhealthy:  # and a health check, which is no call
+        await commands.check_writable()
+    assert (unhealthy.value.status, unhealthy.value.code) == (503, "unavailable")
+    assert "restarting" in unhealthy.value.message
     await stream.aclose()
     await main.aclose()
+
+
+async def test_a_workers_health_is_its_supervisors(
+        start_server: StartServer, nursery: trio.Nursery, tmp_path: Path) -> None:
+    """A worker's /healthz is 200 only while its supervisor accepts writes, judged from what the
+    supervisor last told it: 503 `unavailable` once the supervisor says its writer has stopped;
+    and no check is a call to the supervisor, however many there are."""
+    app = await start_server()
+    stand_in = StandIn(app.store, online_elsewhere=[])  # type: ignore[arg-type]
+    async with worker_process(tmp_path, app, nursery, stand_in) as (proc, port):
+        w = HTTPClient(port)
+        for _ in range(20):
+            assert (await w.get("/healthz")).status == 200
+        with pytest.raises(APIError):
+            await app.store.writer.write(lose_connection)  # type: ignore[union-attr]
+        with trio.fail_after(5):  # the word and the check travel on different sockets
+            while (reply := await w.get("/healthz")).status == 200:
+                await trio.sleep(0.01)
+        stopped = assert_error(reply, 503, "unavailable")
+        assert "writer has stopped" in stopped["message"]
+        assert stand_in.ops == []
+        stand_in.disconnect()
+        assert await wait_exit(proc) == 0
+        await w.aclose()
 
 
 async def test_remote_store_loads_then_applies_buffered_commits_once(

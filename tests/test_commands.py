@@ -23,10 +23,10 @@ from chat_trio.store.records import Message, User, now_ms
 from chat_trio.store.store import Store
 from tests.helpers import make_config
 
-COMMANDS = {"allow_registration", "create_user", "login_allowed", "login_failed", "login_succeeded",
-            "rehash_password", "create_token", "revoke_token", "create_room", "join", "leave",
-            "submit_message", "update_room", "invite", "uninvite", "kick", "ban", "unban", "set_role",
-            "open_direct",
+COMMANDS = {"check_writable", "allow_registration", "create_user", "login_allowed", "login_failed",
+            "login_succeeded", "rehash_password", "create_token", "revoke_token", "create_room", "join",
+            "leave", "submit_message", "update_room", "invite", "uninvite", "kick", "ban", "unban",
+            "set_role", "open_direct",
             "set_password", "end_session", "touch_token", "set_admin", "deactivate", "mark_read",
             "edit_message", "delete_message"}
 # What may cross a process boundary: JSON values, User/Message dicts, digests (as hex).
@@ -71,7 +71,7 @@ def test_local_commands_match_the_protocol_exactly() -> None:
 def test_remote_commands_match_the_protocol_exactly() -> None:
     """A worker's commands take the same arguments and give the same results as the
     supervisor's LocalCommands that carry them out."""
-    assert protocol_mismatches(RemoteCommands, frozenset({"on_reply", "connection_lost"})) == []
+    assert protocol_mismatches(RemoteCommands, frozenset({"on_reply", "on_health", "connection_lost"})) == []
 
 
 def _as_commands(local: LocalCommands) -> Commands:

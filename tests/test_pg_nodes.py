@@ -31,6 +31,7 @@ from tests.helpers import (
     PASSWORD,
     all_messages,
     assert_dense,
+    assert_error,
     join,
     login,
     make_room,
@@ -582,18 +583,25 @@ async def test_killed_node_restarts_and_nothing_acknowledged_is_lost(tmp_path: P
         assert_dense_in_db(dsn)
 
 
-def restart_postgres() -> None:
-    """`pg_ctl restart` of the test cluster (scripts/pg-cluster.sh exports where it is)."""
+def pg_ctl(action: str) -> None:
+    """`pg_ctl restart`, `stop` or `start` of the test cluster (scripts/pg-cluster.sh exports
+    where it is)."""
     data, pg_bin = os.environ.get("PG_CLUSTER_DIR"), os.environ.get("PG_BIN")
     if not data or not pg_bin:
-        message = "needs the cluster of scripts/pg-cluster.sh (PG_CLUSTER_DIR, PG_BIN) to restart it"
+        message = f"needs the cluster of scripts/pg-cluster.sh (PG_CLUSTER_DIR, PG_BIN) to {action} it"
         if REQUIRED:
             pytest.fail(message)
         pytest.skip(message)
     as_pg = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
-    subprocess.run([*as_pg, f"{pg_bin}/pg_ctl", "-D", f"{data}/data", "-m", "fast", "-w", "restart",
-                    "-o", f"-c listen_addresses='' -k {data} -c fsync=on -c max_connections=300"],
+    starts = [] if action == "stop" else [  # as scripts/pg-cluster.sh starts it
+        "-l", f"{data}/server.log",
+        "-o", f"-c listen_addresses='' -k {data} -c fsync=on -c max_connections=300"]
+    subprocess.run([*as_pg, f"{pg_bin}/pg_ctl", "-D", f"{data}/data", "-m", "fast", "-w", action, *starts],
                    check=True, stdout=subprocess.DEVNULL, timeout=30)
+
+
+def restart_postgres() -> None:
+    pg_ctl("restart")
 
 
 async def test_postgres_restart_under_load_503_then_resync(tmp_path: Path, dsn: str) -> None:
@@ -613,6 +621,24 @@ async def test_postgres_restart_under_load_503_then_resync(tmp_path: Path, dsn: 
         for server in (a, b):
             assert "reconnecting" in server.log()
     assert_dense_in_db(dsn)
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["single", "workers2"])
+async def test_healthz_is_503_while_postgres_is_unreachable(tmp_path: Path, dsn: str, workers: int) -> None:
+    """A load balancer must stop sending traffic to a node that would refuse every write: while
+    PostgreSQL is down, /healthz answers 503 `unavailable` on the node (on each worker of a
+    `--workers` node), judged from the node's listening connection; 200 again once it is back."""
+    require_pg()
+    async with node(tmp_path, dsn, "a", *workers_args(workers), quiet=False) as a:
+        await wait_workers_ready(a.port, workers)
+        try:
+            await trio.to_thread.run_sync(pg_ctl, "stop")
+            refused = await wait_workers_ready(a.port, workers, timeout=5, status=503)
+        finally:
+            await trio.to_thread.run_sync(pg_ctl, "start")
+        for reply in refused.values():
+            assert "database is unreachable" in assert_error(reply, 503, "unavailable")["message"]
+        await wait_workers_ready(a.port, workers, timeout=10)
 
 
 @pytest.mark.parametrize("workers", [1, 2], ids=["single", "workers2"])

@@ -14,7 +14,17 @@ import trio
 from chat_trio.store.sqlite import connect, sqlite3
 from chat_trio.store.writer import GroupCommitWriter, Pending, StoreClosed
 from tests.client import HTTPClient
-from tests.helpers import assert_error, make_config, make_room, register_and_login, send, serve
+from tests.helpers import (
+    assert_error,
+    make_config,
+    make_room,
+    operator,
+    register_and_login,
+    send,
+    serve,
+    store_of,
+)
+from tests.test_openapi import Checker, served
 from tests.ws_client import connect as ws_connect
 
 
@@ -24,6 +34,12 @@ def _insert(value: int) -> Callable[[sqlite3.Connection], int]:
         return value
 
     return run
+
+
+def lose_connection(conn: sqlite3.Connection) -> None:
+    """A write that closes the writer's connection: what a closed or broken connection does to
+    everything after it in the batch, down to the ROLLBACK, which fails too and stops the writer."""
+    conn.close()
 
 
 def open_writer(
@@ -136,10 +152,6 @@ async def test_a_failure_outside_any_write_refuses_its_batch_and_stops_the_write
     later write with StoreClosed and returns, instead of leaving those callers (uncancellable)
     and shutdown waiting forever."""
     _, writer = open_writer(tmp_path, max_batch=64, queue_size=64)
-
-    def lose_connection(c: sqlite3.Connection) -> None:
-        c.close()  # what a closed or broken connection does to everything after it in the batch
-
     with trio.fail_after(10):
         # Queued before the writer starts, so the three are one batch.
         pending: list[Pending[object]] = [
@@ -186,4 +198,29 @@ async def test_a_failed_transaction_is_503_over_rest_and_unavailable_on_the_webs
                                        "ack")
                 assert ack["message"]["seq"] == 1
             assert (await send(client, token, room_id, "still fine")).status == 201
+            await client.aclose()
+
+
+async def test_healthz_is_503_once_the_writer_has_stopped(tmp_path: Path) -> None:
+    """A load balancer must stop sending traffic to a server that refuses every write: once a
+    failure outside any write has stopped the writer, GET /healthz (on the port and on the admin
+    socket) answers 503 `unavailable` saying why, as the OpenAPI document describes; reads go on."""
+    config = make_config(tmp_path)
+    with trio.fail_after(30):
+        async with serve(config) as app:
+            client = HTTPClient(app.port)
+            token, _ = await register_and_login(client, "wendy")
+            check = Checker(await served(client), client)
+            await check("GET", "/healthz", 200)
+            with pytest.raises(StoreClosed):
+                await store_of(app).writer.write(lose_connection)
+            reply = await check("GET", "/healthz", 503)
+            error = assert_error(reply, 503, "unavailable")
+            assert "writer has stopped" in error["message"]
+            assert reply.headers[b"retry-after"] == b"1"
+            local = operator(config)
+            assert_error(await local.get("/healthz"), 503, "unavailable")
+            await local.aclose()
+            assert (await client.get("/me", token=token)).status == 200
+            assert_error(await client.post("/rooms", {"name": "later"}, token=token), 503, "unavailable")
             await client.aclose()

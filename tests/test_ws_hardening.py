@@ -62,7 +62,9 @@ REFUSALS: dict[str, tuple[dict[str, Any], int, str, str]] = {
     "key of 17 bytes": (replacing("Sec-WebSocket-Key", b64(17)), 400, "bad_request", "Sec-WebSocket-Key"),
     "two keys": (dict(headers=(("Sec-WebSocket-Key", b64(16)),)), 400, "bad_request", "Sec-WebSocket-Key"),
     "no key": (dict(drop=("Sec-WebSocket-Key",)), 400, "bad_request", "Sec-WebSocket-Key"),
-    "version 8": (replacing("Sec-WebSocket-Version", "8"), 400, "bad_request", "version"),
+    "version 8": (replacing("Sec-WebSocket-Version", "8"), 426, "upgrade_required", "version"),
+    "versions 13 and 8": (dict(headers=(("Sec-WebSocket-Version", "8"),)), 426, "upgrade_required",
+                          "version"),
     "no version": (dict(drop=("Sec-WebSocket-Version",)), 400, "bad_request", "version"),
     "HTTP/1.0": (dict(version="1.0"), 400, "bad_request", "HTTP/1.1"),
     "Upgrade: h2c": (replacing("Upgrade", "h2c"), 400, "bad_request", "upgrade"),
@@ -88,13 +90,15 @@ async def test_upgrade_refusals_are_api_errors_that_close(served: Served, name: 
     _, status, code, word = REFUSALS[name]
     raw, closed = await exchange(served.port, refused_request(served.port, name), timeout=DEADLINE)
     assert closed
-    phrase = {400: b"Bad Request", 403: b"Forbidden"}[status]
+    phrase = {400: b"Bad Request", 403: b"Forbidden", 426: b"Upgrade Required"}[status]
     assert raw.startswith(b"HTTP/1.1 %d %s\r\n" % (status, phrase)), raw[:80]
     response = only_error(raw, status, code)
     assert word.lower() in response.json["error"]["message"].lower()
     assert b"sec-websocket-accept" not in raw.lower()
-    if name.startswith("version") or name == "no version":
+    if "version" in name:  # the one it speaks (RFC 6455 §4.2.2)
         assert response.headers[b"sec-websocket-version"] == b"13"
+    if status == 426:  # and the protocol to upgrade to (RFC 9110 §15.5.22)
+        assert response.headers[b"upgrade"] == b"websocket"
 
 
 async def test_refused_upgrades_free_their_slots_at_once(tmp_path: Path) -> None:

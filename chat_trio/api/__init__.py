@@ -20,7 +20,7 @@ from chat_trio.http.router import Route
 
 def build_routes(context: Context) -> list[Route]:
     return [
-        *system.routes(context.scrape),
+        *system.routes(context),
         *accounts.routes(context),
         *export.routes(context),
         *admin.routes(context),
@@ -35,4 +35,4 @@ def build_routes(context: Context) -> list[Route]:
 
 def operator_routes(context: Context) -> list[Route]:
     """What the local admin socket serves: the admin calls (as the operator) and health."""
-    return [*system.routes(context.scrape)[:1], *admin.routes(context)]
+    return [*system.routes(context)[:1], *admin.routes(context)]

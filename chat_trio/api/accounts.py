@@ -4,7 +4,7 @@ PUT /me/password, GET and DELETE /me/sessions, DELETE /me."""
 from __future__ import annotations
 
 from chat_trio.api.commands import deactivated, invalid_credentials, username_taken
-from chat_trio.api.context import Context, bearer_token
+from chat_trio.api.context import Context
 from chat_trio.api.shapes import bodyless, shapes_for
 from chat_trio.errors import APIError
 from chat_trio.http.router import Route
@@ -69,26 +69,25 @@ def routes(s: Context) -> list[Route]:
         return json_response({"token": token, "expires_at": iso(expires), "user": s.store.users[user_id]})
 
     async def logout(request: Request) -> Response:
-        await s.authenticate(request)
-        await s.commands.revoke_token(caller_digest(request))  # the feed closes its websockets (4001)
+        _, key = await s.authenticate_session(request)
+        await s.commands.revoke_token(key)  # the feed closes its websockets (4001)
         return no_content()
 
     async def me(request: Request) -> Response:
         return json_response({"user": await s.authenticate(request)})
 
     async def change_password(request: Request) -> Response:
-        user = await s.authenticate(request)
+        user, key = await s.authenticate_session(request)
         body = shapes.change_password.read(request)
         where = client_network(request.client)
         await verified(user["username"], body["password"], where)
         new_hash = await s.passwords.hash(body["new_password"], where)
         # Every other token stops working in the same commit; the feed closes their sockets (4001).
-        await s.commands.set_password(user["id"], new_hash, caller_digest(request))
+        await s.commands.set_password(user["id"], new_hash, key)
         return no_content()
 
     async def sessions(request: Request) -> Response:
-        user = await s.authenticate(request)
-        current = caller_digest(request)
+        user, current = await s.authenticate_session(request)
         rows = await s.store.sessions(user["id"])
         return json_response({"sessions": [
             {"id": public_id, "created_at": iso(created), "last_seen_at": iso(seen or created),
@@ -120,10 +119,3 @@ def routes(s: Context) -> list[Route]:
         Route("GET", "/me/sessions", bodyless(sessions)),
         Route("DELETE", "/me/sessions/{session_id}", bodyless(end_session)),
     ]
-
-
-def caller_digest(request: Request) -> bytes:
-    """The digest of the token an authenticated request carried."""
-    token = bearer_token(request)
-    assert token is not None
-    return digest(token)

@@ -83,6 +83,13 @@ class Commands(Protocol):
     count it (`security.ratelimit.client_network`). Each call returns once the commit it made is
     in the caller's state (read-your-writes)."""
 
+    async def check_writable(self) -> None:
+        """APIError 503 `unavailable` if this server cannot accept writes now (its writer has
+        stopped, the database is unreachable, a worker lost its supervisor), for GET /healthz.
+        Decided from state already held: no write, no database query, no call to a supervisor
+        (it tells its workers when its answer changes)."""
+        ...
+
     async def allow_registration(self, client: str) -> None:
         """Count one registration (it costs a password hash) from `client`; APIError 429 when over."""
         ...
@@ -224,6 +231,9 @@ class LocalCommands:
         self.sends = TokenBucket(c.send_rate, c.send_burst)  # per user
         self.room_creates = TokenBucket(c.room_create_rate, c.room_create_burst)  # per user
         self.invites = TokenBucket(c.invite_rate, c.invite_burst)  # per user: each may reach someone
+
+    async def check_writable(self) -> None:
+        self.store.check_writable()
 
     # -- accounts --------------------------------------------------------------------------
 

@@ -60,13 +60,20 @@ class Context:
         return self.metrics.render()
 
     async def user_for_token(self, token: str | None) -> User | None:
+        found = await self.token_session(token)
+        return None if found is None else found[0]
+
+    async def token_session(self, token: str | None) -> tuple[User, bytes] | None:
+        """The user of a live token and the token's digest (what it is stored, looked up and
+        revoked by), hashed once for a caller that needs both; None for a bad token."""
         if not token or len(token) > 256:
             return None
         key = digest(token)
         user = await self.store.token_user(key)
-        if user is not None:
-            await self._note_seen(key)
-        return user
+        if user is None:
+            return None
+        await self._note_seen(key)
+        return user, key
 
     def just_seen(self, key: bytes) -> None:
         """A token was issued with last_seen_at = now: no write for it for a while."""
@@ -86,11 +93,16 @@ class Context:
 
     async def authenticate(self, request: Request) -> User:
         """The caller's user, or 401."""
-        user = await self.user_for_token(bearer_token(request))
-        if user is None:
+        return (await self.authenticate_session(request))[0]
+
+    async def authenticate_session(self, request: Request) -> tuple[User, bytes]:
+        """The caller's user and its token's digest (`token_session`: hashed once), or 401: for
+        the calls about the caller's own session (logout, password change, the session list)."""
+        found = await self.token_session(bearer_token(request))
+        if found is None:
             raise APIError(401, "unauthorized", "missing, invalid, expired or revoked token",
                             headers=[WWW_AUTHENTICATE])
-        return user
+        return found
 
     def room(self, room_id: int) -> RoomState:
         room = self.store.room(room_id)

@@ -357,8 +357,9 @@ invalid or revoked one is never an HTTP 401, the socket closes with 1008 instead
 server sends `{"type": "hello", "user", "heartbeat_s"}` (`user` is a `User`).
 
 **Upgrade**: HTTP/1.1, `Upgrade: websocket`, `Connection: Upgrade`, one `Sec-WebSocket-Key` (base64
-of 16 bytes) and `Sec-WebSocket-Version: 13`, else 400. A browser `Origin` must equal this server's
-(scheme, host and port) or one of `--ws-origins`, else 403. A user holding
+of 16 bytes) and `Sec-WebSocket-Version: 13`, else 400; a version other than 13 is 426
+`upgrade_required` with `Sec-WebSocket-Version: 13` (RFC 6455 §4.2.2). A browser `Origin` must
+equal this server's (scheme, host and port) or one of `--ws-origins`, else 403. A user holding
 `--max-websockets-per-user` sockets (default 32) is refused with 429 `rate_limited` when the token
 is in the header, or closed with 1008 "too many websockets" after an `auth` frame. Every refusal
 uses the error format and closes the connection.
@@ -401,8 +402,16 @@ expired, 4008 too slow (its bounded queue filled: reconnect and resume with
 """
 
 PATHS: dict[str, JSON] = {
-    "/healthz": {"get": _op("healthz", "Service", "Liveness check", {
-        "200": _ok("Alive", _obj({"status": {"const": "ok"}}))})},
+    "/healthz": {"get": _op("healthz", "Service", "Health check: can this server accept writes", {
+        "200": _ok("Serving, and accepting writes", _obj({"status": {"const": "ok"}})),
+        "503": _error("This server would refuse every write (reads may still be served): its "
+                      "writer has stopped after a failure, the PostgreSQL database is unreachable, "
+                      "or (with `--workers`) the worker's supervisor is gone; `message` says "
+                      "which. A load balancer should send its traffic elsewhere",
+                      "unavailable", headers=_RETRY_AFTER)},
+        description="Judged from state the server already holds: no write, no database query and "
+                    "(with `--workers`) no call to the supervisor, which tells its workers when "
+                    "its writer or database changes state.")},
     "/openapi.json": {"get": _op("openapi", "Service", "This document", {
         "200": _ok("OpenAPI 3.1", {"type": "object"})})},
     "/": {"get": _op("webClient", "Service", "The built-in web chat client", {
@@ -751,7 +760,13 @@ PATHS: dict[str, JSON] = {
                 "Upgrade": _header("websocket", {"const": "websocket"}),
                 "Sec-WebSocket-Accept": _header("The handshake answer (RFC 6455)", {"type": "string"})}),
             "400": _error("Not a valid websocket upgrade (RFC 6455 §4.2.1: HTTP/1.1, Upgrade, "
-                          "Connection, one 16-byte Sec-WebSocket-Key, version 13)", "bad_request"),
+                          "Connection, one 16-byte Sec-WebSocket-Key, a Sec-WebSocket-Version)",
+                          "bad_request"),
+            "426": _error("A Sec-WebSocket-Version other than 13 (RFC 6455 §4.2.2): upgrade to "
+                          "websocket version 13", "upgrade_required", headers={
+                              "Sec-WebSocket-Version": _header("The version this server speaks",
+                                                               {"const": "13"}),
+                              "Upgrade": _header("websocket", {"const": "websocket"})}),
             "403": _error("A browser's Origin is neither this host nor one of the allowed origins",
                           "forbidden")},
         security=[*_BEARER, {}], description=_WS_DESCRIPTION)},

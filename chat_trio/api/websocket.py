@@ -26,7 +26,6 @@ from chat_trio.http.upgrade import SWITCHED, replay_stream, websocket_refusal
 from chat_trio.rooms.frames import json_frame
 from chat_trio.rooms.session import CLOSE_POLICY, CloseSocket, Session
 from chat_trio.security.ratelimit import TokenBucket
-from chat_trio.security.tokens import digest
 from chat_trio.store.records import JSON, RoomState, User
 
 _INBOX = 16  # inbound messages trio-websocket may buffer before it stops reading
@@ -44,10 +43,12 @@ class Frames:
 
     async def authenticate(self, token: str) -> tuple[User, bytes, int] | None:
         """(user, token digest, expiry ms) of a live token, for the session."""
-        user = await self.s.user_for_token(token)
-        token_digest = digest(token)
+        found = await self.s.token_session(token)
+        if found is None:
+            return None
+        user, token_digest = found
         expires = self.s.store.token_expiry(token_digest)
-        if user is None or expires is None:  # None here: revoked while it was being looked up
+        if expires is None:  # revoked while it was being looked up
             return None
         return user, token_digest, expires
 

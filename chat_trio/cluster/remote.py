@@ -5,7 +5,9 @@ A call is `{"call": id, "op": name, "args": {...}}` (token digests as hex); the 
 extra}}`, re-raised here as the same APIError. The supervisor sends the commit a write made (a C
 frame) before its reply on the same ordered stream, so when a call returns its effect is already
 in this worker's state (read-your-writes). Calls still waiting when the connection drops fail
-with 503 unavailable.
+with 503 unavailable. Whether the supervisor accepts writes is not a call: it sends
+`{"health": null | error}` (`health_frame`) when that changes, and the worker's /healthz answers
+from the last one it got.
 
 The supervisor's side of the same encoding is `begin_call`: it starts one call in arrival order
 and returns what to await for its reply frame.
@@ -46,6 +48,16 @@ def encode_error(exc: APIError) -> JSON:
     return {"status": exc.status, "code": exc.code, "message": exc.message,
             "headers": [[n.decode("latin-1"), v.decode("latin-1")] for n, v in exc.headers],
             "extra": exc.extra}
+
+
+def health_frame(check: Callable[[], None]) -> JSON:
+    """What the supervisor tells its workers of `check()` (Store.check_writable): `{"health":
+    null}` while it passes, else the 503 it raised, for their /healthz to answer."""
+    try:
+        check()
+    except APIError as exc:
+        return {"health": encode_error(exc)}
+    return {"health": None}
 
 
 def decode_error(err: Any) -> APIError:
@@ -113,6 +125,7 @@ class RemoteCommands:
         self._ids = itertools.count(1)
         self._pending: dict[int, _Call] = {}
         self._lost = False
+        self._unwritable: Any = None  # the supervisor's last word: None, or the error to answer
 
     async def _send(self, op: str, args: JSON) -> _Call:
         if self._lost:
@@ -145,6 +158,10 @@ class RemoteCommands:
         else:
             call.finish(frame.get("ok"), None)
 
+    def on_health(self, error: Any) -> None:
+        """A `health_frame` from the supervisor: it accepts writes (None) or not (the error)."""
+        self._unwritable = error
+
     def connection_lost(self) -> None:
         """The supervisor is gone: every waiting call, and every later one, fails with 503."""
         self._lost = True
@@ -153,6 +170,15 @@ class RemoteCommands:
             call.finish(None, unavailable())
 
     # -- the Commands protocol ------------------------------------------------------------
+
+    async def check_writable(self) -> None:
+        """What the supervisor last said of its writer and database (it says so when that
+        changes), so a flood of health checks never reaches the writer's process; 503 once it
+        is gone. A fresh error each time: one raised again and again would grow its traceback."""
+        if self._lost:
+            raise unavailable()
+        if self._unwritable is not None:
+            raise decode_error(self._unwritable)
 
     async def allow_registration(self, client: str) -> None:
         await self._call("allow_registration", client=client)

@@ -12,7 +12,10 @@ Per worker connection (frames in cluster/ipc.py):
   the C frame of the commit that made it (the writer tells the feed before it wakes the caller);
 - presence deltas are summed over workers: each worker hears when a user comes online or goes
   offline on *the others*; a worker that goes away takes its users offline;
-- typing frames are relayed to the other workers; /metrics asks every worker and merges.
+- typing frames are relayed to the other workers; /metrics asks every worker and merges;
+- whether its store accepts writes goes to every worker when it changes (`health_frame`; to a
+  worker that connects while it does not, right after `ready`): a worker's /healthz answers
+  from that, so health checks never load the writer's process.
 
 A worker's outbound queue is bounded: the writer never waits for a slow worker. A worker whose
 queue is full is disconnected (logged); it exits, is respawned, and its clients resume.
@@ -32,6 +35,7 @@ import sys
 import tempfile
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from contextlib import aclosing, suppress
+from functools import partial
 from typing import Any
 
 import orjson
@@ -47,7 +51,7 @@ from chat_trio.app import running_store
 from chat_trio.cluster import ipc
 from chat_trio.cluster.nodes import NodeLink, linked_nodes
 from chat_trio.cluster.position import PublishedPosition
-from chat_trio.cluster.remote import begin_call
+from chat_trio.cluster.remote import begin_call, health_frame
 from chat_trio.cluster.worker import ENV_CONFIG, ENV_ID, ENV_SOCKET
 from chat_trio.config import Config
 from chat_trio.http.server import _where, open_listeners
@@ -148,6 +152,7 @@ class Supervisor:
         self._seen: set[int] = set()
         self._scrape_ids = itertools.count(1)
         self.registry = Registry()
+        self.health: JSON = {"health": None}  # the last health_frame sent to the workers
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -168,6 +173,9 @@ class Supervisor:
                     self.published = await trio.to_thread.run_sync(
                         PublishedPosition, os.path.join(directory, "position"))
                     context.store.feed.subscribe(self.broadcast)
+                    check = context.store.check_writable
+                    context.store.watch_writable(partial(self._health_changed, check))
+                    self._health_changed(check)
                     self._register_metrics(context)
                     await self._serve(os.path.join(directory, "ipc.sock"), reserved, task_status)
                 finally:
@@ -314,6 +322,8 @@ class Supervisor:
         assert self.published is not None  # mapped before any worker can connect
         link.send({"ready": True, "online": sorted(self.online_count), "position": self.position,
                    "position_file": self.published.path})
+        if self.health["health"] is not None:
+            link.send(self.health)
         self._seen.add(link.id)
         if len(self._seen) == self.config.workers:
             self._ready.set()
@@ -368,6 +378,15 @@ class Supervisor:
         data = ipc.commit_frame(encode(commit.changes))
         for link in list(self.links.values()):
             link.offer(data)
+
+    def _health_changed(self, check: Callable[[], None]) -> None:
+        """Store reaction: its writer stopped, or its database went away or came back; each
+        worker hears the new answer once, on its ordered queue."""
+        frame = health_frame(check)
+        if frame != self.health:
+            self.health = frame
+            for link in list(self.links.values()):
+                link.send(frame)
 
     # -- calls -------------------------------------------------------------------------------
 

@@ -8,8 +8,10 @@ listener with a read-only store: every write and every server-wide limit goes to
 applies to the store's feed in commit order (state, then hub), so each of its subscribers sees
 each seq once, in order. Start-up: connect, say hello, wait for ready (the supervisor has
 subscribed it to the feed), load the state from sqlite, apply the commits buffered meanwhile
-(`State.apply` skips what the load saw), then listen. If the supervisor goes away the worker
-shuts down and exits; SIGTERM drains like the single process.
+(`State.apply` skips what the load saw), then listen. GET /healthz answers from what the
+supervisor last said of its writer and database (a `health` frame when that changes), with no
+round trip. If the supervisor goes away the worker shuts down and exits (503 from /healthz
+meanwhile); SIGTERM drains like the single process.
 """
 
 from __future__ import annotations
@@ -180,6 +182,8 @@ class Worker:
             raise ipc.FrameError("a J frame must hold a JSON object")
         if "reply" in frame:
             self.commands.on_reply(frame)
+        elif "health" in frame:
+            self.commands.on_health(frame["health"])
         elif "presence" in frame:
             self.hub.set_online_elsewhere(int(frame["presence"]), bool(frame.get("online")))
         elif "typing" in frame:

@@ -24,6 +24,7 @@ from chat_trio.http.types import Request, Upgrade
 
 SWITCHED = 101  # the status logged for a request whose handler took the connection over
 _KEY_BYTES = 16  # RFC 6455 §4.2.1: the key is a random 16-byte value, base64-encoded
+_VERSION = (b"sec-websocket-version", b"13")  # the only websocket version this server speaks
 
 
 class ReplayStream(trio.abc.Stream):
@@ -103,9 +104,15 @@ def websocket_refusal(request: Request) -> APIError | None:
     if len(keys) != 1 or not _is_key(keys[0]):
         return APIError(400, "bad_request",
                          "Sec-WebSocket-Key must be one base64-encoded 16-byte value", close)
-    if _values(request, b"sec-websocket-version") != [b"13"]:
-        return APIError(400, "bad_request", "unsupported websocket version; this server speaks 13",
-                         [(b"sec-websocket-version", b"13"), *close])
+    versions = _values(request, b"sec-websocket-version")
+    if not versions:
+        return APIError(400, "bad_request", "Sec-WebSocket-Version is missing; this server speaks 13",
+                         [_VERSION, *close])
+    if versions != [b"13"]:
+        # A version it does not speak (RFC 6455 §4.2.2, §4.4): 426 naming the one it does, and,
+        # as every 426 must (RFC 9110 §15.5.22), the protocol to upgrade to.
+        return APIError(426, "upgrade_required", "unsupported websocket version; this server speaks 13",
+                         [_VERSION, (b"upgrade", b"websocket"), (b"connection", b"upgrade, close")])
     return None
 
 

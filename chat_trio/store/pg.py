@@ -95,6 +95,12 @@ def schema_key(conn: PgConnection) -> tuple[str, int]:
     return schema, zlib.crc32(schema.encode()) & 0x7FFFFFFF
 
 
+def unreachable() -> StoreClosed:
+    """503 `unavailable`: PostgreSQL cannot be reached (a read failed, or the node's listening
+    connection is down)."""
+    return StoreClosed("the database is unreachable; retry later")
+
+
 class PgReaderPool:
     """The PostgreSQL counterpart of store/readers.py's ReaderPool: a psycopg-pool of `size`
     connections (it replaces broken ones), each used by one thread at a time. An unreachable
@@ -119,7 +125,7 @@ class PgReaderPool:
                     return await trio.to_thread.run_sync(self._run, query)
                 except psycopg.OperationalError:
                     if attempt == 2:
-                        raise StoreClosed("the database is unreachable; retry later") from None
+                        raise unreachable() from None
             raise AssertionError("unreachable")
 
     def close(self) -> None:

@@ -267,6 +267,7 @@ class Listener:
         self.ordered = ordered
         self.own_pid = own_pid
         self.connected = False
+        self.on_connected: Callable[[], None] | None = None  # told when `connected` changes
         self.reconnects = 0
         self.node_id = node_id  # the node's notes other than commits carry it: skipped here
         # Who hears the notifications that are not commits (JSON objects: presence, typing).
@@ -309,7 +310,7 @@ class Listener:
                 continue
             delay = RECONNECT_FIRST
             try:
-                self.connected = True
+                self._set_connected(True)
                 await self.ordered.resync()
                 if not started:
                     started = True
@@ -320,8 +321,14 @@ class Listener:
                 log.warning("lost the connection that listens for other nodes' commits (%s); "
                             "reconnecting", str(exc).strip() or type(exc).__name__)
             finally:
-                self.connected = False
+                self._set_connected(False)
                 conn.close()
+
+    def _set_connected(self, connected: bool) -> None:
+        if connected != self.connected:
+            self.connected = connected
+            if self.on_connected is not None:
+                self.on_connected()
 
     async def _drain(self, conn: PgConnection) -> None:
         pgconn = conn.raw.pgconn

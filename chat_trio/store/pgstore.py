@@ -19,7 +19,7 @@ import trio
 from chat_trio.config import Config
 from chat_trio.metrics import Sampled
 from chat_trio.store import queries
-from chat_trio.store.pg import PgConnection, PgReaderPool, schema_key
+from chat_trio.store.pg import PgConnection, PgReaderPool, schema_key, unreachable
 from chat_trio.store.pgfeed import NOTIFY_LIMIT, Listener, OrderedFeed, channel
 from chat_trio.store.pgschema import migrate
 from chat_trio.store.pgwriter import PgWriter
@@ -53,6 +53,16 @@ class PgNode:
         """`notify` on a connection of its own, now; dropped while PostgreSQL is unreachable."""
         with suppress(StoreClosed):
             await self.readers.read(partial(self.notify, body=body))
+
+    def check_reachable(self) -> None:
+        """StoreClosed (503) while the listening connection is down. It is this node's one
+        connection that is always open and always read, so it notices at once when the server
+        goes away (the socket reads EOF or a reset) and is made again (backoff up to
+        RECONNECT_MAX) once the server answers; the writer's and the readers' connections would
+        only find out at their next use. What it cannot see is a path that silently drops
+        packets: that shows only when the kernel gives up on the connection."""
+        if not self.listener.connected:
+            raise unreachable()
 
     def metrics(self) -> list[Sampled]:
         """For /metrics: the feed between nodes."""

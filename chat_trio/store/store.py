@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 from bisect import bisect_right
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from typing import TYPE_CHECKING, TypeVar
 
 import orjson
@@ -29,7 +30,7 @@ from chat_trio.store.records import Message, RoomState, User, entry_json, now_ms
 from chat_trio.store.schema import migrate
 from chat_trio.store.sqlite import backup, connect, sqlite3
 from chat_trio.store.state import State
-from chat_trio.store.writer import GroupCommitWriter, Rooms
+from chat_trio.store.writer import GroupCommitWriter, Rooms, StoreClosed
 
 if TYPE_CHECKING:
     from chat_trio.store.pgstore import PgNode
@@ -125,6 +126,25 @@ class Store:
                 await nursery.start(self.node.run)
             task_status.started()
 
+    def check_writable(self) -> None:
+        """StoreClosed (503) if a write now would surely be refused: the writer has stopped for
+        good, or on PostgreSQL the node's listening connection is down (pgstore.PgNode). Judged
+        from state the store already keeps, with no write and no query, so a load balancer may
+        ask as often as it likes (GET /healthz)."""
+        if self.writer.stopped:
+            raise StoreClosed("the store's writer has stopped after a failure; "
+                              "no write is accepted until the server restarts")
+        if self.node is not None:
+            self.node.check_reachable()
+
+    def watch_writable(self, hook: Callable[[], None]) -> None:
+        """Call `hook()` whenever `check_writable`'s answer may have changed (the writer stopped;
+        the node's listening connection went down or came back), so a `--workers` supervisor
+        can tell its workers then, instead of each of their health checks asking it."""
+        self.writer.on_stop = hook
+        if self.node is not None:
+            self.node.listener.on_connected = hook
+
     async def backup(self, path: str) -> None:
         """A consistent online copy of the database at `path` (sqlite.backup), in a thread."""
         if self.config.postgres:
@@ -137,7 +157,8 @@ class Store:
             if self.node is not None:
                 self.node.close()
             if self._conn is not None:
-                self._conn.execute("PRAGMA optimize")
+                with suppress(sqlite3.Error):  # best effort: a stopped writer may have lost it
+                    self._conn.execute("PRAGMA optimize")
                 self._conn.close()
 
         await trio.to_thread.run_sync(close_all)

@@ -99,6 +99,8 @@ class GroupCommitWriter:
         self._send, self._receive = trio.open_memory_channel[Pending[Any]](queue_size)
         self._taken: list[Pending[Any]] = []  # the batch being committed; `run` finishes what is left
         self.thread = trio.CapacityLimiter(1)
+        self.stopped = False  # for good: every write is refused from then on (GET /healthz says so)
+        self.on_stop: Callable[[], None] | None = None  # told once `stopped` is set
         # Figures for /metrics.
         self.commits = 0
         self.writes = 0
@@ -150,6 +152,7 @@ class GroupCommitWriter:
             # connection's state is unknown, so stop writing; reads and websockets keep working.
             log.critical("the writer stopped; every write is refused from now on", exc_info=True)
         finally:
+            self.stopped = True
             # Stopped (shutdown, or the failure above): refuse the batch it had taken, what is
             # still queued and whatever is submitted from now on, rather than leave a caller
             # (or shutdown) waiting forever in an uncancellable wait.
@@ -165,6 +168,11 @@ class GroupCommitWriter:
                 item.error = StoreClosed("the store is shutting down")
                 item.finish()
             self._receive.close()
+            if self.on_stop is not None:
+                try:
+                    self.on_stop()
+                except Exception:
+                    log.exception("telling that the writer stopped failed")
 
     async def _commit_batches(self) -> None:
         async for first in self._receive:
