@@ -37,16 +37,17 @@ wait_ready() {
 # start_chat PORT CPU LOG DB [FLAGS...]: chat_trio on core CPU with database DB, logging to LOG,
 # the load flags above plus FLAGS; sets CHAT_PID once it answers /healthz.
 # With CHAT_TREE=DIR it runs the chat_trio package of DIR (another revision, unpacked by `git
-# archive`) with this venv: the editable install's finder is dropped first, or it would win over
-# any PYTHONPATH and both sides of a before/after run would be this tree.
-TREE_LAUNCH='import runpy, sys; sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f)]; sys.path.insert(0, sys.argv.pop(1)); sys.argv[0] = "chat_trio"; runpy.run_module("chat_trio", run_name="__main__")'
+# archive`) with this venv, by starting it in DIR: `python -m` puts the working directory first
+# on sys.path, ahead of the editable install's finder. Started anywhere else (here: the checkout
+# root, holding this tree's package) both sides of a before/after run would be this tree. Every
+# process the server starts inherits the directory, so the workers of --workers N run DIR too.
 start_chat() {
-    local port=$1 cpu=$2 log=$3 db=$4
+    local port=$1 cpu=$2 log db py
+    log=$(realpath -m "$3"); db=$(realpath -m "$4"); py=$(realpath -s "$PY")  # -s: the venv's python, not the one it links to
     shift 4
-    local launch=(-m chat_trio)
-    [[ -n ${CHAT_TREE:-} ]] && launch=(-c "$TREE_LAUNCH" "$CHAT_TREE")
-    taskset -c "$cpu" "$PY" "${launch[@]}" --host "$HOST" --port "$port" --db "$db" \
-        --log-level warning "${LOAD_FLAGS[@]}" "$@" >"$log" 2>&1 &
+    ( [[ -z ${CHAT_TREE:-} ]] || cd "$CHAT_TREE"
+      exec taskset -c "$cpu" "$py" -m chat_trio --host "$HOST" --port "$port" --db "$db" \
+          --log-level warning "${LOAD_FLAGS[@]}" "$@" ) >"$log" 2>&1 &
     CHAT_PID=$!
     wait_ready "http://$HOST:$port/healthz" "$CHAT_PID" || { echo "see $log" >&2; return 1; }
 }
