@@ -517,6 +517,37 @@ async def test_remote_store_loads_then_applies_buffered_commits_once(
     await main.aclose()
 
 
+async def test_an_auth_frame_waits_for_a_revocation_acknowledged_elsewhere(
+        start_server: StartServer, nursery: trio.Nursery, tmp_path: Path) -> None:
+    """A websocket's auth frame passes the read barrier like any frame: a token logged out on
+    another worker a moment ago is refused (1008, no hello), not let in until the revocation
+    arrives; past --catch-up-timeout the socket is closed 1013 (try again later)."""
+    timeout = 1.0
+    app = await start_server(catch_up_timeout=timeout)
+    main = HTTPClient(app.port)
+    alice = await register_and_login(main, "alice")
+    bob = await register_and_login(main, "bob")
+    stand_in = StandIn(app.store, online_elsewhere=[],  # type: ignore[arg-type]
+                       position_file=str(tmp_path / "position"))
+    async with worker_process(tmp_path, app, nursery, stand_in) as (_, port):
+        for token in (alice[0], bob[0]):  # the worker has both tokens cached
+            assert (await HTTPClient(port, token).get("/me")).status == 200
+        async with connect(port, None, auth="none", hello=False) as ws:
+            stand_in.hold()
+            assert (await HTTPClient(app.port, alice[0]).post("/logout", {})).status == 204
+            await ws.send({"type": "auth", "token": alice[0]})
+            await trio.sleep(0.3)  # the auth frame waits for the revocation meanwhile
+            stand_in.release()
+            assert await ws.closed() == (1008, [])  # no hello before it
+        async with connect(port, None, auth="none", hello=False) as ws:
+            stand_in.hold()
+            await make_room(main, bob[0], "held")  # a commit the worker does not get in time
+            await ws.send({"type": "auth", "token": bob[0]})
+            assert await ws.closed() == (1013, [])
+            stand_in.release()
+    await main.aclose()
+
+
 async def test_a_request_waits_until_the_worker_has_applied_what_was_published(
         start_server: StartServer, nursery: trio.Nursery, tmp_path: Path) -> None:
     """The read barrier (store/barrier.py): a request that arrives when the supervisor has

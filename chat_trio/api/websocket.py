@@ -24,7 +24,7 @@ from chat_trio.http.router import Route
 from chat_trio.http.types import Request, Response
 from chat_trio.http.upgrade import SWITCHED, replay_stream, websocket_refusal
 from chat_trio.rooms.frames import json_frame
-from chat_trio.rooms.session import CLOSE_POLICY, CloseSocket, Session
+from chat_trio.rooms.session import CLOSE_POLICY, CLOSE_TRY_AGAIN, CloseSocket, Session
 from chat_trio.security.ratelimit import TokenBucket
 from chat_trio.store.records import JSON, RoomState, User
 
@@ -41,8 +41,19 @@ class Frames:
         self.shapes = shapes_for(context.config)
         self.typing = TokenBucket(context.config.ws_typing_rate, context.config.ws_typing_burst)  # per user
 
+    async def _catch_up(self) -> None:
+        """A frame, like a request, sees every commit acknowledged before it (store/barrier.py)."""
+        barrier = self.s.barrier
+        if barrier is not None and not barrier.current():
+            await barrier.wait()
+
     async def authenticate(self, token: str) -> tuple[User, bytes, int] | None:
-        """(user, token digest, expiry ms) of a live token, for the session."""
+        """(user, token digest, expiry ms) of a live token, for the session. The auth frame
+        catches up first, so a token revoked on another worker a moment ago is refused."""
+        try:
+            await self._catch_up()
+        except APIError:
+            raise CloseSocket(CLOSE_TRY_AGAIN, "server catching up with recent writes; retry") from None
         found = await self.s.token_session(token)
         if found is None:
             return None
@@ -53,9 +64,7 @@ class Frames:
         return user, token_digest, expires
 
     async def handle(self, session: Session, frame: JSON) -> None:
-        barrier = self.s.barrier  # a frame, like a request, sees every commit acknowledged before it
-        if barrier is not None and not barrier.current():
-            await barrier.wait()
+        await self._catch_up()
         kind = frame.get("type")
         shape = self.shapes.frames.get(kind) if isinstance(kind, str) else None
         if shape is None:

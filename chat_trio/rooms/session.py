@@ -40,6 +40,7 @@ log = logging.getLogger("chat_trio.ws")
 GAP_LIMIT = 1000
 CLOSE_POLICY = 1008  # auth failed / not a member / too many websockets
 CLOSE_INTERNAL = 1011
+CLOSE_TRY_AGAIN = 1013  # --workers: the worker could not catch up with recent writes in time
 CLOSE_TOO_SLOW = 4008
 CLOSE_GRACE = 1.0  # seconds a closing socket gets to finish its current frame, then its close handshake
 _MAX_IN_FLIGHT = 64  # sends of one socket waiting for their commit
