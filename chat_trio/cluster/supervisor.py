@@ -179,8 +179,12 @@ class Supervisor:
                     self._register_metrics(context)
                     await self._serve(os.path.join(directory, "ipc.sock"), reserved, task_status)
                 finally:
-                    if self.published is not None:
-                        self.published.close()
+                    # Unset first: the store goes on committing until it closes (purges, other
+                    # nodes' commits on PostgreSQL), and `broadcast` must not publish into a
+                    # released mapping.
+                    published, self.published = self.published, None
+                    if published is not None:
+                        published.close()
                     await trio.to_thread.run_sync(shutil.rmtree, directory, True)
         finally:
             for sock in reserved:
