@@ -203,23 +203,26 @@ class SharedServers:
     tmp: Path
     running: dict[tuple[str, str], WorkersServer] = field(default_factory=dict)
     schemas: list[str] = field(default_factory=list)
+    started: list[tuple[str, str]] = field(default_factory=list)  # each has its directory
 
     async def get(self, mode: str, **overrides: object) -> Served:
         key = (mode, repr(sorted(overrides.items())))
         if key not in self.running:
-            await self._start(key, mode, make_config(self.tmp / str(len(self.running)), **overrides))
+            home = self.tmp / str(len(self.started))  # a start that skipped (no PostgreSQL) made none
+            await self._start(key, mode, make_config(home, **overrides))
         return self.running[key]
 
     async def _start(self, key: tuple[str, str], mode: str, config: Config) -> None:
-        Path(config.db).parent.mkdir()
         args, workers = _flags(config), 2
         if mode == POSTGRES:
-            schema, dsn = await trio.to_thread.run_sync(create_schema)
+            schema, dsn = await trio.to_thread.run_sync(create_schema)  # skips without PostgreSQL
             self.schemas.append(schema)
             STANDS_FOR[config.db] = dsn
             args, workers = [*args, "--database", dsn], 1
         else:
             skip_without_workers()
+        Path(config.db).parent.mkdir()
+        self.started.append(key)
         process = ServerProcess(Path(config.db).parent, *workers_args(workers), *args, db=Path(config.db))
         server = self.running[key] = WorkersServer(0, config, process)  # stopped at the end even if it fails
         server.port = await process.start()
