@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from chat_trio.app import App
 from chat_trio.config import Config
 from tests.client import HTTPClient
 from tests.helpers import (
+    CALL_OUTCOME,
     IN_PROCESS,
     MODES,
     Served,
@@ -56,6 +57,18 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     if test is not None and inspect.iscoroutinefunction(test) and not virtual_time:
         item.obj = _bounded(test, TEST_DEADLINE)  # type: ignore[attr-defined]
     yield
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Keep the test call's outcome on the item, for fixtures whose teardown checks what a test
+    that ran did (a skipped one did nothing)."""
+    report: pytest.TestReport = yield
+    if report.when == "call":
+        item.stash[CALL_OUTCOME] = report.outcome
+    return report
 
 
 # The contract suites run once more against `python -m chat_trio --workers 2`: a test marked

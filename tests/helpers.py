@@ -192,6 +192,9 @@ async def serve_workers(config: Config, workers: int) -> AsyncIterator[WorkersSe
         process.stop()
 
 
+# The outcome ("passed", "failed", "skipped") of a test's call, kept by conftest's makereport hook.
+CALL_OUTCOME = pytest.StashKey[str]()
+
 @dataclass
 class SharedServers:
     """Subprocess servers the tests of one module share in the workers and PostgreSQL modes, one
