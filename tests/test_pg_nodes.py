@@ -385,6 +385,29 @@ async def test_cross_room_writes_from_two_nodes_never_deadlock(tmp_path: Path, d
     assert deadlocks() == before
 
 
+async def test_a_users_successful_logins_are_limited_exactly_across_nodes(tmp_path: Path, dsn: str) -> None:
+    """A user's successes in the window are counted under a lock of the user's row: correct
+    passwords racing on two nodes get no more than --login-user-limit tokens between them."""
+    limits = ("--login-user-limit", "3", "--login-rate", "1000", "--login-burst", "1000")
+    async with node(tmp_path, dsn, "a", *limits) as a, node(tmp_path, dsn, "b", *limits) as b:
+        c = HTTPClient(a.port)
+        await register(c, "alice")
+        await c.aclose()
+
+        async def one(port: int, statuses: list[int]) -> None:
+            c = HTTPClient(port)
+            statuses.append((await c.post("/login", {"username": "alice", "password": PASSWORD})).status)
+            await c.aclose()
+
+        for round_ in range(3):
+            query(dsn, "DELETE FROM limit_events")
+            statuses: list[int] = []
+            async with trio.open_nursery() as nursery:
+                for n in range(16):
+                    nursery.start_soon(one, (a.port, b.port)[n % 2], statuses)
+            assert sorted(statuses) == [200] * 3 + [429] * 13, (round_, sorted(statuses))
+
+
 async def test_a_resync_closes_the_sockets_of_tokens_revoked_meanwhile(tmp_path: Path, dsn: str) -> None:
     """A revocation whose notification a node missed (its listener was reconnecting) still
     reaches that node's websockets: the resync checks the tokens it has cached against the

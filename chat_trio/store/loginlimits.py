@@ -91,6 +91,7 @@ def succeeded(conn: Connection, config: Config, username: str, address: str, now
     """LoginGuard.succeeded: Limited when parallel logins used up the user's successes while this
     one was hashing; else its failures and backoff are cleared and the address remembered."""
     c = config
+    locked_bucket(conn, f"login-ok:{username}", 0, now)  # a row per username, locked: an exact count
     wait = _window_wait(conn, f"login-ok:{username}", c.login_user_limit, c.login_user_window, now)
     if wait:
         raise Limited(wait)
