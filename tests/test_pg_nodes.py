@@ -6,6 +6,7 @@ closing the token's websockets on every node (4001)."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import signal
@@ -379,6 +380,62 @@ async def test_cross_room_writes_from_two_nodes_never_deadlock(tmp_path: Path, d
         await c.aclose()
         assert query(dsn, "SELECT count(*) FROM messages WHERE kind = 'erase'") == [(len(rooms),)]
     assert_dense_in_db(dsn)
+    with trio.move_on_after(3):  # the nodes' connections report their statistics as they end
+        while deadlocks() == before:
+            await trio.sleep(0.2)
+    assert deadlocks() == before
+
+
+async def test_logins_and_limited_writes_from_two_nodes_never_deadlock(tmp_path: Path, dsn: str) -> None:
+    """The rows of the shared limits (an address's login attempts, a username's backoff and
+    failures, a user's successes, send, invite and registration limits) are locked by each batch
+    first, in key order, with its rooms: wrong and right passwords for the same users and limited
+    writes racing on both nodes never deadlock (each would stall both nodes' writes for a second)."""
+    limits = ("--login-rate", "100000", "--login-burst", "100000", "--login-fail-limit", "1000000",
+              "--login-fail-address-limit", "1000000", "--login-backoff-after", "1000000",
+              "--login-user-limit", "1000000", "--send-rate", "1000", "--send-burst", "1000",
+              "--invite-rate", "1000", "--invite-burst", "1000", "--register-limit", "1000000")
+    before = deadlocks()
+    async with node(tmp_path, dsn, "a", *limits) as a, node(tmp_path, dsn, "b", *limits) as b:
+        ports = [a.port, b.port]
+        c = HTTPClient(a.port)
+        victims = [(await register_and_login(c, f"vic{n}"))[0] for n in range(2)]
+        room_id = int((await make_room(c, victims[0], "lobby"))["id"])
+        assert (await c.post(f"/rooms/{room_id}/join", token=victims[1])).status == 200
+        await c.aclose()
+        statuses: list[int] = []
+        slowest = 0.0
+
+        async def timed(reply: Awaitable[Any]) -> None:
+            nonlocal slowest
+            start = trio.current_time()
+            statuses.append((await reply).status)
+            slowest = max(slowest, trio.current_time() - start)
+
+        async def guesser(n: int) -> None:
+            c = HTTPClient(ports[n % 2])
+            with trio.move_on_after(4):
+                while True:
+                    password = PASSWORD if n % 5 == 0 else "wrong password"
+                    await timed(c.post("/login", {"username": f"vic{n % 3 % 2}", "password": password}))
+            await c.aclose()
+
+        async def writer(n: int) -> None:
+            c = HTTPClient(ports[n % 2], victims[n % 2])
+            with trio.move_on_after(4):
+                for i in itertools.count():
+                    await timed(send(c, victims[n % 2], room_id, f"{n}.{i}"))
+                    await timed(c.post("/register", {"username": f"new{n}x{i}", "password": PASSWORD}))
+            await c.aclose()
+
+        async with trio.open_nursery() as nursery:
+            for n in range(12):
+                nursery.start_soon(guesser, n)
+            for n in range(4):
+                nursery.start_soon(writer, n)
+        assert set(statuses) <= {200, 201, 401}, sorted(set(statuses))
+        assert not [line for n in (a, b) for line in n.log().splitlines() if "rolled back" in line]
+        assert slowest < 0.9, slowest
     with trio.move_on_after(3):  # the nodes' connections report their statistics as they end
         while deadlocks() == before:
             await trio.sleep(0.2)

@@ -370,7 +370,7 @@ class LocalCommands:
             return membership.invite(conn, room_id, user_id, target_id, now)
 
         with limits_as_429():
-            await self.store.change(invite, (room_id,))
+            await self.store.change(invite, (room_id,), limits=queries.bucket_limits(bucket))
 
     async def uninvite(self, user_id: int, room_id: int, target_id: int) -> None:
         await self.store.change(lambda c, _: membership.uninvite(c, room_id, user_id, target_id), (room_id,))
