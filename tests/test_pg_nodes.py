@@ -465,6 +465,45 @@ async def test_a_users_successful_logins_are_limited_exactly_across_nodes(tmp_pa
             assert sorted(statuses) == [200] * 3 + [429] * 13, (round_, sorted(statuses))
 
 
+async def test_a_batch_chosen_as_deadlock_victim_while_locking_is_retried(tmp_path: Path, dsn: str) -> None:
+    """A database error while a batch takes its locks (here PostgreSQL picks it as the victim of a
+    deadlock with another client) rolls it back and retries its writes one per transaction, as an
+    error in a write does, instead of refusing them all (503)."""
+    import psycopg
+
+    async with node(tmp_path, dsn, "a", quiet=False) as a:
+        c = HTTPClient(a.port)
+        owner, _ = await register_and_login(c, "owner")
+        rooms = [int((await make_room(c, owner, f"r{n}"))["id"]) for n in range(2)]
+        leaver, _ = await register_and_login(c, "leaver")
+        for room_id in rooms:
+            assert (await c.post(f"/rooms/{room_id}/join", token=leaver)).status == 200
+        other = await trio.to_thread.run_sync(partial(psycopg.connect, dsn))
+        try:
+            lock = "SELECT id FROM rooms WHERE id = %s FOR UPDATE"
+            await trio.to_thread.run_sync(other.execute, lock, (rooms[1],))
+            async with trio.open_nursery() as nursery:
+                closed: list[int] = []
+
+                async def close() -> None:  # locks both rooms: takes the first, waits for the second
+                    reply = await c.request("DELETE", "/me", {"password": PASSWORD}, token=leaver)
+                    closed.append(reply.status)
+
+                nursery.start_soon(close)
+                with trio.fail_after(10):
+                    while query(dsn, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                                " AND datname = current_database()") == [(0,)]:
+                        await trio.sleep(0.05)
+                # The first room now closes the cycle; the node's transaction, waiting longer, is the victim.
+                await trio.to_thread.run_sync(other.execute, lock, (rooms[0],))
+                await trio.to_thread.run_sync(other.commit)
+            assert closed == [204]
+            assert "rolled back (deadlock detected" in a.log()
+        finally:
+            other.close()
+        await c.aclose()
+
+
 async def test_a_resync_closes_the_sockets_of_tokens_revoked_meanwhile(tmp_path: Path, dsn: str) -> None:
     """A revocation whose notification a node missed (its listener was reconnecting) still
     reaches that node's websockets: the resync checks the tokens it has cached against the

@@ -260,8 +260,9 @@ class PgWriter(GroupCommitWriter):
             self.pg.close()
 
     def _transaction(self, conn: PgConnection, items: list[Pending[Any]]) -> list[Change]:
-        """BEGIN … COMMIT of `items`; _WriteFailed (still in the transaction) if one raised."""
-        _lock_rows(conn, items)
+        """BEGIN … COMMIT of `items`; _WriteFailed (still in the transaction) if one raised, or
+        if taking their locks did (a deadlock victim, say: retried one write at a time, too)."""
+        self._guarded(conn, items[0], _lock_rows, conn, items)
         changes: list[Change] = []
         at = 0
         while at < len(items):
