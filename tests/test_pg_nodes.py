@@ -504,6 +504,22 @@ async def test_a_batch_chosen_as_deadlock_victim_while_locking_is_retried(tmp_pa
         await c.aclose()
 
 
+async def test_an_address_over_its_attempts_costs_no_transaction(tmp_path: Path, dsn: str) -> None:
+    """The node's own attempt bucket per address refuses first (what it refuses the database would
+    too): a login flood from one address is answered 429 without taking the writer's time."""
+    async with node(tmp_path, dsn, "a", "--login-rate", "0.001", "--login-burst", "3") as a:
+        c = HTTPClient(a.port)
+        await register(c, "alice")
+        statuses = [(await c.post("/login", {"username": "alice", "password": "wrong password"})).status
+                    for _ in range(3)]
+        commits = value(await scrape(c), "chat_trio_store_commits_total")
+        statuses += [(await c.post("/login", {"username": "alice", "password": "wrong password"})).status
+                     for _ in range(5)]
+        assert statuses == [401] * 3 + [429] * 5
+        assert commits > 0 and value(await scrape(c), "chat_trio_store_commits_total") == commits
+        await c.aclose()
+
+
 async def test_a_resync_closes_the_sockets_of_tokens_revoked_meanwhile(tmp_path: Path, dsn: str) -> None:
     """A revocation whose notification a node missed (its listener was reconnecting) still
     reaches that node's websockets: the resync checks the tokens it has cached against the
