@@ -6,6 +6,7 @@ closing the token's websockets on every node (4001)."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import signal
@@ -383,6 +384,140 @@ async def test_cross_room_writes_from_two_nodes_never_deadlock(tmp_path: Path, d
         while deadlocks() == before:
             await trio.sleep(0.2)
     assert deadlocks() == before
+
+
+async def test_logins_and_limited_writes_from_two_nodes_never_deadlock(tmp_path: Path, dsn: str) -> None:
+    """The rows of the shared limits (an address's login attempts, a username's backoff and
+    failures, a user's successes, send, invite and registration limits) are locked by each batch
+    first, in key order, with its rooms: wrong and right passwords for the same users and limited
+    writes racing on both nodes never deadlock (each would stall both nodes' writes for a second)."""
+    limits = ("--login-rate", "100000", "--login-burst", "100000", "--login-fail-limit", "1000000",
+              "--login-fail-address-limit", "1000000", "--login-backoff-after", "1000000",
+              "--login-user-limit", "1000000", "--send-rate", "1000", "--send-burst", "1000",
+              "--invite-rate", "1000", "--invite-burst", "1000", "--register-limit", "1000000")
+    before = deadlocks()
+    async with node(tmp_path, dsn, "a", *limits) as a, node(tmp_path, dsn, "b", *limits) as b:
+        ports = [a.port, b.port]
+        c = HTTPClient(a.port)
+        victims = [(await register_and_login(c, f"vic{n}"))[0] for n in range(2)]
+        room_id = int((await make_room(c, victims[0], "lobby"))["id"])
+        assert (await c.post(f"/rooms/{room_id}/join", token=victims[1])).status == 200
+        await c.aclose()
+        statuses: list[int] = []
+        slowest = 0.0
+
+        async def timed(reply: Awaitable[Any]) -> None:
+            nonlocal slowest
+            start = trio.current_time()
+            statuses.append((await reply).status)
+            slowest = max(slowest, trio.current_time() - start)
+
+        async def guesser(n: int) -> None:
+            c = HTTPClient(ports[n % 2])
+            with trio.move_on_after(4):
+                while True:
+                    password = PASSWORD if n % 5 == 0 else "wrong password"
+                    await timed(c.post("/login", {"username": f"vic{n % 3 % 2}", "password": password}))
+            await c.aclose()
+
+        async def writer(n: int) -> None:
+            c = HTTPClient(ports[n % 2], victims[n % 2])
+            with trio.move_on_after(4):
+                for i in itertools.count():
+                    await timed(send(c, victims[n % 2], room_id, f"{n}.{i}"))
+                    await timed(c.post("/register", {"username": f"new{n}x{i}", "password": PASSWORD}))
+            await c.aclose()
+
+        async with trio.open_nursery() as nursery:
+            for n in range(12):
+                nursery.start_soon(guesser, n)
+            for n in range(4):
+                nursery.start_soon(writer, n)
+        assert set(statuses) <= {200, 201, 401}, sorted(set(statuses))
+        assert not [line for n in (a, b) for line in n.log().splitlines() if "rolled back" in line]
+        assert slowest < 0.9, slowest
+    with trio.move_on_after(3):  # the nodes' connections report their statistics as they end
+        while deadlocks() == before:
+            await trio.sleep(0.2)
+    assert deadlocks() == before
+
+
+async def test_a_users_successful_logins_are_limited_exactly_across_nodes(tmp_path: Path, dsn: str) -> None:
+    """A user's successes in the window are counted under a lock of the user's row: correct
+    passwords racing on two nodes get no more than --login-user-limit tokens between them."""
+    limits = ("--login-user-limit", "3", "--login-rate", "1000", "--login-burst", "1000")
+    async with node(tmp_path, dsn, "a", *limits) as a, node(tmp_path, dsn, "b", *limits) as b:
+        c = HTTPClient(a.port)
+        await register(c, "alice")
+        await c.aclose()
+
+        async def one(port: int, statuses: list[int]) -> None:
+            c = HTTPClient(port)
+            statuses.append((await c.post("/login", {"username": "alice", "password": PASSWORD})).status)
+            await c.aclose()
+
+        for round_ in range(3):
+            query(dsn, "DELETE FROM limit_events")
+            statuses: list[int] = []
+            async with trio.open_nursery() as nursery:
+                for n in range(16):
+                    nursery.start_soon(one, (a.port, b.port)[n % 2], statuses)
+            assert sorted(statuses) == [200] * 3 + [429] * 13, (round_, sorted(statuses))
+
+
+async def test_a_batch_chosen_as_deadlock_victim_while_locking_is_retried(tmp_path: Path, dsn: str) -> None:
+    """A database error while a batch takes its locks (here PostgreSQL picks it as the victim of a
+    deadlock with another client) rolls it back and retries its writes one per transaction, as an
+    error in a write does, instead of refusing them all (503)."""
+    import psycopg
+
+    async with node(tmp_path, dsn, "a", quiet=False) as a:
+        c = HTTPClient(a.port)
+        owner, _ = await register_and_login(c, "owner")
+        rooms = [int((await make_room(c, owner, f"r{n}"))["id"]) for n in range(2)]
+        leaver, _ = await register_and_login(c, "leaver")
+        for room_id in rooms:
+            assert (await c.post(f"/rooms/{room_id}/join", token=leaver)).status == 200
+        other = await trio.to_thread.run_sync(partial(psycopg.connect, dsn))
+        try:
+            lock = "SELECT id FROM rooms WHERE id = %s FOR UPDATE"
+            await trio.to_thread.run_sync(other.execute, lock, (rooms[1],))
+            async with trio.open_nursery() as nursery:
+                closed: list[int] = []
+
+                async def close() -> None:  # locks both rooms: takes the first, waits for the second
+                    reply = await c.request("DELETE", "/me", {"password": PASSWORD}, token=leaver)
+                    closed.append(reply.status)
+
+                nursery.start_soon(close)
+                with trio.fail_after(10):
+                    while query(dsn, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                                " AND datname = current_database()") == [(0,)]:
+                        await trio.sleep(0.05)
+                # The first room now closes the cycle; the node's transaction, waiting longer, is the victim.
+                await trio.to_thread.run_sync(other.execute, lock, (rooms[0],))
+                await trio.to_thread.run_sync(other.commit)
+            assert closed == [204]
+            assert "rolled back (deadlock detected" in a.log()
+        finally:
+            other.close()
+        await c.aclose()
+
+
+async def test_an_address_over_its_attempts_costs_no_transaction(tmp_path: Path, dsn: str) -> None:
+    """The node's own attempt bucket per address refuses first (what it refuses the database would
+    too): a login flood from one address is answered 429 without taking the writer's time."""
+    async with node(tmp_path, dsn, "a", "--login-rate", "0.001", "--login-burst", "3") as a:
+        c = HTTPClient(a.port)
+        await register(c, "alice")
+        statuses = [(await c.post("/login", {"username": "alice", "password": "wrong password"})).status
+                    for _ in range(3)]
+        commits = value(await scrape(c), "chat_trio_store_commits_total")
+        statuses += [(await c.post("/login", {"username": "alice", "password": "wrong password"})).status
+                     for _ in range(5)]
+        assert statuses == [401] * 3 + [429] * 5
+        assert commits > 0 and value(await scrape(c), "chat_trio_store_commits_total") == commits
+        await c.aclose()
 
 
 async def test_a_resync_closes_the_sockets_of_tokens_revoked_meanwhile(tmp_path: Path, dsn: str) -> None:

@@ -256,10 +256,14 @@ class LocalCommands:
             raise username_taken() from None
 
     # On PostgreSQL the login policy's counters are rows every node decides on (a node started
-    # after the guesses refuses too); else they are this process's memory.
+    # after the guesses refuses too); else they are this process's memory. On PostgreSQL the
+    # address's attempt bucket in memory is a first gate too: an address over it on this node
+    # alone is refused without a transaction, so a login flood does not take the writer's time.
 
     async def login_allowed(self, username: str, client: str) -> None:
         if self.store.shares_limits:
+            if wait := self.logins.attempts.take(client):
+                raise rate_limited(wait)
             with limits_as_429():
                 await self.store.login_check(username.lower(), client)
         elif wait := self.logins.check(username.lower(), client):
@@ -370,7 +374,7 @@ class LocalCommands:
             return membership.invite(conn, room_id, user_id, target_id, now)
 
         with limits_as_429():
-            await self.store.change(invite, (room_id,))
+            await self.store.change(invite, (room_id,), limits=queries.bucket_limits(bucket))
 
     async def uninvite(self, user_id: int, room_id: int, target_id: int) -> None:
         await self.store.change(lambda c, _: membership.uninvite(c, room_id, user_id, target_id), (room_id,))

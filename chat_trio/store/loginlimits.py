@@ -15,7 +15,7 @@ from chat_trio.config import Config
 from chat_trio.security.logins import BACKOFF_MEMORY, KNOWN_ADDRESSES
 from chat_trio.security.ratelimit import backoff_delay
 from chat_trio.store.db import Connection
-from chat_trio.store.queries import Limited, locked_bucket, save_bucket, take_token
+from chat_trio.store.queries import Limited, Limits, locked_bucket, save_bucket, take_token
 
 BACKOFF_MEMORY_MS = int(BACKOFF_MEMORY * 1000)
 
@@ -60,6 +60,28 @@ def _backoff_wait(conn: Connection, config: Config, username: str, now: int) -> 
                                               config.login_backoff_max) - now / 1000)
 
 
+def check_limits(config: Config, address: str) -> Limits:
+    """The limit rows `check` locks: the address's attempt bucket (a new one is full)."""
+    return ((f"login:{address}", float(config.login_burst)),) if config.login_rate > 0 else ()
+
+
+def failed_limits(config: Config, username: str, address: str, account: bool) -> Limits:
+    """The limit rows `failed` locks: those of the windows it counts in (their events are written
+    under them) and the username's backoff."""
+    c = config
+    keys = [_pair(username, address)] if c.login_fail_limit > 0 else []
+    keys += [f"login-fail:{address}"] if c.login_fail_address_limit > 0 else []
+    keys += [f"login-backoff:{username}"] if account and c.login_backoff_after > 0 else []
+    return tuple((key, 0.0) for key in keys)
+
+
+def succeeded_limits(username: str, address: str) -> Limits:
+    """The limit rows `succeeded` locks: the user's successes (and known addresses), and the
+    failures and backoff it clears."""
+    return tuple((key, 0.0) for key in (f"login-ok:{username}", _pair(username, address),
+                                        f"login-backoff:{username}"))
+
+
 def check(conn: Connection, config: Config, username: str, address: str, now: int) -> None:
     """LoginGuard.check: Limited if the attempt must wait; else it takes one from the address's
     attempt bucket."""
@@ -91,6 +113,7 @@ def succeeded(conn: Connection, config: Config, username: str, address: str, now
     """LoginGuard.succeeded: Limited when parallel logins used up the user's successes while this
     one was hashing; else its failures and backoff are cleared and the address remembered."""
     c = config
+    locked_bucket(conn, f"login-ok:{username}", 0, now)  # a row per username, locked: an exact count
     wait = _window_wait(conn, f"login-ok:{username}", c.login_user_limit, c.login_user_window, now)
     if wait:
         raise Limited(wait)

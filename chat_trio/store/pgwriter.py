@@ -2,7 +2,8 @@
 
 One transaction per batch: lock the rooms every write of the batch changes (messages, room events,
 members, read markers: `Pending.rooms`) in id order (`FOR NO KEY UPDATE`: nodes never deadlock on
-them, and foreign-key checks on them are not blocked), then run the writes (a
+them, and foreign-key checks on them are not blocked), then the users they update and the limit
+rows they decide on (`Pending.users`, `Pending.limits`) in id and key order, then run the writes (a
 message's txn_id is looked up after the lock, so a retry racing on another node finds the
 original and takes no seq; `UPDATE rooms … RETURNING` allocates the seq, and a rollback gives it
 back, so seqs stay dense), then NOTIFY the commit's change records (pgfeed.payloads), then
@@ -29,7 +30,7 @@ from chat_trio.store.pg import PgConnection
 from chat_trio.store.pgfeed import payloads
 from chat_trio.store.pgsearch import add_many
 from chat_trio.store.queries import MESSAGE_COLUMNS, NewMessage, NothingWritten, Row
-from chat_trio.store.records import entry_json, message_json
+from chat_trio.store.records import entry_json, message_json, now_ms
 from chat_trio.store.writer import GroupCommitWriter, Pending, StoreClosed
 
 log = logging.getLogger("chat_trio.store")
@@ -165,23 +166,41 @@ def _insert(conn: PgConnection, new: list[Pending[Any]]) -> list[Change]:
     return changes
 
 
-def _lock_rooms(conn: PgConnection, items: list[Pending[Any]]) -> None:
-    """BEGIN, and lock the rows of every room the writes of `items` change, in id order, before
-    any of them runs: two nodes' transactions then take their room locks in one order and never
-    deadlock (a write that took its rooms as it went could hold one room another transaction
-    waits for while it waits for one that transaction holds). Their members, bans, invites and
-    timeline rows are only written under their room's lock, so they follow the same order."""
+def _lock_rows(conn: PgConnection, items: list[Pending[Any]]) -> None:
+    """BEGIN, and lock the rows of every room the writes of `items` change, in id order, then
+    the users they update, in id order, then the limit rows they lock, in key order (created if
+    new, with their first tokens), before any of them runs: two nodes' transactions then take
+    their locks in one order and never deadlock (a write that took its locks as it went could
+    hold one row another transaction waits for while it waits for one that transaction holds).
+    Their members, bans, invites and timeline rows are only written under their room's lock, a
+    user's tokens under the user's, a limit's events under its row's, so they follow the order."""
     rooms = {room for item in items if not callable(item.rooms) for room in item.rooms}
     finders = [item.rooms for item in items if callable(item.rooms)]
-    lock = "SELECT id FROM rooms WHERE id = ANY(?) ORDER BY id FOR NO KEY UPDATE"
-    with conn.raw.pipeline():  # one round trip for both, unless the database must find rooms first
+    users = sorted({user for item in items for user in item.users})
+    limits = dict(sorted(limit for item in items for limit in item.limits))
+    now = now_ms()
+    in_order = "WHERE id = ANY(?) ORDER BY id FOR NO KEY UPDATE"
+
+    def lock() -> None:
+        if rooms:
+            conn.execute(f"SELECT id FROM rooms {in_order}", (sorted(rooms),))
+        if users:
+            conn.execute(f"SELECT id FROM users {in_order}", (users,))
+        if limits:
+            conn.execute("INSERT INTO limits (key, tokens, at) SELECT k.key, k.tokens, ?"
+                         " FROM unnest(?::text[], ?::float8[]) WITH ORDINALITY AS k(key, tokens, n)"
+                         " ORDER BY n ON CONFLICT (key) DO UPDATE SET at = limits.at",
+                         (now, list(limits), list(limits.values())))
+
+    with conn.raw.pipeline():  # one round trip for all, unless the database must find rooms first
         conn.execute("BEGIN")
-        if rooms and not finders:
-            conn.execute(lock, (sorted(rooms),))
+        if not finders:
+            lock()
     if finders:
         for find in finders:
             rooms.update(find(conn))
-        conn.execute(lock, (sorted(rooms),))
+        with conn.raw.pipeline():
+            lock()
 
 
 class PgWriter(GroupCommitWriter):
@@ -241,8 +260,9 @@ class PgWriter(GroupCommitWriter):
             self.pg.close()
 
     def _transaction(self, conn: PgConnection, items: list[Pending[Any]]) -> list[Change]:
-        """BEGIN … COMMIT of `items`; _WriteFailed (still in the transaction) if one raised."""
-        _lock_rooms(conn, items)
+        """BEGIN … COMMIT of `items`; _WriteFailed (still in the transaction) if one raised, or
+        if taking their locks did (a deadlock victim, say: retried one write at a time, too)."""
+        self._guarded(conn, items[0], _lock_rows, conn, items)
         changes: list[Change] = []
         at = 0
         while at < len(items):

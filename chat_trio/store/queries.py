@@ -38,6 +38,9 @@ MESSAGE_COLUMNS = ("id, room_id, seq, author_id, text, txn_id, created_at,"
                    " kind, subject_id, changes, edited_at, deleted, target_seq, new_text")
 TEXT_COLUMNS = "id, room_id, seq, author_id, text, txn_id, created_at"
 Bucket = tuple[str, float, int]  # a token bucket kept in the database: (key, rate per second, burst)
+# The rows of `limits` a write locks, declared so that PostgreSQL locks them first in key order
+# (pgwriter.py): (key, the tokens a new row starts with).
+Limits = tuple[tuple[str, float], ...]
 ALL_ROWS = 2**62  # a LIMIT that takes every row (sqlite's LIMIT -1 is not portable)
 
 
@@ -496,6 +499,11 @@ def _locked_limit(conn: Connection, key: str, tokens: float, now: int) -> Row:
 def locked_bucket(conn: Connection, key: str, burst: int, now: int) -> Row:
     """(tokens, at) of `key`'s bucket, locked until COMMIT (a new bucket is full)."""
     return _locked_limit(conn, key, float(burst), now)
+
+
+def bucket_limits(bucket: Bucket | None) -> Limits:
+    """The limit row taking a token from `bucket` locks (a new bucket is full)."""
+    return () if bucket is None else ((bucket[0], float(bucket[2])),)
 
 
 def refill(tokens: float, at: int, now: int, rate: float, burst: int) -> float:

@@ -24,13 +24,13 @@ from chat_trio.store import loginlimits, membership, queries, timeline
 from chat_trio.store.changes import Changes
 from chat_trio.store.db import Connection, Readers
 from chat_trio.store.feed import Feed
-from chat_trio.store.queries import Bucket, Conflict, NotMember
+from chat_trio.store.queries import Bucket, Conflict, Limits, NotMember
 from chat_trio.store.readers import ReaderPool
 from chat_trio.store.records import Message, RoomState, User, entry_json, now_ms
 from chat_trio.store.schema import migrate
 from chat_trio.store.sqlite import backup, connect, sqlite3
 from chat_trio.store.state import State
-from chat_trio.store.writer import GroupCommitWriter, Rooms, StoreClosed
+from chat_trio.store.writer import GroupCommitWriter, Rooms, StoreClosed, Users
 
 if TYPE_CHECKING:
     from chat_trio.store.pgstore import PgNode
@@ -185,7 +185,8 @@ class Store:
         return None if row is None else (row[0], row[1])
 
     async def rehash_password(self, user_id: int, new_hash: str) -> None:
-        await self.writer.write(lambda c: queries.update_password_hash(c, user_id, new_hash))
+        await self.writer.write(lambda c: queries.update_password_hash(c, user_id, new_hash),
+                                users=(user_id,))
 
     async def create_token(self, digest: bytes, user_id: int, ttl_ms: int, keep: int = 0,
                            client: str = "", verified: str | None = None) -> int:
@@ -195,12 +196,14 @@ class Store:
         now = now_ms()
         expires = now + ttl_ms
         await self.writer.change(
-            lambda c: queries.insert_token(c, digest, user_id, now, expires, keep, client, verified))
+            lambda c: queries.insert_token(c, digest, user_id, now, expires, keep, client, verified),
+            users=(user_id,))
         return expires
 
     async def set_password(self, user_id: int, password_hash: str, keep: bytes = b"") -> None:
         """Replace the password; every token of the user but `keep` is revoked in the same commit."""
-        await self.writer.change(lambda c: queries.set_password(c, user_id, password_hash, keep))
+        await self.writer.change(lambda c: queries.set_password(c, user_id, password_hash, keep),
+                                 users=(user_id,))
 
     async def end_session(self, user_id: int, public_id: str) -> bool:
         """Revoke the user's token with this public id; False if there is none."""
@@ -214,10 +217,12 @@ class Store:
     async def touch_token(self, digest: bytes) -> None:
         """Queue a last-seen update for a token; returns without waiting for its commit."""
         now = now_ms()
-        await self.writer.submit(lambda c: queries.touch_token(c, digest, now))
+        entry = self.state.tokens.get(digest)
+        await self.writer.submit(lambda c: queries.touch_token(c, digest, now),
+                                 users=() if entry is None else (entry[0],))
 
     async def set_admin(self, user_id: int, admin: bool) -> None:
-        await self.writer.change(lambda c: queries.set_admin(c, user_id, admin))
+        await self.writer.change(lambda c: queries.set_admin(c, user_id, admin), users=(user_id,))
 
     async def deactivate(self, user_id: int, erase: bool) -> None:
         """Close the account in one commit: it leaves every room (a `leave` entry each) and, with
@@ -238,7 +243,7 @@ class Store:
             return None, changes
 
         # the writer checkpoints the WAL after an erasure (sqlite)
-        await self.change(close, lambda c: queries.account_rooms(c, user_id, erase))
+        await self.change(close, lambda c: queries.account_rooms(c, user_id, erase), users=(user_id,))
 
     async def users_page(self, prefix: str, after: int,
                          limit: int) -> tuple[list[tuple[User, int | None]], bool]:
@@ -290,21 +295,25 @@ class Store:
         """The login policy kept in the database (store/loginlimits.py, when `shares_limits`):
         queries.Limited if the attempt must wait, else it is counted against the address."""
         now = now_ms()
-        await self.writer.write(lambda c: loginlimits.check(c, self.config, username, address, now))
+        await self.writer.write(lambda c: loginlimits.check(c, self.config, username, address, now),
+                                limits=loginlimits.check_limits(self.config, address))
 
     async def login_failed(self, username: str, address: str, account: bool) -> None:
         now = now_ms()
-        await self.writer.write(lambda c: loginlimits.failed(c, self.config, username, address, account, now))
+        await self.writer.write(lambda c: loginlimits.failed(c, self.config, username, address, account, now),
+                                limits=loginlimits.failed_limits(self.config, username, address, account))
 
     async def login_succeeded(self, username: str, address: str) -> None:
         """queries.Limited when the user's successes ran out meanwhile (loginlimits.succeeded)."""
         now = now_ms()
-        await self.writer.write(lambda c: loginlimits.succeeded(c, self.config, username, address, now))
+        await self.writer.write(lambda c: loginlimits.succeeded(c, self.config, username, address, now),
+                                limits=loginlimits.succeeded_limits(username, address))
 
     async def count_event(self, key: str, limit: int, window: float) -> None:
         """Count one event against a window limit shared between nodes (queries.Limited when over)."""
         now = now_ms()
-        await self.writer.write(lambda c: queries.count_event(c, key, limit, int(window * 1000), now))
+        await self.writer.write(lambda c: queries.count_event(c, key, limit, int(window * 1000), now),
+                                limits=((key, 0.0),))
 
     async def revoke_token(self, digest: bytes) -> None:
         await self.writer.change(lambda c: queries.delete_token(c, digest))
@@ -372,7 +381,7 @@ class Store:
                 queries.take_token(c, *bucket, now)
             return queries.insert_room(c, name, topic, user_id, now, visibility)
 
-        room_id = await self.writer.change(create)
+        room_id = await self.writer.change(create, limits=queries.bucket_limits(bucket))
         return self.state.rooms[room_id]
 
     async def join(self, room: RoomState, user_id: int) -> None:
@@ -387,13 +396,14 @@ class Store:
         user = self.state.users[user_id]
         await self.change(lambda c, now: membership.leave(c, room.id, user, now), (room.id,))
 
-    async def change(self, run: Callable[[Connection, int], tuple[T, Changes]], rooms: Rooms = ()) -> T:
+    async def change(self, run: Callable[[Connection, int], tuple[T, Changes]], rooms: Rooms = (), *,
+                     limits: Limits = (), users: Users = ()) -> T:
         """Run a write that changes what the caches hold (e.g. one of store/membership.py) with
         the current time (epoch ms) in the next transaction; its result once applied. `rooms`:
-        every room whose rows it changes (writer.Rooms), so that PostgreSQL nodes lock them in
-        one order and never deadlock."""
+        every room whose rows it changes (writer.Rooms), `users` and `limits` the user and limit
+        rows it locks, so that PostgreSQL nodes lock them in one order and never deadlock."""
         now = now_ms()
-        return await self.writer.change(lambda c: run(c, now), rooms)
+        return await self.writer.change(lambda c: run(c, now), rooms, limits=limits, users=users)
 
     # -- messages --------------------------------------------------------------------------
 
@@ -406,7 +416,8 @@ class Store:
         now = now_ms()
         room_id = room.id
         new = queries.NewMessage(room_id, author, text, txn_id, now, bucket)
-        pending = await self.writer.submit_changes(new.insert, (room_id,), new)
+        pending = await self.writer.submit_changes(new.insert, (room_id,), new,
+                                                   limits=queries.bucket_limits(bucket))
         return pending.result
 
     async def sent_message(self, room: RoomState, author: User, txn_id: str) -> Message | None:
@@ -437,7 +448,7 @@ class Store:
         room_id = room.id
         entry: Message = await self.change(
             lambda c, now: timeline.edit_message(c, room_id, editor, seq, text, txn_id, now, bucket),
-            (room_id,))
+            (room_id,), limits=queries.bucket_limits(bucket))
         return entry
 
     async def delete_message(self, room: RoomState, actor: User, seq: int) -> Message:

@@ -25,6 +25,7 @@ import trio
 from chat_trio.errors import APIError
 from chat_trio.metrics import BATCH_BUCKETS, Histogram
 from chat_trio.store.changes import NO_CHANGES, Change, Changes, Commit, TextErased
+from chat_trio.store.queries import Limits
 from chat_trio.store.sqlite import BUSY_TIMEOUT_MS, sqlite3
 
 log = logging.getLogger("chat_trio.store")
@@ -34,6 +35,9 @@ ERASE_WAIT_MS = 100  # how long the checkpoint after an erasure waits for reader
 # the connection that finds them, for a write whose rooms only the database knows (closing an
 # account). PostgreSQL locks every room of a batch first, in id order (pgwriter.py).
 Rooms = tuple[int, ...] | Callable[[Any], Iterable[int]]
+# The users whose rows a write updates, and the limit rows it locks (queries.Limits): PostgreSQL
+# locks them after the rooms, in id and key order, so two nodes' batches lock in one order.
+Users = tuple[int, ...]
 
 
 class StoreClosed(APIError):
@@ -53,6 +57,8 @@ class Pending(Generic[T]):
     run: Callable[[Any], tuple[T, Changes]]
     rooms: Rooms = ()  # the rooms it changes (PostgreSQL locks them first, in id order)
     spec: Any = None  # the write as data, if a writer may run it in bulk (queries.NewMessage)
+    limits: Limits = ()  # the limit rows it locks (PostgreSQL locks them first, in key order)
+    users: Users = ()  # the users whose rows it updates (locked first too, in id order)
     value: Any = None
     error: BaseException | None = None
     finished: bool = False
@@ -111,29 +117,32 @@ class GroupCommitWriter:
     def queued(self) -> int:
         return self._send.statistics().current_buffer_used
 
-    async def write(self, run: Callable[[Any], T]) -> T:
+    async def write(self, run: Callable[[Any], T], *, limits: Limits = (), users: Users = ()) -> T:
         """Run `run(conn)`, a write that changes nothing the caches hold, in the next
         transaction; return once it has COMMITted.
 
         If the caller is cancelled after handing the write over, the write still commits."""
-        return await (await self.submit(run)).result()
+        return await (await self.submit(run, limits=limits, users=users)).result()
 
-    async def submit(self, run: Callable[[Any], T]) -> Pending[T]:
+    async def submit(self, run: Callable[[Any], T], *, limits: Limits = (), users: Users = ()) -> Pending[T]:
         """Queue a write that changes nothing the caches hold, without waiting for its commit."""
-        return await self.submit_changes(_unchanged(run))
+        return await self.submit_changes(_unchanged(run), limits=limits, users=users)
 
-    async def change(self, run: Callable[[Any], tuple[T, Changes]], rooms: Rooms = ()) -> T:
+    async def change(self, run: Callable[[Any], tuple[T, Changes]], rooms: Rooms = (), *,
+                     limits: Limits = (), users: Users = ()) -> T:
         """Run `run(conn)`, which returns (result, changes made), in the next transaction; return
         the result once it has COMMITted and its changes are applied. `rooms`: those it changes."""
-        return await (await self.submit_changes(run, rooms)).result()
+        return await (await self.submit_changes(run, rooms, limits=limits, users=users)).result()
 
     async def submit_changes(
-        self, run: Callable[[Any], tuple[T, Changes]], rooms: Rooms = (), spec: Any = None
+        self, run: Callable[[Any], tuple[T, Changes]], rooms: Rooms = (), spec: Any = None, *,
+        limits: Limits = (), users: Users = (),
     ) -> Pending[T]:
         """Queue a write without waiting for its commit. Writes commit in the order they were
         submitted, so one caller can keep several in flight and still keep their order. `rooms`:
-        the rooms whose rows the write changes (Rooms); `spec`: what `run` does, as data."""
-        item: Pending[T] = Pending(run, rooms, spec)
+        the rooms whose rows the write changes (Rooms); `spec`: what `run` does, as data;
+        `limits`, `users`: the limit rows it locks and the user rows it updates (Limits, Users)."""
+        item: Pending[T] = Pending(run, rooms, spec, limits, users)
         try:
             try:
                 self._send.send_nowait(item)  # the common case: no scheduler pass of its own
