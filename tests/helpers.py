@@ -7,6 +7,7 @@ from __future__ import annotations
 import calendar
 import dataclasses
 import re
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager, closing
@@ -195,6 +196,7 @@ async def serve_workers(config: Config, workers: int) -> AsyncIterator[WorkersSe
 # The outcome ("passed", "failed", "skipped") of a test's call, kept by conftest's makereport hook.
 CALL_OUTCOME = pytest.StashKey[str]()
 
+
 @dataclass
 class SharedServers:
     """Subprocess servers the tests of one module share in the workers and PostgreSQL modes, one
@@ -206,12 +208,11 @@ class SharedServers:
     tmp: Path
     running: dict[tuple[str, str], WorkersServer] = field(default_factory=dict)
     schemas: list[str] = field(default_factory=list)
-    started: list[tuple[str, str]] = field(default_factory=list)  # each has its directory
 
     async def get(self, mode: str, **overrides: object) -> Served:
         key = (mode, repr(sorted(overrides.items())))
         if key not in self.running:
-            home = self.tmp / str(len(self.started))  # a start that skipped (no PostgreSQL) made none
+            home = Path(tempfile.mkdtemp(dir=self.tmp))  # its own, whether it starts or skips
             await self._start(key, mode, make_config(home, **overrides))
         return self.running[key]
 
@@ -224,8 +225,6 @@ class SharedServers:
             args, workers = [*args, "--database", dsn], 1
         else:
             skip_without_workers()
-        Path(config.db).parent.mkdir()
-        self.started.append(key)
         process = ServerProcess(Path(config.db).parent, *workers_args(workers), *args, db=Path(config.db))
         server = self.running[key] = WorkersServer(0, config, process)  # stopped at the end even if it fails
         server.port = await process.start()
